@@ -1,0 +1,322 @@
+"""The configuration of one trial: frozen dataclasses, validated on construction.
+
+A trial is described by a nested :class:`TrialConfig`. Ray Tune and the command line speak in flat
+dotted keys (``"ocr.delta"``); :func:`from_flat` and :func:`to_flat` are the one place that turns one
+into the other, and unknown keys are rejected there with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+SELECTIONS = ("oc", "all", "none")
+GROUPS = ("paper", "top1", "rank_bg")
+IC_MASKINGS = ("zero", "drop")
+REDUCTIONS = ("pixels", "selected")
+PRIORS = (
+    "cooc_raw",
+    "cooc_minmax",
+    "cooc_conditional",
+    "uniform",
+    "identity",
+    "posterior",
+    "shuffled",
+)
+OCR_STAGES = ("seg", "cam", "both")
+DATASETS = ("digits", "voc", "coco")
+COOCCURRENCES = ("exclusive", "paired", "random")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _choice(owner: str, name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{owner}.{name} = {value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _at_least(owner: str, name: str, value: float, low: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+        raise ValueError(f"{owner}.{name} = {value!r} must be a finite number >= {low}")
+
+
+def _in_range(owner: str, name: str, value: float, low: float, high: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{owner}.{name} = {value!r} must be in [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class DigitsConfig:
+    """The offline digit-scenes data set (glyphs from ``sklearn.datasets.load_digits``)."""
+
+    image_size: int = 48
+    num_classes: int = 10
+    objects_min: int = 1
+    objects_max: int = 3
+    glyph_min: int = 14
+    glyph_max: int = 22
+    mask_threshold: float = 0.35
+    tag_min_pixels: int = 10
+    cooccurrence: str = "exclusive"
+    pair_prob: float = 0.5
+    person_prob: float = 0.2
+    clutter_prob: float = 0.3
+    noise_std: float = 0.05
+    train_size: int = 3000
+    val_size: int = 500
+    glyph_split: float = 0.8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        o = "data.digits"
+        _at_least(o, "image_size", self.image_size, 16)
+        _in_range(o, "num_classes", self.num_classes, 2, 10)
+        _at_least(o, "objects_min", self.objects_min, 1)
+        _at_least(o, "objects_max", self.objects_max, self.objects_min)
+        _at_least(o, "glyph_min", self.glyph_min, 4)
+        _in_range(o, "glyph_max", self.glyph_max, self.glyph_min, self.image_size)
+        _in_range(o, "mask_threshold", self.mask_threshold, 0.0, 1.0)
+        _at_least(o, "tag_min_pixels", self.tag_min_pixels, 1)
+        _choice(o, "cooccurrence", self.cooccurrence, COOCCURRENCES)
+        for name in ("pair_prob", "person_prob", "clutter_prob", "glyph_split"):
+            _in_range(o, name, getattr(self, name), 0.0, 1.0)
+        _at_least(o, "noise_std", self.noise_std, 0.0)
+        _at_least(o, "train_size", self.train_size, 1)
+        _at_least(o, "val_size", self.val_size, 1)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set a trial reads, and where from."""
+
+    name: str = "digits"
+    root: str = ""
+    image_size: int = 320
+    train_split: str = "train_aug"
+    val_split: str = "val"
+    max_images: int = 0
+    digits: DigitsConfig = field(default_factory=DigitsConfig)
+
+    def __post_init__(self) -> None:
+        _choice("data", "name", self.name, DATASETS)
+        if self.name != "digits" and not self.root:
+            raise ValueError(f"data.root is empty: data.name = {self.name!r} is read from disk; "
+                             "set data.root to the data set's folder")
+        _at_least("data", "image_size", self.image_size, 16)
+        _at_least("data", "max_images", self.max_images, 0)
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    """Stage 1: the CAM classifier and how pseudo-masks are made from it."""
+
+    width: int = 16
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    bg_threshold: float = 0.1
+    ink_threshold: float = 0.45
+
+    def __post_init__(self) -> None:
+        _at_least("cam", "width", self.width, 1)
+        _at_least("cam", "epochs", self.epochs, 0)
+        _at_least("cam", "batch_size", self.batch_size, 1)
+        _in_range("cam", "lr", self.lr, 0.0, 10.0)
+        _at_least("cam", "weight_decay", self.weight_decay, 0.0)
+        _in_range("cam", "bg_threshold", self.bg_threshold, 0.0, 1.0)
+        _in_range("cam", "ink_threshold", self.ink_threshold, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    """Stage 2: the segmentation network trained on the pseudo-masks."""
+
+    width: int = 16
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _at_least("seg", "width", self.width, 1)
+        _at_least("seg", "epochs", self.epochs, 1)
+        _at_least("seg", "batch_size", self.batch_size, 1)
+        _in_range("seg", "lr", self.lr, 0.0, 10.0)
+        _at_least("seg", "weight_decay", self.weight_decay, 0.0)
+
+
+@dataclass(frozen=True)
+class OCRConfig:
+    """Every argument of :func:`ocr.ocr_loss`, its weight, and where it is applied."""
+
+    selection: str = "oc"
+    group: str = "paper"
+    prior: str = "cooc_minmax"
+    delta: float = 6.0
+    tau: float = 0.2
+    ic_masking: str = "zero"
+    reduction: str = "pixels"
+    weight: float = 1.0
+    stage: str = "seg"
+    posterior_momentum: float = 0.99
+
+    def __post_init__(self) -> None:
+        _choice("ocr", "selection", self.selection, SELECTIONS)
+        _choice("ocr", "group", self.group, GROUPS)
+        _choice("ocr", "prior", self.prior, PRIORS)
+        _choice("ocr", "ic_masking", self.ic_masking, IC_MASKINGS)
+        _choice("ocr", "reduction", self.reduction, REDUCTIONS)
+        _choice("ocr", "stage", self.stage, OCR_STAGES)
+        _in_range("ocr", "delta", self.delta, -100.0, 100.0)
+        _in_range("ocr", "tau", self.tau, -1.0, 2.0)
+        _in_range("ocr", "weight", self.weight, 0.0, 1000.0)
+        _in_range("ocr", "posterior_momentum", self.posterior_momentum, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+    ocr: OCRConfig = field(default_factory=OCRConfig)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1
+    amp: bool = True
+    cache_dir: str = ".ocr-study/cache"
+
+    def __post_init__(self) -> None:
+        _at_least("trial", "seed", self.seed, 0)
+        _choice("trial", "device", self.device, DEVICES)
+        _at_least("trial", "threads", self.threads, 1)
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache folder as a path."""
+        return Path(self.cache_dir).expanduser()
+
+
+T = TypeVar("T")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_config(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def flat_keys(cls: type = TrialConfig, prefix: str = "") -> dict[str, Any]:
+    """Every leaf key of a config class as ``{"ocr.delta": float, ...}``."""
+    keys: dict[str, Any] = {}
+    for name, tp in _field_types(cls).items():
+        if _is_config(tp):
+            keys.update(flat_keys(tp, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = tp
+    return keys
+
+
+def unknown_key_message(key: str, known: list[str] | tuple[str, ...] | Any) -> str:
+    """A message for an unknown key with the closest known ones as a did-you-mean."""
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` to the leaf type ``tp`` (YAML/CLI strings included), or raise ``ValueError``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"{key} = {value!r} must be true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{key} = {value!r} must be an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{key} = {value!r} must be an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key} = {value!r} must be a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{key} = {value!r} must be a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{key} = {value!r} must be a string")
+    raise ValueError(f"{key}: unsupported type {tp!r}")
+
+
+def _build(cls: type[T], values: Mapping[str, Any], prefix: str) -> T:
+    kwargs: dict[str, Any] = {}
+    for name, tp in _field_types(cls).items():
+        if _is_config(tp):
+            kwargs[name] = _build(tp, values, f"{prefix}{name}.")
+        elif f"{prefix}{name}" in values:
+            kwargs[name] = coerce(f"{prefix}{name}", values[f"{prefix}{name}"], tp)
+    return cls(**kwargs)
+
+
+def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> TrialConfig:
+    """Build a :class:`TrialConfig` from flat dotted keys over ``base`` (defaults when ``None``).
+
+    Raises ``ValueError`` naming the key for an unknown key, a wrong type or an out-of-range value.
+    """
+    known = flat_keys()
+    for key in values:
+        if key not in known:
+            raise ValueError(unknown_key_message(key, known))
+    merged = to_flat(base) if base is not None else {}
+    merged.update(values)
+    return _build(TrialConfig, merged, "")
+
+
+def to_flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    """The config as flat dotted keys with plain values (the inverse of :func:`from_flat`)."""
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            flat.update(to_flat(value, f"{prefix}{f.name}."))
+        else:
+            flat[f"{prefix}{f.name}"] = value
+    return flat
+
+
+def nested_to_flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested mapping (as read from YAML) into dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(nested_to_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
