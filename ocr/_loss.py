@@ -28,6 +28,8 @@ zero gradient.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -73,46 +75,144 @@ def oc_pixels(logits: Tensor, tags: Tensor) -> Tensor:
     return ~torch.gather(cand, 1, pred.flatten(1)).view_as(pred)  # (B, H, W)
 
 
-def _paper_keep(z: Tensor, cand: Tensor, prior: Tensor, tau: float) -> Tensor:
-    """The keep set K of step 5 as a ``(B, C+1, H, W)`` bool mask (computed without gradient)."""
-    with torch.no_grad():
-        p = torch.softmax(z, dim=1)  # (B, K, H, W)
-        p_ic = p.masked_fill(~cand, -1.0)  # non-candidates can never be the anchor
-        p_a, anchor = p_ic.max(dim=1, keepdim=True)  # (B, 1, H, W); first max = lowest id
-        m_row = prior.to(z.dtype)[anchor.squeeze(1)].permute(0, 3, 1, 2)  # (B, K, H, W) = M[a, k]
-        keep = (p_a - m_row * p) < tau  # (B, K, H, W)
-        keep |= torch.arange(z.shape[1], device=z.device).view(1, -1, 1, 1) == anchor
-        return keep & cand
+def _fill(dtype: torch.dtype) -> float:
+    """A finite stand-in for −inf: exp() of it is 0, sums with it stay finite, gradients stay finite."""
+    return torch.finfo(dtype).min / 4
 
 
-def _rank_bg_keep(z: Tensor, cand: Tensor) -> Tensor:
+def _candidate_index(tags: Tensor) -> tuple[Tensor, Tensor]:
+    """Each image's in-candidate channel ids in ascending order, padded: ``(B, I)`` long and ``(B, I)`` bool.
+
+    ``I`` is the largest candidate count in the batch (1 + most tags); background is always position 0.
+    """
+    cand = candidate_mask(tags)  # (B, K)
+    k = cand.shape[1]
+    width = int(cand.sum(dim=1).max())
+    key = (~cand).long() * k + torch.arange(k, device=cand.device)  # candidates first, by id
+    idx = key.argsort(dim=1)[:, :width]  # (B, I)
+    return idx, torch.gather(cand, 1, idx)
+
+
+def _oc_decision(z: Tensor, cand: Tensor, m_o: Tensor, m_i: Tensor) -> Tensor:
+    """``(B, P)`` True where argmax over all channels is out of candidate (exact on ties: lowest id wins)."""
+    oc = m_o > m_i
+    tie = m_o == m_i
+    if bool(tie.any()):
+        pred = z.argmax(dim=1)  # (B, P)
+        oc = oc | (tie & ~torch.gather(cand, 1, pred))
+    return oc
+
+
+def _paper_keep(z_i: Tensor, ic_valid: Tensor, lse_all: Tensor, prior_i: Tensor, tau: float) -> Tensor:
+    """Keep set K (step 5) over candidates ``z_i (B, I, P)`` (padding at −inf); ``prior_i (B, I, I)``."""
+    p = torch.exp(z_i - lse_all.unsqueeze(1))  # (B, I, P) softmax over all K; 0 on padding
+    p_a, anchor = p.max(dim=1, keepdim=True)  # (B, 1, P); first max = lowest id (ids ascend)
+    m_row = torch.gather(prior_i.transpose(1, 2), 2, anchor.expand(-1, p.shape[1], -1))  # (B, I, P) M[a, k]
+    keep = torch.gt(m_row.mul_(p), p_a - tau)  # p_a − M[a, k]·p_k < τ
+    return keep.scatter_(1, anchor, True).logical_and_(ic_valid)
+
+
+def _rank_bg_keep(z_i: Tensor, ic_valid: Tensor) -> Tensor:
     """Released-code keep set: background alone if it tops the IC logits, else the IC classes above it."""
-    with torch.no_grad():
-        bg = z[:, :1]  # (B, 1, H, W)
-        above = (z > bg) & cand  # (B, K, H, W) IC classes ranked above background
-        bg_top = ~above[:, 1:].any(dim=1, keepdim=True)  # (B, 1, H, W)
-        keep = above.clone()
-        keep[:, :1] = bg_top
-        return keep
+    above = (z_i > z_i[:, :1]) & ic_valid  # (B, I, P); position 0 is background
+    keep = above.clone()
+    keep[:, 0] = ~above[:, 1:].any(dim=1)
+    return keep
 
 
-def _masked_lse(x: Tensor, mask: Tensor) -> Tensor:
-    """logsumexp over channels where ``mask``; a finite very negative value where none is."""
-    fill = torch.finfo(x.dtype).min / 4
-    return torch.logsumexp(x.masked_fill(~mask, fill), dim=1)  # (B, H, W)
+def _lse_and_softmax(x: Tensor) -> tuple[Tensor, Tensor]:
+    """logsumexp over dim 1 ``(B, P)`` and softmax ``(B, I, P)`` of ``x`` (−inf entries allowed)."""
+    m = x.amax(dim=1, keepdim=True)  # (B, 1, P); finite: every pixel has a kept candidate
+    e = torch.exp(x - m)
+    s = e.sum(dim=1, keepdim=True)
+    return (m + torch.log(s)).squeeze(1), e.div_(s)
 
 
-def _masked_max(x: Tensor, mask: Tensor) -> Tensor:
-    fill = torch.finfo(x.dtype).min / 4
-    return x.masked_fill(~mask, fill).amax(dim=1)  # (B, H, W)
+def _ic_term(z_i: Tensor, ic_valid: Tensor, keep: Tensor, ic_masking: str) -> tuple[Tensor, Tensor]:
+    """logsumexp_{k ∈ I}(−g_k) ``(B, P)`` and its gradient weights over ``z_i`` ``(B, I, P)``.
 
-
-def _ic_term(z: Tensor, cand: Tensor, keep: Tensor, ic_masking: str) -> Tensor:
-    """logsumexp_{k ∈ I}(−g_k) with non-kept entries zeroed or dropped."""
+    Zeroed entries are constants (no gradient); dropped entries leave the sum.
+    """
     if ic_masking == "zero":
-        g = torch.where(keep, z, torch.zeros_like(z))  # (B, K, H, W)
-        return _masked_lse(-g, cand.expand_as(z))
-    return _masked_lse(-z, keep)
+        neg_g = torch.where(keep, -z_i, torch.zeros_like(z_i)).masked_fill_(~ic_valid, float("-inf"))
+    else:
+        neg_g = (-z_i).masked_fill_(~keep, float("-inf"))
+    lse, soft = _lse_and_softmax(neg_g)
+    return lse, soft.mul_(keep)  # ∂lse/∂(−z_k), only on kept entries
+
+
+class _PixelLoss(torch.autograd.Function):
+    """Per-pixel OCR loss over ``z (B, K, P)`` with a hand-written backward.
+
+    The full-width work is a handful of passes over ``z`` (mask, max, exp, sum; one multiply back);
+    everything that depends on the keep set runs over the gathered candidates ``(B, I, P)``, I ≪ K.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, cand: Tensor, idx: Tensor, ic_valid: Tensor, prior: Tensor | None,
+                delta: float, tau: float, group: str, ic_masking: str) -> tuple[Tensor, Tensor]:
+        b, k, p = z.shape
+        cand3, has_oc = cand.unsqueeze(2), (~cand).any(dim=1, keepdim=True)  # (B, K, 1), (B, 1)
+        zo = z.masked_fill(cand3, float("-inf"))  # (B, K, P)
+        m_o = zo.amax(dim=1)  # (B, P); −inf where O is empty
+        m_o_safe = torch.where(has_oc, m_o, torch.zeros_like(m_o))
+        z_i = torch.gather(z, 1, idx.unsqueeze(2).expand(-1, -1, p))  # (B, I, P)
+        z_i = z_i.masked_fill_(~ic_valid, float("-inf"))  # padding out of every max and sum
+        m_i, top_i = z_i.max(dim=1)  # (B, P)
+        oc = _oc_decision(z, cand, m_o, m_i) & has_oc
+        if group == "paper":
+            e_o = zo.sub_(m_o_safe.unsqueeze(1)).exp_()  # (B, K, P) in place; 0 on candidates
+            s_o = e_o.sum(dim=1)  # (B, P)
+            oc_term = m_o_safe + torch.log(s_o)
+        else:
+            arg_o = zo.argmax(dim=1)  # (B, P)
+            oc_term = m_o_safe
+        if group == "top1":
+            ic_term = -m_i
+            w_i = torch.zeros_like(z_i).scatter_(1, top_i.unsqueeze(1), 1.0)  # (B, I, P)
+        else:
+            if group == "paper" and prior is not None:
+                lse_i = m_i + torch.log(torch.exp(z_i - m_i.unsqueeze(1)).sum(dim=1))
+                lse_all = torch.logaddexp(oc_term, lse_i)
+                prior_i = prior.to(z.device, z.dtype)[idx.unsqueeze(2), idx.unsqueeze(1)]  # (B, I, I)
+                keep = _paper_keep(z_i, ic_valid, lse_all, prior_i, tau)
+            else:
+                keep = _rank_bg_keep(z_i, ic_valid)
+            ic_term, w_i = _ic_term(z_i, ic_valid, keep, ic_masking)
+        arg = torch.where(has_oc, ic_term + oc_term + delta, torch.zeros_like(ic_term))  # (B, P)
+        sig = torch.sigmoid(arg) * has_oc
+        pixel = F.softplus(arg) * has_oc
+        ctx.group, ctx.shape = group, (b, k, p)
+        if group == "paper":
+            ctx.save_for_backward(e_o, s_o, idx, w_i, sig)
+        else:
+            ctx.save_for_backward(arg_o, idx, w_i, sig)
+        ctx.mark_non_differentiable(oc)
+        return pixel, oc
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        c = grads[0] * ctx.saved_tensors[-1]  # (B, P) = ∂L/∂ℓ · σ(arg)
+        if ctx.group == "paper":
+            e_o, s_o, idx, w_i, _ = ctx.saved_tensors
+            coef = torch.where(s_o > 0, c / s_o, torch.zeros_like(c))
+            grad = e_o * coef.unsqueeze(1)  # (B, K, P): softmax over O
+        else:
+            arg_o, idx, w_i, _ = ctx.saved_tensors
+            grad = c.new_zeros(ctx.shape).scatter_(1, arg_o.unsqueeze(1), c.unsqueeze(1))
+        grad.scatter_add_(1, idx.unsqueeze(2).expand_as(w_i), -c.unsqueeze(1) * w_i)
+        return grad, None, None, None, None, None, None, None, None
+
+
+def _pixel_terms(logits: Tensor, tags: Tensor, prior: Tensor | None, delta: float, tau: float,
+                 group: str, ic_masking: str) -> tuple[Tensor, Tensor]:
+    """Per-pixel loss and OC mask, both ``(B, H, W)``."""
+    b, k, h, w = logits.shape
+    z = (logits if logits.dtype == torch.float64 else logits.float()).reshape(b, k, h * w)  # (B, K, P)
+    idx, ic_valid = _candidate_index(tags)  # (B, I)
+    pixel, oc = _PixelLoss.apply(z, candidate_mask(tags), idx, ic_valid.unsqueeze(2), prior, float(delta),
+                                 float(tau), group, ic_masking)
+    return pixel.view(b, h, w), oc.view(b, h, w)
 
 
 def ocr_pixel_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, *, delta: float, tau: float,
@@ -131,22 +231,7 @@ def ocr_pixel_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, *, delta:
     _check_choice("group", group, GROUPS)
     _check_choice("ic_masking", ic_masking, IC_MASKINGS)
     _check_inputs(logits, tags, prior, None, group)
-    z = logits if logits.dtype == torch.float64 else logits.float()  # (B, K, H, W)
-    cand = candidate_mask(tags)[:, :, None, None]  # (B, K, 1, 1)
-    non_cand = ~cand
-    has_oc = non_cand.any(dim=1)  # (B, 1, 1)
-    if group == "top1":
-        arg = _masked_max(z, non_cand.expand_as(z)) - _masked_max(z, cand.expand_as(z)) + delta
-    else:
-        if group == "paper" and prior is not None:
-            keep = _paper_keep(z, cand, prior, tau)  # (B, K, H, W)
-            oc_term = _masked_lse(z, non_cand.expand_as(z))  # (B, H, W)
-        else:
-            keep = _rank_bg_keep(z, cand)
-            oc_term = _masked_max(z, non_cand.expand_as(z))
-        arg = _ic_term(z, cand, keep, ic_masking) + oc_term + delta
-    arg = torch.where(has_oc, arg, torch.zeros_like(arg))  # keep the sentinel out of softplus
-    return torch.where(has_oc, F.softplus(arg), torch.zeros_like(arg))  # (B, H, W)
+    return _pixel_terms(logits, tags, prior, delta, tau, group, ic_masking)[0]
 
 
 def ocr_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, *, delta: float, tau: float,
@@ -175,9 +260,10 @@ def ocr_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, *, delta: float
     _check_inputs(logits, tags, prior, valid, group)
     if selection == "none":
         return logits.new_zeros((), dtype=torch.float32)
-    pixel = ocr_pixel_loss(logits, tags, prior, delta=delta, tau=tau, group=group,
-                           ic_masking=ic_masking)  # (B, H, W)
-    return reduce_pixel_loss(pixel, select_pixels(logits, tags, selection, valid), valid, reduction)
+    pixel, oc = _pixel_terms(logits, tags, prior, delta, tau, group, ic_masking)  # (B, H, W) each
+    chosen = oc if selection == "oc" else torch.ones_like(oc)
+    chosen = chosen if valid is None else chosen & valid.bool()
+    return reduce_pixel_loss(pixel, chosen, valid, reduction)
 
 
 def select_pixels(logits: Tensor, tags: Tensor, selection: str, valid: Tensor | None) -> Tensor:
