@@ -1,0 +1,115 @@
+"""What both training stages share: device choice, batches, one optimisation epoch, evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ocr import SegMetrics
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss part became NaN or infinite; the trial stops rather than train on garbage."""
+
+    def __init__(self, stage: str, epoch: int, part: str, value: float) -> None:
+        super().__init__(f"non-finite loss in stage {stage!r} at epoch {epoch}: the {part!r} loss is {value} "
+                         "(lower the learning rate or the OCR weight, or check the data)")
+        self.stage, self.epoch, self.part, self.value = stage, epoch, part, value
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without CUDA is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device = 'cuda' but CUDA is not available here; use device=auto or device=cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_input(images: Tensor, device: torch.device) -> Tensor:
+    """uint8 images ``(B, C, H, W)`` → float in [0, 1] on ``device``."""
+    return images.to(device, non_blocking=True).float().div_(255.0)
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    """Index batches over ``range(n)``: shuffled by ``generator``, or in order when it is ``None``."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+@dataclass
+class Precision:
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); fp32 on CPU."""
+
+    device: torch.device
+    enabled: bool
+
+    def __post_init__(self) -> None:
+        cuda = self.device.type == "cuda" and self.enabled
+        self.dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.active = cuda
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and self.dtype == torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """The autocast context for forward passes (a no-op on CPU)."""
+        if not self.active:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.dtype)
+
+    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward and optimiser step, with loss scaling when it is on."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+LossFn = Callable[[Tensor], dict[str, Tensor]]
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Tensor], loss_fn: LossFn,
+                precision: Precision, stage: str, epoch: int,
+                progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """One pass over ``batches`` (index tensors); ``loss_fn(idx)`` returns loss parts with ``"total"``.
+
+    Returns the mean of every part (weighted by batch size), images per second and seconds.
+    """
+    model.train()
+    sums: dict[str, float] = {}
+    seen, start = 0, time.perf_counter()
+    for step, idx in enumerate(batches):
+        with precision.autocast():
+            parts = loss_fn(idx)
+        values = {name: float(v.detach()) for name, v in parts.items()}
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise NonFiniteLossError(stage, epoch, name, value)
+        precision.step(parts["total"], optimizer)
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value * len(idx)
+        seen += len(idx)
+        if progress is not None:
+            progress(step + 1)
+    seconds = time.perf_counter() - start
+    means = {name: total / max(seen, 1) for name, total in sums.items()}
+    return {**means, "images_per_s": seen / seconds if seconds > 0 else 0.0, "seconds": seconds}
+
+
+@torch.no_grad()
+def evaluate(predict: Callable[[Tensor], Tensor], images: Tensor, masks: Tensor, tags: Tensor,
+             num_channels: int, batch_size: int, device: torch.device) -> SegMetrics:
+    """Run ``predict`` (uint8 images → logits at mask resolution) over a split; returns the metrics."""
+    metrics = SegMetrics(num_channels)
+    for idx in batch_indices(len(images), batch_size, None):
+        logits = predict(to_input(images[idx], device)).float()
+        metrics.update(logits.cpu(), masks[idx].long(), tags[idx])
+    return metrics

@@ -1,0 +1,143 @@
+"""Stage 2: the segmentation network trained on the pseudo-masks with cross-entropy + α·OCR.
+
+Each epoch it evaluates on the validation split (no tags at test time: the tags only score the OC rate
+and the oracle mIoU), reports through the reporter, and writes a checkpoint (model, optimiser, epoch,
+shuffling RNG, posterior prior) that a restarted trial continues from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pipelines.config import TrialConfig
+from pipelines.data import SegData
+from pipelines.engine import Precision, batch_indices, evaluate, resolve_device, to_input, train_epoch
+from pipelines.models import SegNet
+from pipelines.ocr_term import OCRTerm
+from pipelines.reporter import Reporter
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "state.pt"
+IGNORE = 255
+
+
+@dataclass
+class SegState:
+    """Everything the epoch loop carries and a checkpoint restores."""
+
+    model: SegNet
+    optimizer: torch.optim.Optimizer
+    ocr: OCRTerm
+    generator: torch.Generator
+    epoch: int = 0  # epochs completed
+    best_miou: float = 0.0
+
+
+def _new_state(cfg: TrialConfig, data: SegData, device: torch.device) -> SegState:
+    torch.manual_seed(cfg.seed)
+    model = SegNet(data.in_channels, data.num_classes, cfg.seg.width).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.seg.lr, weight_decay=cfg.seg.weight_decay)
+    ocr = OCRTerm(cfg.ocr, data.train.tags, cfg.seed, device)
+    return SegState(model, optimizer, ocr, torch.Generator().manual_seed(cfg.seed + 1))
+
+
+def save_checkpoint(state: SegState, folder: Path) -> Path:
+    """Write the state atomically to ``folder/state.pt``; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blob = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "ocr": state.ocr.state_dict(), "rng": state.generator.get_state(),
+            "epoch": state.epoch, "best_miou": state.best_miou}
+    tmp = folder / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
+    torch.save(blob, tmp)
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+    return folder
+
+
+def load_checkpoint(state: SegState, folder: Path, device: torch.device) -> None:
+    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``)."""
+    blob: dict[str, Any] = torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    state.model.load_state_dict(blob["model"])
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.ocr.load_state_dict(blob["ocr"])
+    state.generator.set_state(blob["rng"].cpu())
+    state.epoch, state.best_miou = int(blob["epoch"]), float(blob["best_miou"])
+
+
+def _loss_fn(state: SegState, cfg: TrialConfig, data: SegData, pseudo: Tensor,
+             device: torch.device) -> Any:
+    use_ocr = state.ocr.enabled and cfg.ocr.stage in ("seg", "both")
+
+    def loss_fn(idx: Tensor) -> dict[str, Tensor]:
+        target = pseudo[idx].to(device).long()  # (B, H, W)
+        tags = data.train.tags[idx].to(device)  # (B, C)
+        logits = state.model(to_input(data.train.images[idx], device))  # (B, C+1, H, W)
+        parts = {"ce": F.cross_entropy(logits.float(), target, ignore_index=IGNORE)}
+        if use_ocr:
+            parts["ocr"] = state.ocr(logits, tags, target != IGNORE)
+        parts["total"] = sum(parts.values(), torch.zeros((), device=device))
+        return parts
+
+    return loss_fn
+
+
+def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Reporter, work_dir: Path,
+                  resume_from: Path | None = None, extra: dict[str, float] | None = None) -> dict[str, float]:
+    """Train the segmentation network, reporting and checkpointing every epoch; returns the last metrics.
+
+    Args:
+        cfg: the trial config.
+        data: the data set (train images/tags, val images/masks/tags).
+        pseudo: stage 1's pseudo-masks for the training split ``(N, H, W)``.
+        reporter: receives one metrics dict per epoch and progress ticks.
+        work_dir: where checkpoints go (``work_dir/checkpoint``).
+        resume_from: a checkpoint folder to continue from (defaults to ``work_dir/checkpoint`` if present).
+        extra: metrics added to every report (stage-1 figures).
+    """
+    device = resolve_device(cfg.device)
+    state = _new_state(cfg, data, device)
+    ckpt_dir = work_dir / "checkpoint"
+    source = resume_from or (ckpt_dir if (ckpt_dir / CHECKPOINT_FILE).exists() else None)
+    if source is not None:
+        load_checkpoint(state, source, device)
+        log.info("resumed stage 2 from %s after epoch %d", source, state.epoch)
+    precision, loss_fn = Precision(device, cfg.amp), _loss_fn(state, cfg, data, pseudo, device)
+    steps = -(-len(data.train) // cfg.seg.batch_size)
+    metrics: dict[str, float] = {}
+    while state.epoch < cfg.seg.epochs:
+        start = time.perf_counter()
+        batches = list(batch_indices(len(data.train), cfg.seg.batch_size, state.generator))
+        done = state.epoch * steps
+        train = train_epoch(state.model, state.optimizer, batches, loss_fn, precision, "seg", state.epoch,
+                            lambda s, done=done: reporter.progress("seg", done + s, cfg.seg.epochs * steps))
+        state.epoch += 1
+        metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, time.perf_counter() - start)
+        reporter.report(metrics, save_checkpoint(state, ckpt_dir))
+    return metrics
+
+
+def _epoch_metrics(state: SegState, cfg: TrialConfig, data: SegData, device: torch.device,
+                   train: dict[str, float], extra: dict[str, float], seconds: float) -> dict[str, float]:
+    state.model.eval()
+    val = evaluate(state.model, data.val.images, data.val.masks, data.val.tags, data.num_classes + 1,
+                   max(cfg.seg.batch_size, 64), device).compute()
+    state.best_miou = max(state.best_miou, val["miou"])
+    return {
+        "epoch": float(state.epoch),
+        **{f"val_{k}": v for k, v in val.items()},
+        "best_val_miou": state.best_miou,
+        "train_loss": train["total"],
+        "train_ce": train["ce"],
+        "train_ocr": train.get("ocr", 0.0),
+        "images_per_s": train["images_per_s"],
+        "epoch_seconds": seconds,
+        **extra,
+    }

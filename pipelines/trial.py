@@ -1,0 +1,35 @@
+"""One trial: data → stage 1 (CAM classifier, pseudo-masks; cached) → stage 2 (segmentation + OCR)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from pipelines.config import TrialConfig
+from pipelines.data import load_data
+from pipelines.reporter import Reporter
+from pipelines.stage_cam import run_cam_stage
+from pipelines.stage_seg import run_seg_stage
+
+log = logging.getLogger(__name__)
+
+
+def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
+              resume_from: Path | None = None) -> dict[str, float]:
+    """Run a whole trial and return the last epoch's metrics.
+
+    Args:
+        cfg: everything the trial depends on.
+        reporter: receives each epoch's metrics with its checkpoint folder, and progress ticks.
+        work_dir: the trial's own folder (checkpoints); caches shared by trials live in ``cfg.cache_dir``.
+        resume_from: a checkpoint folder written by an earlier run of this trial.
+    """
+    torch.set_num_threads(cfg.threads)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg.data, cfg.cache_path)
+    stage1 = run_cam_stage(cfg, data, reporter)
+    log.info("stage 1 ready: %s", stage1.metrics)
+    return run_seg_stage(cfg, data, stage1.pseudo_masks, reporter, work_dir, resume_from,
+                         extra={"pseudo_miou": stage1.metrics["pseudo_miou"]})
