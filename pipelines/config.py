@@ -117,7 +117,7 @@ class CamConfig:
     """Stage 1: the CAM classifier and how pseudo-masks are made from it."""
 
     width: int = 16
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4

@@ -76,10 +76,30 @@ class Precision:
 LossFn = Callable[[Tensor], dict[str, Tensor]]
 
 
+def progress_hook(report: Callable[[str, int, int], None], stage: str, offset: int,
+                  total: int) -> Callable[[int], None]:
+    """A per-batch callback that reports ``offset + step`` of ``total`` for ``stage``."""
+
+    def hook(step: int) -> None:
+        report(stage, offset + step, total)
+
+    return hook
+
+
+def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
+                  power: float = 0.9) -> torch.optim.lr_scheduler.LambdaLR:
+    """The "poly" learning-rate decay of DeepLab and most WSSS code: ``lr · (1 − step/total)^power``."""
+    total = max(total_steps, 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(1.0 - step / total, 0.0) ** power)
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Tensor], loss_fn: LossFn,
                 precision: Precision, stage: str, epoch: int,
+                schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
                 progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """One pass over ``batches`` (index tensors); ``loss_fn(idx)`` returns loss parts with ``"total"``.
+
+    ``schedule`` (if any) steps once per batch.
 
     Returns the mean of every part (weighted by batch size), images per second and seconds.
     """
@@ -94,6 +114,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: lis
             if not math.isfinite(value):
                 raise NonFiniteLossError(stage, epoch, name, value)
         precision.step(parts["total"], optimizer)
+        if schedule is not None:
+            schedule.step()
         for name, value in values.items():
             sums[name] = sums.get(name, 0.0) + value * len(idx)
         seen += len(idx)

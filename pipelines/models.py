@@ -2,8 +2,8 @@
 
 - :class:`CAMNet`: a convolutional encoder, a 1×1 classifier giving class activation maps (CAMs) at
   stride 4, and global average pooling to image-level logits.
-- :class:`SegNet`: the same kind of encoder and a decoder that upsamples to full resolution with a skip
-  connection, ending in C+1 channels (channel 0 is background).
+- :class:`SegNet`: the same kind of encoder and a light decoder (1×1 reduction, upsampling, a skip
+  connection from the full-resolution features), ending in C+1 channels (channel 0 is background).
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ def _block(c_in: int, c_out: int, dilation: int = 1) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """Features at stride 1 (``width`` channels) and stride 4 (``4·width`` channels, dilated)."""
+    """Features at stride 1 (``width`` channels) and stride 4 (``4·width`` channels, last block dilated)."""
 
     def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
         w = width
-        self.stem = nn.Sequential(_block(in_channels, w), _block(w, w))
+        self.stem = _block(in_channels, w)
         self.down = nn.Sequential(
             nn.MaxPool2d(2), _block(w, 2 * w), _block(2 * w, 2 * w),
             nn.MaxPool2d(2), _block(2 * w, 4 * w), _block(4 * w, 4 * w, dilation=2),
-            _block(4 * w, 4 * w, dilation=2),
         )
         self.out_channels = 4 * w
 
@@ -73,11 +72,13 @@ class SegNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int) -> None:
         super().__init__()
         self.encoder = Encoder(in_channels, width)
-        self.fuse = nn.Sequential(_block(self.encoder.out_channels + width, 2 * width), _block(2 * width, width))
+        self.reduce = nn.Sequential(nn.Conv2d(self.encoder.out_channels, width, 1, bias=False),
+                                    nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.fuse = _block(2 * width, width)
         self.head = nn.Conv2d(width, num_classes + 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Per-pixel logits, channel 0 background."""
         fine, coarse = self.encoder(x)
-        up = F.interpolate(coarse, size=fine.shape[2:], mode="bilinear", align_corners=False)
+        up = F.interpolate(self.reduce(coarse), size=fine.shape[2:], mode="bilinear", align_corners=False)
         return self.head(self.fuse(torch.cat([fine, up], dim=1)))

@@ -21,13 +21,21 @@ from ocr import confusion_matrix, mean_iou
 from pipelines.cache import cached, config_key, load_tensors, save_tensors
 from pipelines.config import TrialConfig
 from pipelines.data import SegData
-from pipelines.engine import Precision, batch_indices, resolve_device, to_input, train_epoch
+from pipelines.engine import (
+    Precision,
+    batch_indices,
+    poly_schedule,
+    progress_hook,
+    resolve_device,
+    to_input,
+    train_epoch,
+)
 from pipelines.models import CAMNet
 from pipelines.ocr_term import OCRTerm
 from pipelines.reporter import Reporter
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # bump when stage-1 code changes what it computes
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ def _train(cfg: TrialConfig, data: SegData, model: CAMNet, device: torch.device,
     use_ocr = ocr.enabled and cfg.ocr.stage in ("cam", "both")
     gen = torch.Generator().manual_seed(cfg.seed)
     steps = -(-len(data.train) // c.batch_size)
+    schedule = poly_schedule(optimizer, c.epochs * steps)
     for epoch in range(c.epochs):
 
         def loss_fn(idx: Tensor) -> dict[str, Tensor]:
@@ -92,9 +101,8 @@ def _train(cfg: TrialConfig, data: SegData, model: CAMNet, device: torch.device,
             return parts
 
         batches = list(batch_indices(len(data.train), c.batch_size, gen))
-        done = epoch * steps
-        train_epoch(model, optimizer, batches, loss_fn, precision, "cam", epoch,
-                    lambda s, done=done: reporter.progress("cam", done + s, c.epochs * steps))
+        hook = progress_hook(reporter.progress, "cam", epoch * steps, c.epochs * steps)
+        train_epoch(model, optimizer, batches, loss_fn, precision, "cam", epoch, schedule, hook)
 
 
 @torch.no_grad()

@@ -20,7 +20,16 @@ from torch import Tensor
 
 from pipelines.config import TrialConfig
 from pipelines.data import SegData
-from pipelines.engine import Precision, batch_indices, evaluate, resolve_device, to_input, train_epoch
+from pipelines.engine import (
+    Precision,
+    batch_indices,
+    evaluate,
+    poly_schedule,
+    progress_hook,
+    resolve_device,
+    to_input,
+    train_epoch,
+)
 from pipelines.models import SegNet
 from pipelines.ocr_term import OCRTerm
 from pipelines.reporter import Reporter
@@ -36,6 +45,7 @@ class SegState:
 
     model: SegNet
     optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
     ocr: OCRTerm
     generator: torch.Generator
     epoch: int = 0  # epochs completed
@@ -47,15 +57,16 @@ def _new_state(cfg: TrialConfig, data: SegData, device: torch.device) -> SegStat
     model = SegNet(data.in_channels, data.num_classes, cfg.seg.width).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.seg.lr, weight_decay=cfg.seg.weight_decay)
     ocr = OCRTerm(cfg.ocr, data.train.tags, cfg.seed, device)
-    return SegState(model, optimizer, ocr, torch.Generator().manual_seed(cfg.seed + 1))
+    schedule = poly_schedule(optimizer, cfg.seg.epochs * -(-len(data.train) // cfg.seg.batch_size))
+    return SegState(model, optimizer, schedule, ocr, torch.Generator().manual_seed(cfg.seed + 1))
 
 
 def save_checkpoint(state: SegState, folder: Path) -> Path:
     """Write the state atomically to ``folder/state.pt``; returns the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     blob = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-            "ocr": state.ocr.state_dict(), "rng": state.generator.get_state(),
-            "epoch": state.epoch, "best_miou": state.best_miou}
+            "schedule": state.schedule.state_dict(), "ocr": state.ocr.state_dict(),
+            "rng": state.generator.get_state(), "epoch": state.epoch, "best_miou": state.best_miou}
     tmp = folder / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
     torch.save(blob, tmp)
     os.replace(tmp, folder / CHECKPOINT_FILE)
@@ -67,6 +78,7 @@ def load_checkpoint(state: SegState, folder: Path, device: torch.device) -> None
     blob: dict[str, Any] = torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=True)
     state.model.load_state_dict(blob["model"])
     state.optimizer.load_state_dict(blob["optimizer"])
+    state.schedule.load_state_dict(blob["schedule"])
     state.ocr.load_state_dict(blob["ocr"])
     state.generator.set_state(blob["rng"].cpu())
     state.epoch, state.best_miou = int(blob["epoch"]), float(blob["best_miou"])
@@ -90,7 +102,8 @@ def _loss_fn(state: SegState, cfg: TrialConfig, data: SegData, pseudo: Tensor,
 
 
 def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Reporter, work_dir: Path,
-                  resume_from: Path | None = None, extra: dict[str, float] | None = None) -> dict[str, float]:
+                  resume_from: Path | None = None,
+                  extra: dict[str, float] | None = None) -> dict[str, float]:
     """Train the segmentation network, reporting and checkpointing every epoch; returns the last metrics.
 
     Args:
@@ -115,9 +128,9 @@ def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Rep
     while state.epoch < cfg.seg.epochs:
         start = time.perf_counter()
         batches = list(batch_indices(len(data.train), cfg.seg.batch_size, state.generator))
-        done = state.epoch * steps
+        hook = progress_hook(reporter.progress, "seg", state.epoch * steps, cfg.seg.epochs * steps)
         train = train_epoch(state.model, state.optimizer, batches, loss_fn, precision, "seg", state.epoch,
-                            lambda s, done=done: reporter.progress("seg", done + s, cfg.seg.epochs * steps))
+                            state.schedule, hook)
         state.epoch += 1
         metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, time.perf_counter() - start)
         reporter.report(metrics, save_checkpoint(state, ckpt_dir))

@@ -1,0 +1,51 @@
+"""Shared fixtures: one tiny CPU trial config that shrinks every run to seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pipelines.config import TrialConfig, from_flat
+
+TINY: dict[str, Any] = {
+    "data.digits.image_size": 24,
+    "data.digits.glyph_min": 8,
+    "data.digits.glyph_max": 12,
+    "data.digits.tag_min_pixels": 4,
+    "data.digits.train_size": 48,
+    "data.digits.val_size": 16,
+    "cam.width": 4,
+    "cam.epochs": 1,
+    "cam.batch_size": 16,
+    "seg.width": 4,
+    "seg.epochs": 2,
+    "seg.batch_size": 16,
+    "threads": 1,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the whole session, so the tiny data set is built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def tiny_config(shared_cache: Path) -> TrialConfig:
+    """A trial config that runs both stages in a couple of seconds on one CPU thread."""
+    torch.set_num_threads(1)
+    return from_flat({**TINY, "cache_dir": str(shared_cache)})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` when CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
