@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipelines.artifacts import write_class_iou, write_examples, write_prior
 from pipelines.config import TrialConfig
 from pipelines.data import SegData
 from pipelines.engine import (
@@ -132,16 +133,24 @@ def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Rep
         train = train_epoch(state.model, state.optimizer, batches, loss_fn, precision, "seg", state.epoch,
                             state.schedule, hook)
         state.epoch += 1
-        metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, time.perf_counter() - start)
+        metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, time.perf_counter() - start,
+                                 ckpt_dir / "artifacts")
         reporter.report(metrics, save_checkpoint(state, ckpt_dir))
     return metrics
 
 
 def _epoch_metrics(state: SegState, cfg: TrialConfig, data: SegData, device: torch.device,
-                   train: dict[str, float], extra: dict[str, float], seconds: float) -> dict[str, float]:
+                   train: dict[str, float], extra: dict[str, float], seconds: float,
+                   artifacts: Path) -> dict[str, float]:
     state.model.eval()
-    val = evaluate(state.model, data.val.images, data.val.masks, data.val.tags, data.num_classes + 1,
-                   max(cfg.seg.batch_size, 64), device).compute()
+    scores = evaluate(state.model, data.val.images, data.val.masks, data.val.tags, data.num_classes + 1,
+                      max(cfg.seg.batch_size, 64), device)
+    val = scores.compute()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    write_class_iou(scores.class_iou(), data.class_names, artifacts)
+    if state.epoch == cfg.seg.epochs:
+        write_prior(state.ocr, data.class_names, artifacts)
+        write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device)
     state.best_miou = max(state.best_miou, val["miou"])
     return {
         "epoch": float(state.epoch),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,12 @@ def test_trial_reports_every_epoch_and_checkpoints(tiny_config: TrialConfig, tmp
     assert final == reporter.reports[-1]
     assert reporter.checkpoints[-1] == tmp_path / "checkpoint"
     assert (tmp_path / "checkpoint" / "state.pt").exists()
+    artifacts = tmp_path / "checkpoint" / "artifacts"
+    iou = json.loads((artifacts / "class_iou.json").read_text())
+    assert list(iou)[0] == "background" and len(iou) == 11
+    for name in ("prior.png", "val_examples.png"):
+        assert (artifacts / name).read_bytes()[:4] == b"\x89PNG"
+    assert (artifacts / "prior.csv").read_text().count("\n") == 12
 
 
 class _Crash(RuntimeError):

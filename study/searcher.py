@@ -1,0 +1,162 @@
+"""A Tune searcher that walks grid cells and samples each cell with its own Optuna study.
+
+Tune's ``OptunaSearch`` rejects grid axes, so this searcher does the grid itself: for every cell it asks
+its Optuna study (ask/tell; TPE or random, seeded) for that cell's settings, and emits each setting once
+per seed. When every seed of a setting has finished, the mean of their final metric is told to the study.
+Its whole state is a JSON document, saved with the Tune experiment and restored on resume, so a resumed
+study neither repeats nor skips a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from ray.tune.search import Searcher
+
+log = logging.getLogger(__name__)
+META = "meta."  # config keys that describe the trial rather than configure it
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One grid cell: its flat base config, the search distributions that apply, and how many settings."""
+
+    cell_id: str
+    base: dict[str, Any]
+    params: dict[str, BaseDistribution]
+    settings: int
+
+
+@dataclass
+class _Setting:
+    cell: int
+    index: int
+    params: dict[str, Any]
+    values: dict[str, float | None] = field(default_factory=dict)  # seed → final metric (None = failed)
+    told: bool = False
+
+
+def _queue(cells: list[CellSpec], seeds: list[int], max_trials: int | None) -> list[tuple[int, int, int]]:
+    order = [(c, s, seed) for c, cell in enumerate(cells) for s in range(cell.settings) for seed in seeds]
+    return order[:max_trials] if max_trials is not None else order
+
+
+class GridCellSearcher(Searcher):
+    """Grid cells × Optuna samples per cell × seeds, as one Tune search algorithm."""
+
+    def __init__(self, cells: list[CellSpec], seeds: list[int], *, sampler: str = "tpe", seed: int = 0,
+                 max_trials: int | None = None, meta: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.cells, self.seeds = cells, list(seeds)
+        self.sampler_name, self.sampler_seed = sampler, seed
+        self.meta = dict(meta or {})
+        self.queue = _queue(cells, self.seeds, max_trials)
+        self.cursor = 0
+        self.settings: dict[str, _Setting] = {}
+        self.trials: dict[str, tuple[int, int, int]] = {}  # trial id → (cell, setting, seed)
+        self._studies: dict[int, optuna.Study] = {}
+        self._asked: dict[str, optuna.trial.Trial] = {}
+
+    @property
+    def total(self) -> int:
+        """How many trials the searcher will suggest in all."""
+        return len(self.queue)
+
+    def _study(self, cell: int) -> optuna.Study:
+        if cell not in self._studies:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            seed = self.sampler_seed + cell
+            sampler: optuna.samplers.BaseSampler = (optuna.samplers.RandomSampler(seed=seed)
+                                                    if self.sampler_name == "random"
+                                                    else optuna.samplers.TPESampler(seed=seed))
+            direction = "minimize" if self.mode == "min" else "maximize"
+            self._studies[cell] = optuna.create_study(direction=direction, sampler=sampler)
+        return self._studies[cell]
+
+    def _setting(self, cell: int, index: int) -> _Setting:
+        key = f"{cell}/{index}"
+        if key not in self.settings:
+            spec = self.cells[cell]
+            params: dict[str, Any] = {}
+            if spec.params:
+                trial = self._study(cell).ask(spec.params)
+                params = dict(trial.params)
+                self._asked[key] = trial
+            self.settings[key] = _Setting(cell, index, params)
+        return self.settings[key]
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next trial's flat config, or ``Searcher.FINISHED``."""
+        if self.cursor >= len(self.queue):
+            return Searcher.FINISHED  # type: ignore[return-value]
+        cell, index, seed = self.queue[self.cursor]
+        self.cursor += 1
+        setting = self._setting(cell, index)
+        self.trials[trial_id] = (cell, index, seed)
+        spec = self.cells[cell]
+        return {**spec.base, **setting.params, "seed": seed, f"{META}cell": spec.cell_id,
+                f"{META}setting": index, **{f"{META}{k}": v for k, v in self.meta.items()}}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        """Record a finished trial; tell Optuna once every seed of its setting is in."""
+        if trial_id not in self.trials:
+            return
+        cell, index, seed = self.trials[trial_id]
+        setting = self.settings[f"{cell}/{index}"]
+        value = None if error or not result or self.metric not in result else float(result[self.metric])
+        setting.values[str(seed)] = value
+        if len(setting.values) == len(self.seeds) and not setting.told:
+            self._tell(f"{cell}/{index}", setting)
+
+    def _tell(self, key: str, setting: _Setting) -> None:
+        setting.told = True
+        trial = self._asked.pop(key, None)
+        if trial is None:
+            return
+        done = [v for v in setting.values.values() if v is not None]
+        study = self._study(setting.cell)
+        if done:
+            study.tell(trial, statistics.fmean(done))
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue: the cursor, every setting asked, every trial suggested."""
+        return {"cursor": self.cursor, "queue": self.queue, "trials": self.trials,
+                "settings": {k: vars(s) for k, s in self.settings.items()}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Rebuild from :meth:`get_state`: Optuna studies are replayed from the recorded settings."""
+        self.cursor = int(state["cursor"])
+        self.queue = [tuple(q) for q in state["queue"]]  # type: ignore[misc]
+        self.trials = {k: tuple(v) for k, v in state["trials"].items()}  # type: ignore[misc]
+        self.settings = {k: _Setting(**v) for k, v in state["settings"].items()}
+        self._studies, self._asked = {}, {}
+        for key, setting in self.settings.items():
+            spec = self.cells[setting.cell]
+            if not spec.params:
+                continue
+            study = self._study(setting.cell)
+            study.enqueue_trial(setting.params)
+            trial = study.ask(spec.params)
+            self._asked[key] = trial
+            if setting.told:
+                setting.told = False
+                self._tell(key, setting)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the state as JSON (Tune calls this with the experiment checkpoint)."""
+        with open(checkpoint_path, "w") as f:
+            json.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read what :meth:`save` wrote."""
+        with open(checkpoint_path) as f:
+            self.set_state(json.load(f))

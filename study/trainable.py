@@ -1,0 +1,62 @@
+"""What Ray Tune runs for one trial, and the one place that calls Ray's reporting API."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from pipelines.config import from_flat
+from pipelines.engine import NonFiniteLossError
+from pipelines.trial import run_trial
+from study.searcher import META
+
+log = logging.getLogger(__name__)
+FAILED_MARKER = "non_finite.json"
+
+
+class TuneReporter:
+    """Reports each epoch to Tune with its checkpoint folder (Ray 2.60's ``tune.report``)."""
+
+    def __init__(self, extra: Mapping[str, Any]) -> None:
+        self.extra = dict(extra)
+
+    def report(self, metrics: Mapping[str, float], checkpoint_dir: Path | None = None) -> None:
+        """Send metrics (and the checkpoint, if any) to Tune."""
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report({**metrics, **self.extra}, checkpoint=checkpoint)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """Not shown: Tune trials report per epoch only."""
+
+
+def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a Tune config into trial keys and ``meta.*`` keys (cell, setting, study, spec hash)."""
+    meta = {k[len(META):]: v for k, v in config.items() if k.startswith(META)}
+    trial = {k: v for k, v in config.items() if not k.startswith(META)}
+    return trial, meta
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The Tune trainable: one trial, resumed from Tune's checkpoint when there is one."""
+    values, _meta = split_config(config)
+    cfg = from_flat(values)
+    work_dir = Path(tune.get_context().get_trial_dir())
+    marker = work_dir / FAILED_MARKER
+    if marker.exists():  # a deterministic failure: do not train again on retry
+        raise NonFiniteLossError(**json.loads(marker.read_text()))
+    checkpoint = tune.get_checkpoint()
+    try:
+        if checkpoint is None:
+            run_trial(cfg, TuneReporter({}), work_dir)
+        else:
+            with checkpoint.as_directory() as folder:
+                run_trial(cfg, TuneReporter({}), work_dir, resume_from=Path(folder))
+    except NonFiniteLossError as err:
+        marker.write_text(json.dumps({"stage": err.stage, "epoch": err.epoch, "part": err.part,
+                                      "value": err.value}))
+        raise
