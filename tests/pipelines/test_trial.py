@@ -39,7 +39,7 @@ def test_trial_reports_every_epoch_and_checkpoints(tiny_config: TrialConfig, tmp
     assert (tmp_path / "checkpoint" / "state.pt").exists()
     artifacts = tmp_path / "checkpoint" / "artifacts"
     iou = json.loads((artifacts / "class_iou.json").read_text())
-    assert list(iou)[0] == "background" and len(iou) == 11
+    assert next(iter(iou)) == "background" and len(iou) == 11
     for name in ("prior.png", "val_examples.png"):
         assert (artifacts / name).read_bytes()[:4] == b"\x89PNG"
     assert (artifacts / "prior.csv").read_text().count("\n") == 12
