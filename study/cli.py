@@ -20,6 +20,22 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="a trial YAML file (optional)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ocr.delta=2 seed=1")
     train.add_argument("--out", type=Path, help="the trial's folder (default .ocr-study/train/<time>)")
+    run = sub.add_parser("run", help="run a study on Ray Tune (a local Ray unless --address)")
+    run.add_argument("spec", help="a study spec YAML, or a shipped spec: quick, paper, voc")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print cells, trials, budgets and resources, then exit")
+    run.add_argument("--address", help="a Ray cluster address, e.g. 10.0.0.5:6379 (default: start one here)")
+    run.add_argument("--fresh", action="store_true", help="delete an existing study of the same name first")
+    for name, text in (("resume", "continue an interrupted study"), ("status", "trials by state, per cell")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("name", help="the study's name")
+        cmd.add_argument("--storage", help="the folder holding studies (default .ocr-study/studies)")
+        if name == "resume":
+            cmd.add_argument("--address", help="a Ray cluster address (default: start one here)")
+    ui = sub.add_parser("ui", help="start the MLflow UI for a study's store on 127.0.0.1")
+    ui.add_argument("name", nargs="?", help="the study's name (default: the only or latest study)")
+    ui.add_argument("--storage", help="the folder holding studies (default .ocr-study/studies)")
+    ui.add_argument("--port", type=int, default=5000)
     return parser
 
 
@@ -29,20 +45,30 @@ def _split_config(config: str | None, overrides: list[str]) -> tuple[Path | None
     return (Path(config) if config else None), overrides
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from study.train_cmd import train_command
+
+        config, overrides = _split_config(args.config, args.overrides)
+        return train_command(config, overrides, args.out)
+    from study import commands
+
+    handler = {"run": commands.run, "resume": commands.resume, "status": commands.status,
+               "ui": commands.ui}[args.command]
+    return handler(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from study.spec import SpecError
     from study.train_cmd import UsageError
 
     try:
-        if args.command == "train":
-            from study.train_cmd import train_command
-
-            config, overrides = _split_config(args.config, args.overrides)
-            return train_command(config, overrides, args.out)
-    except UsageError as err:
+        return _dispatch(args)
+    except (UsageError, SpecError) as err:
         print(f"ocr-study: error: {err}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as err:

@@ -75,7 +75,8 @@ class GridCellSearcher(Searcher):
             sampler: optuna.samplers.BaseSampler = (optuna.samplers.RandomSampler(seed=seed)
                                                     if self.sampler_name == "random"
                                                     else optuna.samplers.TPESampler(seed=seed))
-            direction = "minimize" if self.mode == "min" else "maximize"
+            direction = (optuna.study.StudyDirection.MINIMIZE if self.mode == "min"
+                         else optuna.study.StudyDirection.MAXIMIZE)
             self._studies[cell] = optuna.create_study(direction=direction, sampler=sampler)
         return self._studies[cell]
 
@@ -135,8 +136,8 @@ class GridCellSearcher(Searcher):
     def set_state(self, state: dict[str, Any]) -> None:
         """Rebuild from :meth:`get_state`: Optuna studies are replayed from the recorded settings."""
         self.cursor = int(state["cursor"])
-        self.queue = [tuple(q) for q in state["queue"]]  # type: ignore[misc]
-        self.trials = {k: tuple(v) for k, v in state["trials"].items()}  # type: ignore[misc]
+        self.queue = [(int(q[0]), int(q[1]), int(q[2])) for q in state["queue"]]
+        self.trials = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in state["trials"].items()}
         self.settings = {k: _Setting(**v) for k, v in state["settings"].items()}
         self._studies, self._asked = {}, {}
         for key, setting in self.settings.items():

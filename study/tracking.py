@@ -75,8 +75,10 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
 class MLflowTracking(Callback):
     """Mirror every trial of a study into MLflow (batched, re-attaching on retry and resume)."""
 
-    def __init__(self, uri: str, experiment: str, study: str, spec_hash: str) -> None:
+    def __init__(self, uri: str, experiment: str, study: str, spec_hash: str,
+                 artifact_location: str | None = None) -> None:
         self.uri, self.experiment, self.study, self.spec_hash = uri, experiment, study, spec_hash
+        self.artifact_location = artifact_location
         self.commit, self.version = git_commit(), package_version()
         self._client: Any = None
         self._experiment_id = ""
@@ -103,7 +105,7 @@ class MLflowTracking(Callback):
         found = self._client.get_experiment_by_name(self.experiment)
         if found is not None:
             return str(found.experiment_id)
-        return str(self._client.create_experiment(self.experiment))
+        return str(self._client.create_experiment(self.experiment, artifact_location=self.artifact_location))
 
     def _find_run(self, tags: dict[str, str]) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())

@@ -1,0 +1,225 @@
+"""What a study will run, before it runs: its cells, trial counts, epoch budgets and resources.
+
+Pure arithmetic over a validated :class:`~study.spec.StudySpec` (no Ray, no torch): the dry run prints
+:func:`format_plan`, and the tuner takes each cell's base config from :func:`cell_config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.config import to_flat
+from study.spec import Scalar, SearchParam, StudySpec, cell_id, spec_hash
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """One cell of the grid: its values, the search parameters sampled in it and its trial count.
+
+    ``settings`` is ``search.samples`` where a parameter applies and 1 where none does; ``trials`` is
+    ``settings × len(seeds)``, before any ``budget.max_trials`` cap.
+    """
+
+    id: str
+    values: tuple[tuple[str, Scalar], ...]
+    params: tuple[str, ...]
+    settings: int
+    trials: int
+
+    @property
+    def grid_values(self) -> dict[str, Scalar]:
+        """The cell's grid values as ``{key: value}``."""
+        return dict(self.values)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """The cells and totals of a study, with epoch budgets and the resources asked."""
+
+    spec: StudySpec
+    cells: tuple[CellPlan, ...]
+    requested_trials: int
+    trials: int
+    max_epochs: int
+    rungs: tuple[int, ...]
+    epochs_full: int
+    epochs_expected: float
+
+    @property
+    def capped(self) -> bool:
+        """Whether ``budget.max_trials`` cut the number of trials."""
+        return self.trials < self.requested_trials
+
+    @property
+    def concurrency(self) -> int:
+        """How many trials can run at once: ``max_concurrent``, or fewer when there are fewer trials."""
+        return min(self.spec.max_concurrent, self.trials)
+
+    @property
+    def cpus_at_once(self) -> float:
+        """CPUs asked with :attr:`concurrency` trials running."""
+        return self.spec.resources.cpus * self.concurrency
+
+    @property
+    def gpus_at_once(self) -> float:
+        """GPUs asked with :attr:`concurrency` trials running."""
+        return self.spec.resources.gpus * self.concurrency
+
+
+def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:
+    """The epochs at which ASHA may stop a trial: every ``grace · rf^k`` below ``max_epochs``."""
+    rungs: list[int] = []
+    epoch = grace_period
+    while epoch < max_epochs:
+        rungs.append(epoch)
+        epoch *= reduction_factor
+    return tuple(rungs)
+
+
+def asha_epochs_per_trial(grace_period: int, reduction_factor: int, max_epochs: int) -> float:
+    """The mean epochs a trial runs under ASHA, by synchronous successive halving (an estimate).
+
+    A fraction ``1/rf^k`` of the trials reaches rung ``k`` and ``1/rf`` of those go on to the next rung
+    (or to ``max_epochs`` after the last). Asynchronous promotion lets early trials through more often,
+    so the real number is somewhat higher.
+    """
+    rungs = asha_rungs(grace_period, reduction_factor, max_epochs)
+    stops = [*rungs, max_epochs]
+    epochs, previous = 0.0, 0
+    for k, stop in enumerate(stops):
+        epochs += (stop - previous) / reduction_factor**k
+        previous = stop
+    return epochs
+
+
+def cell_config(spec: StudySpec, cell: Mapping[str, Any] | CellPlan,
+                seed: int | None = None) -> dict[str, Any]:
+    """The base trial config of a cell as flat dotted keys: the spec's trial with the cell's grid values.
+
+    Args:
+        spec: the study.
+        cell: a cell as ``{grid key: value}`` (from ``spec.cells``) or a :class:`CellPlan`.
+        seed: sets ``seed`` when given (else it is the study's first seed).
+    """
+    values = cell.grid_values if isinstance(cell, CellPlan) else cell
+    flat = {**to_flat(spec.trial), **values}
+    if seed is not None:
+        flat["seed"] = seed
+    return flat
+
+
+def cell_search_params(spec: StudySpec, cell: Mapping[str, Any] | CellPlan) -> tuple[SearchParam, ...]:
+    """The search parameters Optuna samples in a cell (empty: the cell runs its base config once per seed)."""
+    return spec.cell_params(cell.grid_values if isinstance(cell, CellPlan) else cell)
+
+
+def _plan_cell(spec: StudySpec, cell: dict[str, Scalar]) -> CellPlan:
+    params = tuple(p.key for p in spec.cell_params(cell))
+    settings = spec.search.samples if params and spec.search is not None else 1
+    return CellPlan(id=cell_id(cell), values=tuple(cell.items()), params=params, settings=settings,
+                    trials=settings * len(spec.seeds))
+
+
+def plan(spec: StudySpec) -> StudyPlan:
+    """Count what ``spec`` will run: trials per cell, the total (capped by ``budget.max_trials``), epochs.
+
+    ``epochs_full`` is trials × max_epochs (no early stopping); ``epochs_expected`` is the ASHA estimate
+    of :func:`asha_epochs_per_trial` × trials (equal to ``epochs_full`` without a scheduler).
+    """
+    cells = tuple(_plan_cell(spec, cell) for cell in spec.cells)
+    requested = sum(cell.trials for cell in cells)
+    cap = spec.budget.max_trials
+    trials = requested if cap is None else min(requested, cap)
+    sched = spec.scheduler
+    asha = sched.type == "asha"
+    rungs = asha_rungs(sched.grace_period, sched.reduction_factor, sched.max_epochs) if asha else ()
+    per_trial = (asha_epochs_per_trial(sched.grace_period, sched.reduction_factor, sched.max_epochs)
+                 if asha else float(sched.max_epochs))
+    return StudyPlan(spec=spec, cells=cells, requested_trials=requested, trials=trials,
+                     max_epochs=sched.max_epochs, rungs=rungs, epochs_full=trials * sched.max_epochs,
+                     epochs_expected=trials * per_trial)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The dry run's text
+# ---------------------------------------------------------------------------------------------------
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        pairs = enumerate(zip(row, widths, strict=True))
+        padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs]
+        lines.append("  ".join(padded).rstrip())
+    return lines
+
+
+def _cells_table(study: StudyPlan) -> list[str]:
+    rows = [["cell", "searched", "settings", "trials"]]
+    rows += [[c.id, ", ".join(c.params) or "-", str(c.settings), str(c.trials)] for c in study.cells]
+    rows.append(["total", "", str(sum(c.settings for c in study.cells)), str(study.requested_trials)])
+    lines = _table(rows, right={2, 3})
+    rule = "-" * max(len(line) for line in lines)
+    return [lines[0], rule, *lines[1:-1], rule, lines[-1]]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _header(study: StudyPlan) -> list[str]:
+    spec = study.spec
+    search = spec.search
+    searched = (f"{search.sampler} search, {search.samples} samples per cell over "
+                f"{', '.join(p.key for p in search.params)} (seed {search.seed})" if search else "no search")
+    return [
+        f"study {spec.name}  (spec {spec_hash(spec)})  ->  {spec.study_dir}",
+        f"{_count(len(study.cells), 'cell')} × seeds {list(spec.seeds)}; {searched}",
+    ]
+
+
+def _trials_line(study: StudyPlan) -> str:
+    if study.capped:
+        return (f"trials: {study.trials} (capped by budget.max_trials from {study.requested_trials}; "
+                "the cells above are counted before the cap)")
+    return f"trials: {study.trials}"
+
+
+def _epochs_lines(study: StudyPlan) -> list[str]:
+    sched = study.spec.scheduler
+    full = f"epochs: {study.epochs_full} without early stopping ({study.trials} trials × {study.max_epochs})"
+    if sched.type != "asha":
+        return [full, f"scheduler: none (every trial runs {study.max_epochs} epochs; "
+                      f"{sched.metric} ({sched.mode}) ranks them)"]
+    rungs = ", ".join(str(r) for r in study.rungs) or "none below max_epochs"
+    return [full,
+            f"        about {study.epochs_expected:.0f} with ASHA (an estimate: successive halving, "
+            f"rungs at epochs {rungs})",
+            f"scheduler: ASHA on {sched.metric} ({sched.mode}), grace period {sched.grace_period}, "
+            f"reduction factor {sched.reduction_factor}, max {study.max_epochs} epochs"]
+
+
+def _resources_lines(study: StudyPlan) -> list[str]:
+    res = study.spec.resources
+    budget = study.spec.budget
+    time_s = "none" if budget.time_s is None else f"{_number(budget.time_s)} s"
+    return [
+        f"resources: {_number(res.cpus)} CPU, {_number(res.gpus)} GPU per trial; "
+        f"{_number(study.cpus_at_once)} CPU, {_number(study.gpus_at_once)} GPU with {study.concurrency} "
+        f"at once (max_concurrent {study.spec.max_concurrent})",
+        f"time budget: {time_s}",
+        f"tracking: {study.spec.tracking_uri}  (experiment {study.spec.tracking.experiment})",
+    ]
+
+
+def format_plan(study: StudyPlan) -> str:
+    """The dry run's text: a table of cells, then totals, epoch budgets and resources."""
+    lines = [*_header(study), "", *_cells_table(study), "", _trials_line(study), *_epochs_lines(study),
+             *_resources_lines(study)]
+    return "\n".join(lines)

@@ -1,0 +1,213 @@
+"""Run, resume and inspect a study on Ray Tune: one Tune run per study, MLflow as its view."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.config import to_flat
+from study.plan import StudyPlan, cell_config, cell_search_params, plan
+from study.spec import SearchParam, StudySpec, load_spec, spec_hash
+
+log = logging.getLogger(__name__)
+SPECS_DIR = Path(__file__).parent / "specs"
+SPEC_FILE = "spec.yaml"
+TUNE_DIR = "tune"
+
+
+class StudyError(RuntimeError):
+    """A study cannot be run or resumed as asked; the message says why and what to do."""
+
+
+def resolve_spec(name_or_path: str) -> StudySpec:
+    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``)."""
+    path = Path(name_or_path)
+    if not path.is_file() and (SPECS_DIR / f"{name_or_path}.yaml").is_file():
+        path = SPECS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+        raise StudyError(f"spec {name_or_path!r} not found: give a YAML file or one of {shipped}")
+    return load_spec(path)
+
+
+def study_dir(spec: StudySpec) -> Path:
+    """The study's local folder (absolute)."""
+    return Path(spec.study_dir).absolute()
+
+
+def _distribution(param: SearchParam) -> Any:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if param.type == "choice":
+        return CategoricalDistribution(list(param.values))
+    if param.type == "int":
+        return IntDistribution(int(param.low or 0), int(param.high or 0), step=param.step, log=param.log)
+    return FloatDistribution(float(param.low or 0.0), float(param.high or 0.0), log=param.type == "loguniform")
+
+
+def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
+    """Paths made absolute in the driver: trials run with the trial folder as working directory."""
+    out = dict(flat)
+    out["cache_dir"] = str(Path(out["cache_dir"]).expanduser().absolute())
+    if out.get("data.root"):
+        out["data.root"] = str(Path(out["data.root"]).expanduser().absolute())
+    return out
+
+
+def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
+    """The grid × Optuna × seeds searcher for this study."""
+    from study.searcher import CellSpec, GridCellSearcher
+
+    threads = max(1, int(spec.resources.cpus))
+    cells = []
+    for cell in study.cells:
+        base = _absolute({**cell_config(spec, cell), "threads": threads})
+        base.pop("seed", None)
+        params = {p.key: _distribution(p) for p in cell_search_params(spec, cell)}
+        cells.append(CellSpec(cell.id, base, params, cell.settings))
+    search = spec.search
+    return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
+                            seed=search.seed if search else 0, max_trials=spec.budget.max_trials,
+                            meta={"study": spec.name, "spec_hash": spec_hash(spec)})
+
+
+def _callbacks(spec: StudySpec, total: int) -> list[Any]:
+    from study.progress import ProgressLine
+    from study.tracking import MLflowTracking
+
+    experiment = spec.tracking.experiment or spec.name
+    # With the default SQLite store, artifacts live beside it in the study folder (MLflow's own
+    # default would be ./mlruns in whatever folder the driver was started from).
+    artifacts = None if spec.tracking.uri else (study_dir(spec) / "mlartifacts").as_uri()
+    return [MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts),
+            ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
+
+
+def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from study.trainable import train_trial
+
+    searcher = build_searcher(spec, study)
+    sched = spec.scheduler
+    scheduler = (ASHAScheduler(time_attr="epoch", max_t=sched.max_epochs, grace_period=sched.grace_period,
+                               reduction_factor=sched.reduction_factor)
+                 if sched.type == "asha" else FIFOScheduler())
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    tune_config = tune.TuneConfig(metric=sched.metric, mode=sched.mode,
+                                  search_alg=ConcurrencyLimiter(searcher, spec.max_concurrent),
+                                  scheduler=scheduler, num_samples=searcher.total, reuse_actors=True,
+                                  time_budget_s=spec.budget.time_s)
+    run_config = tune.RunConfig(name=TUNE_DIR, storage_path=str(study_dir(spec)), verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=2),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                callbacks=_callbacks(spec, searcher.total))
+    return tune.Tuner(tune.with_resources(train_trial, resources), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def init_ray(address: str | None, spec: StudySpec | None = None) -> None:
+    """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError) as err:
+            raise StudyError(f"cannot connect to the Ray cluster at {address}: {err}; check the address "
+                             "(ray status on the head node prints it) or leave --address out") from err
+        return
+    ray.init(include_dashboard=False, **kwargs)
+
+
+def _write_spec(spec: StudySpec, folder: Path, fresh: bool) -> None:
+    if (folder / SPEC_FILE).exists() or (folder / TUNE_DIR).exists():
+        if not fresh:
+            raise StudyError(f"study {spec.name!r} already exists in {folder}: continue it with "
+                             f"`ocr-study resume {spec.name}`, or start over with --fresh")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{SPEC_FILE}.tmp"
+    tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    tmp.replace(folder / SPEC_FILE)
+
+
+def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) -> Path:
+    """Run a study from the start; returns its folder."""
+    from study.tracking import check_tracking_uri
+
+    check_tracking_uri(spec.tracking_uri)
+    study = plan(spec)
+    folder = study_dir(spec)
+    init_ray(address, spec)
+    _write_spec(spec, folder, fresh)
+    _tuner(spec, study).fit()
+    return folder
+
+
+def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
+    """The spec saved in a study's folder, found by name under ``storage`` (default: the spec default)."""
+    root = Path(storage or ".ocr-study/studies").expanduser()
+    path = root / name / SPEC_FILE
+    if not path.is_file():
+        known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
+        raise StudyError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
+                         "pass --storage if it lives elsewhere")
+    return load_spec(path)
+
+
+def resume_study(name: str, storage: str | None = None, address: str | None = None) -> Path:
+    """Continue an interrupted study: finished trials stay, unfinished ones continue from checkpoints."""
+    from ray import tune
+
+    from study.tracking import check_tracking_uri
+    from study.trainable import train_trial
+
+    spec = load_study_spec(name, storage)
+    check_tracking_uri(spec.tracking_uri)
+    path = study_dir(spec) / TUNE_DIR
+    init_ray(address, spec)
+    if not tune.Tuner.can_restore(str(path)):
+        raise StudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    tuner = tune.Tuner.restore(str(path), tune.with_resources(train_trial, resources),
+                               resume_unfinished=True, resume_errored=True)
+    tuner.fit()
+    return study_dir(spec)
+
+
+def trial_table(spec: StudySpec) -> list[dict[str, Any]]:
+    """One row per trial of a study from Tune's storage: cell, seed, status, epochs, final metric."""
+    from ray.tune import ExperimentAnalysis
+
+    path = study_dir(spec) / TUNE_DIR
+    if not path.is_dir():
+        raise StudyError(f"study {spec.name!r} has not started yet: nothing in {path}")
+    analysis = ExperimentAnalysis(str(path))
+    metric = spec.scheduler.metric
+    rows = []
+    for trial in analysis.trials:
+        config, last = dict(trial.config), dict(trial.last_result or {})
+        rows.append({"trial_id": trial.trial_id, "cell": config.get("meta.cell", ""),
+                     "setting": config.get("meta.setting", 0), "seed": config.get("seed"),
+                     "status": trial.status, "epochs": int(last.get("epoch", 0)),
+                     metric: last.get(metric), "config": config})
+    return rows
+
+
+def flat_base(spec: StudySpec) -> dict[str, Any]:
+    """The spec's base trial config as flat keys."""
+    return to_flat(spec.trial)
