@@ -134,17 +134,26 @@ class CamConfig:
         _in_range("cam", "ink_threshold", self.ink_threshold, 0.0, 1.0)
 
 
+SEG_INITS = ("cam", "scratch")
+
+
 @dataclass(frozen=True)
 class SegConfig:
-    """Stage 2: the segmentation network trained on the pseudo-masks."""
+    """Stage 2: the segmentation network trained on the pseudo-masks.
+
+    ``init="cam"`` starts its encoder from the stage-1 classifier's (the role an ImageNet-pretrained
+    backbone plays in WSSS on natural images); it needs ``seg.width == cam.width``.
+    """
 
     width: int = 16
     epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    init: str = "cam"
 
     def __post_init__(self) -> None:
+        _choice("seg", "init", self.init, SEG_INITS)
         _at_least("seg", "width", self.width, 1)
         _at_least("seg", "epochs", self.epochs, 1)
         _at_least("seg", "batch_size", self.batch_size, 1)
@@ -196,6 +205,9 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         _at_least("trial", "seed", self.seed, 0)
+        if self.seg.init == "cam" and self.seg.width != self.cam.width:
+            raise ValueError(f"seg.width = {self.seg.width} differs from cam.width = {self.cam.width}, but "
+                             "seg.init = 'cam' copies the CAM encoder; make them equal or set seg.init=scratch")
         _choice("trial", "device", self.device, DEVICES)
         _at_least("trial", "threads", self.threads, 1)
 

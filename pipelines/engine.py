@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,6 +94,15 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(1.0 - step / total, 0.0) ** power)
 
 
+FAULT_ENV = "OCR_STUDY_FAULT"
+
+
+def _injected_fault(stage: str, epoch: int) -> bool:
+    """Fault injection for testing failure handling: ``OCR_STUDY_FAULT=nan:<stage>:<epoch>`` makes that
+    epoch's loss NaN (as a diverging run would). Unset in normal use."""
+    return os.environ.get(FAULT_ENV, "") == f"nan:{stage}:{epoch}"
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Tensor], loss_fn: LossFn,
                 precision: Precision, stage: str, epoch: int,
                 schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -104,11 +114,14 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: lis
     Returns the mean of every part (weighted by batch size), images per second and seconds.
     """
     model.train()
+    poison = _injected_fault(stage, epoch)
     sums: dict[str, float] = {}
     seen, start = 0, time.perf_counter()
     for step, idx in enumerate(batches):
         with precision.autocast():
             parts = loss_fn(idx)
+        if poison:
+            parts["total"] = parts["total"] * float("nan")
         values = {name: float(v.detach()) for name, v in parts.items()}
         for name, value in values.items():
             if not math.isfinite(value):

@@ -35,15 +35,16 @@ from pipelines.ocr_term import OCRTerm
 from pipelines.reporter import Reporter
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # bump when stage-1 code changes what it computes
+FORMAT = 3  # bump when stage-1 code changes what it computes
 
 
 @dataclass(frozen=True)
 class CamResult:
-    """Pseudo-masks ``(N, H, W)`` uint8 for the training split and stage-1 metrics."""
+    """Pseudo-masks ``(N, H, W)`` uint8 for the training split, the trained encoder, stage-1 metrics."""
 
     pseudo_masks: Tensor
     metrics: dict[str, float]
+    encoder: dict[str, Tensor]
 
 
 def stage_key(cfg: TrialConfig) -> str:
@@ -59,12 +60,14 @@ def run_cam_stage(cfg: TrialConfig, data: SegData, reporter: Reporter) -> CamRes
 
 
 def _save(path: Path, result: CamResult) -> None:
-    save_tensors(path, {"pseudo_masks": result.pseudo_masks}, result.metrics)
+    encoder = {f"encoder.{k}": v for k, v in result.encoder.items()}
+    save_tensors(path, {"pseudo_masks": result.pseudo_masks, **encoder}, result.metrics)
 
 
 def _load(path: Path) -> CamResult:
     tensors, meta = load_tensors(path)
-    return CamResult(tensors["pseudo_masks"], {k: float(v) for k, v in meta.items()})
+    encoder = {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
+    return CamResult(tensors["pseudo_masks"], {k: float(v) for k, v in meta.items()}, encoder)
 
 
 def _build(cfg: TrialConfig, data: SegData, reporter: Reporter) -> CamResult:
@@ -77,7 +80,8 @@ def _build(cfg: TrialConfig, data: SegData, reporter: Reporter) -> CamResult:
     conf = confusion_matrix(pseudo, data.train.masks, data.num_classes + 1)
     metrics = {"pseudo_miou": mean_iou(conf), "cam_seconds": time.perf_counter() - start}
     log.info("stage 1: pseudo-mask mIoU %.3f in %.1f s", metrics["pseudo_miou"], metrics["cam_seconds"])
-    return CamResult(pseudo, metrics)
+    encoder = {k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()}
+    return CamResult(pseudo, metrics, encoder)
 
 
 def _train(cfg: TrialConfig, data: SegData, model: CAMNet, device: torch.device, reporter: Reporter) -> None:

@@ -53,9 +53,13 @@ class SegState:
     best_miou: float = 0.0
 
 
-def _new_state(cfg: TrialConfig, data: SegData, device: torch.device) -> SegState:
+def _new_state(cfg: TrialConfig, data: SegData, device: torch.device,
+               encoder: dict[str, Tensor] | None) -> SegState:
     torch.manual_seed(cfg.seed)
-    model = SegNet(data.in_channels, data.num_classes, cfg.seg.width).to(device)
+    model = SegNet(data.in_channels, data.num_classes, cfg.seg.width)
+    if cfg.seg.init == "cam" and encoder is not None:
+        model.encoder.load_state_dict(encoder)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.seg.lr, weight_decay=cfg.seg.weight_decay)
     ocr = OCRTerm(cfg.ocr, data.train.tags, cfg.seed, device)
     schedule = poly_schedule(optimizer, cfg.seg.epochs * -(-len(data.train) // cfg.seg.batch_size))
@@ -103,8 +107,8 @@ def _loss_fn(state: SegState, cfg: TrialConfig, data: SegData, pseudo: Tensor,
 
 
 def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Reporter, work_dir: Path,
-                  resume_from: Path | None = None,
-                  extra: dict[str, float] | None = None) -> dict[str, float]:
+                  resume_from: Path | None = None, extra: dict[str, float] | None = None,
+                  encoder: dict[str, Tensor] | None = None) -> dict[str, float]:
     """Train the segmentation network, reporting and checkpointing every epoch; returns the last metrics.
 
     Args:
@@ -115,9 +119,10 @@ def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Rep
         work_dir: where checkpoints go (``work_dir/checkpoint``).
         resume_from: a checkpoint folder to continue from (defaults to ``work_dir/checkpoint`` if present).
         extra: metrics added to every report (stage-1 figures).
+        encoder: stage 1's encoder weights, the starting point when ``seg.init = "cam"``.
     """
     device = resolve_device(cfg.device)
-    state = _new_state(cfg, data, device)
+    state = _new_state(cfg, data, device, encoder)
     ckpt_dir = work_dir / "checkpoint"
     source = resume_from or (ckpt_dir if (ckpt_dir / CHECKPOINT_FILE).exists() else None)
     if source is not None:

@@ -32,4 +32,4 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
     stage1 = run_cam_stage(cfg, data, reporter)
     log.info("stage 1 ready: %s", stage1.metrics)
     return run_seg_stage(cfg, data, stage1.pseudo_masks, reporter, work_dir, resume_from,
-                         extra={"pseudo_miou": stage1.metrics["pseudo_miou"]})
+                         extra={"pseudo_miou": stage1.metrics["pseudo_miou"]}, encoder=stage1.encoder)

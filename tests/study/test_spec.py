@@ -27,7 +27,7 @@ from study.spec import (
 
 VALID: dict[str, Any] = {
     "name": "unit",
-    "trial": {"data": {"digits": {"train_size": 100}}, "seg.epochs": 6},
+    "trial": {"data": {"digits": {"train_size": 100}}, "seg.epochs": 6, "seg.init": "scratch"},
     "grid": {"ocr.selection": ["none", "all", "oc"]},
     "search": {
         "samples": 2,
@@ -157,7 +157,7 @@ def test_to_dict_round_trips_and_hash_is_stable() -> None:
 
 
 def test_hash_ignores_how_the_spec_was_written() -> None:
-    flat = spec_with(("trial", {"data.digits.train_size": 100, "seg.epochs": 6, "seed": 5}))
+    flat = spec_with(("trial", {"data.digits.train_size": 100, "seg.epochs": 6, "seg.init": "scratch", "seed": 5}))
     assert spec_hash(load_spec(flat)) == spec_hash(load_spec(VALID))
 
 

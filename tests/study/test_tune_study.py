@@ -1,0 +1,104 @@
+"""A real Ray Tune study end to end on tiny settings (local Ray, 2 CPUs), read back through MLflow."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from study.plan import plan
+from study.runner import run_study, study_dir, trial_table
+from study.spec import StudySpec, load_spec
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_spec(tmp_path: Path, cache: Path, **overrides: Any) -> StudySpec:
+    """A study of the tiny trial: selection none/oc, δ sampled twice in the OCR cell, 2 seeds."""
+    trial = {**TINY, "cache_dir": str(cache)}
+    trial.pop("seg.epochs")
+    doc: dict[str, Any] = {
+        "name": "tiny",
+        "trial": {**trial, "seg.epochs": 2},
+        "grid": {"ocr.selection": ["none", "oc"]},
+        "search": {"samples": 2, "seed": 0, "params": {"ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}},
+        "seeds": [0, 1],
+        "scheduler": {"type": "none"},
+        "max_concurrent": 2,
+        "resources": {"cpus": 1, "gpus": 0},
+        "storage": str(tmp_path / "studies"),
+    }
+    doc.update(overrides)
+    return load_spec(doc)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    import ray
+
+    from study.runner import init_ray
+
+    init_ray(None)
+    yield
+    ray.shutdown()
+
+
+def _runs(spec: StudySpec) -> Any:
+    import mlflow
+
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    return mlflow.search_runs(experiment_names=[spec.name])
+
+
+def test_study_runs_every_planned_trial_and_mirrors_them_in_mlflow(local_ray: None, tmp_path: Path,
+                                                                     shared_cache: Path) -> None:
+    spec = tiny_spec(tmp_path, shared_cache)
+    planned = {c.id: c.trials for c in plan(spec).cells}
+    run_study(spec)
+    rows = trial_table(spec)
+    assert Counter(r["cell"] for r in rows) == planned == {"ocr.selection=none": 2, "ocr.selection=oc": 4}
+    assert {r["status"] for r in rows} == {"TERMINATED"}
+    assert len({(r["setting"], r["seed"], r["cell"]) for r in rows}) == 6
+    oc_deltas = {r["config"]["ocr.delta"] for r in rows if r["cell"] == "ocr.selection=oc"}
+    assert len(oc_deltas) == 2  # two sampled settings, each run for both seeds
+
+    runs = _runs(spec)
+    parent = runs[runs["tags.ocr_study.role"] == "study"]
+    trials = runs[runs["tags.ocr_study.role"] != "study"]
+    assert len(parent) == 1 and len(trials) == 6
+    assert set(trials["tags.mlflow.parentRunId"]) == {parent["run_id"].iloc[0]}
+    assert set(trials["tags.ocr_study.trial_id"]) == {r["trial_id"] for r in rows}
+    assert trials["metrics.val_miou"].notna().all() and trials["params.ocr.delta"].notna().all()
+    assert set(trials["status"]) == {"FINISHED"}
+    assert set(trials["tags.ocr_study.stop_reason"]) == {"completed"}
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(spec.tracking_uri)
+    run_id = trials["run_id"].iloc[0]
+    assert [m.step for m in client.get_metric_history(run_id, "val_miou")] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"class_iou.json", "prior.png", "prior.csv", "val_examples.png"} <= artifacts
+    assert (study_dir(spec) / "spec.yaml").is_file()
+
+
+def test_rerunning_an_existing_study_is_refused(local_ray: None, tmp_path: Path, shared_cache: Path) -> None:
+    from study.runner import StudyError
+
+    spec = tiny_spec(tmp_path, shared_cache, seeds=[0], grid={"ocr.selection": ["none"]}, search=None)
+    run_study(spec)
+    with pytest.raises(StudyError, match="already exists"):
+        run_study(spec)
+
+
+def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path, shared_cache: Path) -> None:
+    from study.tracking import TrackingError
+
+    spec = tiny_spec(tmp_path, shared_cache, tracking={"uri": "http://127.0.0.1:9", "experiment": None})
+    with pytest.raises(TrackingError, match="cannot be reached"):
+        run_study(spec)
+    assert not Path(spec.study_dir).exists()
