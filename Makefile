@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast quick lint bench clean
+.PHONY: setup system test test-fast quick lint bench clean
 
 $(STAMP): requirements-cpu.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,11 +15,14 @@ $(STAMP): requirements-cpu.txt pyproject.toml
 
 setup: $(STAMP)  ## create .venv with the pinned CPU stack and the project
 
+system:  ## Debian packages the slow tests need (PostgreSQL, Chromium), installed when missing
+	bash scripts/system-deps.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint  ## ruff, mypy, then every test (slow ones included)
+test: lint system  ## ruff, mypy, then every test (slow ones included)
 	$(BIN)/pytest -q
 
 test-fast: lint  ## ruff, mypy, then the tests not marked slow

@@ -23,7 +23,7 @@ from study.searcher import META
 log = logging.getLogger(__name__)
 TAG = "ocr_study."
 METRIC_PREFIXES = ("val_", "train_")
-METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou")
+METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s")
 
 
 class TrackingError(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,23 @@ FAILED_MARKER = "non_finite.json"
 
 
 class TuneReporter:
-    """Reports each epoch to Tune with its checkpoint folder (Ray 2.60's ``tune.report``)."""
+    """Reports each epoch to Tune with its checkpoint folder (Ray 2.60's ``tune.report``).
+
+    Every report also carries ``node_id`` (the Ray node the trial runs on) and ``trial_cpu_s``, the CPU
+    seconds this process spent since the trial (or its resumption) started.
+    """
 
     def __init__(self, extra: Mapping[str, Any]) -> None:
-        self.extra = dict(extra)
+        import ray
+
+        self.extra = {"node_id": ray.get_runtime_context().get_node_id(), **extra}
+        self.cpu_start = time.process_time()
 
     def report(self, metrics: Mapping[str, float], checkpoint_dir: Path | None = None) -> None:
         """Send metrics (and the checkpoint, if any) to Tune."""
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report({**metrics, **self.extra}, checkpoint=checkpoint)
+        usage = {"trial_cpu_s": time.process_time() - self.cpu_start}
+        tune.report({**metrics, **usage, **self.extra}, checkpoint=checkpoint)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Not shown: Tune trials report per epoch only."""

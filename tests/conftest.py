@@ -49,3 +49,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def require_executable(*names: str) -> str:
+    """The path of the first of ``names`` on PATH; skip the test without one, but fail it under CI.
+
+    CI installs what the slow tests need (``make system``), so a missing tool there is a broken set-up,
+    not a reason to report the check as passing.
+    """
+    import os
+    import shutil
+
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"needs {' or '.join(names)} on PATH (make system installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
