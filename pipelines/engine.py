@@ -97,24 +97,28 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
 FAULT_ENV = "OCR_STUDY_FAULT"
 
 
-def _injected_fault(stage: str, epoch: int) -> bool:
+def _injected_fault(stage: str, epoch: int, seed: int | None) -> bool:
     """Fault injection for testing failure handling: ``OCR_STUDY_FAULT=nan:<stage>:<epoch>`` makes that
-    epoch's loss NaN (as a diverging run would). Unset in normal use."""
-    return os.environ.get(FAULT_ENV, "") == f"nan:{stage}:{epoch}"
+    epoch's loss NaN (as a diverging run would) in every trial, ``nan:<stage>:<epoch>:<seed>`` only in
+    trials of that seed. Unset in normal use."""
+    fault = os.environ.get(FAULT_ENV, "")
+    return fault == f"nan:{stage}:{epoch}" or (seed is not None and fault == f"nan:{stage}:{epoch}:{seed}")
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Tensor], loss_fn: LossFn,
                 precision: Precision, stage: str, epoch: int,
                 schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
-                progress: Callable[[int], None] | None = None) -> dict[str, float]:
+                progress: Callable[[int], None] | None = None, seed: int | None = None) -> dict[str, float]:
     """One pass over ``batches`` (index tensors); ``loss_fn(idx)`` returns loss parts with ``"total"``.
 
-    ``schedule`` (if any) steps once per batch.
+    ``epoch`` counts from 0; errors name it counting from 1, as the reports do.
+
+    ``schedule`` (if any) steps once per batch; ``seed`` (the trial's) only selects injected faults.
 
     Returns the mean of every part (weighted by batch size), images per second and seconds.
     """
     model.train()
-    poison = _injected_fault(stage, epoch)
+    poison = _injected_fault(stage, epoch + 1, seed)
     sums: dict[str, float] = {}
     seen, start = 0, time.perf_counter()
     for step, idx in enumerate(batches):
@@ -125,7 +129,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: lis
         values = {name: float(v.detach()) for name, v in parts.items()}
         for name, value in values.items():
             if not math.isfinite(value):
-                raise NonFiniteLossError(stage, epoch, name, value)
+                raise NonFiniteLossError(stage, epoch + 1, name, value)
         precision.step(parts["total"], optimizer)
         if schedule is not None:
             schedule.step()

@@ -106,7 +106,7 @@ def _train(cfg: TrialConfig, data: SegData, model: CAMNet, device: torch.device,
 
         batches = list(batch_indices(len(data.train), c.batch_size, gen))
         hook = progress_hook(reporter.progress, "cam", epoch * steps, c.epochs * steps)
-        train_epoch(model, optimizer, batches, loss_fn, precision, "cam", epoch, schedule, hook)
+        train_epoch(model, optimizer, batches, loss_fn, precision, "cam", epoch, schedule, hook, seed=cfg.seed)
 
 
 @torch.no_grad()

@@ -136,7 +136,7 @@ def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Rep
         batches = list(batch_indices(len(data.train), cfg.seg.batch_size, state.generator))
         hook = progress_hook(reporter.progress, "seg", state.epoch * steps, cfg.seg.epochs * steps)
         train = train_epoch(state.model, state.optimizer, batches, loss_fn, precision, "seg", state.epoch,
-                            state.schedule, hook)
+                            state.schedule, hook, seed=cfg.seed)
         state.epoch += 1
         metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, time.perf_counter() - start,
                                  ckpt_dir / "artifacts")

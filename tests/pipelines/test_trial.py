@@ -123,10 +123,25 @@ def test_non_finite_loss_names_epoch_and_part(tiny_config: TrialConfig, tmp_path
         return logits.sum() * float("nan")
 
     monkeypatch.setattr(OCRTerm, "__call__", nan_loss)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 0: the 'ocr' loss is nan") as err:
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1: the 'ocr' loss is nan") as err:
         run_trial(_with(tiny_config, ocr__selection="all"), ListReporter(), tmp_path)
     assert err.value.stage == "seg" and err.value.part == "ocr"
     assert not (tmp_path / "checkpoint" / "state.pt").exists()
+
+
+@pytest.mark.parametrize(("fault", "fails"), [("nan:seg:2", True), ("nan:seg:2:0", True), ("nan:seg:2:7", False)])
+def test_injected_fault_hits_the_named_epoch_and_seed(tiny_config: TrialConfig, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, fault: str,
+                                                      fails: bool) -> None:
+    monkeypatch.setenv("OCR_STUDY_FAULT", fault)
+    reporter = ListReporter()
+    if fails:
+        with pytest.raises(NonFiniteLossError, match=r"epoch 2: the 'total' loss is nan"):
+            run_trial(tiny_config, reporter, tmp_path)
+        assert [r["epoch"] for r in reporter.reports] == [1.0]  # the first epoch went through
+    else:
+        run_trial(tiny_config, reporter, tmp_path)
+        assert len(reporter.reports) == tiny_config.seg.epochs
 
 
 def test_flat_round_trip(tiny_config: TrialConfig) -> None:
