@@ -73,7 +73,8 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     search = spec.search
     return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
                             seed=search.seed if search else 0, max_trials=spec.budget.max_trials,
-                            meta={"study": spec.name, "spec_hash": spec_hash(spec)})
+                            meta={"study": spec.name, "spec_hash": spec_hash(spec)},
+                            metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 
 def _callbacks(spec: StudySpec, total: int) -> list[Any]:

@@ -51,8 +51,9 @@ class GridCellSearcher(Searcher):
     """Grid cells × Optuna samples per cell × seeds, as one Tune search algorithm."""
 
     def __init__(self, cells: list[CellSpec], seeds: list[int], *, sampler: str = "tpe", seed: int = 0,
-                 max_trials: int | None = None, meta: dict[str, Any] | None = None) -> None:
-        super().__init__()
+                 max_trials: int | None = None, meta: dict[str, Any] | None = None,
+                 metric: str | None = None, mode: str | None = None) -> None:
+        super().__init__(metric=metric, mode=mode)
         self.cells, self.seeds = cells, list(seeds)
         self.sampler_name, self.sampler_seed = sampler, seed
         self.meta = dict(meta or {})
@@ -68,16 +69,27 @@ class GridCellSearcher(Searcher):
         """How many trials the searcher will suggest in all."""
         return len(self.queue)
 
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        """Take Tune's metric and mode (the base class ignores them, which would leave Optuna blind)."""
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        return True
+
+    def _sampler(self, cell: int, index: int) -> optuna.samplers.BaseSampler:
+        """A sampler seeded by (study seed, cell, setting): a setting's sample depends only on those and
+        on the results told before it, so a restored searcher asks exactly what the original would."""
+        seed = (self.sampler_seed * 1_000_003 + cell * 10_007 + index) % 2**32
+        if self.sampler_name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
+
     def _study(self, cell: int) -> optuna.Study:
         if cell not in self._studies:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            seed = self.sampler_seed + cell
-            sampler: optuna.samplers.BaseSampler = (optuna.samplers.RandomSampler(seed=seed)
-                                                    if self.sampler_name == "random"
-                                                    else optuna.samplers.TPESampler(seed=seed))
             direction = (optuna.study.StudyDirection.MINIMIZE if self.mode == "min"
                          else optuna.study.StudyDirection.MAXIMIZE)
-            self._studies[cell] = optuna.create_study(direction=direction, sampler=sampler)
+            self._studies[cell] = optuna.create_study(direction=direction, sampler=self._sampler(cell, 0))
         return self._studies[cell]
 
     def _setting(self, cell: int, index: int) -> _Setting:
@@ -86,7 +98,9 @@ class GridCellSearcher(Searcher):
             spec = self.cells[cell]
             params: dict[str, Any] = {}
             if spec.params:
-                trial = self._study(cell).ask(spec.params)
+                study = self._study(cell)
+                study.sampler = self._sampler(cell, index)
+                trial = study.ask(spec.params)
                 params = dict(trial.params)
                 self._asked[key] = trial
             self.settings[key] = _Setting(cell, index, params)
