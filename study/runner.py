@@ -12,7 +12,7 @@ import yaml
 
 from pipelines.config import to_flat
 from study.plan import StudyPlan, cell_config, cell_search_params, plan
-from study.spec import SearchParam, StudySpec, load_spec, spec_hash
+from study.spec import SearchParam, SpecError, StudySpec, load_spec, spec_hash
 
 log = logging.getLogger(__name__)
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -31,7 +31,7 @@ def resolve_spec(name_or_path: str) -> StudySpec:
         path = SPECS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         shipped = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
-        raise StudyError(f"spec {name_or_path!r} not found: give a YAML file or one of {shipped}")
+        raise SpecError("", f"{name_or_path!r} not found: give a YAML file or one of {shipped}")
     return load_spec(path)
 
 
