@@ -1,0 +1,157 @@
+"""Rebuild a study's dataset from its MLflow experiment, for studies whose Tune storage is gone.
+
+MLflow holds what ``study.tracking`` mirrored: one nested run per trial (tags ``ocr_study.*``, params = the
+flat config as text, metrics per epoch with ``step = epoch``). Params are typed back from text (bool, int,
+float, else string). What MLflow does not hold stays empty: ``node_id`` and ``hostname``; ``wall_s`` is the
+run's end − start rather than Tune's ``time_total_s``; ``error`` is the tag (the error file's last line).
+MLflow is imported here only, when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from results._errors import ResultsError
+from results._schema import write_dataset
+from results._study_info import StudyInfo, parse_cell
+from results._summary import build_trials, clean_curves
+
+TAG = "ocr_study."
+STATUS = {"FINISHED": "TERMINATED", "FAILED": "ERROR", "RUNNING": "RUNNING", "SCHEDULED": "PENDING",
+          "KILLED": "TERMINATED"}
+NUMERIC_META = ("setting",)
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client: Any, experiment: str | None) -> list[str]:
+    if experiment is None:
+        return [str(e.experiment_id) for e in client.search_experiments()]
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ResultsError(f"no MLflow experiment {experiment!r} (known: {names or 'none'}); the experiment is "
+                           "the study's name unless its spec sets tracking.experiment")
+    return [str(found.experiment_id)]
+
+
+def _trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG}trial_id` != ''",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def trial_tags(tracking_uri: str, experiment: str | None, tag: str) -> dict[str, str]:
+    """Trial id → the value of tag ``ocr_study.<tag>``, for every trial run of the experiment(s)."""
+    client = _client(tracking_uri)
+    runs = _trial_runs(client, _experiment_id(client, experiment))
+    return {r.data.tags[f"{TAG}trial_id"]: r.data.tags[f"{TAG}{tag}"] for r in runs
+            if f"{TAG}{tag}" in r.data.tags}
+
+
+def param_value(text: str) -> Any:
+    """A param's text typed back: ``True``/``False``, an int, a float, else the text itself."""
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _config(run: Any) -> dict[str, Any]:
+    tags = run.data.tags
+    config = {k: param_value(v) for k, v in run.data.params.items()}
+    for key in ("cell", "setting", "study", "spec_hash"):
+        if f"{TAG}{key}" in tags:
+            text = tags[f"{TAG}{key}"]
+            config[f"meta.{key}"] = param_value(text) if key in NUMERIC_META else text
+    return config
+
+
+def _base_row(run: Any) -> dict[str, Any]:
+    tags, info = run.data.tags, run.info
+    end = info.end_time if info.end_time else None
+    status = STATUS.get(str(info.status), "RUNNING")
+    return {"trial_id": tags[f"{TAG}trial_id"], "config": _config(run), "status": status,
+            "error": (tags.get(f"{TAG}error") or "") if status == "ERROR" else None,
+            "wall_s": (end - info.start_time) / 1000.0 if end and info.start_time else None,
+            "node_id": None, "hostname": None, "git_commit": tags.get(f"{TAG}git_commit"),
+            "artifacts": info.artifact_uri}
+
+
+def _history(client: Any, run: Any) -> pd.DataFrame:
+    rows: dict[int, dict[str, Any]] = {}
+    for key in sorted(run.data.metrics):
+        for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp)):
+            rows.setdefault(int(m.step), {"trial_id": run.data.tags[f"{TAG}trial_id"], "epoch": int(m.step)})[key] \
+                = m.value
+    return pd.DataFrame(list(rows.values()))
+
+
+def read_mlflow_study(tracking_uri: str, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame, StudyInfo]:
+    """The ``trials`` and ``curves`` frames of an MLflow experiment, and the study facts inferred."""
+    client = _client(tracking_uri)
+    runs = _trial_runs(client, _experiment_id(client, experiment))
+    if not runs:
+        raise ResultsError(f"MLflow experiment {experiment!r} at {tracking_uri} has no trial runs "
+                           f"(tagged {TAG}trial_id): is it an ocr-study experiment?")
+    base = pd.DataFrame([_base_row(r) for r in runs])
+    name = str(base["config"].iloc[0].get("meta.study") or experiment)
+    info = _infer_info(name, base)
+    reports = pd.concat([_history(client, r) for r in runs], ignore_index=True)
+    curves = clean_curves(reports, name)
+    return build_trials(base, curves, info), curves, info
+
+
+def _infer_info(name: str, base: pd.DataFrame) -> StudyInfo:
+    configs = base["config"].tolist()
+    grid: dict[str, list[Any]] = {}
+    for config in configs:
+        for key, value in parse_cell(str(config.get("meta.cell", ""))).items():
+            typed = param_value(value)
+            if typed not in grid.setdefault(key, []):
+                grid[key].append(typed)
+    seeds = tuple(sorted({int(c["seed"]) for c in configs if isinstance(c.get("seed"), int)}))
+    planned = [int(c["seg.epochs"]) for c in configs if isinstance(c.get("seg.epochs"), int)]
+    return StudyInfo(name=name, grid=grid, search_keys=_searched(configs), seeds=seeds,
+                     max_epochs=max(planned) if planned else None)
+
+
+def _searched(configs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Keys that vary between settings of one cell: the searched parameters."""
+    seen: dict[tuple[str, str], dict[Any, set[str]]] = {}
+    for config in configs:
+        cell = str(config.get("meta.cell", ""))
+        for key, value in config.items():
+            if key.startswith("meta.") or key == "seed":
+                continue
+            seen.setdefault((cell, key), {}).setdefault(repr(value), set())
+    return tuple(sorted({key for (_, key), values in seen.items() if len(values) > 1}))
+
+
+def collect_mlflow(tracking_uri: str, experiment: str, out: Path) -> Path:
+    """Rebuild ``trials.parquet`` and ``curves.parquet`` from an MLflow experiment; returns ``out``.
+
+    Args:
+        tracking_uri: the MLflow store, e.g. ``sqlite:///.ocr-study/studies/quick/mlflow.db``.
+        experiment: the experiment's name (the study's name unless its spec set ``tracking.experiment``).
+        out: the folder to write into.
+    """
+    trials, curves, info = read_mlflow_study(tracking_uri, experiment)
+    return write_dataset(trials, curves, Path(out), info, "mlflow")
