@@ -1,22 +1,37 @@
 """From finished (or running) studies to Parquet datasets, paper-shaped tables and plots.
 
 Reads what studies wrote (Tune's storage, MLflow) with pyarrow and pandas; imports neither Ray nor the
-training code.
+training code (MLflow only inside :func:`collect_mlflow`).
 """
 
+from results._collect_mlflow import collect_mlflow
 from results._collect_tune import collect_study
 from results._errors import ResultsError
+from results._report import FORMATS, parse_formats, report_study, write_report
 from results._schema import SCHEMA_VERSION, Dataset, load_dataset
+from results._stats import PairedTest, paired_t_test
 from results._study_info import StudyInfo
 from results._synthetic import SyntheticStudy, write_synthetic_study
+from results._tables import Table, ablation_table, report_tables, sensitivity_table
 
 __all__ = [
+    "FORMATS",
     "SCHEMA_VERSION",
     "Dataset",
+    "PairedTest",
     "ResultsError",
     "StudyInfo",
     "SyntheticStudy",
+    "Table",
+    "ablation_table",
+    "collect_mlflow",
     "collect_study",
     "load_dataset",
+    "paired_t_test",
+    "parse_formats",
+    "report_study",
+    "report_tables",
+    "sensitivity_table",
+    "write_report",
     "write_synthetic_study",
 ]

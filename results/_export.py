@@ -1,0 +1,104 @@
+"""Tables and plots to files: Markdown, LaTeX (booktabs), CSV and one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from results._tables import Table
+
+LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "δ": r"$\delta$", "τ": r"$\tau$", "Δ": r"$\Delta$", "—": "---", "–": "--",
+                 "−": "-"}
+LATEX_RE = re.compile("|".join(re.escape(k) for k in [*LATEX_SPECIAL, *LATEX_SYMBOLS]))
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
+table{border-collapse:collapse;margin:0.5em 0 0.3em;font-size:14px}
+th,td{border-top:1px solid #bbb;border-bottom:1px solid #bbb;padding:4px 10px;text-align:left}
+th{background:#f0f0f0}p.notes{font-size:12px;color:#555;max-width:1100px}
+img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}"""
+
+
+def latex_escape(text: str) -> str:
+    """Text safe in LaTeX, with ±, δ, τ and Δ as math."""
+    return LATEX_RE.sub(lambda m: LATEX_SPECIAL.get(m.group(0)) or LATEX_SYMBOLS[m.group(0)], text)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
+def table_latex(table: Table) -> str:
+    """One table as a LaTeX ``table`` with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
+    frame = table.display
+    header = " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\"
+    rows = [" & ".join(latex_escape(_cell(v)) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    label = re.sub(r"[^A-Za-z0-9]+", "-", table.name)
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small",
+                      rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.notes)}}}",
+                      rf"\label{{tab:{label}}}", rf"\begin{{tabular}}{{{'l' * len(frame.columns)}}}", r"\toprule",
+                      header, r"\midrule", *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
+def to_latex(tables: Sequence[Table]) -> str:
+    """Every table, one after another (booktabs)."""
+    return "% ocr-study report: \\usepackage{booktabs}\n" + "\n".join(table_latex(t) for t in tables)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "_(no data)_"
+    return str(frame.to_markdown(index=False))
+
+
+def to_markdown(title: str, tables: Sequence[Table], plots: Sequence[Path], base: Path) -> str:
+    """A Markdown document: each table with its notes, then the plots (linked relative to ``base``)."""
+    parts = [f"# {title}", ""]
+    for table in tables:
+        parts += [f"## {table.title}", "", _markdown_table(table.display), "", f"*{table.notes}*", ""]
+    if plots:
+        parts += ["## Plots", ""]
+        parts += [f"![{p.stem}]({p.relative_to(base).as_posix()})\n" for p in plots]
+    return "\n".join(parts)
+
+
+def write_csv(tables: Sequence[Table], folder: Path) -> list[Path]:
+    """Each table's numbers as ``<name>.csv`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for table in tables:
+        path = folder / f"{table.name}.csv"
+        table.values.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p><em>(no data)</em></p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def to_html(title: str, tables: Sequence[Table], plots: Sequence[Path], summary: str) -> str:
+    """One self-contained HTML page: the tables, then the plots embedded as base64 PNG."""
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
+    for table in tables:
+        parts += [f"<h2>{html.escape(table.title)}</h2>", _html_table(table.display),
+                  f'<p class="notes">{html.escape(table.notes)}</p>']
+    if plots:
+        parts += ["<h2>Plots</h2>", *(_html_image(p) for p in plots)]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")

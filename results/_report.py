@@ -1,0 +1,84 @@
+"""A study's report: tables and plots written in the formats asked for, into one folder.
+
+Layout of ``out``: ``report.md``, ``report.tex``, ``report.html`` (plots embedded), ``csv/<table>.csv``
+and ``plots/*.png`` (always written: Markdown links them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from results._collect_tune import collect_study
+from results._errors import ResultsError
+from results._export import to_html, to_latex, to_markdown, write_csv
+from results._plots import report_plots
+from results._schema import Dataset, load_dataset
+from results._tables import report_tables
+
+FORMATS = ("md", "tex", "csv", "html")
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"md,tex"`` → ``("md", "tex")``; unknown names raise :class:`ResultsError` naming the allowed ones."""
+    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ResultsError(f"--format {text!r}: unknown format {', '.join(unknown) or '(none given)'}; "
+                           f"use a comma-separated list of {', '.join(FORMATS)} (e.g. --format md,html)")
+    return names
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _summary(ds: Dataset) -> str:
+    trials = ds.trials
+    counts = trials["stop_reason"].astype(str).value_counts()
+    outcome = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+    return (f"Study {ds.info.name}: {len(trials)} trials ({outcome}), {len(ds.curves)} epoch reports; "
+            f"metric {ds.info.metric} ({ds.info.mode}); collected from {ds.source}.")
+
+
+def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """Write the report of a collected study; returns each format's file (``csv``: its folder).
+
+    Args:
+        ds: the collected study (:func:`results.load_dataset`).
+        out: the report folder (created).
+        formats: any of ``md``, ``tex``, ``csv``, ``html``.
+    """
+    if ds.trials.empty:
+        raise ResultsError(f"study {ds.info.name!r} has no trials to report yet")
+    out.mkdir(parents=True, exist_ok=True)
+    tables = report_tables(ds)
+    plots = report_plots(ds, out / "plots")
+    title = f"ocr-study report: {ds.info.name}"
+    written: dict[str, Path] = {}
+    if "md" in formats:
+        written["md"] = _write_text(out / "report.md", to_markdown(title, tables, plots, out))
+    if "tex" in formats:
+        written["tex"] = _write_text(out / "report.tex", to_latex(tables))
+    if "csv" in formats:
+        write_csv(tables, out / "csv")
+        written["csv"] = out / "csv"
+    if "html" in formats:
+        written["html"] = _write_text(out / "report.html", to_html(title, tables, plots, _summary(ds)))
+    return written
+
+
+def report_study(study_dir: Path, out: Path | None = None, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """Collect a study from its Tune storage (idempotent) and write its report.
+
+    Args:
+        study_dir: the study folder, ``<storage>/<name>``.
+        out: the report folder (default ``study_dir / "report"``).
+        formats: any of ``md``, ``tex``, ``csv``, ``html``.
+    """
+    dataset = load_dataset(collect_study(Path(study_dir)))
+    return write_report(dataset, Path(out) if out is not None else Path(study_dir) / "report", formats)

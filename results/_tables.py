@@ -1,0 +1,242 @@
+"""Paper-shaped tables from a collected study: the ablation table, sensitivity to δ and τ, trial outcomes.
+
+Every figure is computed from completed trials (``stop_reason == "completed"``: trials ASHA stopped, that
+failed or still run have no final value comparable to the others) at their last epoch. A :class:`Table`
+holds the numbers (``values``, for CSV and tests) and their text (``display``, for Markdown, LaTeX, HTML).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from results._schema import PARAM_PREFIX, Dataset
+from results._stats import paired_t_test
+from results._study_info import parse_cell
+
+METRICS = (("val_miou", "val mIoU"), ("val_oc_rate", "OC rate"), ("val_oracle_miou", "oracle-tag mIoU"))
+SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}
+SELECTION = f"{PARAM_PREFIX}ocr.selection"
+EXACT_LIMIT = 6
+BINS = 5
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report table: a file stem, a title, notes saying how it was computed, numbers and their text."""
+
+    name: str
+    title: str
+    notes: str
+    values: pd.DataFrame
+    display: pd.DataFrame
+
+
+def completed(ds: Dataset) -> pd.DataFrame:
+    """The trials that ran every planned epoch."""
+    return ds.trials[ds.trials["stop_reason"].astype(str) == "completed"]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def mean_std_text(mean: float, std: float, n: int) -> str:
+    """``"45.12 ± 0.83 (n = 3)"`` in percent; no ± with one value; ``"—"`` with none."""
+    if n == 0 or math.isnan(mean):
+        return "— (n = 0)"
+    if n == 1 or math.isnan(std):
+        return f"{_pct(mean)} (n = {n})"
+    return f"{_pct(mean)} ± {_pct(std)} (n = {n})"
+
+
+def _score(frame: pd.DataFrame, ds: Dataset) -> pd.Series:
+    column = f"final_{ds.info.metric}" if f"final_{ds.info.metric}" in frame else "final_val_miou"
+    return frame[column] if ds.info.mode == "max" else -frame[column]
+
+
+def best_settings(ds: Dataset) -> pd.Series:
+    """Per cell, the setting with the best mean over seeds of the study's metric (on validation)."""
+    done = completed(ds)
+    if done.empty:
+        return pd.Series(dtype="int64")
+    means = _score(done, ds).groupby([done["cell"].astype(str), done["setting"]]).mean()
+    best = means.groupby(level=0).idxmax()
+    return pd.Series({cell: key[1] for cell, key in best.items()}, dtype="int64")
+
+
+def cell_order(ds: Dataset, cells: list[str]) -> list[str]:
+    """Cells in the order of the grid's axes and values (unknown ones last, by name)."""
+    axes = ds.info.grid
+
+    def key(cell: str) -> tuple[tuple[int, str], ...]:
+        values = parse_cell(cell)
+        out = []
+        for axis, allowed in axes.items():
+            text = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed]
+            value = values.get(axis, "")
+            out.append((text.index(value) if value in text else len(text), value))
+        return (*out, (0, cell))
+
+    return sorted(cells, key=key)
+
+
+def baseline_cell(ds: Dataset, cells: list[str]) -> str:
+    """The cell without OCR (``ocr.selection=none``), else the first cell."""
+    for cell in cells:
+        if parse_cell(cell).get("ocr.selection") == "none":
+            return cell
+    return cells[0]
+
+
+def _seed_values(ds: Dataset, cell: str, setting: int, metric: str) -> pd.Series:
+    done = completed(ds)
+    rows = done[(done["cell"].astype(str) == cell) & (done["setting"] == setting)]
+    return rows.set_index(rows["seed"].astype("int64"))[f"final_{metric}"].dropna()
+
+
+def _cell_row(ds: Dataset, cell: str, setting: int, base: pd.Series | None) -> dict[str, object]:
+    row: dict[str, object] = {"cell": cell, **parse_cell(cell), "setting": setting}
+    done = completed(ds)
+    chosen = done[(done["cell"].astype(str) == cell) & (done["setting"] == setting)]
+    without_ocr = parse_cell(cell).get("ocr.selection") == "none"
+    for key in ds.info.search_keys:
+        column = f"{PARAM_PREFIX}{key}"
+        if without_ocr and key.startswith("ocr."):
+            continue  # no effect without OCR (the spec's built-in condition)
+        if column in chosen and chosen[column].notna().any():
+            row[key] = chosen[column].dropna().iloc[0]
+    for metric, _ in METRICS:
+        values = _seed_values(ds, cell, setting, metric)
+        row.update({f"{metric}_mean": values.mean() if len(values) else np.nan,
+                    f"{metric}_std": values.std(ddof=1) if len(values) > 1 else np.nan, f"{metric}_n": len(values)})
+    if base is not None:
+        mine = _seed_values(ds, cell, setting, "val_miou")
+        shared = mine.index.intersection(base.index)
+        test = paired_t_test((mine[shared] - base[shared]).tolist())
+        row.update({"diff_mean": test.mean, "diff_n": test.n, "p_value": test.p, "ci_low": test.ci_low,
+                    "ci_high": test.ci_high})
+    return row
+
+
+def _diff_text(row: pd.Series) -> str:
+    n = int(row["diff_n"]) if not pd.isna(row.get("diff_n")) else 0
+    if n == 0:
+        return "— (n = 0)"
+    text = f"{100 * row['diff_mean']:+.2f}"
+    if n >= 2:
+        text += f" [{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}], p = {row['p_value']:.3g}"
+    return f"{text} (n = {n})"
+
+
+def _setting_text(row: pd.Series, keys: tuple[str, ...]) -> str:
+    parts = [f"{SYMBOLS.get(k, k)} = " + (f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k]))
+             for k in keys if k in row and not pd.isna(row[k])]
+    return ", ".join(parts) or "—"
+
+
+def ablation_table(ds: Dataset) -> Table:
+    """Rows per grid cell; val mIoU, OC rate and oracle-tag mIoU as mean ± std over seeds at each cell's best
+    setting (chosen on val by the study's metric), and the paired difference to the baseline cell."""
+    best = best_settings(ds)
+    cells = cell_order(ds, [str(c) for c in best.index])
+    if not cells:
+        empty = pd.DataFrame()
+        return Table("ablation", "Ablation", "No completed trial yet.", empty, empty)
+    base_cell = baseline_cell(ds, cells)
+    base = _seed_values(ds, base_cell, int(best[base_cell]), "val_miou")
+    rows = [_cell_row(ds, c, int(best[c]), None if c == base_cell else base) for c in cells]
+    values = pd.DataFrame(rows)
+    return Table("ablation", "Ablation: each cell at its best setting", _ablation_notes(base_cell), values,
+                 _ablation_display(ds, values))
+
+
+def _ablation_display(ds: Dataset, values: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({axis.rsplit(".", 1)[-1]: values[axis] for axis in ds.info.grid if axis in values})
+    if out.empty:
+        out["cell"] = values["cell"]
+    out["best setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
+    for metric, label in METRICS:
+        out[f"{label} (%)"] = [mean_std_text(r[f"{metric}_mean"], r[f"{metric}_std"], int(r[f"{metric}_n"]))
+                               for _, r in values.iterrows()]
+    if "diff_mean" in values:
+        out["Δ val mIoU vs baseline (95% CI, paired t)"] = [
+            "baseline" if pd.isna(r.get("diff_n")) else _diff_text(r) for _, r in values.iterrows()]
+    return out.reset_index(drop=True)
+
+
+def _ablation_notes(base_cell: str) -> str:
+    return ("Mean ± sample std over seeds, in %, at the last epoch of completed trials; n = seeds behind each "
+            "figure (no std when n = 1). Each cell's setting is the one with the best mean val mIoU (chosen and "
+            f"reported on val). Δ: mean per-seed difference to the baseline cell ({base_cell}) over the seeds "
+            "both have, with a two-sided paired t-test across seeds (95% t confidence interval and p-value; "
+            "none for n < 2).")
+
+
+def _bins(values: pd.Series) -> tuple[pd.Series, list[str]]:
+    unique = np.sort(values.dropna().unique())
+    if len(unique) <= EXACT_LIMIT:
+        labels = [f"{v:.3g}" for v in unique]
+        return values.map(dict(zip(unique, labels, strict=True))), labels
+    low, high = float(unique[0]), float(unique[-1])
+    log = low > 0 and high / low > 5
+    edges = np.geomspace(low, high, BINS + 1) if log else np.linspace(low, high, BINS + 1)
+    labels = [f"{a:.3g}–{b:.3g}" for a, b in itertools.pairwise(edges)]
+    index = np.clip(np.searchsorted(edges, values.to_numpy(dtype="float64"), side="right") - 1, 0, BINS - 1)
+    return pd.Series([labels[i] for i in index], index=values.index), labels
+
+
+def sensitivity_table(ds: Dataset, key: str) -> Table | None:
+    """val mIoU against one searched parameter (exact values, or 5 equal bins, log-spaced for wide ranges),
+    per selection strategy, over every completed trial where the parameter applies; None without data."""
+    column = f"{PARAM_PREFIX}{key}"
+    done = completed(ds)
+    if column not in done or "final_val_miou" not in done:
+        return None
+    group = done[SELECTION].astype(str) if SELECTION in done else done["cell"].astype(str)
+    rows = done[(group != "none") & done[column].notna()]
+    if rows.empty:
+        return None
+    bins, labels = _bins(rows[column].astype("float64"))
+    frame = pd.DataFrame({"bin": bins, "group": group[rows.index], "value": rows["final_val_miou"]})
+    stats = frame.groupby(["bin", "group"])["value"].agg(["mean", "std", "count"]).reset_index()
+    stats["bin"] = pd.Categorical(stats["bin"], categories=labels, ordered=True)
+    stats = stats.sort_values(["bin", "group"]).reset_index(drop=True)
+    name = SYMBOLS.get(key, key)
+    text = {(str(r["bin"]), str(r["group"])): mean_std_text(r["mean"], r["std"], int(r["count"]))
+            for _, r in stats.iterrows()}
+    groups = sorted(stats["group"].astype(str).unique())
+    display = pd.DataFrame({name: labels, **{g: [text.get((b, g), "—") for b in labels] for g in groups}})
+    notes = (f"val mIoU (%) of completed trials by {key} (rows) and selection strategy (columns): mean ± std over "
+             "all trials in the bin (every setting and seed), n = trials; other searched parameters vary freely.")
+    return Table(f"sensitivity_{key.rsplit('.', 1)[-1]}", f"Sensitivity: val mIoU against {name}", notes,
+                 stats.rename(columns={"count": "n"}), display)
+
+
+def outcome_table(ds: Dataset) -> Table:
+    """Trials per cell by why they stopped, with the epochs they ran."""
+    trials = ds.trials
+    cells = cell_order(ds, sorted(trials["cell"].astype(str).unique()))
+    counts = pd.crosstab(trials["cell"].astype(str), trials["stop_reason"].astype(str)).reindex(cells)
+    counts["trials"] = counts.sum(axis=1)
+    counts["epochs run"] = trials.groupby(trials["cell"].astype(str))["epochs"].sum().reindex(cells).astype("int64")
+    values = counts.reset_index().rename(columns={"index": "cell", "row_0": "cell"})
+    values.columns.name = None
+    notes = ("completed: ran every planned epoch; early_stopped: stopped by ASHA at a rung; stopped: ended early "
+             "otherwise (time budget); failed: raised an error; running: still in progress when collected.")
+    return Table("outcomes", "Trials by outcome", notes, values, values.astype(str))
+
+
+def report_tables(ds: Dataset) -> list[Table]:
+    """The tables of a report: ablation, sensitivity to each searched parameter, outcomes."""
+    tables = [ablation_table(ds)]
+    for key in ds.info.search_keys or tuple(k for k in ("ocr.delta", "ocr.tau") if f"{PARAM_PREFIX}{k}" in ds.trials):
+        table = sensitivity_table(ds, key)
+        if table is not None:
+            tables.append(table)
+    tables.append(outcome_table(ds))
+    return tables
