@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("name", nargs="?", help="the study's name (default: the only or latest study)")
     ui.add_argument("--storage", help="the folder holding studies (default .ocr-study/studies)")
     ui.add_argument("--port", type=int, default=5000)
+    from study.report_cmd import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -51,10 +54,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         config, overrides = _split_config(args.config, args.overrides)
         return train_command(config, overrides, args.out)
-    from study import commands
+    from study import commands, report_cmd
 
-    handler = {"run": commands.run, "resume": commands.resume, "status": commands.status,
-               "ui": commands.ui}[args.command]
+    handler = {"run": report_cmd.run_then_report, "resume": report_cmd.resume_then_report,
+               "status": commands.status, "ui": commands.ui, "report": report_cmd.report,
+               "export": report_cmd.export}[args.command]
     return handler(args)
 
 

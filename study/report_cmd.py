@@ -1,0 +1,109 @@
+"""The results commands of the CLI: ``report`` and ``export``, and the report at the end of ``run``/``resume``.
+
+They read what a study wrote through :mod:`results` (pyarrow, pandas, matplotlib); no Ray, no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from study.spec import DEFAULT_STORAGE
+
+SPEC_FILE = "spec.yaml"
+TUNE_DIR = "tune"
+
+
+def study_folder(name: str, storage: str | None) -> Path:
+    """The folder of study ``name`` under ``storage``; a :class:`results.ResultsError` naming the known ones."""
+    from results import ResultsError
+
+    root = Path(storage or DEFAULT_STORAGE).expanduser()
+    folder = root / name
+    if not (folder / SPEC_FILE).is_file() and not (folder / TUNE_DIR).is_dir():
+        known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
+        raise ResultsError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
+                           "pass --storage if it lives elsewhere")
+    return folder
+
+
+def _print_report(name: str, written: dict[str, Path]) -> None:
+    folder = next(iter(written.values())).parent
+    print(f"report of study {name}: {folder}")
+    for kind, path in written.items():
+        print(f"  {kind}: {path}")
+
+
+def report(args: argparse.Namespace) -> int:
+    """``ocr-study report NAME [--format md,tex,csv,html] [--out DIR] [--storage DIR]``."""
+    from results import collect_study, load_dataset, parse_formats, write_report
+
+    formats = parse_formats(args.format)
+    folder = study_folder(args.name, args.storage)
+    dataset = load_dataset(collect_study(folder))
+    written = write_report(dataset, Path(args.out) if args.out else folder / "report", formats)
+    _print_report(args.name, written)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``ocr-study export NAME [--out DIR] [--storage DIR] [--mlflow URI]``: the study as Parquet."""
+    from results import collect_mlflow, collect_study
+
+    if args.mlflow:
+        out = Path(args.out) if args.out else Path(args.storage or DEFAULT_STORAGE).expanduser() / args.name / "results"
+        folder = collect_mlflow(args.mlflow, args.name, out)
+    else:
+        folder = collect_study(study_folder(args.name, args.storage), Path(args.out) if args.out else None)
+    print(f"study {args.name} exported: {folder / 'trials.parquet'}, {folder / 'curves.parquet'}")
+    return 0
+
+
+def _report_after(folder: Path) -> None:
+    from results import ResultsError, report_study
+
+    try:
+        written = report_study(folder)
+    except ResultsError as err:
+        print(f"ocr-study: no report: {err}", file=sys.stderr)
+        return
+    _print_report(folder.name, written)
+
+
+def run_then_report(args: argparse.Namespace) -> int:
+    """``ocr-study run``, then the study's report (not after ``--dry-run``)."""
+    from study import commands
+    from study.runner import resolve_spec
+
+    code = commands.run(args)
+    if code == 0 and not args.dry_run:
+        _report_after(Path(resolve_spec(args.spec).study_dir))
+    return code
+
+
+def resume_then_report(args: argparse.Namespace) -> int:
+    """``ocr-study resume``, then the study's report."""
+    from study import commands
+    from study.runner import load_study_spec
+
+    code = commands.resume(args)
+    if code == 0:
+        _report_after(Path(load_study_spec(args.name, args.storage).study_dir))
+    return code
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``report`` and ``export`` to the CLI's subcommands."""
+    rep = sub.add_parser("report", help="tables and plots of a study (collects it first)")
+    rep.add_argument("name", help="the study's name")
+    rep.add_argument("--format", default="md,tex,csv,html",
+                     help="comma-separated: md, tex, csv, html (default: all)")
+    rep.add_argument("--out", help="the report folder (default <storage>/<name>/report)")
+    rep.add_argument("--storage", help=f"the folder holding studies (default {DEFAULT_STORAGE})")
+    exp = sub.add_parser("export", help="a study's trials and curves as Parquet (trials.parquet, curves.parquet)")
+    exp.add_argument("name", help="the study's name (with --mlflow: the MLflow experiment)")
+    exp.add_argument("--out", help="the folder to write (default <storage>/<name>/results)")
+    exp.add_argument("--storage", help=f"the folder holding studies (default {DEFAULT_STORAGE})")
+    exp.add_argument("--mlflow", metavar="URI",
+                     help="rebuild from this MLflow tracking URI instead of Tune's storage")
