@@ -159,13 +159,17 @@ def _last_fields(reports: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in last.to_dict("index").items()}
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _base_row(trial_id: str, folder: Path, state: _State | None, last: dict[str, dict[str, Any]]) -> dict[str, Any]:
     status = state.status if state is not None else "RUNNING"
     fact = last.get(trial_id, {})
     ckpt = fact.get("checkpoint_dir_name")
     return {"trial_id": trial_id, "config": _read_config(folder), "status": status, "error": _error(folder, state),
-            "wall_s": fact.get("time_total_s"), "node_id": fact.get("node_id") or fact.get("node_ip"),
-            "hostname": fact.get("hostname"),
+            "wall_s": fact.get("time_total_s"), "node_id": _text(fact.get("node_id")) or _text(fact.get("node_ip")),
+            "hostname": _text(fact.get("hostname")),
             "artifacts": str(folder / ckpt / "artifacts") if isinstance(ckpt, str) else None}
 
 

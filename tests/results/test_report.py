@@ -1,0 +1,97 @@
+"""Report files (Markdown, LaTeX, CSV, HTML, plots) and the ``report``/``export`` commands."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from results import Dataset, ResultsError, parse_formats, report_tables, write_report
+from results._export import latex_escape
+from study.cli import main
+from tests.results.conftest import make_study
+
+PLOTS = {"miou_vs_delta", "miou_vs_tau", "oc_vs_miou", "learning_curves", "priors", "asha_budget"}
+
+
+@pytest.fixture(scope="module")
+def report(synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_report(synthetic, tmp_path_factory.mktemp("report"))
+
+
+def test_every_format_is_written_with_every_plot(report: dict[str, Path]) -> None:
+    assert set(report) == {"md", "tex", "csv", "html"}
+    plots = report["md"].parent / "plots"
+    assert {p.stem for p in plots.glob("*.png")} == PLOTS
+    for path in plots.glob("*.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_markdown_has_the_tables_and_links_the_plots(report: dict[str, Path]) -> None:
+    text = report["md"].read_text()
+    assert "## Ablation: each cell at its best setting" in text and "| selection" in text
+    assert "(n = 3)" in text and "±" in text
+    for name in PLOTS:
+        assert f"](plots/{name}.png)" in text
+
+
+def test_latex_is_booktabs_and_escaped(report: dict[str, Path]) -> None:
+    text = report["tex"].read_text()
+    assert text.count(r"\toprule") == text.count(r"\bottomrule") == text.count(r"\begin{tabular}") == 4
+    assert r"$\pm$" in text and r"\%" in text and "±" not in text and "δ" not in text
+    assert "ocr.selection=none" not in text.split(r"\caption")[0]
+    assert latex_escape("a_b & 50% ± 1") == r"a\_b \& 50\% $\pm$ 1"
+
+
+def test_csv_holds_the_numbers(report: dict[str, Path], synthetic: Dataset) -> None:
+    tables = {t.name: t for t in report_tables(synthetic)}
+    files = {p.stem: p for p in report["csv"].glob("*.csv")}
+    assert set(files) == set(tables) == {"ablation", "sensitivity_delta", "sensitivity_tau", "outcomes"}
+    ablation = pd.read_csv(files["ablation"])
+    assert ablation["val_miou_mean"].tolist() == pytest.approx(tables["ablation"].values["val_miou_mean"].tolist())
+
+
+def test_html_is_one_self_contained_page(report: dict[str, Path]) -> None:
+    text = report["html"].read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) == len(PLOTS)
+    assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert not re.search(r'(src|href)="(http|file|/)', text)
+    assert text.count("<table>") == 4 and "21 trials" in text
+
+
+def test_formats_are_checked() -> None:
+    assert parse_formats("md, HTML,md") == ("md", "html")
+    with pytest.raises(ResultsError, match="unknown format pdf.*md, tex, csv, html"):
+        parse_formats("md,pdf")
+    with pytest.raises(ResultsError, match="none given"):
+        parse_formats(",")
+
+
+def test_report_and_export_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_study(tmp_path, name="small")
+    out = tmp_path / "rep"
+    assert main(["report", "small", "--storage", str(tmp_path), "--format", "md,csv", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report of study small: {out}" in printed and (out / "report.md").is_file()
+    assert not (out / "report.html").exists()
+    assert main(["export", "small", "--storage", str(tmp_path)]) == 0
+    assert (tmp_path / "small" / "results" / "trials.parquet").is_file()
+    assert "trials.parquet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["report", "nope"], "no study 'nope'.*known: \\['small'\\].*--storage"),
+    (["report", "small", "--format", "pdf"], "unknown format pdf"),
+    (["report", "empty"], "no trials yet.*ocr-study status"),
+    (["export", "empty"], "no trials yet"),
+])
+def test_command_errors_exit_2_and_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 argv: list[str], message: str) -> None:
+    make_study(tmp_path, name="small")
+    (tmp_path / "empty" / "tune").mkdir(parents=True)
+    assert main([*argv, "--storage", str(tmp_path)]) == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -1,0 +1,115 @@
+"""Every table figure on the synthetic study, checked against a direct pandas computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from results import Dataset, ablation_table, collect_study, load_dataset, paired_t_test, sensitivity_table
+from results._plots import budget_by_rung
+from results._tables import outcome_table
+from tests.results.conftest import make_study
+
+
+def _completed(ds: Dataset) -> pd.DataFrame:
+    trials = ds.trials.copy()
+    trials["cell"] = trials["cell"].astype(str)
+    return trials[trials["stop_reason"].astype(str) == "completed"]
+
+
+def _best(done: pd.DataFrame, cell: str) -> pd.DataFrame:
+    rows = done[done["cell"] == cell]
+    setting = rows.groupby("setting")["final_val_miou"].mean().idxmax()
+    return rows[rows["setting"] == setting].set_index("seed")
+
+
+def test_ablation_figures_match_pandas(synthetic: Dataset) -> None:
+    table = ablation_table(synthetic)
+    done = _completed(synthetic)
+    values = table.values.set_index("cell")
+    assert list(values.index) == ["ocr.selection=none", "ocr.selection=all", "ocr.selection=oc"]
+    base = _best(done, "ocr.selection=none")
+    for cell, row in values.iterrows():
+        chosen = _best(done, str(cell))
+        assert row["setting"] == chosen["setting"].iloc[0]
+        for metric in ("val_miou", "val_oc_rate", "val_oracle_miou"):
+            column = chosen[f"final_{metric}"]
+            assert row[f"{metric}_n"] == len(column)
+            assert row[f"{metric}_mean"] == pytest.approx(column.mean())
+            assert row[f"{metric}_std"] == pytest.approx(column.std(ddof=1))
+        if cell == "ocr.selection=none":
+            assert pd.isna(row["diff_mean"])
+            continue
+        shared = chosen.index.intersection(base.index)
+        diff = chosen.loc[shared, "final_val_miou"] - base.loc[shared, "final_val_miou"]
+        assert row["diff_n"] == len(shared) >= 2
+        assert row["diff_mean"] == pytest.approx(diff.mean())
+        assert row["p_value"] == pytest.approx(paired_t_test(diff.tolist()).p)
+        assert row["ci_low"] < row["diff_mean"] < row["ci_high"]
+
+
+def test_ablation_text_shows_mean_std_and_n_in_percent(synthetic: Dataset) -> None:
+    table = ablation_table(synthetic)
+    row = table.values.iloc[2]
+    text = table.display["val mIoU (%)"].iloc[2]
+    assert text == f"{100 * row['val_miou_mean']:.2f} ± {100 * row['val_miou_std']:.2f} (n = {row['val_miou_n']})"
+    assert table.display["best setting"].iloc[0] == "—"  # δ and τ do nothing without OCR
+    assert table.display["best setting"].iloc[2].startswith("δ = ")
+    assert table.display.iloc[0, -1] == "baseline"
+    assert "p = " in table.display.iloc[2, -1] and "paired t" in table.display.columns[-1]
+
+
+def test_a_cell_with_one_seed_shows_no_std_and_says_n_1(tmp_path: Path) -> None:
+    ds = load_dataset(collect_study(make_study(tmp_path, seeds=(0,), failed=0, asha=False)))
+    table = ablation_table(ds)
+    assert (table.values["val_miou_n"] == 1).all()
+    assert table.values["val_miou_std"].isna().all()
+    for text in table.display["val mIoU (%)"]:
+        assert "±" not in text and text.endswith("(n = 1)")
+    assert table.display.iloc[1, -1].endswith("(n = 1)") and "p = " not in table.display.iloc[1, -1]
+
+
+@pytest.mark.parametrize("key", ["ocr.delta", "ocr.tau"])
+def test_sensitivity_figures_match_pandas(synthetic: Dataset, key: str) -> None:
+    table = sensitivity_table(synthetic, key)
+    assert table is not None
+    done = _completed(synthetic)
+    done = done[done["params.ocr.selection"].astype(str) != "none"]
+    for _, row in table.values.iterrows():
+        value = float(row["bin"])  # few distinct values: one row per value
+        part = done[(np.isclose(done[f"params.{key}"].astype(float).round(12), value, rtol=5e-3))
+                    & (done["params.ocr.selection"].astype(str) == row["group"])]
+        assert row["n"] == len(part)
+        assert row["mean"] == pytest.approx(part["final_val_miou"].mean())
+    assert table.values["n"].sum() == len(done)
+    assert set(table.display.columns[1:]) == {"all", "oc"}
+
+
+def test_sensitivity_bins_wide_ranges(tmp_path: Path) -> None:
+    ds = load_dataset(collect_study(make_study(tmp_path, settings=12, seeds=(0,), asha=False, failed=0)))
+    table = sensitivity_table(ds, "ocr.tau")
+    assert table is not None
+    assert table.values["bin"].nunique() <= 5 and "–" in str(table.values["bin"].iloc[0])
+    assert table.values["n"].sum() == 24  # every OCR trial lands in one bin
+
+
+def test_outcome_table_counts(synthetic: Dataset) -> None:
+    values = outcome_table(synthetic).values.set_index("cell")
+    expected = pd.crosstab(synthetic.trials["cell"].astype(str), synthetic.trials["stop_reason"].astype(str))
+    for cell, row in expected.iterrows():
+        for reason, n in row.items():
+            assert values.loc[cell, reason] == n
+    assert values["trials"].sum() == len(synthetic.trials)
+    assert values["epochs run"].sum() == synthetic.trials["epochs"].sum() == len(synthetic.curves)
+
+
+def test_budget_by_rung_adds_up(synthetic: Dataset) -> None:
+    budget = budget_by_rung(synthetic)
+    assert budget["epochs"].tolist() == ["1–1", "2–2", "3–4", "5–8"]
+    assert budget["trial_epochs"].sum() == synthetic.trials["epochs"].sum()
+    epochs = synthetic.trials["epochs"]
+    assert budget["trials"].tolist() == [int((epochs > low).sum()) for low in (0, 1, 2, 4)]
+    assert budget["trial_epochs"].iloc[3] == int((epochs.clip(upper=8) - 4).clip(lower=0).sum())
