@@ -81,7 +81,8 @@ def test_stop_reasons_rungs_and_errors(synthetic: Dataset) -> None:
     assert (trials.loc[reasons == "completed", "epochs"] == 8).all()
     assert trials.loc[reasons != "early_stopped", "stop_rung"].isna().all()
     failed = trials[reasons == "failed"]
-    assert failed["error"].tolist() == ["pipelines.engine.NonFiniteLossError: non-finite loss in stage 'seg' at epoch 2"]
+    assert failed["error"].tolist() == [
+        "pipelines.engine.NonFiniteLossError: non-finite loss in stage 'seg' at epoch 2"]
     assert trials.loc[reasons != "failed", "error"].isna().all()
     assert (trials["gpu_s"] == 0.0).all()  # CPU trials
 
@@ -140,7 +141,7 @@ def test_an_old_schema_version_asks_to_collect_again(tmp_path: Path) -> None:
     meta = dict(table.schema.metadata)
     meta[b"ocr_study.schema_version"] = b"0"
     pq.write_table(table.replace_schema_metadata(meta), folder / "trials.parquet")
-    with pytest.raises(ResultsError, match="schema version 0.*export"):
+    with pytest.raises(ResultsError, match=r"schema version 0.*export"):
         load_dataset(folder)
 
 

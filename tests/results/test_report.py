@@ -65,7 +65,7 @@ def test_html_is_one_self_contained_page(report: dict[str, Path]) -> None:
 
 def test_formats_are_checked() -> None:
     assert parse_formats("md, HTML,md") == ("md", "html")
-    with pytest.raises(ResultsError, match="unknown format pdf.*md, tex, csv, html"):
+    with pytest.raises(ResultsError, match=r"unknown format pdf.*md, tex, csv, html"):
         parse_formats("md,pdf")
     with pytest.raises(ResultsError, match="none given"):
         parse_formats(",")
