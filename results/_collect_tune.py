@@ -28,7 +28,7 @@ from results._summary import build_trials, clean_curves
 
 log = logging.getLogger(__name__)
 TUNE_DIR = "tune"
-CONFIG_RE = re.compile(rb', "config": \{[^{}]*\}')
+CONFIG_KEY = b', "config": {'
 FOLDER_ID = re.compile(r"_([0-9a-f]{8}(?:_\d{5})?)_\d+_")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)\b.*")
@@ -68,18 +68,33 @@ def read_states(tune_dir: Path) -> dict[str, _State]:
     return states
 
 
-def _complete_lines(path: Path) -> bytes:
-    """The file's complete lines without the ``config`` objects (a line being written is dropped)."""
+def _without_config(data: bytes) -> bytes:
+    """Cut every ``, "config": {...}`` (flat: its first ``}`` closes it) out of the report lines.
+
+    A config whose text holds a ``}`` leaves a line that does not parse; :func:`read_reports` then falls
+    back to parsing line by line, where such a line is skipped.
+    """
+    out, pos, find = [], 0, data.find
+    while True:
+        start = find(CONFIG_KEY, pos)
+        if start < 0:
+            out.append(data[pos:])
+            return b"".join(out)
+        out.append(data[pos:start])
+        pos = find(b"}", start) + 1 or len(data)
+
+
+def _raw_lines(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return b""
-    return CONFIG_RE.sub(b"", data[: data.rfind(b"\n") + 1])
+    return data[: data.rfind(b"\n") + 1]
 
 
-def _parse_python(chunks: list[bytes]) -> pd.DataFrame:
+def _parse_python(paths: list[Path]) -> pd.DataFrame:
     rows = []
-    for line in b"".join(chunks).splitlines():
+    for line in b"".join(_raw_lines(p) for p in paths).splitlines():
         try:
             row = json.loads(line)
         except ValueError:
@@ -90,16 +105,20 @@ def _parse_python(chunks: list[bytes]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def parse_reports(chunks: list[bytes]) -> pd.DataFrame:
-    """All report lines as one frame (Arrow's JSON reader; line by line if some line is malformed)."""
-    data = b"".join(chunks)
+def read_reports(paths: list[Path]) -> pd.DataFrame:
+    """Every complete report line of these ``result.json`` files as one frame, without the configs.
+
+    Arrow's JSON reader over the lines with their configs cut out; if that fails (a malformed line), the
+    files are parsed again line by line in Python, skipping lines that do not parse.
+    """
+    data = b"".join(_without_config(_raw_lines(p)) for p in paths)
     if not data.strip():
         return pd.DataFrame()
     try:
-        table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 26))
+        table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 24))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         log.warning("falling back to line-by-line parsing: %s", err)
-        return _parse_python(chunks)
+        return _parse_python(paths)
     keep = [name for name in table.column_names if not pa.types.is_struct(table.schema.field(name).type)]
     return table.select(keep).to_pandas()
 
@@ -197,7 +216,7 @@ def read_tune_study(study_dir: Path, info: StudyInfo) -> tuple[pd.DataFrame, pd.
     if not folders:
         raise ResultsError(f"study {study_dir.name!r} has no trials yet in {tune_dir}: wait for the first "
                            "trial to start (`ocr-study status NAME`)")
-    reports = parse_reports([_complete_lines(f / "result.json") for f in folders.values()])
+    reports = read_reports([f / "result.json" for f in folders.values()])
     curves = clean_curves(reports, info.name)
     last = _last_fields(reports)
     base = pd.DataFrame([_base_row(t, f, states.get(t), last) for t, f in folders.items()])

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from results._schema import PARAM_PREFIX, Dataset
-from results._tables import SELECTION, SYMBOLS, best_settings, cell_order, completed
+from results._tables import SELECTION, SYMBOLS, best_settings, bin_values, cell_order, completed
 
 log = logging.getLogger(__name__)
 DPI = 90
@@ -68,13 +68,15 @@ def metric_vs_param(ds: Dataset, key: str, path: Path) -> Path | None:
     for name, part in rows.groupby(groups[rows.index]):
         x, y = part[column].astype("float64"), 100 * part["final_val_miou"]
         ax.scatter(x, y, s=14, alpha=0.5, label=f"{name} (trials)")
-        means = y.groupby(x).mean().sort_index()
-        ax.plot(means.index, means.to_numpy(), marker="o", lw=1.5, label=f"{name} (mean per value)")
+        bins, _ = bin_values(x)
+        means = pd.DataFrame({"x": x, "y": y}).groupby(bins).median().sort_values("x")
+        means["y"] = y.groupby(bins).mean()
+        ax.plot(means["x"], means["y"], marker="o", lw=1.5, label=f"{name} (mean per bin)")
     ax.set_xscale("log" if log_x else "linear")
     ax.set_xlabel(f"{SYMBOLS.get(key, key)} ({key})")
     ax.set_ylabel("val mIoU (%)")
     ax.set_title(f"val mIoU against {SYMBOLS.get(key, key)} (completed trials)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 
@@ -91,7 +93,7 @@ def oc_vs_miou(ds: Dataset, path: Path) -> Path | None:
     ax.set_xlabel("val mIoU (%)")
     ax.set_ylabel("OC rate (%)")
     ax.set_title("OC rate against val mIoU (one point per trial)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     return _save(fig, path)
 
 
@@ -119,8 +121,15 @@ def learning_curves(ds: Dataset, path: Path) -> Path | None:
 
 
 def _cell_curves(ax: Any, curves: pd.DataFrame, setting: object) -> None:
-    for _, trial in curves.groupby("trial_id", observed=True):
-        ax.plot(trial["epoch"], 100 * trial["val_miou"], color="0.6", lw=0.6, alpha=0.5)
+    from matplotlib.collections import LineCollection
+
+    ordered = curves.sort_values(["trial_id", "epoch"], kind="stable")
+    points = np.column_stack([ordered["epoch"].to_numpy(dtype="float64"),
+                              100 * ordered["val_miou"].to_numpy(dtype="float64")])
+    starts = np.flatnonzero(ordered["trial_id"].ne(ordered["trial_id"].shift()).to_numpy())
+    lines = [line for line in np.split(points, starts[1:]) if len(line)]
+    ax.add_collection(LineCollection(lines, colors="0.6", linewidths=0.6, alpha=0.5))  # one artist for all trials
+    ax.autoscale_view()
     if setting is None or pd.isna(setting):
         return
     chosen = curves[curves["setting"] == setting]
@@ -128,7 +137,7 @@ def _cell_curves(ax: Any, curves: pd.DataFrame, setting: object) -> None:
     ax.plot(mean.index, 100 * mean["mean"], color="C3", lw=2, label=f"best setting #{setting}")
     ax.fill_between(mean.index, 100 * (mean["mean"] - mean["std"].fillna(0)),
                     100 * (mean["mean"] + mean["std"].fillna(0)), color="C3", alpha=0.2)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def artifact_folder(location: object) -> Path | None:

@@ -40,6 +40,7 @@ class SyntheticStudy:
     running: int = 0
     max_trials: int | None = None
     artifacts: bool = True
+    extra_keys: int = 0
     seed: int = 0
 
 
@@ -74,7 +75,8 @@ def _spec(study: SyntheticStudy, storage: Path) -> dict[str, Any]:
 
 def _config(study: SyntheticStudy, selection: str, setting: int, seed: int, delta: float,
             tau: float) -> dict[str, Any]:
-    return {"data.name": "digits", "cam.epochs": 6, "seg.epochs": study.epochs, "seg.lr": 0.003,
+    filler = {f"data.extra.key_{i:02d}": 0.5 * i for i in range(study.extra_keys)}  # a real config's size
+    return {**filler, "data.name": "digits", "cam.epochs": 6, "seg.epochs": study.epochs, "seg.lr": 0.003,
             "ocr.selection": selection, "ocr.group": "paper", "ocr.prior": "cooc_minmax", "ocr.delta": delta,
             "ocr.tau": tau, "ocr.weight": 1.0, "amp": True, "device": "cpu", "threads": 1, "seed": seed,
             "meta.cell": f"ocr.selection={selection}", "meta.setting": setting, "meta.study": study.name,

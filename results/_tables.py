@@ -177,7 +177,9 @@ def _ablation_notes(base_cell: str) -> str:
             "none for n < 2).")
 
 
-def _bins(values: pd.Series) -> tuple[pd.Series, list[str]]:
+def bin_values(values: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Each value's bin label, and the labels in order: exact values when few, else 5 equal bins
+    (log-spaced when positive and spanning more than 5×)."""
     unique = np.sort(values.dropna().unique())
     if len(unique) <= EXACT_LIMIT:
         labels = [f"{v:.3g}" for v in unique]
@@ -201,7 +203,7 @@ def sensitivity_table(ds: Dataset, key: str) -> Table | None:
     rows = done[(group != "none") & done[column].notna()]
     if rows.empty:
         return None
-    bins, labels = _bins(rows[column].astype("float64"))
+    bins, labels = bin_values(rows[column].astype("float64"))
     frame = pd.DataFrame({"bin": bins, "group": group[rows.index], "value": rows["final_val_miou"]})
     stats = frame.groupby(["bin", "group"])["value"].agg(["mean", "std", "count"]).reset_index()
     stats["bin"] = pd.Categorical(stats["bin"], categories=labels, ordered=True)

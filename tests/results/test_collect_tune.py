@@ -162,3 +162,15 @@ def test_reading_imports_neither_ray_nor_the_training_code(synthetic_dir: Path, 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_config_text_with_braces_is_still_read(tmp_path: Path) -> None:
+    study = make_study(tmp_path, running=0, failed=0)
+    path = next((study / "tune").glob("*/result.json"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row["config"]["data.root"] = "/data/{voc}"  # type: ignore[index]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = load_dataset(collect_study(study)).curves
+    assert len(curves[curves["trial_id"] == rows[0]["trial_id"]]) == len(rows)
+    assert len(curves) == sum(len(p.read_text().splitlines()) for p in (study / "tune").glob("*/result.json"))

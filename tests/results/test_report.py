@@ -95,3 +95,19 @@ def test_command_errors_exit_2_and_say_what_to_do(tmp_path: Path, capsys: pytest
     (tmp_path / "empty" / "tune").mkdir(parents=True)
     assert main([*argv, "--storage", str(tmp_path)]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from study import commands, runner
+
+    folder = make_study(tmp_path, name="done")
+    monkeypatch.setattr(commands, "run", lambda args: 0)
+    monkeypatch.setattr(runner, "resolve_spec", lambda name: SimpleNamespace(study_dir=str(folder)))
+    assert main(["run", "done"]) == 0
+    out = capsys.readouterr().out
+    assert f"report of study done: {folder / 'report'}" in out and (folder / "report" / "report.html").is_file()
+    assert main(["run", "done", "--dry-run"]) == 0
+    assert "report of study" not in capsys.readouterr().out

@@ -1,0 +1,81 @@
+"""How collecting and reporting a study scales: 1,000 / 3,000 / 10,000 trials × 50 epochs.
+
+Each size is a synthetic study in Ray Tune's own on-disk format (``results.write_synthetic_study``: an
+experiment state, one folder per trial with ``params.json`` and a ``result.json`` line per epoch carrying
+the whole config, as Tune writes it; configs padded to a real trial's ~55 keys), written into a temporary
+folder. Prints the seconds to collect (Tune storage → Parquet) and to report (tables, plots, every
+format), and how the time grows from the smallest to the largest size (linear: the ratio of sizes).
+
+Run: ``.venv/bin/python -m benchmarks.results_scale`` (``--sizes 1000,3000,10000 --epochs 50``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from results import SyntheticStudy, collect_study, load_dataset, write_report, write_synthetic_study
+
+SELECTIONS = ("none", "all", "oc")
+SEEDS = (0, 1, 2, 3, 4)
+EXTRA_KEYS = 40
+
+
+def _study(trials: int, epochs: int) -> SyntheticStudy:
+    per_seed = math.ceil(trials / len(SEEDS))
+    settings = math.ceil((per_seed - 1) / (len(SELECTIONS) - 1))  # the `none` cell has one setting
+    return SyntheticStudy(name=f"scale{trials}", settings=settings, seeds=SEEDS, epochs=epochs, failed=5,
+                          max_trials=trials, artifacts=False, extra_keys=EXTRA_KEYS)
+
+
+def measure(trials: int, epochs: int, root: Path) -> dict[str, float]:
+    """Write one synthetic study, then time collecting and reporting it."""
+    start = time.perf_counter()
+    folder = write_synthetic_study(root, _study(trials, epochs))
+    os.sync()  # the synthetic files reach the disk before the clock starts
+    written = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in (folder / "tune").rglob("*") if p.is_file())
+    start = time.perf_counter()
+    dataset = load_dataset(collect_study(folder))
+    collected = time.perf_counter() - start
+    start = time.perf_counter()
+    write_report(dataset, folder / "report")
+    reported = time.perf_counter() - start
+    if len(dataset.trials) != trials or len(dataset.curves) != int(dataset.trials["epochs"].sum()):
+        raise RuntimeError("the collected dataset does not match the study written")
+    return {"write": written, "collect": collected, "report": reported, "mb": size / 2**20,
+            "reports": float(len(dataset.curves))}
+
+
+def main() -> None:
+    """Measure each size and print seconds and growth."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,3000,10000", help="trial counts, comma-separated")
+    parser.add_argument("--epochs", type=int, default=50)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict[int, dict[str, float]] = {}
+    print(f"{'trials':>7} {'epochs':>6} {'reports':>9} {'tune MB':>8} {'collect s':>10} {'report s':>9} "
+          f"{'total s':>8}  (writing the synthetic study, untimed)")
+    for n in sizes:
+        root = Path(tempfile.mkdtemp(prefix="results-scale-"))
+        try:
+            r = results[n] = measure(n, args.epochs, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print(f"{n:>7} {args.epochs:>6} {int(r['reports']):>9} {r['mb']:>8.0f} {r['collect']:>10.2f} "
+              f"{r['report']:>9.2f} {r['collect'] + r['report']:>8.2f}  ({r['write']:.1f} s)", flush=True)
+    low, high = results[sizes[0]], results[sizes[-1]]
+    ratio = sizes[-1] / sizes[0]
+    for key in ("collect", "report"):
+        print(f"{key}: {high[key] / low[key]:.1f}× the time for {ratio:.0f}× the trials "
+              f"({'linear or better' if high[key] / low[key] <= ratio * 1.2 else 'worse than linear'})")
+
+
+if __name__ == "__main__":
+    main()

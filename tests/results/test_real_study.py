@@ -1,0 +1,112 @@
+"""A real tiny Tune study (ASHA, one seed failing): collected from Tune, rebuilt from MLflow, reported."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from results import Dataset, collect_mlflow, collect_study, load_dataset, report_study
+from study.cli import main
+from study.spec import StudySpec
+from tests.conftest import TINY
+from tests.study.test_tune_study import tiny_spec
+
+pytestmark = pytest.mark.slow
+FAULT = "nan:seg:1:1"  # every trial of seed 1 fails in its first epoch (and on each retry)
+NOT_IN_MLFLOW = ["wall_s", "node_id", "hostname", "artifacts", "error"]
+
+
+@pytest.fixture(scope="module")
+def real_study(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Iterator[StudySpec]:
+    import ray
+
+    from study.runner import init_ray, run_study
+
+    saved = os.environ.get("OCR_STUDY_FAULT")
+    os.environ["OCR_STUDY_FAULT"] = FAULT  # before Ray starts, so its workers inherit it
+    spec = tiny_spec(tmp_path_factory.mktemp("real"), shared_cache, trial={**TINY, "cache_dir": str(shared_cache),
+                                                                          "seg.epochs": 4},
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "metric": "val_miou",
+                                "mode": "max"})
+    try:
+        init_ray(None)
+        run_study(spec)
+        yield spec
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("OCR_STUDY_FAULT", None)
+        else:
+            os.environ["OCR_STUDY_FAULT"] = saved
+
+
+@pytest.fixture(scope="module")
+def collected(real_study: StudySpec) -> Dataset:
+    return load_dataset(collect_study(Path(real_study.study_dir)))
+
+
+def test_collected_trials_match_tune_and_the_raw_reports(real_study: StudySpec, collected: Dataset) -> None:
+    from study.runner import trial_table
+
+    rows = {r["trial_id"]: r for r in trial_table(real_study)}
+    trials = collected.trials.set_index("trial_id")
+    assert set(trials.index) == set(rows) and len(rows) == 6
+    for trial_id, row in rows.items():
+        assert trials.loc[trial_id, "status"] == row["status"]
+        assert trials.loc[trial_id, "epochs"] == row["epochs"]
+        assert trials.loc[trial_id, "cell"] == row["cell"] and trials.loc[trial_id, "seed"] == row["seed"]
+        if row["val_miou"] is not None:
+            assert trials.loc[trial_id, "final_val_miou"] == row["val_miou"]
+    assert len(collected.curves) == trials["epochs"].sum()
+    assert collected.info.rungs == (1, 2) and collected.info.scheduler == "asha"
+
+
+def test_why_each_real_trial_stopped(collected: Dataset) -> None:
+    trials = collected.trials
+    failed = trials[trials["stop_reason"].astype(str) == "failed"]
+    assert sorted(failed["seed"].tolist()) == [1, 1, 1] and (failed["epochs"] == 0).all()
+    assert failed["error"].str.contains("NonFiniteLossError").all()
+    rest = trials[trials["seed"] == 0]
+    assert set(rest["stop_reason"].astype(str)) <= {"completed", "early_stopped"}
+    assert (rest.loc[rest["stop_reason"].astype(str) == "completed", "epochs"] == 4).all()
+    stopped = rest[rest["stop_reason"].astype(str) == "early_stopped"]
+    assert set(stopped["epochs"]) <= {1, 2} and (stopped["stop_rung"] == stopped["epochs"]).all()
+    assert rest["node_id"].notna().all() and (rest["cpu_s"] > 0).all() and (rest["gpu_s"] == 0).all()
+    assert rest["git_commit"].notna().all()  # read from the study's MLflow store
+
+
+def test_collecting_again_gives_the_same_rows(real_study: StudySpec, collected: Dataset) -> None:
+    again = load_dataset(collect_study(Path(real_study.study_dir)))
+    pd.testing.assert_frame_equal(collected.trials, again.trials)
+    pd.testing.assert_frame_equal(collected.curves, again.curves)
+
+
+def test_an_mlflow_rebuild_matches_the_tune_dataset(real_study: StudySpec, collected: Dataset,
+                                                    tmp_path: Path) -> None:
+    rebuilt = load_dataset(collect_mlflow(real_study.tracking_uri, real_study.name, tmp_path))
+    assert rebuilt.source == "mlflow"
+    pd.testing.assert_frame_equal(collected.curves, rebuilt.curves)
+    tune, mlflow = collected.trials.drop(columns=NOT_IN_MLFLOW), rebuilt.trials.drop(columns=NOT_IN_MLFLOW)
+    pd.testing.assert_frame_equal(tune, mlflow, check_categorical=False)
+    failed = rebuilt.trials["stop_reason"].astype(str) == "failed"
+    assert rebuilt.trials.loc[failed, "error"].str.len().gt(0).all()
+    assert rebuilt.trials["wall_s"].gt(0).all()
+
+
+def test_report_of_the_real_study(real_study: StudySpec, collected: Dataset, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    written = report_study(Path(real_study.study_dir), tmp_path)
+    assert written["html"].is_file() and "(n = 1)" in written["md"].read_text()
+    completed_ocr = collected.trials[(collected.trials["stop_reason"].astype(str) == "completed")
+                                     & (collected.trials["params.ocr.selection"].astype(str) == "oc")]
+    assert (tmp_path / "plots" / "priors.png").is_file() == (not completed_ocr.empty)
+    storage = str(Path(real_study.study_dir).parent)
+    assert main(["report", real_study.name, "--storage", storage, "--format", "md"]) == 0
+    assert f"report of study {real_study.name}" in capsys.readouterr().out
+    assert main(["export", real_study.name, "--storage", storage, "--mlflow", real_study.tracking_uri,
+                 "--out", str(tmp_path / "from_mlflow")]) == 0
+    assert (tmp_path / "from_mlflow" / "trials.parquet").is_file()
