@@ -26,6 +26,9 @@ class NonFiniteLossError(RuntimeError):
                          "(lower the learning rate or the OCR weight, or check the data)")
         self.stage, self.epoch, self.part, self.value = stage, epoch, part, value
 
+    def __reduce__(self) -> tuple[type[NonFiniteLossError], tuple[str, int, str, float]]:
+        return (NonFiniteLossError, (self.stage, self.epoch, self.part, self.value))  # crosses processes
+
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without CUDA is an error."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from study.plan import format_plan, plan
 from study.runner import StudyError, load_study_spec, resolve_spec
+from study.spec import DEFAULT_STORAGE, StudySpec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,9 +21,24 @@ def run(args: argparse.Namespace) -> int:
     from study.runner import run_study
 
     folder = run_study(spec, address=args.address, fresh=args.fresh)
-    print(f"study {spec.name} finished: {folder}\n  status: ocr-study status {spec.name}\n"
-          f"  MLflow: ocr-study ui {spec.name}")
+    _finished(spec, folder)
     return 0
+
+
+def _finished(spec: StudySpec, folder: Path) -> None:
+    """Say how the study ended (trials by outcome) and where to look next."""
+    from study.runner import trial_table
+
+    rows = trial_table(spec)
+    ok = sum(r["status"] == "TERMINATED" for r in rows)
+    failed = sum(r["status"] == "ERROR" for r in rows)
+    other = len(rows) - ok - failed
+    counts = f"{ok} finished, {failed} failed" + (f", {other} not run (budget)" if other else "")
+    where = f"{spec.name} --storage {spec.storage}" if spec.storage != DEFAULT_STORAGE else spec.name
+    print(f"study {spec.name} ended: {len(rows)} trials, {counts}\n  folder: {folder}\n"
+          f"  status: ocr-study status {where}\n  MLflow: ocr-study ui {where}")
+    if failed:
+        print(f"  {failed} failed trials: their errors are in `ocr-study status {where}` and MLflow")
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -30,7 +46,7 @@ def resume(args: argparse.Namespace) -> int:
     from study.runner import resume_study
 
     folder = resume_study(args.name, args.storage, args.address)
-    print(f"study {args.name} finished: {folder}")
+    _finished(load_study_spec(args.name, args.storage), folder)
     return 0
 
 
@@ -53,7 +69,7 @@ def _latest_study(storage: Path) -> str:
 
 def ui(args: argparse.Namespace) -> int:
     """``ocr-study ui [NAME]``: the MLflow UI on 127.0.0.1, until Ctrl-C."""
-    storage = Path(args.storage or ".ocr-study/studies")
+    storage = Path(args.storage or DEFAULT_STORAGE)
     spec = load_study_spec(args.name or _latest_study(storage), args.storage)
     url = f"http://127.0.0.1:{args.port}"
     print(f"MLflow UI for study {spec.name}: {url}  (Ctrl-C stops it)", flush=True)

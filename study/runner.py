@@ -12,7 +12,7 @@ import yaml
 
 from pipelines.config import to_flat
 from study.plan import StudyPlan, cell_config, cell_search_params, plan
-from study.spec import SearchParam, SpecError, StudySpec, load_spec, spec_hash
+from study.spec import DEFAULT_STORAGE, SearchParam, SpecError, StudySpec, load_spec, spec_hash
 
 log = logging.getLogger(__name__)
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -161,7 +161,7 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
 
 def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
     """The spec saved in a study's folder, found by name under ``storage`` (default: the spec default)."""
-    root = Path(storage or ".ocr-study/studies").expanduser()
+    root = Path(storage or DEFAULT_STORAGE).expanduser()
     path = root / name / SPEC_FILE
     if not path.is_file():
         known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
@@ -205,8 +205,17 @@ def trial_table(spec: StudySpec) -> list[dict[str, Any]]:
         rows.append({"trial_id": trial.trial_id, "cell": config.get("meta.cell", ""),
                      "setting": config.get("meta.setting", 0), "seed": config.get("seed"),
                      "status": trial.status, "epochs": int(last.get("epoch", 0)),
-                     metric: last.get(metric), "config": config})
+                     metric: last.get(metric), "config": config, "error": _trial_error(trial)})
     return rows
+
+
+def _trial_error(trial: Any) -> str:
+    """The last line of a failed trial's ``error.txt`` (the exception), or ``""``."""
+    path = Path(str(trial.path)) / "error.txt"
+    if trial.status != "ERROR" or not path.is_file():
+        return ""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def flat_base(spec: StudySpec) -> dict[str, Any]:

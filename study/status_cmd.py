@@ -9,6 +9,7 @@ from typing import Any
 from study.spec import StudySpec
 
 SHOWN_KEYS = ("ocr.delta", "ocr.tau")
+MAX_ERRORS = 10
 
 
 def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[float, dict[str, Any]] | None:
@@ -40,4 +41,9 @@ def format_status(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
             params = ", ".join(f"{k}={best[1][k]:.3g}" for k in SHOWN_KEYS if isinstance(best[1].get(k), float))
             shown = f" · best {metric} {best[0]:.4f}" + (f" at {params}" if params else "")
         lines.append(f"  {cell}: {counts}{shown}")
+    failed = [r for r in rows if r["status"] == "ERROR"]
+    for row in failed[:MAX_ERRORS]:
+        lines.append(f"  failed {row['trial_id']} ({row['cell']}, seed {row['seed']}): {row.get('error') or '?'}")
+    if len(failed) > MAX_ERRORS:
+        lines.append(f"  ... and {len(failed) - MAX_ERRORS} more failed trials")
     return "\n".join(lines)

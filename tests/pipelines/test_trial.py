@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def test_non_finite_loss_names_epoch_and_part(tiny_config: TrialConfig, tmp_path
     with pytest.raises(NonFiniteLossError, match=r"epoch 1: the 'ocr' loss is nan") as err:
         run_trial(_with(tiny_config, ocr__selection="all"), ListReporter(), tmp_path)
     assert err.value.stage == "seg" and err.value.part == "ocr"
+    again = pickle.loads(pickle.dumps(err.value))  # as Ray sends it from a worker to the driver
+    assert (again.stage, again.epoch, again.part, str(again)) == ("seg", 1, "ocr", str(err.value))
     assert not (tmp_path / "checkpoint" / "state.pt").exists()
 
 

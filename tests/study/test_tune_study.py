@@ -19,6 +19,11 @@ pytestmark = pytest.mark.slow
 
 def tiny_spec(tmp_path: Path, cache: Path, **overrides: Any) -> StudySpec:
     """A study of the tiny trial: selection none/oc, δ sampled twice in the OCR cell, 2 seeds."""
+    return load_spec(tiny_doc(tmp_path, cache, **overrides))
+
+
+def tiny_doc(tmp_path: Path, cache: Path, **overrides: Any) -> dict[str, Any]:
+    """The spec document behind :func:`tiny_spec` (for writing it to a YAML file)."""
     trial = {**TINY, "cache_dir": str(cache)}
     trial.pop("seg.epochs")
     doc: dict[str, Any] = {
@@ -33,7 +38,7 @@ def tiny_spec(tmp_path: Path, cache: Path, **overrides: Any) -> StudySpec:
         "storage": str(tmp_path / "studies"),
     }
     doc.update(overrides)
-    return load_spec(doc)
+    return doc
 
 
 @pytest.fixture(scope="module")
