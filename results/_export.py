@@ -15,7 +15,7 @@ from results._tables import Table
 LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
 LATEX_SYMBOLS = {"±": r"$\pm$", "δ": r"$\delta$", "τ": r"$\tau$", "Δ": r"$\Delta$", "—": "---", "–": "--",
-                 "−": "-"}
+                 "−": "-", "<": r"$<$", ">": r"$>$", "×": r"$\times$"}
 LATEX_RE = re.compile("|".join(re.escape(k) for k in [*LATEX_SPECIAL, *LATEX_SYMBOLS]))
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
 table{border-collapse:collapse;margin:0.5em 0 0.3em;font-size:14px}

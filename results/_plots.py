@@ -53,7 +53,7 @@ def _groups(frame: pd.DataFrame) -> pd.Series:
 
 
 def metric_vs_param(ds: Dataset, key: str, path: Path) -> Path | None:
-    """val mIoU against one parameter, per selection strategy (log x for wide positive ranges)."""
+    """val mIoU against one parameter, per selection strategy (log x for log-sampled parameters)."""
     column, done = f"{PARAM_PREFIX}{key}", completed(ds)
     if column not in done or "final_val_miou" not in done:
         return None
@@ -64,11 +64,11 @@ def metric_vs_param(ds: Dataset, key: str, path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     x_all = rows[column].astype("float64")
-    log_x = bool(x_all.min() > 0 and x_all.max() / x_all.min() > 5)
+    log_x = bool(key in ds.info.log_keys and x_all.min() > 0)
     for name, part in rows.groupby(groups[rows.index]):
         x, y = part[column].astype("float64"), 100 * part["final_val_miou"]
         ax.scatter(x, y, s=14, alpha=0.5, label=f"{name} (trials)")
-        bins, _ = bin_values(x)
+        bins, _ = bin_values(x, log_x)
         means = pd.DataFrame({"x": x, "y": y}).groupby(bins).median().sort_values("x")
         means["y"] = y.groupby(bins).mean()
         ax.plot(means["x"], means["y"], marker="o", lw=1.5, label=f"{name} (mean per bin)")

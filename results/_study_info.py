@@ -27,13 +27,15 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> tup
 
 @dataclass(frozen=True)
 class StudyInfo:
-    """The study-level facts a report needs (``scheduler`` is ``asha``, ``none`` or ``unknown``)."""
+    """The study-level facts a report needs (``scheduler`` is ``asha``, ``none`` or ``unknown``;
+    ``log_keys`` are the searched parameters sampled on a log scale)."""
 
     name: str
     metric: str = "val_miou"
     mode: str = "max"
     grid: dict[str, list[Any]] = field(default_factory=dict)
     search_keys: tuple[str, ...] = ()
+    log_keys: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
     scheduler: str = "unknown"
     rungs: tuple[int, ...] = ()
@@ -48,7 +50,7 @@ class StudyInfo:
     def from_json(cls, text: str) -> StudyInfo:
         """Read what :meth:`to_json` wrote."""
         doc = json.loads(text)
-        for key in ("search_keys", "seeds", "rungs"):
+        for key in ("search_keys", "log_keys", "seeds", "rungs"):
             doc[key] = tuple(doc.get(key) or ())
         return cls(**doc)
 
@@ -66,6 +68,8 @@ def info_from_spec(doc: dict[str, Any], name: str) -> StudyInfo:
     return StudyInfo(name=str(doc.get("name") or name), metric=str(sched.get("metric", "val_miou")),
                      mode=str(sched.get("mode", "max")), grid=dict(doc.get("grid") or {}),
                      search_keys=tuple(sorted((search.get("params") or {}).keys())),
+                     log_keys=tuple(sorted(k for k, v in (search.get("params") or {}).items()
+                                           if isinstance(v, dict) and (v.get("type") == "loguniform" or v.get("log")))),
                      seeds=tuple(int(s) for s in doc.get("seeds") or ()), scheduler=kind, rungs=rungs,
                      max_epochs=int(max_epochs) if max_epochs else None,
                      gpus=float((doc.get("resources") or {}).get("gpus", 0.0)))

@@ -177,15 +177,15 @@ def _ablation_notes(base_cell: str) -> str:
             "none for n < 2).")
 
 
-def bin_values(values: pd.Series) -> tuple[pd.Series, list[str]]:
-    """Each value's bin label, and the labels in order: exact values when few, else 5 equal bins
-    (log-spaced when positive and spanning more than 5×)."""
+def bin_values(values: pd.Series, log: bool = False) -> tuple[pd.Series, list[str]]:
+    """Each value's bin label, and the labels in order: exact values when few, else 5 equal-width bins
+    (equal in log space when ``log`` and every value is positive)."""
     unique = np.sort(values.dropna().unique())
     if len(unique) <= EXACT_LIMIT:
         labels = [f"{v:.3g}" for v in unique]
         return values.map(dict(zip(unique, labels, strict=True))), labels
     low, high = float(unique[0]), float(unique[-1])
-    log = low > 0 and high / low > 5
+    log = log and low > 0
     edges = np.geomspace(low, high, BINS + 1) if log else np.linspace(low, high, BINS + 1)
     labels = [f"{a:.3g}–{b:.3g}" for a, b in itertools.pairwise(edges)]
     index = np.clip(np.searchsorted(edges, values.to_numpy(dtype="float64"), side="right") - 1, 0, BINS - 1)
@@ -193,7 +193,7 @@ def bin_values(values: pd.Series) -> tuple[pd.Series, list[str]]:
 
 
 def sensitivity_table(ds: Dataset, key: str) -> Table | None:
-    """val mIoU against one searched parameter (exact values, or 5 equal bins, log-spaced for wide ranges),
+    """val mIoU against one searched parameter (exact values, or 5 equal bins, log-spaced for log-sampled ones),
     per selection strategy, over every completed trial where the parameter applies; None without data."""
     column = f"{PARAM_PREFIX}{key}"
     done = completed(ds)
@@ -203,7 +203,7 @@ def sensitivity_table(ds: Dataset, key: str) -> Table | None:
     rows = done[(group != "none") & done[column].notna()]
     if rows.empty:
         return None
-    bins, labels = bin_values(rows[column].astype("float64"))
+    bins, labels = bin_values(rows[column].astype("float64"), key in ds.info.log_keys)
     frame = pd.DataFrame({"bin": bins, "group": group[rows.index], "value": rows["final_val_miou"]})
     stats = frame.groupby(["bin", "group"])["value"].agg(["mean", "std", "count"]).reset_index()
     stats["bin"] = pd.Categorical(stats["bin"], categories=labels, ordered=True)

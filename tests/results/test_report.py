@@ -43,7 +43,7 @@ def test_latex_is_booktabs_and_escaped(report: dict[str, Path]) -> None:
     assert text.count(r"\toprule") == text.count(r"\bottomrule") == text.count(r"\begin{tabular}") == 4
     assert r"$\pm$" in text and r"\%" in text and "±" not in text and "δ" not in text
     assert "ocr.selection=none" not in text.split(r"\caption")[0]
-    assert latex_escape("a_b & 50% ± 1") == r"a\_b \& 50\% $\pm$ 1"
+    assert latex_escape("a_b & 50% ± 1, n < 2") == r"a\_b \& 50\% $\pm$ 1, n $<$ 2"
 
 
 def test_csv_holds_the_numbers(report: dict[str, Path], synthetic: Dataset) -> None:

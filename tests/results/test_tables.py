@@ -94,6 +94,14 @@ def test_sensitivity_bins_wide_ranges(tmp_path: Path) -> None:
     assert table is not None
     assert table.values["bin"].nunique() <= 5 and "–" in str(table.values["bin"].iloc[0])
     assert table.values["n"].sum() == 24  # every OCR trial lands in one bin
+    edges = [[float(x) for x in str(b).split("–")] for b in table.values["bin"].cat.categories]
+    ratios = [high / low for low, high in edges]
+    assert max(ratios) == pytest.approx(min(ratios), rel=0.02)  # τ is log-sampled: equal widths in log space
+    delta = sensitivity_table(ds, "ocr.delta")
+    assert delta is not None
+    widths = [high - low for low, high in ([float(x) for x in str(b).split("–")]
+                                           for b in delta.values["bin"].cat.categories)]
+    assert max(widths) == pytest.approx(min(widths), rel=0.02)  # δ is uniform: equal widths
 
 
 def test_outcome_table_counts(synthetic: Dataset) -> None:
