@@ -112,7 +112,7 @@ def read_reports(paths: list[Path]) -> pd.DataFrame:
     files are parsed again line by line in Python, skipping lines that do not parse.
     """
     data = b"".join(_without_config(_raw_lines(p)) for p in paths)
-    if not data.strip():
+    if not data:
         return pd.DataFrame()
     try:
         table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 24))

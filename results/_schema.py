@@ -91,12 +91,15 @@ def param_array(values: list[Any]) -> pa.Array:
 
 
 def _column(frame: pd.DataFrame, name: str) -> pa.Array:
-    values = frame[name].tolist() if name in frame else [None] * len(frame)
-    values = [None if _missing(v) else v for v in values]
+    if name not in frame:
+        return pa.nulls(len(frame), type=pa.int64() if name in INT_COLUMNS else pa.float64()
+                        if name in FLOAT_COLUMNS else pa.string())
     if name in INT_COLUMNS:
-        return pa.array([None if v is None else int(v) for v in values], type=pa.int64())
+        return pa.array(pd.array(pd.to_numeric(frame[name], errors="coerce"), dtype="Int64"), type=pa.int64())
     if name in FLOAT_COLUMNS or name.startswith(("final_", "best_")):
-        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
+        return pa.array(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64"), type=pa.float64(),
+                        from_pandas=True)
+    values = [None if _missing(v) else v for v in frame[name].tolist()]
     if name.startswith(PARAM_PREFIX):
         return param_array(values)
     return _string_array(values, categorical=name in CATEGORIES)

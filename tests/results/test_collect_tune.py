@@ -169,7 +169,7 @@ def test_a_config_text_with_braces_is_still_read(tmp_path: Path) -> None:
     path = next((study / "tune").glob("*/result.json"))
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for row in rows:
-        row["config"]["data.root"] = "/data/{voc}"  # type: ignore[index]
+        row["config"]["data.root"] = "/data/{voc}"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     curves = load_dataset(collect_study(study)).curves
     assert len(curves[curves["trial_id"] == rows[0]["trial_id"]]) == len(rows)
