@@ -197,7 +197,7 @@ def budget_by_rung(ds: Dataset) -> pd.DataFrame:
     rows = []
     for low, high in itertools.pairwise(edges):
         spent = (epochs.clip(upper=high) - low).clip(lower=0)
-        rows.append({"epochs": f"{low + 1}–{high}", "trial_epochs": int(spent.sum()),
+        rows.append({"epochs": f"{low + 1}–{high}" if high > low + 1 else f"{high}", "trial_epochs": int(spent.sum()),
                      "trials": int((epochs > low).sum())})
     return pd.DataFrame(rows)
 

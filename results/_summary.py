@@ -92,12 +92,21 @@ def _params(configs: Iterable[dict[str, Any]]) -> pd.DataFrame:
                          for k in keys})
 
 
-def _identity(config: dict[str, Any], info: StudyInfo) -> dict[str, Any]:
+def _planned(config: dict[str, Any], info: StudyInfo) -> int | None:
+    """The epochs a trial was to run: its ``seg.epochs``, capped by ASHA's ``max_epochs``."""
     planned = config.get("seg.epochs")
+    if not isinstance(planned, (int, float)) or isinstance(planned, bool):
+        return info.max_epochs
+    if info.scheduler == "asha" and info.max_epochs:
+        return min(int(planned), info.max_epochs)
+    return int(planned)
+
+
+def _identity(config: dict[str, Any], info: StudyInfo) -> dict[str, Any]:
     return {"study": config.get(f"{META}study") or info.name, "cell": config.get(f"{META}cell", "base"),
             "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"),
             "spec_hash": config.get(f"{META}spec_hash"),
-            "epochs_planned": int(planned) if isinstance(planned, (int, float)) else info.max_epochs}
+            "epochs_planned": _planned(config, info)}
 
 
 def build_trials(base: pd.DataFrame, curves: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:

@@ -116,7 +116,7 @@ def test_outcome_table_counts(synthetic: Dataset) -> None:
 
 def test_budget_by_rung_adds_up(synthetic: Dataset) -> None:
     budget = budget_by_rung(synthetic)
-    assert budget["epochs"].tolist() == ["1–1", "2–2", "3–4", "5–8"]
+    assert budget["epochs"].tolist() == ["1", "2", "3–4", "5–8"]
     assert budget["trial_epochs"].sum() == synthetic.trials["epochs"].sum()
     epochs = synthetic.trials["epochs"]
     assert budget["trials"].tolist() == [int((epochs > low).sum()) for low in (0, 1, 2, 4)]
