@@ -21,7 +21,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MLFLOW_AUTH_CONFIG_PATH=/etc/mlflow/basic_auth.ini \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 
-RUN pip install "mlflow==${MLFLOW_VERSION}" "psycopg2-binary==${PSYCOPG2_VERSION}" \
+RUN pip install "mlflow[auth]==${MLFLOW_VERSION}" "psycopg2-binary==${PSYCOPG2_VERSION}" \
     && groupadd --gid 1000 mlflow \
     && useradd --uid 1000 --gid mlflow --create-home --shell /bin/bash mlflow \
     && mkdir -p /var/lib/mlflow/artifacts /var/lib/mlflow/auth \

@@ -12,6 +12,8 @@ import contextlib
 import ctypes
 import glob
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -21,13 +23,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 PR_SET_CHILD_SUBREAPER = 36
 BIN = Path(sys.executable).parent
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
 def free_port() -> int:
@@ -152,42 +157,81 @@ def as_postgres_user(cmd: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
-def start_postgres(procs: Processes, root: Path) -> str:
-    """A fresh PostgreSQL cluster on 127.0.0.1 (socket in ``root``); returns the URI of database ``mlflow``."""
+@dataclass(frozen=True)
+class Postgres:
+    """A PostgreSQL server on loopback: password authentication over TCP, as in compose.yaml."""
+
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @property
+    def uri(self) -> str:
+        """The SQLAlchemy URI MLflow gets: no password in it (libpq reads ``PGPASSWORD``, as in compose)."""
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def connect(self, database: str | None = None) -> Any:
+        """A psycopg2 connection."""
+        import psycopg2
+
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                                dbname=database or self.database)
+
+
+def start_postgres(procs: Processes, root: Path) -> Postgres:
+    """A fresh PostgreSQL cluster on 127.0.0.1 (socket in ``root``) with an empty database ``mlflow``."""
     initdb, postgres = find_executable("initdb"), find_executable("postgres")
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", free_port()
-    init = subprocess.run(as_postgres_user([initdb, "-D", str(data), "-U", "mlflow", "-A", "trust", "--no-sync",
+    data, port, password = root / "data", free_port(), secrets.token_urlsafe(16)
+    pwfile = root / "pw"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres", "postgres")
+    init = subprocess.run(as_postgres_user([initdb, "-D", str(data), "-U", "mlflow", "--pwfile", str(pwfile),
+                                            "--auth-host=scram-sha-256", "--auth-local=trust", "--no-sync",
                                             "-E", "UTF8"]), capture_output=True, text=True, timeout=120)
+    pwfile.unlink()
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed: {init.stdout}\n{init.stderr}")
     server = procs.start("postgres", as_postgres_user(
         [postgres, "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(root), "-F"]))
+    db = Postgres(port, "mlflow", password, "mlflow")
     import psycopg2
 
     def ready() -> bool:
         try:
-            psycopg2.connect(host="127.0.0.1", port=port, user="mlflow", dbname="postgres").close()
+            db.connect("postgres").close()
             return True
         except psycopg2.OperationalError:
             return False
 
     wait_until(ready, 60, "PostgreSQL", lambda: server.poll() is None)
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user="mlflow", dbname="postgres")
+    conn = db.connect("postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("CREATE DATABASE mlflow")
     conn.close()
-    return f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"  # SQLAlchemy 2.1 defaults to psycopg 3
+    return db
 
 
-def start_mlflow(procs: Processes, backend: str, artifacts: Path) -> str:
-    """``mlflow server`` on ``backend`` (one worker, 127.0.0.1, serving artifacts); returns its URL."""
+def start_mlflow(procs: Processes, db: Postgres, root: Path, admin: tuple[str, str] | None) -> str:
+    """``mlflow server`` as compose.yaml runs it: PostgreSQL (password from ``PGPASSWORD``), artifacts
+    served from ``root/artifacts``, and with ``admin``, the basic-auth app with the shipped basic_auth.ini
+    and credentials from the environment; one worker on 127.0.0.1. Returns its URL."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = procs.start("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri", backend,
-                                    "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PGPASSWORD": db.password}
+    app: list[str] = []
+    if admin is not None:
+        ini = (DOCKER / "mlflow" / "basic_auth.ini").read_text()
+        auth_db = f"sqlite:///{root / 'basic_auth.db'}"
+        (root / "basic_auth.ini").write_text(re.sub(r"(?m)^database_uri = .*$", f"database_uri = {auth_db}", ini))
+        env.update({"MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"), "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+        app = ["--app-name", "basic-auth"]
+    server = procs.start("mlflow", [str(BIN / "mlflow"), "server", *app, "--backend-store-uri", db.uri,
+                                    "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
                                     "--port", str(port), "--workers", "1"], env=env)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_ok(f"{url}/health"), 180, "mlflow server", lambda: server.poll() is None)

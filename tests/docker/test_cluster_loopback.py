@@ -9,8 +9,11 @@ and that the Parquet dataset is collected. Everything started is ended by PID, w
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,7 @@ import yaml
 from tests.conftest import TINY
 from tests.docker.services import (
     BIN,
+    Postgres,
     Processes,
     free_port,
     ray_env,
@@ -40,6 +44,9 @@ from tests.docker.services import (
 
 pytestmark = pytest.mark.slow
 WORKERS = 2
+# MLflow's basic-auth app needs Flask-WTF (mlflow[auth]); without it the server runs without auth.
+AUTH = importlib.util.find_spec("flask_wtf") is not None
+ADMIN = ("admin", secrets.token_urlsafe(12))  # the MLflow basic-auth admin of this run, as in compose
 NODES_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import ray
@@ -60,7 +67,7 @@ class Cluster:
 
     ray_address: str
     tracking_uri: str
-    database: str
+    database: Postgres
     nodes: list[dict[str, Any]]
     root: Path
 
@@ -130,7 +137,9 @@ def cluster() -> Iterator[Cluster]:
         pg_dir = root / "pg"
         pg_dir.mkdir()
         database = start_postgres(procs, pg_dir)
-        tracking = start_mlflow(procs, database, root / "artifacts")
+        mlflow_dir = root / "mlflow"
+        mlflow_dir.mkdir()
+        tracking = start_mlflow(procs, database, mlflow_dir, ADMIN if AUTH else None)
         address, nodes = _start_ray(procs, root / "ray")
         yield Cluster(address, tracking, database, nodes, root)
     except Exception:
@@ -157,9 +166,12 @@ def _spec(cluster: Cluster, cache: Path) -> dict[str, Any]:
     }
 
 
-def _rest(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _rest(url: str, body: dict[str, Any] | None = None, auth: tuple[str, str] | None = ADMIN) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if auth is not None and AUTH:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         answer: dict[str, Any] = json.loads(response.read())
     return answer
@@ -181,7 +193,8 @@ def study(cluster: Cluster) -> Iterator[tuple[Path, float]]:
     """Run the study with ``ocr-study run --address`` against the cluster; yields its folder and seconds."""
     spec_path = cluster.root / "loopback.yaml"
     spec_path.write_text(yaml.safe_dump(_spec(cluster, cluster.root / "cache")))
-    env = {**ray_env(), "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+    env = {**ray_env(), "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+           "MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
     start = time.monotonic()
     out = subprocess.run([str(BIN / "ocr-study"), "run", str(spec_path), "--address", cluster.ray_address],
                          env=env, cwd=cluster.root, capture_output=True, text=True, timeout=900)
@@ -220,7 +233,14 @@ def test_every_trial_is_in_mlflow_through_rest_and_client(cluster: Cluster, stud
     assert {tag["ocr_study.trial_id"] for _, tag in trial_runs} == tune_ids
     assert {run["info"]["status"] for run, _ in trial_runs} == {"FINISHED"}
     assert all(any(m["key"] == "val_miou" for m in run["data"]["metrics"]) for run, _ in trial_runs)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
+        env.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+        _check_with_client(cluster, experiment_id, tune_ids, runs, tags)
 
+
+def _check_with_client(cluster: Cluster, experiment_id: str, tune_ids: set[str], runs: list[dict[str, Any]],
+                       tags: list[dict[str, str]]) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(cluster.tracking_uri)
@@ -230,14 +250,22 @@ def test_every_trial_is_in_mlflow_through_rest_and_client(cluster: Cluster, stud
         r["info"]["run_id"] for r, tag in zip(runs, tags, strict=True) if tag.get("ocr_study.role") == "study"}
     artifacts = {a.path for a in client.list_artifacts(found[0].info.run_id)}
     assert "class_iou.json" in artifacts  # uploaded through the server to its artifact store
-    assert list((cluster.root / "artifacts").rglob("class_iou.json"))
+    assert list((cluster.root / "mlflow" / "artifacts").rglob("class_iou.json"))
+
+
+@pytest.mark.skipif(not AUTH, reason="MLflow's basic-auth app needs Flask-WTF: pip install 'mlflow[auth]'")
+def test_mlflow_refuses_requests_without_credentials(cluster: Cluster, study: tuple[Path, float]) -> None:
+    import urllib.error
+
+    url = f"{cluster.tracking_uri}/api/2.0/mlflow/experiments/search"
+    for auth in (None, (ADMIN[0], "wrong")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _rest(url, {"max_results": 1}, auth=auth)
+        assert err.value.code == 401
 
 
 def test_mlflow_stores_the_runs_in_postgresql(cluster: Cluster, study: tuple[Path, float]) -> None:
-    import psycopg2
-
-    parsed = urllib.parse.urlparse(cluster.database)
-    conn = psycopg2.connect(host=parsed.hostname, port=parsed.port, user=parsed.username, dbname="mlflow")
+    conn = cluster.database.connect()
     with conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
                     "WHERE e.name = %s", ("loopback-cluster",))

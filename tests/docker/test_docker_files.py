@@ -123,6 +123,8 @@ def test_image_versions_agree_with_the_project() -> None:
     assert cpu["TORCH_VERSION"] == pins["torch"]
     assert cpu["RAY_VERSION"] == cuda["RAY_VERSION"] == pins["ray"]
     assert mlflow["MLFLOW_VERSION"] == pins["mlflow"]
+    # The basic-auth app of compose.yaml needs Flask-WTF, which only the `auth` extra brings.
+    assert '"mlflow[auth]==${MLFLOW_VERSION}"' in (DOCKER / "mlflow.Dockerfile").read_text()
     assert cuda["TORCH_IMAGE"].startswith(f"pytorch/pytorch:{pins['torch']}-cuda")
     assert cuda["TORCH_IMAGE"].endswith("-runtime")
 
