@@ -139,6 +139,9 @@ def test_compose_has_the_cluster_services() -> None:
     assert services["ray-worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     for name in ("ray-worker", "ray-worker-gpu"):  # scalable: nothing that makes two replicas collide
         assert "container_name" not in services[name] and "ports" not in services[name]
+        assert services[name]["depends_on"]["ray-head"]["condition"] == "service_healthy"
+        assert "--address=ray-head:6379" in services[name]["command"]
+    assert "ray health-check" in " ".join(services["ray-head"]["healthcheck"]["test"][1:3])
 
 
 def test_every_node_and_mlflow_share_the_storage_they_need() -> None:
