@@ -12,7 +12,7 @@ from results._schema import SCHEMA_VERSION, Dataset, load_dataset
 from results._stats import PairedTest, paired_t_test
 from results._study_info import StudyInfo
 from results._synthetic import SyntheticStudy, write_synthetic_study
-from results._tables import Table, ablation_table, report_tables, sensitivity_table
+from results._tables import Table, ablation_table, axis_tables, report_tables, sensitivity_table
 
 __all__ = [
     "FORMATS",
@@ -24,6 +24,7 @@ __all__ = [
     "SyntheticStudy",
     "Table",
     "ablation_table",
+    "axis_tables",
     "collect_mlflow",
     "collect_study",
     "load_dataset",

@@ -34,6 +34,7 @@ class StudyInfo:
     metric: str = "val_miou"
     mode: str = "max"
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
     search_keys: tuple[str, ...] = ()
     log_keys: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
@@ -44,7 +45,7 @@ class StudyInfo:
 
     def to_json(self) -> str:
         """The facts as a JSON string."""
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(asdict(self))  # insertion order: the grid axes keep the spec's order
 
     @classmethod
     def from_json(cls, text: str) -> StudyInfo:
@@ -60,13 +61,15 @@ def info_from_spec(doc: dict[str, Any], name: str) -> StudyInfo:
     sched = doc.get("scheduler") or {}
     search = doc.get("search") or {}
     kind = str(sched.get("type", "none"))
-    max_epochs = sched.get("max_epochs") or (doc.get("trial") or {}).get("seg.epochs")
+    grid, trial = dict(doc.get("grid") or {}), dict(doc.get("trial") or {})
+    max_epochs = sched.get("max_epochs") or trial.get("seg.epochs")
     rungs: tuple[int, ...] = ()
     if kind == "asha" and max_epochs:
         rungs = asha_rungs(int(sched.get("grace_period", 1)), int(sched.get("reduction_factor", 2)),
                            int(max_epochs))
     return StudyInfo(name=str(doc.get("name") or name), metric=str(sched.get("metric", "val_miou")),
-                     mode=str(sched.get("mode", "max")), grid=dict(doc.get("grid") or {}),
+                     mode=str(sched.get("mode", "max")), grid=grid,
+                     defaults={k: trial[k] for k in grid if k in trial},
                      search_keys=tuple(sorted((search.get("params") or {}).keys())),
                      log_keys=tuple(sorted(k for k, v in (search.get("params") or {}).items()
                                            if isinstance(v, dict) and (v.get("type") == "loguniform" or v.get("log")))),

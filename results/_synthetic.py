@@ -22,15 +22,18 @@ from results._study_info import asha_rungs
 
 SESSION = "2026-11-25_12-00-00"
 CELL_EFFECT = {"none": 0.0, "all": 0.015, "oc": 0.03}
+PRIOR_EFFECT = {"cooc_minmax": 0.005, "uniform": -0.01, "identity": -0.005}
 CLASSES = ("background", "digit0", "digit1", "digit2")
 
 
 @dataclass(frozen=True)
 class SyntheticStudy:
-    """What to write: cells are ``ocr.selection`` values; OCR cells sample δ and τ ``settings`` times."""
+    """What to write: cells are ``ocr.selection`` values (× ``ocr.prior`` values when given, the ``none``
+    cell merged); OCR cells sample δ and τ ``settings`` times, each run once per seed."""
 
     name: str = "synthetic"
     selections: tuple[str, ...] = ("none", "all", "oc")
+    priors: tuple[str, ...] = ()
     settings: int = 3
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 8
@@ -63,8 +66,12 @@ def _spec(study: SyntheticStudy, storage: Path) -> dict[str, Any]:
     if study.asha:
         scheduler = {"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_epochs": study.epochs,
                      "metric": "val_miou", "mode": "max"}
-    return {"name": study.name, "trial": {"seg.epochs": study.epochs, "ocr.delta": 6.0, "ocr.tau": 0.2},
-            "grid": {"ocr.selection": list(study.selections)},
+    grid: dict[str, list[str]] = {"ocr.selection": list(study.selections)}
+    if study.priors:
+        grid["ocr.prior"] = list(study.priors)
+    return {"name": study.name, "trial": {"seg.epochs": study.epochs, "ocr.selection": "oc",
+                                          "ocr.prior": "cooc_minmax", "ocr.delta": 6.0, "ocr.tau": 0.2},
+            "grid": grid,
             "search": {"samples": study.settings, "sampler": "tpe", "seed": 0, "params": {
                 "ocr.delta": {"type": "uniform", "low": 0.0, "high": 8.0},
                 "ocr.tau": {"type": "loguniform", "low": 0.05, "high": 0.5}}, "conditions": {}},
@@ -73,32 +80,45 @@ def _spec(study: SyntheticStudy, storage: Path) -> dict[str, Any]:
             "storage": str(storage), "budget": {"max_trials": study.max_trials, "time_s": None}}
 
 
-def _config(study: SyntheticStudy, selection: str, setting: int, seed: int, delta: float,
+def _config(study: SyntheticStudy, cell: dict[str, str], setting: int, seed: int, delta: float,
             tau: float) -> dict[str, Any]:
     filler = {f"data.extra.key_{i:02d}": 0.5 * i for i in range(study.extra_keys)}  # a real config's size
+    cell_id = ",".join(f"{k}={v}" for k, v in cell.items())
     return {**filler, "data.name": "digits", "cam.epochs": 6, "seg.epochs": study.epochs, "seg.lr": 0.003,
-            "ocr.selection": selection, "ocr.group": "paper", "ocr.prior": "cooc_minmax", "ocr.delta": delta,
-            "ocr.tau": tau, "ocr.weight": 1.0, "amp": True, "device": "cpu", "threads": 1, "seed": seed,
-            "meta.cell": f"ocr.selection={selection}", "meta.setting": setting, "meta.study": study.name,
-            "meta.spec_hash": "0123456789ab"}
+            "ocr.group": "paper", "ocr.prior": "cooc_minmax", **cell, "ocr.delta": delta, "ocr.tau": tau,
+            "ocr.weight": 1.0, "amp": True, "device": "cpu", "threads": 1, "seed": seed, "meta.cell": cell_id,
+            "meta.setting": setting, "meta.study": study.name, "meta.spec_hash": "0123456789ab"}
+
+
+def _cells(study: SyntheticStudy) -> list[dict[str, str]]:
+    """Grid cells; without OCR the prior does nothing, so ``none`` is one cell (as the spec merges it)."""
+    cells = []
+    for selection in study.selections:
+        priors = study.priors if study.priors and selection != "none" else (None,)
+        cells += [{"ocr.selection": selection, **({"ocr.prior": p} if p else {})} for p in priors]
+    return cells
+
+
+def _quality(cell: dict[str, str], delta: float) -> float:
+    selection = cell["ocr.selection"]
+    prior = PRIOR_EFFECT.get(cell.get("ocr.prior", ""), 0.0)
+    return 0.40 + CELL_EFFECT.get(selection, 0.01) + (0.0 if selection == "none" else
+                                                      prior - 0.002 * (delta - 4.0) ** 2)
 
 
 def _plan(study: SyntheticStudy, rng: np.random.Generator) -> list[_Trial]:
     trials: list[_Trial] = []
-    for selection in study.selections:
-        settings = 1 if selection == "none" else study.settings
-        for setting in range(settings):
-            delta = 6.0 if selection == "none" else round(float(rng.uniform(0.0, 8.0)), 6)
-            tau = 0.2 if selection == "none" else round(float(math.exp(rng.uniform(math.log(0.05), math.log(0.5)))), 6)
+    for cell in _cells(study):
+        plain = cell["ocr.selection"] == "none"
+        for setting in range(1 if plain else study.settings):
+            delta = 6.0 if plain else round(float(rng.uniform(0.0, 8.0)), 6)
+            tau = 0.2 if plain else round(float(math.exp(rng.uniform(math.log(0.05), math.log(0.5)))), 6)
             for seed in study.seeds:
                 if study.max_trials is not None and len(trials) >= study.max_trials:
                     return trials
-                quality = 0.40 + CELL_EFFECT.get(selection, 0.01) + (0.0 if selection == "none" else
-                                                                     -0.002 * (delta - 4.0) ** 2)
-                final = quality + 0.01 * float(rng.standard_normal())
+                final = _quality(cell, delta) + 0.01 * float(rng.standard_normal())
                 trial_id = f"{int(rng.integers(0, 16**8)):08x}"
-                trials.append(_Trial(len(trials), trial_id, _config(study, selection, setting, seed, delta, tau),
-                                     final))
+                trials.append(_Trial(len(trials), trial_id, _config(study, cell, setting, seed, delta, tau), final))
     return trials
 
 

@@ -155,8 +155,10 @@ def ablation_table(ds: Dataset) -> Table:
                  _ablation_display(ds, values))
 
 
-def _ablation_display(ds: Dataset, values: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({axis.rsplit(".", 1)[-1]: values[axis] for axis in ds.info.grid if axis in values})
+def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None = None) -> pd.DataFrame:
+    shown = [axis for axis in (ds.info.grid if axes is None else axes) if axis in values]
+    out = pd.DataFrame({axis.rsplit(".", 1)[-1]: values[axis].astype(object).where(values[axis].notna(), "—")
+                        for axis in shown})
     if out.empty:
         out["cell"] = values["cell"]
     out["best setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
@@ -167,6 +169,44 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame) -> pd.DataFrame:
         out["Δ val mIoU vs baseline (95% CI, paired t)"] = [
             "baseline" if pd.isna(r.get("diff_n")) else _diff_text(r) for _, r in values.iterrows()]
     return out.reset_index(drop=True)
+
+
+def _value_text(value: object) -> str:
+    """A grid value as cell ids spell it (``true``/``false`` for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _matching_cell(cells: list[str], target: dict[str, str]) -> str | None:
+    """The cell agreeing with ``target`` on every key it has (keys it lacks, merged away, match anything)."""
+    found = [c for c in cells if all(target.get(k, v) == v for k, v in parse_cell(c).items())]
+    return max(found, key=lambda c: len(parse_cell(c))) if found else None
+
+
+def axis_tables(ds: Dataset) -> list[Table]:
+    """With several grid axes, one table per axis: a row per value of it, the other axes at their defaults
+    (the spec's trial values), each cell at its best setting; Δ against the same baseline cell."""
+    grid = ds.info.grid
+    best = best_settings(ds)
+    cells = [str(c) for c in best.index]
+    if len(grid) < 2 or not cells:
+        return []
+    base_cell = baseline_cell(ds, cell_order(ds, cells))
+    base = _seed_values(ds, base_cell, int(best[base_cell]), "val_miou")
+    defaults = {k: _value_text(ds.info.defaults.get(k, values[0])) for k, values in grid.items()}
+    tables = []
+    for axis, axis_values in grid.items():
+        chosen = [_matching_cell(cells, {**defaults, axis: _value_text(v)}) for v in axis_values]
+        rows = [{**_cell_row(ds, c, int(best[c]), None if c == base_cell else base), axis: _value_text(v)}
+                for v, c in zip(axis_values, chosen, strict=True) if c is not None]
+        if len(rows) < 2:
+            continue
+        values = pd.DataFrame(rows)
+        fixed = ", ".join(f"{k}={v}" for k, v in defaults.items() if k != axis)
+        tables.append(Table(f"ablation_{axis.rsplit('.', 1)[-1]}", f"Ablation over {axis} ({fixed})",
+                            _ablation_notes(base_cell), values, _ablation_display(ds, values, [axis])))
+    return tables
 
 
 def _ablation_notes(base_cell: str) -> str:
@@ -234,8 +274,9 @@ def outcome_table(ds: Dataset) -> Table:
 
 
 def report_tables(ds: Dataset) -> list[Table]:
-    """The tables of a report: ablation, sensitivity to each searched parameter, outcomes."""
-    tables = [ablation_table(ds)]
+    """The tables of a report: ablation (per cell, then per grid axis), sensitivity to each searched
+    parameter, outcomes."""
+    tables = [ablation_table(ds), *axis_tables(ds)]
     for key in ds.info.search_keys or tuple(k for k in ("ocr.delta", "ocr.tau") if f"{PARAM_PREFIX}{k}" in ds.trials):
         table = sensitivity_table(ds, key)
         if table is not None:

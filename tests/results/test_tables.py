@@ -10,7 +10,7 @@ import pytest
 
 from results import Dataset, ablation_table, collect_study, load_dataset, paired_t_test, sensitivity_table
 from results._plots import budget_by_rung
-from results._tables import outcome_table
+from results._tables import axis_tables, outcome_table
 from tests.results.conftest import make_study
 
 
@@ -121,3 +121,23 @@ def test_budget_by_rung_adds_up(synthetic: Dataset) -> None:
     epochs = synthetic.trials["epochs"]
     assert budget["trials"].tolist() == [int((epochs > low).sum()) for low in (0, 1, 2, 4)]
     assert budget["trial_epochs"].iloc[3] == int((epochs.clip(upper=8) - 4).clip(lower=0).sum())
+
+
+def test_one_table_per_grid_axis_with_the_other_axes_at_their_defaults(tmp_path: Path) -> None:
+    ds = load_dataset(collect_study(make_study(tmp_path, priors=("cooc_minmax", "uniform", "identity"), asha=False,
+                                               failed=0)))
+    assert list(ds.info.grid) == ["ocr.selection", "ocr.prior"]
+    cells = ablation_table(ds).values["cell"].tolist()
+    assert len(cells) == 7 and cells[0] == "ocr.selection=none"  # the no-OCR cell is merged, and first
+    tables = {t.name: t for t in axis_tables(ds)}
+    assert set(tables) == {"ablation_selection", "ablation_prior"}
+    selection = tables["ablation_selection"].values
+    assert selection["cell"].tolist() == ["ocr.selection=none", "ocr.selection=all,ocr.prior=cooc_minmax",
+                                          "ocr.selection=oc,ocr.prior=cooc_minmax"]
+    prior = tables["ablation_prior"].values
+    assert prior["cell"].tolist() == [f"ocr.selection=oc,ocr.prior={p}" for p in ("cooc_minmax", "uniform", "identity")]
+    whole = ablation_table(ds).values.set_index("cell")
+    for _, row in prior.iterrows():  # the same figures as the full table's row for that cell
+        assert row["val_miou_mean"] == whole.loc[row["cell"], "val_miou_mean"]
+        assert row["diff_mean"] == pytest.approx(whole.loc[row["cell"], "diff_mean"])
+    assert list(tables["ablation_prior"].display.columns[:2]) == ["prior", "best setting"]
