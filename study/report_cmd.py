@@ -13,6 +13,8 @@ from study.spec import DEFAULT_STORAGE
 
 SPEC_FILE = "spec.yaml"
 TUNE_DIR = "tune"
+RESULTS_DIR = "results"
+DATASET = f"{RESULTS_DIR}/trials.parquet"
 
 
 def study_folder(name: str, storage: str | None) -> Path:
@@ -21,7 +23,7 @@ def study_folder(name: str, storage: str | None) -> Path:
 
     root = Path(storage or DEFAULT_STORAGE).expanduser()
     folder = root / name
-    if not (folder / SPEC_FILE).is_file() and not (folder / TUNE_DIR).is_dir():
+    if not any((folder / name).exists() for name in (SPEC_FILE, TUNE_DIR, DATASET)):
         known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
         raise ResultsError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
                            "pass --storage if it lives elsewhere")
@@ -35,13 +37,28 @@ def _print_report(name: str, written: dict[str, Path]) -> None:
         print(f"  {kind}: {path}")
 
 
+def _dataset_folder(folder: Path) -> Path:
+    """Collect the study from Tune's storage; without it, the dataset exported before (e.g. from MLflow)."""
+    from results import ResultsError, collect_study
+
+    if (folder / TUNE_DIR).is_dir():
+        return collect_study(folder)
+    if (folder / DATASET).is_file():
+        return folder / RESULTS_DIR
+    raise ResultsError(f"study {folder.name!r} has neither Tune storage nor a dataset in {folder}: rebuild it "
+                       f"from MLflow first (`ocr-study export {folder.name} --mlflow URI`)")
+
+
 def report(args: argparse.Namespace) -> int:
-    """``ocr-study report NAME [--format md,tex,csv,html] [--out DIR] [--storage DIR]``."""
-    from results import collect_study, load_dataset, parse_formats, write_report
+    """``ocr-study report NAME [--format md,tex,csv,html] [--out DIR] [--storage DIR]``.
+
+    Collects the study from Tune's storage first; a study whose storage is gone is reported from the
+    dataset exported before (``ocr-study export NAME --mlflow URI``)."""
+    from results import load_dataset, parse_formats, write_report
 
     formats = parse_formats(args.format)
     folder = study_folder(args.name, args.storage)
-    dataset = load_dataset(collect_study(folder))
+    dataset = load_dataset(_dataset_folder(folder))
     written = write_report(dataset, Path(args.out) if args.out else folder / "report", formats)
     _print_report(args.name, written)
     return 0
@@ -52,7 +69,8 @@ def export(args: argparse.Namespace) -> int:
     from results import collect_mlflow, collect_study
 
     if args.mlflow:
-        out = Path(args.out) if args.out else Path(args.storage or DEFAULT_STORAGE).expanduser() / args.name / "results"
+        root = Path(args.storage or DEFAULT_STORAGE).expanduser()
+        out = Path(args.out) if args.out else root / args.name / RESULTS_DIR
         folder = collect_mlflow(args.mlflow, args.name, out)
     else:
         folder = collect_study(study_folder(args.name, args.storage), Path(args.out) if args.out else None)

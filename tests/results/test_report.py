@@ -111,3 +111,19 @@ def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.Monk
     assert f"report of study done: {folder / 'report'}" in out and (folder / "report" / "report.html").is_file()
     assert main(["run", "done", "--dry-run"]) == 0
     assert "report of study" not in capsys.readouterr().out
+
+
+def test_a_study_without_tune_storage_is_reported_from_its_exported_dataset(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    folder = make_study(tmp_path, name="gone")
+    assert main(["export", "gone", "--storage", str(tmp_path)]) == 0
+    shutil.rmtree(folder / "tune")
+    (folder / "spec.yaml").unlink()
+    assert main(["report", "gone", "--storage", str(tmp_path), "--format", "md"]) == 0
+    assert (folder / "report" / "report.md").is_file()
+    shutil.rmtree(folder / "results")
+    (folder / "spec.yaml").write_text("name: gone\n")
+    assert main(["report", "gone", "--storage", str(tmp_path)]) == 2
+    assert "export gone --mlflow URI" in capsys.readouterr().err
