@@ -4,7 +4,8 @@ What is read, in Tune 2.60's format: ``tune/experiment_state-*.json`` (each tria
 error file; the newest file wins), and in each trial folder ``params.json`` (the flat config),
 ``result.json`` (one JSON object per report; a line still being written is skipped) and ``error.txt``.
 Trials whose folder exists but which Tune has not yet saved in its state (a study still running) are
-read from their folder alone, as running.
+read from their folder alone, as running; trials in the state without a folder yet (pending) are read
+from the state alone.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class _State:
     status: str
     folder: str
     error_file: str | None
+    config: dict[str, Any]
 
 
 def _state_entry(entry: Any) -> tuple[str, _State] | None:
@@ -47,8 +49,9 @@ def _state_entry(entry: Any) -> tuple[str, _State] | None:
         info, runtime = json.loads(entry[0]), json.loads(entry[1])
     except (TypeError, IndexError, ValueError):
         return None
+    config = info.get("config")
     return str(info["trial_id"]), _State(str(info.get("status", "PENDING")), str(info.get("relative_logdir") or ""),
-                                         runtime.get("error_filename"))
+                                         runtime.get("error_filename"), config if isinstance(config, dict) else {})
 
 
 def read_states(tune_dir: Path) -> dict[str, _State]:
@@ -192,6 +195,12 @@ def _base_row(trial_id: str, folder: Path, state: _State | None, last: dict[str,
             "artifacts": str(folder / ckpt / "artifacts") if isinstance(ckpt, str) else None}
 
 
+def _unstarted_row(trial_id: str, state: _State) -> dict[str, Any]:
+    """A trial Tune knows but that has no folder yet (pending): its config from the experiment state."""
+    return {"trial_id": trial_id, "config": state.config, "status": state.status, "error": None, "wall_s": None,
+            "node_id": None, "hostname": None, "artifacts": None}
+
+
 def _git_commits(study_dir: Path) -> dict[str, str]:
     """Trial id → git commit from the study's own MLflow store (Tune's storage does not hold it)."""
     if not (study_dir / "mlflow.db").is_file():
@@ -213,13 +222,14 @@ def read_tune_study(study_dir: Path, info: StudyInfo) -> tuple[pd.DataFrame, pd.
                            f"(`ocr-study run SPEC`), or rebuild it from MLflow with results.collect_mlflow")
     states = read_states(tune_dir)
     folders = trial_folders(tune_dir, states)
-    if not folders:
+    if not folders and not states:
         raise ResultsError(f"study {study_dir.name!r} has no trials yet in {tune_dir}: wait for the first "
                            "trial to start (`ocr-study status NAME`)")
     reports = read_reports([f / "result.json" for f in folders.values()])
     curves = clean_curves(reports, info.name)
     last = _last_fields(reports)
-    base = pd.DataFrame([_base_row(t, f, states.get(t), last) for t, f in folders.items()])
+    base = pd.DataFrame([_base_row(t, f, states.get(t), last) for t, f in folders.items()]
+                        + [_unstarted_row(t, s) for t, s in states.items() if t not in folders])
     commits = _git_commits(study_dir)
     base["git_commit"] = [commits.get(t) for t in base["trial_id"]]
     return build_trials(base, curves, info), curves

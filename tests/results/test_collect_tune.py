@@ -174,3 +174,18 @@ def test_a_config_text_with_braces_is_still_read(tmp_path: Path) -> None:
     curves = load_dataset(collect_study(study)).curves
     assert len(curves[curves["trial_id"] == rows[0]["trial_id"]]) == len(rows)
     assert len(curves) == sum(len(p.read_text().splitlines()) for p in (study / "tune").glob("*/result.json"))
+
+
+def test_a_pending_trial_without_a_folder_is_listed(tmp_path: Path) -> None:
+    study = make_study(tmp_path, running=0, failed=0)
+    state_file = next((study / "tune").glob("experiment_state-*.json"))
+    state = json.loads(state_file.read_text())
+    info, runtime = (json.loads(part) for part in state["trial_data"][0])
+    info.update(trial_id="feedbeef", status="PENDING", relative_logdir="", config={**info["config"], "seed": 9})
+    state["trial_data"].append([json.dumps(info), json.dumps({**runtime, "last_result": {}})])
+    state_file.write_text(json.dumps(state))
+    trials = load_dataset(collect_study(study)).trials.set_index("trial_id")
+    assert len(trials) == 22
+    pending = trials.loc["feedbeef"]
+    assert pending["stop_reason"] == "pending" and pending["epochs"] == 0 and pending["seed"] == 9
+    assert pd.isna(pending["final_val_miou"]) and pending["cell"] == info["config"]["meta.cell"]
