@@ -78,6 +78,13 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def _created(proc: psutil.Process) -> float:
+    try:
+        return float(proc.create_time())
+    except psutil.Error:
+        return 0.0
+
+
 def _set_subreaper(on: bool) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
@@ -90,8 +97,10 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.me = psutil.Process()
-        self.before = {(p.pid, p.create_time()) for p in self.me.children(recursive=True)}
+        self.before = {(p.pid, _created(p)) for p in self.me.children()}
         self.started: list[subprocess.Popen[bytes]] = []
+        self.seen: set[int] = set()
+        self.killed: list[str] = []  # what needed SIGKILL after the grace period (shown by the fixture)
         _set_subreaper(True)
 
     def start(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None,
@@ -105,46 +114,59 @@ class Processes:
         return proc
 
     def ours(self) -> list[psutil.Process]:
-        """Every live descendant of the test process that was not there before this object."""
-        procs = []
-        for proc in self.me.children(recursive=True):
+        """Live processes we started, their descendants, and orphans re-parented to us since then.
+
+        Processes of anything else in the test process (a local Ray of another test) are left alone.
+        """
+        roots = [p for p in self.me.children() if (p.pid, _created(p)) not in self.before]
+        found: dict[int, psutil.Process] = {}
+        for root in roots:
             with contextlib.suppress(psutil.Error):
-                if (proc.pid, proc.create_time()) not in self.before and proc.status() != psutil.STATUS_ZOMBIE:
-                    procs.append(proc)
-        return procs
+                for proc in [root, *root.children(recursive=True)]:
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        found[proc.pid] = proc
+        self.seen.update(found)
+        return list(found.values())
 
     def stop(self, grace: float = 15.0) -> list[str]:
-        """SIGTERM everything we started (and its children), SIGKILL what is left; returns survivors."""
+        """End what we started, last started first: SIGTERM to the command we ran (``ray start --block``
+        and the servers shut their own children down), then SIGKILL to whatever of it outlives ``grace``;
+        last, the same for anything else of ours. Returns what is still alive (nothing, normally)."""
         try:
-            for _ in range(3):  # processes may be re-parented to us while we stop others
+            for popen in reversed(self.started):
+                with contextlib.suppress(psutil.Error):
+                    root = psutil.Process(popen.pid)
+                    self._end([root, *root.children(recursive=True)], [root], grace)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    popen.wait(timeout=5)
+            for _ in range(3):  # orphans re-parented to us while we stopped the others
                 procs = self.ours()
                 if not procs:
                     break
-                for proc in procs:
-                    with contextlib.suppress(psutil.Error):
-                        proc.send_signal(signal.SIGTERM)
-                _, alive = psutil.wait_procs(procs, timeout=grace)
-                for proc in alive:
-                    with contextlib.suppress(psutil.Error):
-                        proc.kill()
-                psutil.wait_procs(alive, timeout=5)
-            for popen in self.started:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    popen.wait(timeout=5)
+                self._end(procs, procs, grace)
             self._reap()
             return [f"{p.pid} {p.name()}" for p in self.ours()]
         finally:
             _set_subreaper(False)
 
+    def _end(self, procs: list[psutil.Process], signalled: list[psutil.Process], grace: float) -> None:
+        """SIGTERM ``signalled``, wait for all of ``procs`` up to ``grace`` seconds, SIGKILL the rest."""
+        self.seen.update(p.pid for p in procs)
+        for proc in signalled:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                self.killed.append(f"{proc.pid} {proc.name()}")
+                proc.kill()
+        psutil.wait_procs(alive, timeout=5)
+
     def _reap(self) -> None:
-        """Collect exit statuses of re-parented children (no zombies left behind)."""
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        """Collect the exit status of every process of ours that was re-parented to us (no zombies)."""
+        for pid in self.seen:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 def as_postgres_user(cmd: list[str]) -> list[str]:

@@ -147,6 +147,8 @@ def cluster() -> Iterator[Cluster]:
         raise
     finally:
         survivors = procs.stop() + _processes_mentioning(root)
+        if procs.killed:
+            print(f"needed SIGKILL: {procs.killed}", file=sys.stderr)
         subprocess.run(["rm", "-rf", str(root)], check=False)
         assert not survivors, f"processes left behind: {survivors}"
 
