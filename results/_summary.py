@@ -62,10 +62,10 @@ def summarize_curves(curves: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
     last = grouped.tail(1).set_index("trial_id")
     out = pd.DataFrame({"epochs": grouped["epoch"].max()})
     out = out.join(last[metrics].add_prefix("final_"))
-    if info.metric in curves:
-        score = curves[info.metric] if info.mode == "max" else -curves[info.metric]
-        best_rows = score.groupby(curves["trial_id"]).idxmax().dropna().astype("int64")
-        best = curves.loc[best_rows.to_numpy()].set_index("trial_id")
+    scored = curves[curves[info.metric].notna()] if info.metric in curves else curves.iloc[:0]
+    if not scored.empty:
+        score = scored[info.metric] if info.mode == "max" else -scored[info.metric]
+        best = curves.loc[score.groupby(scored["trial_id"]).idxmax().to_numpy()].set_index("trial_id")
         val = [m for m in metrics if m.startswith("val_")]
         out = out.join(best[["epoch", *val]].rename(columns={"epoch": "best_epoch"}).rename(
             columns={m: f"best_{m}" for m in val}))

@@ -95,7 +95,7 @@ def baseline_cell(ds: Dataset, cells: list[str]) -> str:
 
 def _seed_values(ds: Dataset, cell: str, setting: int, metric: str) -> pd.Series:
     done = completed(ds)
-    rows = done[(done["cell"].astype(str) == cell) & (done["setting"] == setting)]
+    rows = done[(done["cell"].astype(str) == cell) & (done["setting"] == setting)].drop_duplicates("seed", keep="last")
     return rows.set_index(rows["seed"].astype("int64"))[f"final_{metric}"].dropna()
 
 

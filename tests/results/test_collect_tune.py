@@ -189,3 +189,16 @@ def test_a_pending_trial_without_a_folder_is_listed(tmp_path: Path) -> None:
     pending = trials.loc["feedbeef"]
     assert pending["stop_reason"] == "pending" and pending["epochs"] == 0 and pending["seed"] == 9
     assert pd.isna(pending["final_val_miou"]) and pending["cell"] == info["config"]["meta.cell"]
+
+
+def test_a_trial_reporting_only_nan_has_no_best_epoch(tmp_path: Path) -> None:
+    study = make_study(tmp_path, running=0, failed=0)
+    path = next((study / "tune").glob("*/result.json"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row["val_miou"] = float("nan")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trials = load_dataset(collect_study(study)).trials.set_index("trial_id")
+    row = trials.loc[str(rows[0]["trial_id"])]
+    assert pd.isna(row["best_epoch"]) and pd.isna(row["final_val_miou"]) and row["epochs"] == len(rows)
+    assert trials["best_epoch"].notna().sum() == len(trials) - 1
