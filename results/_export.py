@@ -36,6 +36,8 @@ def _cell(value: object) -> str:
 def table_latex(table: Table) -> str:
     """One table as a LaTeX ``table`` with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
     frame = table.display
+    if frame.empty:
+        return f"% {table.title}: {table.notes}\n"
     header = " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\"
     rows = [" & ".join(latex_escape(_cell(v)) for v in row) + r" \\" for row in frame.itertuples(index=False)]
     label = re.sub(r"[^A-Za-z0-9]+", "-", table.name)

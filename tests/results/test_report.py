@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from results import Dataset, ResultsError, parse_formats, report_tables, write_report
+from results import Dataset, ResultsError, collect_study, load_dataset, parse_formats, report_tables, write_report
 from results._export import latex_escape
 from study.cli import main
 from tests.results.conftest import make_study
@@ -127,3 +127,12 @@ def test_a_study_without_tune_storage_is_reported_from_its_exported_dataset(tmp_
     (folder / "spec.yaml").write_text("name: gone\n")
     assert main(["report", "gone", "--storage", str(tmp_path)]) == 2
     assert "export gone --mlflow URI" in capsys.readouterr().err
+
+
+def test_a_study_where_every_trial_failed_still_reports(tmp_path: Path) -> None:
+    ds = load_dataset(collect_study(make_study(tmp_path, failed=21)))
+    written = write_report(ds, tmp_path / "report")
+    assert "No completed trial yet" in written["md"].read_text()
+    tex = written["tex"].read_text()
+    assert r"\begin{tabular}{}" not in tex and tex.count(r"\begin{tabular}") == 1  # only the outcomes table
+    assert "21 failed" in written["html"].read_text()
