@@ -1,7 +1,7 @@
 """The report's figures as PNG files (matplotlib, Agg backend).
 
-- ``miou_vs_delta.png``, ``miou_vs_tau.png``: val mIoU of every completed trial against δ and τ, by
-  selection strategy, with the mean per bin;
+- ``miou_vs_delta.png``, ``miou_vs_tau.png``: val mIoU of every completed trial against δ and τ (those the
+  study searched), by selection strategy, with the mean per bin;
 - ``oc_vs_miou.png``: OC rate against val mIoU, one point per completed trial;
 - ``learning_curves.png``: val mIoU per epoch, one panel per cell (every trial thin, the best setting's
   mean over seeds thick);
@@ -29,6 +29,9 @@ from results._tables import SELECTION, SYMBOLS, best_settings, bin_values, cell_
 log = logging.getLogger(__name__)
 DPI = 90
 MAX_PRIORS = 7
+PLOTTED_KEYS = ("ocr.delta", "ocr.tau")  # against val mIoU, where the study searched them
+ALL_PLOTS = (*(f"miou_vs_{k.rsplit('.', 1)[-1]}.png" for k in PLOTTED_KEYS), "oc_vs_miou.png", "learning_curves.png",
+             "priors.png", "asha_budget.png")
 
 
 def _pyplot() -> Any:
@@ -76,7 +79,7 @@ def metric_vs_param(ds: Dataset, key: str, path: Path) -> Path | None:
     ax.set_xlabel(f"{SYMBOLS.get(key, key)} ({key})")
     ax.set_ylabel("val mIoU (%)")
     ax.set_title(f"val mIoU against {SYMBOLS.get(key, key)} (completed trials)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the data
     return _save(fig, path)
 
 
@@ -93,7 +96,7 @@ def oc_vs_miou(ds: Dataset, path: Path) -> Path | None:
     ax.set_xlabel("val mIoU (%)")
     ax.set_ylabel("OC rate (%)")
     ax.set_title("OC rate against val mIoU (one point per trial)")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -110,8 +113,10 @@ def learning_curves(ds: Dataset, path: Path) -> Path | None:
                              sharey=True)
     curves = ds.curves.merge(ds.trials[["trial_id", "cell", "setting"]].astype({"cell": str}), on="trial_id")
     for ax, cell in zip(axes.flat, cells, strict=False):
-        _cell_curves(ax, curves[curves["cell"] == cell], best.get(cell))
-        ax.set_title(cell, fontsize=8)
+        setting = best.get(cell)
+        _cell_curves(ax, curves[curves["cell"] == cell], setting)
+        ax.set_title(cell + ("" if setting is None else f"\nred: best setting #{setting}, mean ± std over seeds"),
+                     fontsize=8)
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("val mIoU (%)")
@@ -134,10 +139,9 @@ def _cell_curves(ax: Any, curves: pd.DataFrame, setting: object) -> None:
         return
     chosen = curves[curves["setting"] == setting]
     mean = chosen.groupby("epoch")["val_miou"].agg(["mean", "std"])
-    ax.plot(mean.index, 100 * mean["mean"], color="C3", lw=2, label=f"best setting #{setting}")
+    ax.plot(mean.index, 100 * mean["mean"], color="C3", lw=2)
     ax.fill_between(mean.index, 100 * (mean["mean"] - mean["std"].fillna(0)),
                     100 * (mean["mean"] + mean["std"].fillna(0)), color="C3", alpha=0.2)
-    ax.legend(fontsize=7, loc="lower right")
 
 
 def artifact_folder(location: object) -> Path | None:
@@ -223,10 +227,15 @@ def asha_budget(ds: Dataset, path: Path) -> Path | None:
 def report_plots(ds: Dataset, folder: Path) -> list[Path]:
     """Draw every figure that has data into ``folder``; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
+    searched = ds.info.search_keys or PLOTTED_KEYS
     makers: list[tuple[str, Callable[[Dataset, Path], Path | None]]] = [
-        ("miou_vs_delta.png", lambda d, p: metric_vs_param(d, "ocr.delta", p)),
-        ("miou_vs_tau.png", lambda d, p: metric_vs_param(d, "ocr.tau", p)),
+        (f"miou_vs_{key.rsplit('.', 1)[-1]}.png", lambda d, p, k=key: metric_vs_param(d, k, p))  # type: ignore[misc]
+        for key in PLOTTED_KEYS if key in searched]
+    makers += [
         ("oc_vs_miou.png", oc_vs_miou), ("learning_curves.png", learning_curves), ("priors.png", priors),
         ("asha_budget.png", asha_budget)]
-    written = [maker(ds, folder / name) for name, maker in makers]
-    return [p for p in written if p is not None]
+    written = [p for p in (maker(ds, folder / name) for name, maker in makers) if p is not None]
+    for name in ALL_PLOTS:  # a plot without data this time must not survive from an earlier report
+        if folder / name not in written:
+            (folder / name).unlink(missing_ok=True)
+    return written
