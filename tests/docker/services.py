@@ -260,9 +260,13 @@ def start_mlflow(procs: Processes, db: Postgres, root: Path, admin: tuple[str, s
     return url
 
 
+RAY_TOKEN = secrets.token_hex(16)
+
+
 def ray_env() -> dict[str, str]:
-    """The environment of every Ray process: no token auth, no usage stats."""
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    """The environment of every Ray process and driver: token auth with one shared token (as compose.yaml
+    sets it up), no usage stats."""
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def ray_node_cmd(temp_dir: Path, cpus: int, gpus: int, head_port: int | None = None,

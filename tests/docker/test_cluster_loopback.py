@@ -211,6 +211,13 @@ def test_cluster_has_a_head_without_cpus_and_two_gpu_workers(cluster: Cluster) -
     assert sorted(n["resources"].get("CPU", 0) for n in cluster.nodes) == [0, 1, 1]
 
 
+def test_a_driver_without_the_cluster_token_is_refused(cluster: Cluster) -> None:
+    env = {**ray_env(), "RAY_AUTH_TOKEN": "not-the-token"}
+    out = subprocess.run([sys.executable, "-c", NODES_SCRIPT, cluster.ray_address, "1", "0"], env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode != 0 and "ConnectionError" in out.stderr, out.stdout + out.stderr[-2000:]
+
+
 def test_trials_ran_on_both_workers(cluster: Cluster, study: tuple[Path, float]) -> None:
     folder, seconds = study
     trials = _tune_trials(folder)
