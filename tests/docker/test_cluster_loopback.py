@@ -129,6 +129,8 @@ def _logs(root: Path) -> str:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """PostgreSQL + MLflow server + Ray head and two GPU-declaring workers, all on 127.0.0.1."""
+    if sys.platform != "linux":
+        pytest.skip("the loopback cluster needs Linux (child subreaper, runuser, Debian's PostgreSQL)")
     # A short path under /tmp: Ray's unix sockets must fit in 107 bytes, and the postgres user must reach it.
     root = Path(tempfile.mkdtemp(prefix="ocr-cl-"))
     root.chmod(0o711)  # the postgres user must reach its folder inside
