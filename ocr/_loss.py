@@ -153,7 +153,7 @@ class _PixelLoss(torch.autograd.Function):
                 delta: float, tau: float, group: str, ic_masking: str) -> tuple[Tensor, Tensor]:
         b, k, p = z.shape
         cand3, has_oc = cand.unsqueeze(2), (~cand).any(dim=1, keepdim=True)  # (B, K, 1), (B, 1)
-        zo = z.masked_fill(cand3, float("-inf"))  # (B, K, P)
+        zo = z + torch.zeros_like(cand3, dtype=z.dtype).masked_fill_(cand3, float("-inf"))  # (B, K, P), one pass
         m_o = zo.amax(dim=1)  # (B, P); −inf where O is empty
         m_o_safe = torch.where(has_oc, m_o, torch.zeros_like(m_o))
         z_i = torch.gather(z, 1, idx.unsqueeze(2).expand(-1, -1, p))  # (B, I, P)

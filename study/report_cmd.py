@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from study.spec import DEFAULT_STORAGE
+from study.spec import DEFAULT_STORAGE, check_study_name
 
 SPEC_FILE = "spec.yaml"
 TUNE_DIR = "tune"
@@ -21,6 +21,7 @@ def study_folder(name: str, storage: str | None) -> Path:
     """The folder of study ``name`` under ``storage``; a :class:`results.ResultsError` naming the known ones."""
     from results import ResultsError
 
+    check_study_name(name)  # a name from the command line must not lead out of the storage folder
     root = Path(storage or DEFAULT_STORAGE).expanduser()
     folder = root / name
     if not any((folder / name).exists() for name in (SPEC_FILE, TUNE_DIR, DATASET)):

@@ -12,7 +12,15 @@ import yaml
 
 from pipelines.config import to_flat
 from study.plan import StudyPlan, cell_config, cell_search_params, plan
-from study.spec import DEFAULT_STORAGE, SearchParam, SpecError, StudySpec, load_spec, spec_hash
+from study.spec import (
+    DEFAULT_STORAGE,
+    SearchParam,
+    SpecError,
+    StudySpec,
+    check_study_name,
+    load_spec,
+    spec_hash,
+)
 
 log = logging.getLogger(__name__)
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -161,6 +169,7 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
 
 def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
     """The spec saved in a study's folder, found by name under ``storage`` (default: the spec default)."""
+    check_study_name(name)  # a name from the command line must not lead out of the storage folder
     root = Path(storage or DEFAULT_STORAGE).expanduser()
     path = root / name / SPEC_FILE
     if not path.is_file():

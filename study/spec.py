@@ -180,6 +180,11 @@ def _unknown(key: str, known: Sequence[str] | Mapping[str, Any]) -> str:
     return message
 
 
+def check_study_name(name: Any) -> None:
+    """A study name is one folder name (it is joined to the storage folder): :class:`SpecError` if not."""
+    _check_name(name)
+
+
 def _check_name(name: Any) -> None:
     _check_text("name", name, NAME_PATTERN, "1 to 64 of A-Z a-z 0-9 _ . - (it becomes a folder name)")
     if name in (".", ".."):

@@ -140,9 +140,6 @@ def test_an_accepted_study_name_keeps_the_study_folder_inside_storage(name: str,
     assert folder.parent == storage.resolve() and folder.name == name
 
 
-@pytest.mark.xfail(strict=True, reason="study.runner.load_study_spec joins a CLI name to --storage unchecked: "
-                                       "`ocr-study status ../x` reads a spec outside the storage folder "
-                                       "(reported; study/ is owned elsewhere)")
 def test_a_study_name_from_the_command_line_cannot_leave_storage(tmp_path: Path) -> None:
     from study.runner import load_study_spec
     from study.spec import load_spec
@@ -154,3 +151,13 @@ def test_a_study_name_from_the_command_line_cannot_leave_storage(tmp_path: Path)
     (tmp_path / "studies").mkdir()
     with pytest.raises((ValueError, RuntimeError)):
         load_study_spec("../outside", str(tmp_path / "studies"))
+
+
+@pytest.mark.parametrize("command", ["status", "resume", "report", "export", "ui"])
+def test_every_command_taking_a_study_name_refuses_one_that_leaves_storage(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    from study.cli import main
+
+    (tmp_path / "studies").mkdir()
+    assert main([command, "../outside", "--storage", str(tmp_path / "studies")]) == 2
+    assert "name" in capsys.readouterr().err
