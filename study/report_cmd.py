@@ -24,7 +24,7 @@ def study_folder(name: str, storage: str | None) -> Path:
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
     root = Path(storage or DEFAULT_STORAGE).expanduser()
     folder = root / name
-    if not any((folder / name).exists() for name in (SPEC_FILE, TUNE_DIR, DATASET)):
+    if not any((folder / part).exists() for part in (SPEC_FILE, TUNE_DIR, DATASET)):
         known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
         raise ResultsError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
                            "pass --storage if it lives elsewhere")
@@ -70,6 +70,7 @@ def export(args: argparse.Namespace) -> int:
     from results import collect_mlflow, collect_study
 
     if args.mlflow:
+        check_study_name(args.name)  # it names the output folder under the storage
         root = Path(args.storage or DEFAULT_STORAGE).expanduser()
         out = Path(args.out) if args.out else root / args.name / RESULTS_DIR
         folder = collect_mlflow(args.mlflow, args.name, out)

@@ -136,3 +136,10 @@ def test_a_study_where_every_trial_failed_still_reports(tmp_path: Path) -> None:
     tex = written["tex"].read_text()
     assert r"\begin{tabular}{}" not in tex and tex.count(r"\begin{tabular}") == 1  # only the outcomes table
     assert "21 failed" in written["html"].read_text()
+
+
+def test_export_from_mlflow_refuses_a_name_leaving_the_storage(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["export", "../escape", "--storage", str(tmp_path / "studies"), "--mlflow", uri]) == 2
+    assert not (tmp_path / "escape").exists() and capsys.readouterr().err
