@@ -230,8 +230,9 @@ def read_tune_study(study_dir: Path, info: StudyInfo) -> tuple[pd.DataFrame, pd.
     last = _last_fields(reports)
     base = pd.DataFrame([_base_row(t, f, states.get(t), last) for t, f in folders.items()]
                         + [_unstarted_row(t, s) for t, s in states.items() if t not in folders])
-    commits = _git_commits(study_dir)
-    base["git_commit"] = [commits.get(t) for t in base["trial_id"]]
+    recorded = [(cfg or {}).get("meta.git_commit") for cfg in base["config"]]  # the runner records it
+    commits = _git_commits(study_dir) if not all(recorded) else {}  # older studies: from MLflow's tags
+    base["git_commit"] = [c or commits.get(t) for c, t in zip(recorded, base["trial_id"], strict=True)]
     return build_trials(base, curves, info), curves
 
 

@@ -70,6 +70,7 @@ def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
 def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     """The grid × Optuna × seeds searcher for this study."""
     from study.searcher import CellSpec, GridCellSearcher
+    from study.tracking import git_commit
 
     threads = max(1, int(spec.resources.cpus))
     cells = []
@@ -81,7 +82,7 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     search = spec.search
     return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
                             seed=search.seed if search else 0, max_trials=spec.budget.max_trials,
-                            meta={"study": spec.name, "spec_hash": spec_hash(spec)},
+                            meta={"study": spec.name, "spec_hash": spec_hash(spec), "git_commit": git_commit()},
                             metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 

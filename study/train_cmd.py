@@ -58,7 +58,8 @@ class BarReporter:
 
         if stage != self._stage:
             self.close()
-            self._bar = tqdm(total=total, desc=f"{stage:>4}", unit="step", dynamic_ncols=True)
+            # disable=None: no bar when stderr is not a terminal (a log file gets the table, not 10^4 redraws)
+            self._bar = tqdm(total=total, desc=f"{stage:>4}", unit="step", dynamic_ncols=True, disable=None)
             self._stage = stage
         self._bar.n = done
         self._bar.refresh()
