@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,16 +88,40 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
                             metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 
-def _callbacks(spec: StudySpec, total: int) -> list[Any]:
-    from study.progress import ProgressLine
+def _tracking(spec: StudySpec) -> Any:
     from study.tracking import MLflowTracking
 
     experiment = spec.tracking.experiment or spec.name
     # With the default SQLite store, artifacts live beside it in the study folder (MLflow's own
     # default would be ./mlruns in whatever folder the driver was started from).
     artifacts = None if spec.tracking.uri else (study_dir(spec) / "mlartifacts").as_uri()
-    return [MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts),
-            ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
+    return MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts)
+
+
+def _callbacks(spec: StudySpec, total: int) -> list[Any]:
+    from study.progress import ProgressLine
+
+    return [_tracking(spec), ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
+
+
+class _Background:
+    """Run ``fn`` in a thread; :meth:`join` waits and re-raises what it raised."""
+
+    def __init__(self, fn: Any) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Any) -> None:
+        try:
+            fn()
+        except BaseException as err:  # handed to the caller in join()
+            self.error = err
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
@@ -123,6 +149,20 @@ def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
                       run_config=run_config)
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when a cluster address does not answer (``ray.init`` would wait for minutes)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, or ray://HOST:10001)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise StudyError(f"no Ray cluster answers at {address} ({err}); start one (`ray start --head`), check the "
+                         "address (`ray status` on the head node prints it), or leave --address out") from err
+
+
 def init_ray(address: str | None, spec: StudySpec | None = None) -> None:
     """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -134,6 +174,7 @@ def init_ray(address: str | None, spec: StudySpec | None = None) -> None:
         return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
+        _probe(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError) as err:
@@ -162,8 +203,17 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
     check_tracking_uri(spec.tracking_uri)
     study = plan(spec)
     folder = study_dir(spec)
-    init_ray(address, spec)
+    existed = folder.exists()
     _write_spec(spec, folder, fresh)
+    try:
+        # The MLflow store (its schema, the experiment, the parent run) is made while Ray starts.
+        warm = _Background(lambda: _tracking(spec).parent_run_id)
+        init_ray(address, spec)
+        warm.join()
+    except BaseException:
+        if not existed:  # nothing half-made is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     _tuner(spec, study).fit()
     return folder
 

@@ -83,3 +83,12 @@ def test_any_text_as_a_spec_exits_0_or_2_without_a_traceback(text: str, tmp_path
     assert "Traceback" not in err
     if code == 2:
         assert err.startswith("ocr-study: error:")
+
+
+def test_unreachable_cluster_fails_fast_and_leaves_no_study(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (in_tmp / "spec.yaml").write_text(yaml.safe_dump({"name": "x", "storage": str(in_tmp / "studies")}))
+    assert main(["run", "spec.yaml", "--address", "127.0.0.1:1"]) == 1
+    assert "no Ray cluster answers at 127.0.0.1:1" in capsys.readouterr().err
+    assert not (in_tmp / "studies" / "x").exists()
+    assert main(["run", "spec.yaml", "--address", "nonsense"]) == 1
+    assert "is not HOST:PORT" in capsys.readouterr().err
