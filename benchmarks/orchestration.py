@@ -63,11 +63,22 @@ def _trial_results(tune_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]
     return out
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds this machine has spent not idle since boot (Linux ``/proc/stat``; 0 elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _back_to_back(configs: list[dict[str, Any]], workdir: Path) -> float:
     from pipelines.config import from_flat
     from pipelines.reporter import ListReporter
     from pipelines.trial import run_trial
 
+    shutil.rmtree(workdir / "sequential", ignore_errors=True)  # no checkpoint of an earlier run to resume
     start = time.perf_counter()
     for i, config in enumerate(configs):
         flat = {k: v for k, v in config.items() if not k.startswith("meta.")}
@@ -92,10 +103,10 @@ def main() -> None:
 
     cli = str(Path(sys.executable).parent / "ocr-study")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    start = time.perf_counter()
+    start, busy = time.perf_counter(), _busy_cpu_s()
     subprocess.run([cli, "run", str(workdir / "spec.yaml")], cwd=workdir, env=env, check=True,
                    stdout=subprocess.DEVNULL)
-    study_wall = time.perf_counter() - start
+    study_wall, busy = time.perf_counter() - start, _busy_cpu_s() - busy
     results = _trial_results(workdir / "studies" / "orchestration" / "tune")
     train_cpu = sum(float(last.get("trial_cpu_s", 0.0)) for _, last in results)
 
@@ -105,6 +116,8 @@ def main() -> None:
     print(f"{len(results)} trials, {cores} cores, {concurrency} at once, 1 thread each")
     print(f"ocr-study run (Ray start → report written): {study_wall:.1f} s wall; trials used {train_cpu:.1f} CPU s")
     print(f"efficiency: trial CPU s / (wall × cores) = {train_cpu / (study_wall * cores):.3f}  (aim ≥ 0.85)")
+    print(f"the machine was busy {busy:.1f} CPU s = {busy / (study_wall * cores):.3f} of wall × cores "
+          f"(the rest of busy - trials: Ray, the driver, MLflow, the report, anything else running)")
     print(f"back to back in one process, no Ray or MLflow: {sequential_wall:.1f} s wall")
     print(f"wall ratio study / back-to-back = {study_wall / sequential_wall:.3f}  (ideal {1 / concurrency:.3f})")
 
