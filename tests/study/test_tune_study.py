@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,62 @@ def test_rerunning_an_existing_study_is_refused(local_ray: None, tmp_path: Path,
     run_study(spec)
     with pytest.raises(StudyError, match="already exists"):
         run_study(spec)
+    _check_ui_serves_the_study(spec)
+
+
+def _check_ui_serves_the_study(spec: StudySpec) -> None:
+    """``ocr-study ui NAME`` serves the study's MLflow store on 127.0.0.1; the test ends it by PID."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cli = str(Path(sys.executable).parent / "ocr-study")
+    proc = subprocess.Popen([cli, "ui", spec.name, "--storage", spec.storage, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={spec.name}"
+        deadline, answer = time.monotonic() + 60, None
+        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    answer = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert answer is not None, "the MLflow UI did not answer"
+        assert answer["experiment"]["name"] == spec.name
+    finally:
+        _end_group(proc.pid)
+
+
+def _end_group(pgid: int) -> None:
+    """SIGTERM every process of the group ``pgid`` (a command and what it started), SIGKILL what stays."""
+    import os
+    import signal
+
+    import psutil
+
+    def members() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (ProcessLookupError, psutil.Error):
+                pass
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in members():
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(sig)
+        psutil.wait_procs(members(), timeout=15)
+    assert not members(), "the UI left processes running"
 
 
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path, shared_cache: Path) -> None:
