@@ -123,6 +123,21 @@ def _cell_row(ds: Dataset, cell: str, setting: int, base: pd.Series | None) -> d
     return row
 
 
+def _incomplete_row(ds: Dataset, cell: str, is_base: bool) -> dict[str, object]:
+    """The row of a cell without a completed trial: no figures, and what became of its trials."""
+    mine = ds.trials[ds.trials["cell"].astype(str) == cell]
+    counts = mine["stop_reason"].astype(str).value_counts()
+    words = {"early_stopped": "stopped early", "failed": "failed", "running": "running", "pending": "pending"}
+    fate = ", ".join(f"{n} {words.get(str(k), str(k))}" for k, n in counts.items())
+    row: dict[str, object] = {"cell": cell, **parse_cell(cell), "setting": -1,
+                              "incomplete": f"no completed trial ({fate})"}
+    for metric, _ in METRICS:
+        row.update({f"{metric}_mean": np.nan, f"{metric}_std": np.nan, f"{metric}_n": 0})
+    if not is_base:
+        row.update({"diff_mean": np.nan, "diff_n": 0, "p_value": np.nan, "ci_low": np.nan, "ci_high": np.nan})
+    return row
+
+
 def _diff_text(row: pd.Series) -> str:
     n = int(row["diff_n"]) if not pd.isna(row.get("diff_n")) else 0
     if n == 0:
@@ -143,13 +158,16 @@ def ablation_table(ds: Dataset) -> Table:
     """Rows per grid cell; val mIoU, OC rate and oracle-tag mIoU as mean ± std over seeds at each cell's best
     setting (chosen on val by the study's metric), and the paired difference to the baseline cell."""
     best = best_settings(ds)
-    cells = cell_order(ds, [str(c) for c in best.index])
-    if not cells:
+    if best.empty:
         empty = pd.DataFrame()
         return Table("ablation", "Ablation", "No completed trial yet.", empty, empty)
+    # Every cell gets a row: one whose trials were all stopped early or failed says so instead of vanishing.
+    cells = cell_order(ds, sorted({str(c) for c in ds.trials["cell"]} | {str(c) for c in best.index}))
     base_cell = baseline_cell(ds, cells)
-    base = _seed_values(ds, base_cell, int(best[base_cell]), "val_miou")
-    rows = [_cell_row(ds, c, int(best[c]), None if c == base_cell else base) for c in cells]
+    base = (_seed_values(ds, base_cell, int(best[base_cell]), "val_miou") if base_cell in best.index
+            else pd.Series(dtype="float64"))
+    rows = [_cell_row(ds, c, int(best[c]), None if c == base_cell else base) if c in best.index
+            else _incomplete_row(ds, c, c == base_cell) for c in cells]
     values = pd.DataFrame(rows)
     return Table("ablation", "Ablation: each cell at its best setting", _ablation_notes(base_cell), values,
                  _ablation_display(ds, values))
@@ -161,7 +179,8 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
                         for axis in shown})
     if out.empty:
         out["cell"] = values["cell"]
-    out["best setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
+    out["best setting"] = [r["incomplete"] if isinstance(r.get("incomplete"), str)
+                           else _setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
     for metric, label in METRICS:
         out[f"{label} (%)"] = [mean_std_text(r[f"{metric}_mean"], r[f"{metric}_std"], int(r[f"{metric}_n"]))
                                for _, r in values.iterrows()]

@@ -141,3 +141,20 @@ def test_one_table_per_grid_axis_with_the_other_axes_at_their_defaults(tmp_path:
         assert row["val_miou_mean"] == whole.loc[row["cell"], "val_miou_mean"]
         assert row["diff_mean"] == pytest.approx(whole.loc[row["cell"], "diff_mean"])
     assert list(tables["ablation_prior"].display.columns[:2]) == ["prior", "best setting"]
+
+
+def test_a_cell_without_a_completed_trial_keeps_its_row_and_says_why(synthetic: Dataset) -> None:
+    import dataclasses
+
+    trials = synthetic.trials.copy()
+    stopped = trials["cell"].astype(str) == "ocr.selection=all"
+    trials["stop_reason"] = trials["stop_reason"].astype(object).where(~stopped, "early_stopped")
+    table = ablation_table(dataclasses.replace(synthetic, trials=trials))
+    cells = list(table.values["cell"])
+    assert cells == ["ocr.selection=none", "ocr.selection=all", "ocr.selection=oc"]
+    row = table.display.iloc[cells.index("ocr.selection=all")]
+    assert row["best setting"] == f"no completed trial ({int(stopped.sum())} stopped early)"
+    assert row["val mIoU (%)"] == "— (n = 0)"
+    assert row["Δ val mIoU vs baseline (95% CI, paired t)"] == "— (n = 0)"
+    other = table.values.set_index("cell").loc["ocr.selection=oc"]
+    assert other["val_miou_n"] > 0 and other["diff_n"] >= 2  # the other cells are untouched
