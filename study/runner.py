@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -227,7 +228,12 @@ def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
         known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
         raise StudyError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
                          "pass --storage if it lives elsewhere")
-    return load_spec(path)
+    spec = load_spec(path)
+    if "://" in spec.storage:
+        return spec
+    # The study is where it was found, whatever folder it was started from (a relative storage path
+    # in spec.yaml means the folder the driver ran in).
+    return dataclasses.replace(spec, storage=str(root.absolute()))
 
 
 def resume_study(name: str, storage: str | None = None, address: str | None = None) -> Path:

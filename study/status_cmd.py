@@ -10,37 +10,65 @@ from study.spec import StudySpec
 
 SHOWN_KEYS = ("ocr.delta", "ocr.tau")
 MAX_ERRORS = 10
+STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR": "failed"}
 
 
-def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[float, dict[str, Any]] | None:
+def _planned(spec: StudySpec, row: dict[str, Any]) -> int:
+    epochs = int(row["config"].get("seg.epochs", 0) or 0)
+    return min(epochs, spec.scheduler.max_epochs) if spec.scheduler.type == "asha" else epochs
+
+
+def trial_state(spec: StudySpec, row: dict[str, Any]) -> str:
+    """``completed`` (every planned epoch), ``stopped early`` (by ASHA or the time budget), or Tune's state."""
+    if row["status"] == "TERMINATED":
+        return "completed" if row["epochs"] >= _planned(spec, row) else "stopped early"
+    return STATES.get(row["status"], row["status"].lower())
+
+
+def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[float, int, dict[str, Any]] | None:
+    """(mean over seeds, seeds, config) of the best setting among ``rows``."""
     by_setting: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if isinstance(row.get(metric), (int, float)):
             by_setting[int(row["setting"])].append(row)
     if not by_setting:
         return None
-    scored = [(statistics.fmean(r[metric] for r in group), group[0]["config"]) for group in by_setting.values()]
+    scored = [(statistics.fmean(r[metric] for r in group), len(group), group[0]["config"])
+              for group in by_setting.values()]
     return (max if mode == "max" else min)(scored, key=lambda x: x[0])
 
 
-def format_status(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
-    """A table per cell: trial counts by state, and the best setting (mean over its seeds so far)."""
+def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
+    """The best setting of a cell: over completed trials, or (marked) over the trials' latest epochs."""
     metric, mode = spec.scheduler.metric, spec.scheduler.mode
+    done = [r for r in group if r["state"] == "completed"]
+    best = _best_setting(done or group, metric, mode)
+    if best is None:
+        return ""
+    value, seeds, config = best
+    where = f"mean of {seeds} completed" if done else "so far, at their latest epoch"
+    params = ""
+    if config.get("ocr.selection") != "none":  # δ and τ do nothing without OCR
+        params = ", ".join(f"{k}={config[k]:.3g}" for k in SHOWN_KEYS if isinstance(config.get(k), float))
+    return f" · best {metric} {value:.4f} ({where})" + (f" at {params}" if params else "")
+
+
+def _counts(rows: list[dict[str, Any]]) -> str:
+    states: dict[str, int] = defaultdict(int)
+    for row in rows:
+        states[row["state"]] += 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+
+
+def format_status(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
+    """A line per cell: trials by state, and the best setting (mean over its completed seeds)."""
+    rows = [{**r, "state": trial_state(spec, r)} for r in rows]
     cells: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         cells[row["cell"]].append(row)
-    states = sorted({r["status"] for r in rows})
-    lines = [f"study {spec.name}: {len(rows)} trials known — "
-             + ", ".join(f"{sum(r['status'] == s for r in rows)} {s.lower()}" for s in states)]
+    lines = [f"study {spec.name}: {len(rows)} trials known — {_counts(rows)}"]
     for cell, group in sorted(cells.items()):
-        counts = ", ".join(f"{sum(r['status'] == s for r in group)} {s.lower()}" for s in states
-                           if any(r["status"] == s for r in group))
-        best = _best_setting(group, metric, mode)
-        shown = ""
-        if best is not None:
-            params = ", ".join(f"{k}={best[1][k]:.3g}" for k in SHOWN_KEYS if isinstance(best[1].get(k), float))
-            shown = f" · best {metric} {best[0]:.4f}" + (f" at {params}" if params else "")
-        lines.append(f"  {cell}: {counts}{shown}")
+        lines.append(f"  {cell}: {_counts(group)}{_best_text(spec, group)}")
     failed = [r for r in rows if r["status"] == "ERROR"]
     for row in failed[:MAX_ERRORS]:
         lines.append(f"  failed {row['trial_id']} ({row['cell']}, seed {row['seed']}): {row.get('error') or '?'}")

@@ -1,0 +1,43 @@
+"""``ocr-study status`` on hand-made trial rows: states, the best setting over completed seeds, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from study.spec import load_spec
+from study.status_cmd import format_status
+
+SPEC = load_spec({"name": "s", "trial": {"seg.epochs": 4}, "grid": {"ocr.selection": ["none", "oc"]},
+                  "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}})
+
+
+def _row(cell: str, setting: int, seed: int, status: str, epochs: int, miou: float | None,
+         **config: Any) -> dict[str, Any]:
+    return {"trial_id": f"{cell[-2:]}{setting}{seed}", "cell": cell, "setting": setting, "seed": seed,
+            "status": status, "epochs": epochs, "val_miou": miou, "error": "",
+            "config": {"seg.epochs": 4, "ocr.selection": cell.split("=")[1], **config}}
+
+
+def test_states_and_best_over_completed_seeds() -> None:
+    rows = [
+        _row("ocr.selection=none", 0, 0, "TERMINATED", 4, 0.60, **{"ocr.delta": 6.0}),
+        _row("ocr.selection=none", 0, 1, "TERMINATED", 1, 0.30),  # stopped by ASHA: not averaged
+        _row("ocr.selection=oc", 0, 0, "TERMINATED", 4, 0.50, **{"ocr.delta": 1.0}),
+        _row("ocr.selection=oc", 1, 0, "TERMINATED", 4, 0.70, **{"ocr.delta": 2.5}),
+        _row("ocr.selection=oc", 1, 1, "TERMINATED", 4, 0.66, **{"ocr.delta": 2.5}),
+        _row("ocr.selection=oc", 2, 0, "RUNNING", 2, 0.90, **{"ocr.delta": 3.0}),
+        _row("ocr.selection=oc", 2, 1, "ERROR", 1, None, **{"ocr.delta": 3.0}),
+    ]
+    rows[-1]["error"] = "NonFiniteLossError: non-finite loss"
+    text = format_status(SPEC, rows)
+    lines = text.splitlines()
+    assert lines[0] == "study s: 7 trials known — 4 completed, 1 failed, 1 running, 1 stopped early"
+    assert lines[1] == "  ocr.selection=none: 1 completed, 1 stopped early · best val_miou 0.6000 (mean of 1 completed)"
+    assert lines[2] == ("  ocr.selection=oc: 3 completed, 1 failed, 1 running · best val_miou 0.6800 "
+                        "(mean of 2 completed) at ocr.delta=2.5")
+    assert "failed oc21 (ocr.selection=oc, seed 1): NonFiniteLossError: non-finite loss" in text
+
+
+def test_a_cell_with_nothing_completed_shows_its_latest_epochs() -> None:
+    text = format_status(SPEC, [_row("ocr.selection=oc", 0, 0, "RUNNING", 2, 0.4, **{"ocr.delta": 1.0})])
+    assert "best val_miou 0.4000 (so far, at their latest epoch) at ocr.delta=1" in text
