@@ -38,6 +38,7 @@ SELECTIONS = ("oc", "all", "none")
 GROUPS = ("paper", "top1", "rank_bg")
 IC_MASKINGS = ("zero", "drop")
 REDUCTIONS = ("pixels", "selected")
+PACK_BELOW = 0.5  # selection="oc" packs the OC pixels before the loss when they are at most this share
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -69,10 +70,35 @@ def candidate_mask(tags: Tensor) -> Tensor:
 
 
 def oc_pixels(logits: Tensor, tags: Tensor) -> Tensor:
-    """Out-of-candidate pixels: ``(B, H, W)`` bool, True where the argmax is not a candidate."""
-    cand = candidate_mask(tags)  # (B, C+1)
-    pred = logits.detach().argmax(dim=1)  # (B, H, W)
-    return ~torch.gather(cand, 1, pred.flatten(1)).view_as(pred)  # (B, H, W)
+    """Out-of-candidate pixels: ``(B, H, W)`` bool, True where the argmax is not a candidate.
+
+    Computed from maxima (``argmax`` over channels is some 50× slower than ``amax`` on CPU): a pixel is OC when
+    its maximum is above every candidate's logit; where the maximum is reached twice, the argmax of those
+    pixels alone decides (ties go to the lowest id, as ``argmax`` does).
+    """
+    z = logits.detach()
+    top, top_i = _maxima(z, tags)
+    return _resolve_ties(z, tags, top, top_i)
+
+
+def _maxima(z: Tensor, tags: Tensor) -> tuple[Tensor, Tensor]:
+    """Per pixel, the maximum over all channels and over the candidates: ``(B, H, W)`` each."""
+    b, k, h, w = z.shape
+    idx, ic_valid = _candidate_index(tags)  # (B, I)
+    z_i = torch.gather(z.reshape(b, k, h * w), 1, idx.unsqueeze(2).expand(-1, -1, h * w))  # (B, I, P)
+    top_i = z_i.masked_fill_(~ic_valid.unsqueeze(2), float("-inf")).amax(dim=1).view(b, h, w)
+    return z.amax(dim=1), top_i
+
+
+def _resolve_ties(z: Tensor, tags: Tensor, top: Tensor, top_i: Tensor) -> Tensor:
+    """OC from the maxima, with pixels whose maximum is reached twice settled by their own argmax."""
+    oc = top > top_i  # (B, H, W)
+    ties = (top == top_i) & ((z == top.unsqueeze(1)).sum(dim=1) > 1)  # a candidate shares the maximum
+    if bool(ties.any()):
+        bi, hi, wi = ties.nonzero(as_tuple=True)
+        pred = z[bi, :, hi, wi].argmax(dim=1)  # (N,) over the tied pixels only
+        oc[bi, hi, wi] = ~candidate_mask(tags)[bi, pred]
+    return oc
 
 
 def _fill(dtype: torch.dtype) -> float:
@@ -260,10 +286,53 @@ def ocr_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, *, delta: float
     _check_inputs(logits, tags, prior, valid, group)
     if selection == "none":
         return logits.new_zeros((), dtype=torch.float32)
-    pixel, oc = _pixel_terms(logits, tags, prior, delta, tau, group, ic_masking)  # (B, H, W) each
-    chosen = oc if selection == "oc" else torch.ones_like(oc)
-    chosen = chosen if valid is None else chosen & valid.bool()
+    if selection == "oc":
+        return _oc_only_loss(logits, tags, prior, delta, tau, group, ic_masking, reduction, valid)
+    pixel, _ = _pixel_terms(logits, tags, prior, delta, tau, group, ic_masking)  # (B, H, W)
+    chosen = torch.ones_like(pixel, dtype=torch.bool) if valid is None else valid.bool()
     return reduce_pixel_loss(pixel, chosen, valid, reduction)
+
+
+def _pack(chosen: Tensor) -> tuple[Tensor, Tensor]:
+    """Each image's chosen pixels packed to the front: indices ``(B, Q)`` into its ``P`` pixels (in pixel order)
+    and a ``(B, Q)`` mask of the real entries; ``Q`` is the largest count in the batch."""
+    b = chosen.shape[0]
+    counts = chosen.sum(dim=1)  # (B,)
+    q = int(counts.max()) if b else 0
+    rows, cols = chosen.nonzero(as_tuple=True)  # row-major: by image, then pixel
+    slot = (chosen.cumsum(dim=1) - 1)[rows, cols]  # each chosen pixel's place in its image's pack
+    index = torch.zeros(b, q, dtype=torch.long, device=chosen.device)
+    index[rows, slot] = cols
+    real = torch.arange(q, device=chosen.device).unsqueeze(0) < counts.unsqueeze(1)  # (B, Q)
+    return index, real
+
+
+def _oc_only_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, delta: float, tau: float, group: str,
+                  ic_masking: str, reduction: str, valid: Tensor | None) -> Tensor:
+    """``selection="oc"``: the pixel loss computed on the out-of-candidate pixels alone.
+
+    The OC test (one argmax) picks the pixels first; only those are gathered ``(B, K, Q)`` and go through the
+    loss, so the cost follows the OC share (a few percent once a network trains) instead of every pixel.
+    Same value and gradient as computing every pixel and masking.
+    """
+    b, k, h, w = logits.shape
+    top, top_i = _maxima(logits.detach(), tags)  # (B, H, W) each
+    if float((top > top_i).float().mean()) > PACK_BELOW:  # most pixels OC (early training): packing won't pay
+        pixel, oc = _pixel_terms(logits, tags, prior, delta, tau, group, ic_masking)  # (B, H, W) each
+        return reduce_pixel_loss(pixel, oc if valid is None else oc & valid.bool(), valid, reduction)
+    chosen = _resolve_ties(logits.detach(), tags, top, top_i).view(b, h * w)  # (B, P)
+    if valid is not None:
+        chosen = chosen & valid.bool().view(b, h * w)
+    index, real = _pack(chosen)  # (B, Q) each
+    z = (logits if logits.dtype == torch.float64 else logits.float()).reshape(b, k, h * w)  # (B, K, P)
+    z_oc = torch.gather(z, 2, index.unsqueeze(1).expand(-1, k, -1))  # (B, K, Q)
+    idx, ic_valid = _candidate_index(tags)  # (B, I)
+    pixel, _ = _PixelLoss.apply(z_oc, candidate_mask(tags), idx, ic_valid.unsqueeze(2), prior, float(delta),
+                                float(tau), group, ic_masking)  # (B, Q)
+    total = torch.where(real, pixel, torch.zeros_like(pixel)).sum()
+    pixels = b * h * w if valid is None else int(valid.bool().sum())
+    count = int(chosen.sum()) if reduction == "selected" else pixels
+    return total / count if count > 0 else total * 0.0
 
 
 def select_pixels(logits: Tensor, tags: Tensor, selection: str, valid: Tensor | None) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -245,3 +246,44 @@ def test_stable_form_equals_literal_form_for_small_logits() -> None:
     se_ic = (torch.exp(-g) * cand).sum(1)
     se_oc = (torch.exp(z + 0.5) * ~cand).sum(1)
     assert torch.allclose(got, torch.log1p(se_ic * se_oc), atol=1e-10)
+
+
+@pytest.mark.parametrize("pack_below", [0.0, 1.0])  # never pack / always pack the OC pixels
+@pytest.mark.parametrize("group", ["paper", "top1", "rank_bg"])
+@pytest.mark.parametrize("reduction", ["pixels", "selected"])
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_oc_selection_equals_every_pixel_masked(group: str, reduction: str, with_valid: bool, pack_below: float,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OC-only path (pixels packed before the loss) gives the value and gradient of the plain definition."""
+    import ocr._loss
+    from ocr import reduce_pixel_loss
+
+    monkeypatch.setattr(ocr._loss, "PACK_BELOW", pack_below)
+
+    gen = torch.Generator().manual_seed(3)
+    logits = (torch.randn(4, 6, 9, 7, generator=gen, dtype=torch.float64) * 3).requires_grad_(True)
+    tags = torch.tensor([[1, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, 0, 0, 0]])
+    prior = prior_matrix((torch.rand(30, 5, generator=gen) < 0.4).long(), "cooc_minmax").double()
+    valid = torch.rand(4, 9, 7, generator=gen) < 0.8 if with_valid else None
+    kw: dict[str, Any] = {"delta": 2.0, "tau": 0.3, "group": group}
+    fast = ocr_loss(logits, tags, prior, selection="oc", reduction=reduction, valid=valid, **kw)
+    (g_fast,) = torch.autograd.grad(fast, logits)
+    chosen = oc_pixels(logits, tags) if valid is None else oc_pixels(logits, tags) & valid
+    plain = reduce_pixel_loss(ocr_pixel_loss(logits, tags, prior, **kw), chosen, valid, reduction)
+    (g_plain,) = torch.autograd.grad(plain, logits)
+    assert 0 < int(chosen.sum()) < chosen.numel()
+    assert fast.item() == pytest.approx(plain.item(), rel=1e-12, abs=1e-12)
+    assert torch.allclose(g_fast, g_plain, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_oc_pixels_matches_the_argmax_definition_with_ties(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randint(-2, 3, (5, 7, 6, 6), generator=gen).float()  # many exact ties
+    logits[0] = 0.0  # an untrained network's constant output: every channel ties
+    tags = (torch.rand(5, 6, generator=gen) < 0.4).long()
+    cand = torch.cat([torch.ones(5, 1, dtype=torch.bool), tags.bool()], dim=1)
+    pred = logits.argmax(dim=1)  # ties to the lowest id
+    expected = ~torch.gather(cand, 1, pred.flatten(1)).view_as(pred)
+    assert torch.equal(oc_pixels(logits, tags), expected)
+    assert not oc_pixels(logits, tags)[0].any()  # background wins the all-tie
