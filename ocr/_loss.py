@@ -311,9 +311,10 @@ def _oc_only_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, delta: flo
                   ic_masking: str, reduction: str, valid: Tensor | None) -> Tensor:
     """``selection="oc"``: the pixel loss computed on the out-of-candidate pixels alone.
 
-    The OC test (one argmax) picks the pixels first; only those are gathered ``(B, K, Q)`` and go through the
-    loss, so the cost follows the OC share (a few percent once a network trains) instead of every pixel.
-    Same value and gradient as computing every pixel and masking.
+    The OC test (from per-pixel maxima, see :func:`oc_pixels`) picks the pixels first; when they are at most
+    ``PACK_BELOW`` of all, only those are gathered ``(B, K, Q)`` and go through the loss, so the cost follows
+    the OC share (a few percent once a network trains). Otherwise every pixel is computed and masked.
+    Same value and gradient either way.
     """
     b, k, h, w = logits.shape
     top, top_i = _maxima(logits.detach(), tags)  # (B, H, W) each

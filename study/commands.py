@@ -27,13 +27,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _finished(spec: StudySpec, folder: Path) -> None:
     """Say how the study ended (trials by outcome) and where to look next."""
+    from collections import Counter
+
     from study.runner import trial_table
+    from study.status_cmd import trial_state
 
     rows = trial_table(spec)
-    ok = sum(r["status"] == "TERMINATED" for r in rows)
-    failed = sum(r["status"] == "ERROR" for r in rows)
-    other = len(rows) - ok - failed
-    counts = f"{ok} finished, {failed} failed" + (f", {other} not run (budget)" if other else "")
+    states = Counter(trial_state(spec, r) for r in rows)  # the words `ocr-study status` uses
+    failed = states.pop("failed", 0)
+    counts = ", ".join([*(f"{n} {s}" for s, n in sorted(states.items())), f"{failed} failed"])
     where = f"{spec.name} --storage {spec.storage}" if spec.storage != DEFAULT_STORAGE else spec.name
     print(f"study {spec.name} ended: {len(rows)} trials, {counts}\n  folder: {folder}\n"
           f"  status: ocr-study status {where}\n  MLflow: ocr-study ui {where}")
