@@ -5,9 +5,10 @@
 # Build from the repository root:  docker build -f docker/cpu.Dockerfile -t ocr-study:0.1.0-cpu .
 FROM python:3.11.14-slim-bookworm
 
-# Keep these three equal to pyproject.toml and requirements-cpu.txt (tests/docker checks it).
+# Keep these equal to pyproject.toml and requirements-cpu.txt (tests/docker checks it).
 ARG OCR_STUDY_VERSION=0.1.0
-ARG TORCH_VERSION=2.13.0
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
 ARG RAY_VERSION=2.60.0
 
 LABEL org.opencontainers.image.title="ocr-study-cpu" \
@@ -37,7 +38,7 @@ COPY results ./results
 
 # requirements-cpu.txt as constraints (pip refuses extras there): every dependency at its pinned version.
 RUN sed -e 's/\[[^]]*\]//' requirements-cpu.txt > /tmp/constraints.txt \
-    && pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}" \
+    && pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
     && pip install -c /tmp/constraints.txt "ray[tune,client]==${RAY_VERSION}" . \
     && rm -rf /tmp/constraints.txt /opt/ocr-study/build
 

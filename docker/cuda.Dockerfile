@@ -3,7 +3,7 @@
 # (requirements-cpu.txt pins the same version, which a +cuXXX build satisfies), Ray with its client server
 # and this project are added. Runs as the unprivileged user `ocr`; carries no credentials.
 # Build from the repository root:  docker build -f docker/cuda.Dockerfile -t ocr-study:0.1.0-cuda .
-ARG TORCH_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
+ARG TORCH_IMAGE=pytorch/pytorch:2.14.1-cuda12.8-cudnn9-runtime
 FROM ${TORCH_IMAGE}
 
 # Keep these equal to pyproject.toml and requirements-cpu.txt (tests/docker checks it).

@@ -121,6 +121,7 @@ def test_image_versions_agree_with_the_project() -> None:
         assert 'org.opencontainers.image.version="${OCR_STUDY_VERSION}"' in dockerfile.read_text()
     cpu, cuda, mlflow = (_args(DOCKER / f"{name}.Dockerfile") for name in ("cpu", "cuda", "mlflow"))
     assert cpu["TORCH_VERSION"] == pins["torch"]
+    assert cpu["TORCHVISION_VERSION"] == pins["torchvision"]
     assert cpu["RAY_VERSION"] == cuda["RAY_VERSION"] == pins["ray"]
     assert mlflow["MLFLOW_VERSION"] == pins["mlflow"]
     # The basic-auth app of compose.yaml needs Flask-WTF, which only the `auth` extra brings.
