@@ -189,6 +189,67 @@ class OCRConfig:
         _in_range("ocr", "posterior_momentum", self.posterior_momentum, 0.0, 1.0)
 
 
+MODEL_NAMES = ("tiny", "deeplab")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+OUTPUT_STRIDES = (8, 16)
+HEADS = ("v2", "v1", "v3plus")
+OPTIMIZERS = ("auto", "sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The networks of both stages and how they are optimised.
+
+    ``name="tiny"``: the small CNNs of the digit scenes (sized by ``cam.width`` / ``seg.width``), AdamW.
+    ``name="deeplab"``: stage 2 is DeepLab (``head``: ``v2`` ASPP, ``v1`` the authors' two dilated
+    convolutions, ``v3plus`` from segmentation-models-pytorch) on a timm ResNet ``backbone`` dilated to
+    ``output_stride``; stage 1 is IRN's CAM classifier on ``cam_backbone`` at ``cam_output_stride``; SGD
+    with momentum, poly decay and ``head_lr_mult`` on the new layers. ``weights`` / ``cam_weights`` are
+    local ImageNet state dicts (safetensors or torch; ``""`` = random init; ``cam_weights`` defaults to
+    ``weights`` when both backbones are the same). With ``seg.init="scratch"`` the segmentation network
+    starts from ``weights``; ``seg.init="cam"`` copies the trained CAM backbone (same backbone needed).
+    """
+
+    name: str = "tiny"
+    backbone: str = "resnet101"
+    output_stride: int = 8
+    head: str = "v2"
+    weights: str = ""
+    cam_backbone: str = "resnet50"
+    cam_output_stride: int = 16
+    cam_weights: str = ""
+    freeze_bn: bool = True
+    channels_last: bool = True
+    optimizer: str = "auto"
+    momentum: float = 0.9
+    head_lr_mult: float = 10.0
+    poly_power: float = 0.9
+
+    def __post_init__(self) -> None:
+        _choice("model", "name", self.name, MODEL_NAMES)
+        _choice("model", "backbone", self.backbone, BACKBONES)
+        _choice("model", "cam_backbone", self.cam_backbone, BACKBONES)
+        _choice("model", "head", self.head, HEADS)
+        _choice("model", "optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("output_stride", "cam_output_stride"):
+            if getattr(self, name) not in OUTPUT_STRIDES:
+                raise ValueError(f"model.{name} = {getattr(self, name)!r} is not allowed; "
+                                 f"choose one of {list(OUTPUT_STRIDES)}")
+        if self.name == "tiny" and (self.weights or self.cam_weights):
+            raise ValueError("model.weights / model.cam_weights are set but model.name = 'tiny' has no "
+                             "pretrained backbone; set model.name=deeplab or leave them empty")
+        _in_range("model", "momentum", self.momentum, 0.0, 0.999)
+        _in_range("model", "head_lr_mult", self.head_lr_mult, 0.0, 1000.0)
+        _in_range("model", "poly_power", self.poly_power, 0.0, 10.0)
+
+    @property
+    def cam_weights_path(self) -> str:
+        """The CAM backbone's weights file: ``cam_weights``, else ``weights`` when the backbones match."""
+        if self.cam_weights or self.cam_backbone != self.backbone:
+            return self.cam_weights
+        return self.weights
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials."""
@@ -202,12 +263,18 @@ class TrialConfig:
     threads: int = 1
     amp: bool = True
     cache_dir: str = ".ocr-study/cache"
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         _at_least("trial", "seed", self.seed, 0)
-        if self.seg.init == "cam" and self.seg.width != self.cam.width:
+        if self.seg.init == "cam" and self.model.name == "tiny" and self.seg.width != self.cam.width:
             raise ValueError(f"seg.width = {self.seg.width} differs from cam.width = {self.cam.width}, but "
                              "seg.init = 'cam' copies the CAM encoder; make them equal or set seg.init=scratch")
+        if self.seg.init == "cam" and self.model.name != "tiny" and self.model.cam_backbone != self.model.backbone:
+            raise ValueError(f"seg.init = 'cam' copies the CAM backbone (model.cam_backbone = "
+                             f"{self.model.cam_backbone!r}) into the segmentation network (model.backbone = "
+                             f"{self.model.backbone!r}); set seg.init=scratch to start from model.weights, "
+                             "or make the two backbones equal")
         _choice("trial", "device", self.device, DEVICES)
         _at_least("trial", "threads", self.threads, 1)
 

@@ -1,0 +1,52 @@
+"""The one place that turns the trial config into the networks of both stages."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pipelines.config import TrialConfig
+from pipelines.models._backbone import create_backbone, feature_channels
+from pipelines.models._cam import ResNetCAM
+from pipelines.models._deeplab import ASPPHead, DeepLab, DeepLabV3Plus, DilatedHead
+from pipelines.models._tiny import CAMNet, SegNet
+
+
+def build_seg_model(cfg: TrialConfig, num_classes: int, in_channels: int) -> nn.Module:
+    """The stage-2 network: logits ``(B, num_classes + 1, H, W)`` at input resolution, channel 0 background.
+
+    ``model.name="tiny"``: :class:`SegNet` of width ``seg.width``. ``"deeplab"``: DeepLab with
+    ``model.head`` on ``model.backbone`` at ``model.output_stride``, backbone from ``model.weights``.
+    Raises :class:`~pipelines.models.WeightsError` when the weights file is missing or does not fit.
+    """
+    m = cfg.model
+    if m.name == "tiny":
+        return SegNet(in_channels, num_classes, cfg.seg.width)
+    if m.head == "v3plus":
+        return DeepLabV3Plus(m.backbone, m.output_stride, num_classes, in_channels, m.weights, m.freeze_bn)
+    backbone = create_backbone(m.backbone, m.output_stride, in_channels, m.weights, m.freeze_bn)
+    features = feature_channels(backbone)
+    head = ASPPHead(features, num_classes + 1) if m.head == "v2" else DilatedHead(features, num_classes + 1)
+    return DeepLab(backbone, head)
+
+
+def build_cam_model(cfg: TrialConfig, num_classes: int, in_channels: int) -> nn.Module:
+    """The stage-1 classifier: ``forward(x) -> (logits (B, C), cams (B, C, h, w))`` and ``pixel_logits``.
+
+    ``model.name="tiny"``: :class:`CAMNet` of width ``cam.width``. Otherwise IRN's recipe:
+    :class:`ResNetCAM` on ``model.cam_backbone`` at ``model.cam_output_stride`` (weights from
+    ``model.cam_weights``, or ``model.weights`` when the two backbones are the same).
+    """
+    m = cfg.model
+    if m.name == "tiny":
+        return CAMNet(in_channels, num_classes, cfg.cam.width)
+    backbone = create_backbone(m.cam_backbone, m.cam_output_stride, in_channels, m.cam_weights_path,
+                               m.freeze_bn)
+    return ResNetCAM(backbone, num_classes)
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The part of a network ``seg.init="cam"`` copies: the tiny nets' ``encoder``, else the ``backbone``."""
+    part = getattr(model, "encoder", None) if isinstance(model, (CAMNet, SegNet)) else model.backbone
+    if not isinstance(part, nn.Module):
+        raise TypeError(f"{type(model).__name__} has no backbone to copy")
+    return part
