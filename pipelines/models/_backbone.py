@@ -38,10 +38,16 @@ def create_backbone(name: str, output_stride: int, in_channels: int, weights: st
 
 
 def normalize_imagenet(images: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` floats in [0, 1] → normalised with the ImageNet mean and std (what the nets expect)."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, -1, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, -1, 1, 1)
-    return (images - mean) / std
+    """``(B, C, H, W)`` floats in [0, 1] → normalised with the ImageNet mean and std (what the nets expect).
+
+    RGB (``C = 3``) per channel; other channel counts (the grey digit scenes) with the average of the
+    three channels' mean and std.
+    """
+    if images.shape[1] == 3:
+        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return (images - mean) / std
+    return (images - sum(IMAGENET_MEAN) / 3) / (sum(IMAGENET_STD) / 3)
 
 
 def forward_features(backbone: nn.Module, x: Tensor) -> Tensor:

@@ -339,3 +339,10 @@ def test_deeplab_v1_head_is_the_authors_two_dilated_convolutions() -> None:
                                                                              (C + 1, (3, 3), (12, 12))]
     v2 = build_seg_model(deeplab(head="v2"), C, 3)
     assert [c.dilation[0] for c in v2.head.branches] == [6, 12, 18, 24]
+
+
+def test_imagenet_normalisation_per_channel_and_for_grey_images() -> None:
+    rgb = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    assert torch.allclose(normalize_imagenet(rgb), torch.zeros(2, 3, 4, 4), atol=1e-6)
+    grey = normalize_imagenet(torch.ones(2, 1, 4, 4))
+    assert grey.shape == (2, 1, 4, 4) and torch.allclose(grey, torch.full_like(grey, (1 - 0.449) / 0.226), atol=1e-3)
