@@ -3,7 +3,7 @@ timm ResNets with ImageNet weights from local files. :func:`build_seg_model` and
 pick one from the trial config."""
 
 from pipelines.models._backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, normalize_imagenet
-from pipelines.models._build import backbone_of, build_cam_model, build_seg_model
+from pipelines.models._build import backbone_of, build_cam_model, build_seg_model, check_weights
 from pipelines.models._cam import ResNetCAM
 from pipelines.models._deeplab import ASPPHead, DeepLab, DeepLabV3Plus, DilatedHead
 from pipelines.models._tiny import CAMNet, Encoder, SegNet
@@ -24,6 +24,7 @@ __all__ = [
     "backbone_of",
     "build_cam_model",
     "build_seg_model",
+    "check_weights",
     "create_backbone",
     "load_backbone_weights",
     "normalize_imagenet",

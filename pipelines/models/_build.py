@@ -44,6 +44,21 @@ def build_cam_model(cfg: TrialConfig, num_classes: int, in_channels: int) -> nn.
     return ResNetCAM(backbone, num_classes)
 
 
+def check_weights(cfg: TrialConfig, in_channels: int = 3) -> None:
+    """Load every weights file the trial names into a throwaway backbone.
+
+    For a trial's start: a missing or misfit ``model.weights`` then fails before stage 1 trains, not
+    hours later when stage 2 builds its network. Raises :class:`~pipelines.models.WeightsError`.
+    """
+    m = cfg.model
+    if m.name == "tiny":
+        return
+    checks = {(m.backbone, m.weights), (m.cam_backbone, m.cam_weights_path)}
+    for backbone, path in sorted(checks):
+        if path:
+            create_backbone(backbone, 32, in_channels, path, freeze_bn=False)
+
+
 def backbone_of(model: nn.Module) -> nn.Module:
     """The part of a network ``seg.init="cam"`` copies: the tiny nets' ``encoder``, else the ``backbone``."""
     part = getattr(model, "encoder", None) if isinstance(model, (CAMNet, SegNet)) else model.backbone

@@ -26,6 +26,7 @@ from pipelines.models import (
     backbone_of,
     build_cam_model,
     build_seg_model,
+    check_weights,
     create_backbone,
     normalize_imagenet,
 )
@@ -346,3 +347,13 @@ def test_imagenet_normalisation_per_channel_and_for_grey_images() -> None:
     assert torch.allclose(normalize_imagenet(rgb), torch.zeros(2, 3, 4, 4), atol=1e-6)
     grey = normalize_imagenet(torch.ones(2, 1, 4, 4))
     assert grey.shape == (2, 1, 4, 4) and torch.allclose(grey, torch.full_like(grey, (1 - 0.449) / 0.226), atol=1e-3)
+
+
+def test_check_weights_fails_up_front_on_the_cam_or_segmentation_file(tmp_path: Path) -> None:
+    good, _ = imagenet_like(tmp_path, "safetensors")
+    check_weights(deeplab(weights=str(good)))  # both stages read it: same backbone
+    bad = tmp_path / "r34.safetensors"
+    save_file(create_backbone("resnet34", 32, 3, freeze_bn=False).state_dict(), str(bad))
+    with pytest.raises(WeightsError, match=r"r34\.safetensors"):
+        check_weights(deeplab(weights=str(good), cam_weights=str(bad)))
+    check_weights(from_flat({}))  # tiny: nothing to read
