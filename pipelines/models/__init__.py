@@ -3,7 +3,7 @@ timm ResNets with ImageNet weights from local files. :func:`build_seg_model` and
 pick one from the trial config."""
 
 from pipelines.models._backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, normalize_imagenet
-from pipelines.models._build import backbone_of, build_cam_model, build_seg_model, check_weights
+from pipelines.models._build import backbone_of, build_cam_model, build_seg_model, check_weights, model_input
 from pipelines.models._cam import ResNetCAM
 from pipelines.models._deeplab import ASPPHead, DeepLab, DeepLabV3Plus, DilatedHead
 from pipelines.models._tiny import CAMNet, Encoder, SegNet
@@ -27,6 +27,7 @@ __all__ = [
     "check_weights",
     "create_backbone",
     "load_backbone_weights",
+    "model_input",
     "normalize_imagenet",
     "read_state_dict",
 ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from pipelines.config import TrialConfig
-from pipelines.models._backbone import create_backbone, feature_channels
+from pipelines.models._backbone import create_backbone, feature_channels, normalize_imagenet
 from pipelines.models._cam import ResNetCAM
 from pipelines.models._deeplab import ASPPHead, DeepLab, DeepLabV3Plus, DilatedHead
 from pipelines.models._tiny import CAMNet, SegNet
@@ -42,6 +42,12 @@ def build_cam_model(cfg: TrialConfig, num_classes: int, in_channels: int) -> nn.
     backbone = create_backbone(m.cam_backbone, m.cam_output_stride, in_channels, m.cam_weights_path,
                                m.freeze_bn)
     return ResNetCAM(backbone, num_classes)
+
+
+def model_input(images: Tensor, cfg: TrialConfig) -> Tensor:
+    """Images ``(B, C, H, W)`` in [0, 1] as the configured networks take them: unchanged for ``tiny``
+    (trained on [0, 1], as the digit-scenes figures were), ImageNet-normalised for pretrained backbones."""
+    return images if cfg.model.name == "tiny" else normalize_imagenet(images)
 
 
 def check_weights(cfg: TrialConfig, in_channels: int = 3) -> None:

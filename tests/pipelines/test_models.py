@@ -28,6 +28,7 @@ from pipelines.models import (
     build_seg_model,
     check_weights,
     create_backbone,
+    model_input,
     normalize_imagenet,
 )
 from pipelines.optim import make_optimizer
@@ -357,3 +358,9 @@ def test_check_weights_fails_up_front_on_the_cam_or_segmentation_file(tmp_path: 
     with pytest.raises(WeightsError, match=r"r34\.safetensors"):
         check_weights(deeplab(weights=str(good), cam_weights=str(bad)))
     check_weights(from_flat({}))  # tiny: nothing to read
+
+
+def test_model_input_normalises_only_for_pretrained_backbones() -> None:
+    images = torch.rand(2, 3, 8, 8)
+    assert torch.equal(model_input(images, from_flat({})), images)
+    assert torch.equal(model_input(images, deeplab()), normalize_imagenet(images))
