@@ -266,15 +266,11 @@ class TrialConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
+        _check_model(self)
         _at_least("trial", "seed", self.seed, 0)
-        if self.seg.init == "cam" and self.model.name == "tiny" and self.seg.width != self.cam.width:
+        if self.seg.init == "cam" and self.seg.width != self.cam.width:
             raise ValueError(f"seg.width = {self.seg.width} differs from cam.width = {self.cam.width}, but "
                              "seg.init = 'cam' copies the CAM encoder; make them equal or set seg.init=scratch")
-        if self.seg.init == "cam" and self.model.name != "tiny" and self.model.cam_backbone != self.model.backbone:
-            raise ValueError(f"seg.init = 'cam' copies the CAM backbone (model.cam_backbone = "
-                             f"{self.model.cam_backbone!r}) into the segmentation network (model.backbone = "
-                             f"{self.model.backbone!r}); set seg.init=scratch to start from model.weights, "
-                             "or make the two backbones equal")
         _choice("trial", "device", self.device, DEVICES)
         _at_least("trial", "threads", self.threads, 1)
 
@@ -282,6 +278,14 @@ class TrialConfig:
     def cache_path(self) -> Path:
         """The cache folder as a path."""
         return Path(self.cache_dir).expanduser()
+
+
+def _check_model(cfg: TrialConfig) -> None:
+    m = cfg.model
+    if cfg.seg.init == "cam" and m.name != "tiny" and m.cam_backbone != m.backbone:
+        raise ValueError(f"seg.init = 'cam' copies the CAM backbone (model.cam_backbone = {m.cam_backbone!r}) "
+                         f"into the segmentation network (model.backbone = {m.backbone!r}); set seg.init=scratch "
+                         "to start from model.weights, or make the two backbones equal")
 
 
 T = TypeVar("T")
