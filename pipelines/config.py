@@ -250,6 +250,14 @@ class ModelConfig:
         return self.weights
 
 
+def _check_model(cfg: TrialConfig) -> None:
+    m = cfg.model
+    if cfg.seg.init == "cam" and m.name != "tiny" and m.cam_backbone != m.backbone:
+        raise ValueError(f"seg.init = 'cam' copies the CAM backbone (model.cam_backbone = {m.cam_backbone!r}) "
+                         f"into the segmentation network (model.backbone = {m.backbone!r}); set seg.init=scratch "
+                         "to start from model.weights, or make the two backbones equal")
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials."""
@@ -278,14 +286,6 @@ class TrialConfig:
     def cache_path(self) -> Path:
         """The cache folder as a path."""
         return Path(self.cache_dir).expanduser()
-
-
-def _check_model(cfg: TrialConfig) -> None:
-    m = cfg.model
-    if cfg.seg.init == "cam" and m.name != "tiny" and m.cam_backbone != m.backbone:
-        raise ValueError(f"seg.init = 'cam' copies the CAM backbone (model.cam_backbone = {m.cam_backbone!r}) "
-                         f"into the segmentation network (model.backbone = {m.backbone!r}); set seg.init=scratch "
-                         "to start from model.weights, or make the two backbones equal")
 
 
 T = TypeVar("T")
