@@ -1,9 +1,8 @@
-"""Reading segmentation data sets stored as image files and index-PNG masks (VOC, COCO).
+"""Reading segmentation data sets stored as image files and index-PNG masks: path checks, masks.
 
-Every image is resized to a square ``size × size``: bilinear for images (PIL, which averages when it
-shrinks), nearest for masks, so class indices and the 255 ignore value are never blended. The aspect
-ratio is not kept: whole images are needed for image-level tags, and square tensors stack into one
-batch. Tags come from the full-resolution mask, before resizing.
+:func:`decode_split` is the old in-memory loader (every image of a split squashed to one square uint8
+tensor); trials stream instead (:mod:`._dataset`). It stays for ``benchmarks/data_loading.py``, which
+measures the two side by side.
 """
 
 from __future__ import annotations
