@@ -29,7 +29,7 @@ from torch import Tensor
 from ocr import confusion_matrix, mean_iou
 from pipelines.cache import cached, cached_folder, config_key, load_tensors, save_tensors
 from pipelines.config import TrialConfig
-from pipelines.data import Batch, DiskData, MemoryData, TrialData, folder_fingerprint, write_index_png
+from pipelines.data import IGNORE, Batch, DiskData, MemoryData, TrialData, folder_fingerprint, write_index_png
 from pipelines.data._disk import read_mask
 from pipelines.engine import Precision, poly_schedule, progress_hook, resolve_device, train_epoch
 from pipelines.models import CAMNet
@@ -207,14 +207,16 @@ def _from_folder(cfg: TrialConfig, data: TrialData) -> CamResult:
 
 
 def _score_folder(folder: Path, data: DiskData) -> dict[str, float]:
-    """Read every pseudo-mask once (values checked); their mIoU against the ground truth if any."""
+    """Read every pseudo-mask once (values checked); their mIoU against the ground truth if any, with
+    uncertain (255) pixels counted as background."""
     k = len(data.class_names) + 1
     truth = data.train.masks
 
     def one(i: int) -> Tensor:
-        pseudo = torch.from_numpy(read_mask(folder / f"{data.train.ids[i]}.png", k - 1))
+        pseudo = torch.from_numpy(read_mask(folder / f"{data.train.ids[i]}.png", k - 1)).long()
         if truth is None:
             return torch.zeros(k, k, dtype=torch.int64)
+        pseudo[pseudo == IGNORE] = 0  # uncertain pixels score as background, as IRN's evaluation does
         return confusion_matrix(pseudo, torch.from_numpy(read_mask(truth[i], k - 1)), k)
 
     start = time.perf_counter()
