@@ -114,3 +114,16 @@ def test_train_command_with_a_mask_folder(tmp_path: Path, voc: Path, pseudo: Pat
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "lacks the pseudo-masks of 1 of 3" in err and "2007_000002.png" in err
+
+
+def test_pseudo_masks_command_writes_reusable_pngs(tmp_path: Path, voc: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    flat = {**TINY_DISK, "data.root": str(voc), "cache_dir": str(tmp_path / "cache")}
+    out = tmp_path / "pngs"
+    assert main(["pseudo-masks", *(f"{k}={v}" for k, v in flat.items()), "--out", str(out)]) == 0
+    assert f"wrote 3 pseudo-masks to {out}" in capsys.readouterr().out
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(trees.VOC_LISTS["train"])
+    reuse = _cfg(tmp_path, voc, **_masks(out), **{"seg.epochs": 1})
+    assert run_trial(reuse, ListReporter(), tmp_path / "trial")["epoch"] == 1.0  # the folder is a valid input
+    assert main(["pseudo-masks", *(f"{k}={v}" for k, v in flat.items()), "--out", str(out)]) == 2
+    assert "already holds PNG files" in capsys.readouterr().err
