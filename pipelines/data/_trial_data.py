@@ -180,6 +180,7 @@ class DiskData:
         self.train_tags, self.val_tags = train_tags, val_tags
         self.has_train_masks = train.masks is not None
         self.workers = workers
+        self._val: dict[torch.device, Loader] = {}  # one loader (and its persistent workers) per device
 
     def _loader(self, dataset: SegDataset, batch_size: int, generator: torch.Generator | None,
                 device: torch.device, with_masks: bool) -> Loader:
@@ -207,8 +208,10 @@ class DiskData:
 
     def val_loader(self, batch_size: int, device: torch.device) -> Loader:
         """Whole validation images one at a time at their original resolution, with ground truth."""
-        dataset = SegDataset(self.val.images, self.val.masks, self.val_tags, None)
-        return self._loader(dataset, 1, None, device, with_masks=True)
+        if device not in self._val:
+            dataset = SegDataset(self.val.images, self.val.masks, self.val_tags, None)
+            self._val[device] = self._loader(dataset, 1, None, device, with_masks=True)
+        return self._val[device]
 
     def picture(self, images: Tensor) -> np.ndarray:
         """The RGB image ``(H, W, 3)`` in 0..1."""
