@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms import v2
 
 from pipelines.config import TrialConfig, from_flat
 from pipelines.data import (
@@ -25,7 +26,7 @@ from pipelines.data import (
     open_data,
     train_transform,
 )
-from pipelines.data._transforms import MEAN_UINT8, apply_train, denormalize
+from pipelines.data._transforms import MEAN_UINT8, RandomRescale, apply_train, denormalize
 from tests.pipelines import trees
 
 DISK = {"threads": 1, "device": "cpu", "data.workers": 0, "data.crop_size": 24, "cam.ink_threshold": 0.0}
@@ -138,6 +139,21 @@ def test_augmentation_keeps_image_and_mask_aligned(seed: int, size: tuple[int, i
     assert (out_mask[padding] == 255).all()
 
 
+@pytest.mark.parametrize("step", ["rescale", "flip", "crop"])
+def test_each_transform_step_keeps_alignment(step: str) -> None:
+    image_np, mask_np = trees.scene(96, 120, (2, 11))
+    image, mask = torch.from_numpy(image_np).permute(2, 0, 1).contiguous(), torch.from_numpy(mask_np)
+    transform = {"rescale": v2.Compose([RandomRescale(0.5, 1.5)]), "flip": v2.Compose([v2.RandomHorizontalFlip(1.0)]),
+                 "crop": train_transform(100, 1.0, 1.0, False)}[step]
+    for seed in range(4):
+        torch.manual_seed(seed)
+        out_image, out_mask = apply_train(transform, image, mask)
+        assert out_image.shape[1:] == out_mask.shape
+        assert _misaligned_share(out_image, out_mask) < 0.02
+    if step == "flip":
+        assert torch.equal(out_mask, mask.flip(-1)) and torch.equal(out_image, image.flip(-1))
+
+
 def test_dataset_item_is_normalised_and_padding_is_ignored(voc: Path) -> None:
     stems = trees.VOC_LISTS["train"]
     images = [voc / "JPEGImages" / f"{s}.jpg" for s in stems]
@@ -156,6 +172,10 @@ def test_disk_loader_batches_and_workers(voc: Path, tmp_path: Path) -> None:
     batches = list(loader)
     assert len(loader) == 2 and [len(b) for b in batches] == [2, 1]
     assert all(b.images.shape[1:] == (3, 24, 24) and b.valid is not None for b in batches)
+    for b in batches:  # the OCR loss's valid pixels: never padding (image = the mean), never 255
+        assert b.valid is not None and b.masks is not None
+        padding = (b.images.abs() < 0.02).all(1)
+        assert torch.equal(b.valid, b.masks != 255) and not b.valid[padding].any()
     assert sorted(int(i) for b in batches for i in b.index) == [0, 1, 2]
 
 
