@@ -26,11 +26,12 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
-def test_study_on_a_pseudo_mask_folder(local_ray: None, tmp_path: Path) -> None:
+def test_study_on_a_pseudo_mask_folder(local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     voc = trees.write_voc(tmp_path / "data")
-    pseudo = trees.write_pseudo(tmp_path / "pseudo", trees.VOC_ITEMS, trees.VOC_LISTS["train"])
+    trees.write_pseudo(tmp_path / "pseudo", trees.VOC_ITEMS, trees.VOC_LISTS["train"])
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user writes them: trials run in their own folders
     trial = {**TINY_DISK, "data.root": str(voc), "cache_dir": str(tmp_path / "cache"), "seg.init": "scratch",
-             "stage1.source": "masks", "stage1.masks_dir": str(pseudo)}
+             "stage1.source": "masks", "stage1.masks_dir": "pseudo"}
     spec = load_spec({"name": "disk", "trial": trial, "grid": {"ocr.selection": ["none", "oc"]}, "seeds": [0],
                       "scheduler": {"type": "none"}, "max_concurrent": 2, "resources": {"cpus": 1, "gpus": 0},
                       "storage": str(tmp_path / "studies")})
