@@ -103,10 +103,10 @@ def _encoder(model: CAMNet) -> dict[str, Tensor]:
 
 
 def _build_tensor(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamResult:
-    start = time.perf_counter()
-    model, device = _train_cam(cfg, data, reporter)
     if not isinstance(data, MemoryData):
         raise TypeError("in-memory pseudo-masks need in-memory data")
+    start = time.perf_counter()
+    model, device = _train_cam(cfg, data, reporter)
     images = data.data.train.images
     pseudo = torch.empty(images.shape[0], *images.shape[2:], dtype=torch.uint8)
     conf = torch.zeros(len(data.class_names) + 1, len(data.class_names) + 1, dtype=torch.int64)

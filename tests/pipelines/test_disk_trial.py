@@ -13,6 +13,7 @@ from PIL import Image
 
 import pipelines.stage_cam as stage_cam
 from pipelines.config import TrialConfig, from_flat
+from pipelines.crf import crf_available
 from pipelines.data import VOC_CLASSES, open_data
 from pipelines.reporter import ListReporter
 from pipelines.trial import run_trial
@@ -127,3 +128,16 @@ def test_pseudo_masks_command_writes_reusable_pngs(tmp_path: Path, voc: Path,
     assert run_trial(reuse, ListReporter(), tmp_path / "trial")["epoch"] == 1.0  # the folder is a valid input
     assert main(["pseudo-masks", *(f"{k}={v}" for k, v in flat.items()), "--out", str(out)]) == 2
     assert "already holds PNG files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("crf", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not crf_available(), reason="pydensecrf2 is not installed (pip install pydensecrf2)"))])
+def test_multi_scale_flip_and_crf_are_reported_beside_raw(tmp_path: Path, voc: Path, pseudo: Path,
+                                                          crf: bool) -> None:
+    flat = {**_masks(pseudo), "seg.epochs": 1, "eval.scales": "0.75,1.0,1.25", "eval.flip": True,
+            "eval.crf": crf}
+    final = run_trial(_cfg(tmp_path, voc, **flat), ListReporter(), tmp_path / "trial")
+    assert 0.0 <= final["val_miou"] <= 1.0
+    assert ("val_miou_crf" in final) == crf and ("val_oc_rate_crf" in final) == crf
+    artifacts = tmp_path / "trial" / "checkpoint" / "artifacts"
+    assert (artifacts / "class_iou_crf.json").is_file() == crf
