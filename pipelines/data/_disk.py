@@ -79,6 +79,22 @@ def read_mask(path: Path, num_classes: int) -> np.ndarray:
     return values.astype(np.uint8)
 
 
+def mask_classes(path: Path, num_classes: int) -> np.ndarray:
+    """Which classes ``1..C`` an index-PNG mask holds: ``[C]`` bool, its values checked as by
+    :func:`read_mask`. Palette and 8-bit masks are counted by PIL's histogram, without decoding them
+    into numpy (no large temporaries, so reading thousands keeps memory flat)."""
+    with Image.open(path) as image:
+        mode = image.mode
+        counts = np.asarray(image.histogram()) if mode in ("P", "L") else None
+    if counts is None:
+        counts = np.bincount(read_mask(path, num_classes).reshape(-1), minlength=256)
+    bad = np.flatnonzero(counts[num_classes + 1 : IGNORE]) + num_classes + 1
+    if bad.size:
+        raise DataError(f"{path} holds class index {bad.tolist()[:5]} outside 0..{num_classes} "
+                        f"(255 = ignore); masks must hold contiguous class indices")
+    return counts[1 : num_classes + 1] > 0
+
+
 def _decode(pair: tuple[Path, Path], size: int,
             num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image_path, mask_path = pair
