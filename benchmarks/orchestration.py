@@ -46,12 +46,12 @@ def _spec(workdir: Path, trials: int, overrides: dict[str, Any]) -> dict[str, An
 
 def _warm_stage1(flat: dict[str, Any]) -> None:
     from pipelines.config import from_flat
-    from pipelines.data import load_data
+    from pipelines.data import open_data
     from pipelines.reporter import ListReporter
     from pipelines.stage_cam import run_cam_stage
 
     cfg = from_flat(flat)
-    run_cam_stage(cfg, load_data(cfg.data, cfg.cache_path), ListReporter())
+    run_cam_stage(cfg, open_data(cfg), ListReporter())
 
 
 def _trial_results(tune_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,3 +71,26 @@ def cached(path: Path, build: Callable[[], T], save: Callable[[Path, T], None],
         value = build()
         save(path, value)
         return value
+
+
+def cached_folder(folder: Path, fill: Callable[[Path], None], load: Callable[[Path], T]) -> T:
+    """Return ``load(folder)``, first filling the folder under a file lock if it is missing.
+
+    ``fill`` writes into a temporary sibling folder, which is then renamed into place: a folder that
+    exists is always complete, and a crash leaves only a temporary folder behind.
+    """
+    if folder.is_dir():
+        return load(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not folder.is_dir():
+            log.info("cache miss, building: %s", folder)
+            tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            try:
+                fill(tmp)
+                os.replace(tmp, folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return load(folder)

@@ -31,7 +31,8 @@ PRIORS = (
     "shuffled",
 )
 OCR_STAGES = ("seg", "cam", "both")
-DATASETS = ("digits", "voc", "coco")
+DATASETS = ("digits", "voc", "coco", "folder")
+STAGE1_SOURCES = ("cam", "masks")
 COOCCURRENCES = ("exclusive", "paired", "random")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -97,10 +98,15 @@ class DataConfig:
 
     name: str = "digits"
     root: str = ""
-    image_size: int = 320
     train_split: str = "train_aug"
     val_split: str = "val"
     max_images: int = 0
+    labels: str = ""  # a class-label file (cls_labels.npy or CSV) for the training tags; "" = from masks
+    workers: int = -1  # DataLoader worker processes; -1 = the trial's threads
+    crop_size: int = 321
+    scale_min: float = 0.5
+    scale_max: float = 1.5
+    flip: bool = True
     digits: DigitsConfig = field(default_factory=DigitsConfig)
 
     def __post_init__(self) -> None:
@@ -108,8 +114,66 @@ class DataConfig:
         if self.name != "digits" and not self.root:
             raise ValueError(f"data.root is empty: data.name = {self.name!r} is read from disk; "
                              "set data.root to the data set's folder")
-        _at_least("data", "image_size", self.image_size, 16)
         _at_least("data", "max_images", self.max_images, 0)
+        _at_least("data", "workers", self.workers, -1)
+        _at_least("data", "crop_size", self.crop_size, 8)
+        _in_range("data", "scale_min", self.scale_min, 0.05, 10.0)
+        _in_range("data", "scale_max", self.scale_max, self.scale_min, 10.0)
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the data set is read from files (VOC, COCO, folder) rather than generated."""
+        return self.name != "digits"
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Where stage 2's pseudo-masks come from: the CAM classifier (``cam``) or a folder of PNGs (``masks``).
+
+    ``masks_dir`` holds one index/palette PNG per training image id (0 background, 1..C classes,
+    255 uncertain), the format IRN, SEAM, MCTformer and CLIP-ES write.
+    """
+
+    source: str = "cam"
+    masks_dir: str = ""
+
+    def __post_init__(self) -> None:
+        _choice("stage1", "source", self.source, STAGE1_SOURCES)
+        if self.source == "masks" and not self.masks_dir:
+            raise ValueError("stage1.masks_dir is empty but stage1.source = 'masks'; set it to the folder "
+                             "of pseudo-mask PNGs (one <image id>.png per training image)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation: every ``every`` epochs (and the last), at each image's full resolution.
+
+    ``scales`` is a comma-separated list of input scales (``"0.5,0.75,1.0,1.25,1.5"``); with ``flip`` each
+    scale is also run mirrored; the class probabilities of all views are averaged. ``crf`` adds dense-CRF
+    post-processing (needs the optional ``pydensecrf2``), reported next to the raw figures.
+    """
+
+    every: int = 1
+    scales: str = "1.0"
+    flip: bool = False
+    crf: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least("eval", "every", self.every, 1)
+        try:
+            values = self.scale_list
+        except ValueError:
+            raise ValueError(f"eval.scales = {self.scales!r} must be comma-separated numbers, "
+                             "e.g. '0.5,1.0,1.5'") from None
+        if not values:
+            raise ValueError("eval.scales is empty; give at least one scale, e.g. '1.0'")
+        for value in values:
+            _in_range("eval", "scales", value, 0.1, 4.0)
+
+    @property
+    def scale_list(self) -> tuple[float, ...]:
+        """The scales as numbers."""
+        return tuple(float(x) for x in self.scales.split(",") if x.strip())
 
 
 @dataclass(frozen=True)
@@ -266,6 +330,8 @@ class TrialConfig:
     cam: CamConfig = field(default_factory=CamConfig)
     seg: SegConfig = field(default_factory=SegConfig)
     ocr: OCRConfig = field(default_factory=OCRConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     device: str = "auto"
     threads: int = 1
@@ -281,11 +347,25 @@ class TrialConfig:
                              "seg.init = 'cam' copies the CAM encoder; make them equal or set seg.init=scratch")
         _choice("trial", "device", self.device, DEVICES)
         _at_least("trial", "threads", self.threads, 1)
+        _check_stage1(self)
 
     @property
     def cache_path(self) -> Path:
         """The cache folder as a path."""
         return Path(self.cache_dir).expanduser()
+
+
+def _check_stage1(cfg: TrialConfig) -> None:
+    if cfg.stage1.source == "masks" and not cfg.data.on_disk:
+        raise ValueError("stage1.source = 'masks' reads pseudo-masks of images on disk, but data.name = "
+                         "'digits'; use data.name = voc, coco or folder, or stage1.source = cam")
+    if cfg.stage1.source == "masks" and cfg.seg.init == "cam":
+        raise ValueError("seg.init = 'cam' copies the CAM encoder, but stage1.source = 'masks' trains none; "
+                         "set seg.init=scratch")
+    if cfg.data.on_disk and cfg.stage1.source == "cam" and cfg.cam.ink_threshold > 0:
+        raise ValueError(f"cam.ink_threshold = {cfg.cam.ink_threshold} applies to the digit scenes only "
+                         f"(bright ink on a dark canvas); set cam.ink_threshold=0 for data.name = "
+                         f"{cfg.data.name!r}")
 
 
 T = TypeVar("T")

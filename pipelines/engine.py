@@ -1,4 +1,4 @@
-"""What both training stages share: device choice, batches, one optimisation epoch, evaluation."""
+"""What both training stages share: device choice, precision, the schedule, one optimisation epoch."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
-
-from ocr import SegMetrics
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +36,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def to_input(images: Tensor, device: torch.device) -> Tensor:
-    """uint8 images ``(B, C, H, W)`` → float in [0, 1] on ``device``."""
-    return images.to(device, non_blocking=True).float().div_(255.0)
-
-
-def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
-    """Index batches over ``range(n)``: shuffled by ``generator``, or in order when it is ``None``."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    yield from order.split(batch_size)
 
 
 @dataclass
@@ -77,7 +65,7 @@ class Precision:
         self.scaler.update()
 
 
-LossFn = Callable[[Tensor], dict[str, Tensor]]
+B = TypeVar("B", bound=Sized)  # a batch: an index tensor, a pipelines.data.Batch, ...
 
 
 def progress_hook(report: Callable[[str, int, int], None], stage: str, offset: int,
@@ -108,11 +96,13 @@ def _injected_fault(stage: str, epoch: int, seed: int | None) -> bool:
     return fault == f"nan:{stage}:{epoch}" or (seed is not None and fault == f"nan:{stage}:{epoch}:{seed}")
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Tensor], loss_fn: LossFn,
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[B],
+                loss_fn: Callable[[B], dict[str, Tensor]],
                 precision: Precision, stage: str, epoch: int,
                 schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
                 progress: Callable[[int], None] | None = None, seed: int | None = None) -> dict[str, float]:
-    """One pass over ``batches`` (index tensors); ``loss_fn(idx)`` returns loss parts with ``"total"``.
+    """One pass over ``batches`` (anything with a length, e.g. :class:`pipelines.data.Batch`);
+    ``loss_fn(batch)`` returns loss parts with ``"total"``.
 
     ``epoch`` counts from 0; errors name it counting from 1, as the reports do.
 
@@ -124,9 +114,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: lis
     poison = _injected_fault(stage, epoch + 1, seed)
     sums: dict[str, float] = {}
     seen, start = 0, time.perf_counter()
-    for step, idx in enumerate(batches):
+    for step, batch in enumerate(batches):
         with precision.autocast():
-            parts = loss_fn(idx)
+            parts = loss_fn(batch)
         if poison:
             parts["total"] = parts["total"] * float("nan")
         values = {name: float(v.detach()) for name, v in parts.items()}
@@ -137,21 +127,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: lis
         if schedule is not None:
             schedule.step()
         for name, value in values.items():
-            sums[name] = sums.get(name, 0.0) + value * len(idx)
-        seen += len(idx)
+            sums[name] = sums.get(name, 0.0) + value * len(batch)
+        seen += len(batch)
         if progress is not None:
             progress(step + 1)
     seconds = time.perf_counter() - start
     means = {name: total / max(seen, 1) for name, total in sums.items()}
     return {**means, "images_per_s": seen / seconds if seconds > 0 else 0.0, "seconds": seconds}
-
-
-@torch.no_grad()
-def evaluate(predict: Callable[[Tensor], Tensor], images: Tensor, masks: Tensor, tags: Tensor,
-             num_channels: int, batch_size: int, device: torch.device) -> SegMetrics:
-    """Run ``predict`` (uint8 images → logits at mask resolution) over a split; returns the metrics."""
-    metrics = SegMetrics(num_channels)
-    for idx in batch_indices(len(images), batch_size, None):
-        logits = predict(to_input(images[idx], device)).float()
-        metrics.update(logits.cpu(), masks[idx].long(), tags[idx])
-    return metrics

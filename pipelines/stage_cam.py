@@ -1,8 +1,15 @@
-"""Stage 1: train the CAM classifier on image-level tags and turn its CAMs into pseudo-masks.
+"""Stage 1: the pseudo-masks stage 2 trains on.
 
-The result depends on the data, the CAM config, the seed and, only when OCR acts on the CAM network
-(``ocr.stage`` = ``cam`` or ``both``), on the OCR config. It is cached on disk under a key of exactly
-those, so every trial that shares them reads one copy; concurrent trials compute it once.
+``stage1.source = cam``: train the CAM classifier on image-level tags and turn its CAMs into
+pseudo-masks. For the digit scenes they are one in-memory tensor; for disk data sets one index PNG per
+training image at full resolution, in a cache folder (written to a temporary folder, then renamed). The
+result depends on the data, the CAM config, the seed and, only when OCR acts on the CAM network
+(``ocr.stage`` = ``cam`` or ``both``), on the OCR config; every trial that shares them reads one copy,
+and concurrent trials compute it once.
+
+``stage1.source = masks``: the pseudo-masks of another WSSS method, a folder of PNGs. Every mask is read
+once (values checked, mIoU against the ground truth where it exists), cached under a key that covers the
+folder's content (names, sizes, modification times), so an edited folder is never silently reused.
 """
 
 from __future__ import annotations
@@ -13,124 +20,210 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ocr import confusion_matrix, mean_iou
-from pipelines.cache import cached, config_key, load_tensors, save_tensors
+from pipelines.cache import cached, cached_folder, config_key, load_tensors, save_tensors
 from pipelines.config import TrialConfig
-from pipelines.data import SegData
-from pipelines.engine import (
-    Precision,
-    batch_indices,
-    poly_schedule,
-    progress_hook,
-    resolve_device,
-    to_input,
-    train_epoch,
-)
+from pipelines.data import IGNORE, Batch, DiskData, MemoryData, TrialData, folder_fingerprint, write_index_png
+from pipelines.data._disk import read_mask
+from pipelines.engine import Precision, poly_schedule, progress_hook, resolve_device, train_epoch
 from pipelines.models import CAMNet
 from pipelines.ocr_term import OCRTerm
 from pipelines.reporter import Reporter
 
 log = logging.getLogger(__name__)
-FORMAT = 3  # bump when stage-1 code changes what it computes
+FORMAT = 4  # bump when stage-1 code changes what it computes
+STATE_FILE = "stage1.pt"  # encoder weights and metrics, next to the PNGs of a disk data set
 
 
 @dataclass(frozen=True)
 class CamResult:
-    """Pseudo-masks ``(N, H, W)`` uint8 for the training split, the trained encoder, stage-1 metrics."""
+    """Stage 1's output.
 
-    pseudo_masks: Tensor
+    Attributes:
+        pseudo_masks: ``(N, H, W)`` uint8 for in-memory data, or the folder of ``<id>.png`` pseudo-masks.
+        metrics: ``pseudo_miou`` (where the training split has ground truth) and ``cam_seconds``.
+        encoder: the CAM encoder's weights (``None`` when the masks came from a folder).
+    """
+
+    pseudo_masks: Tensor | Path
     metrics: dict[str, float]
-    encoder: dict[str, Tensor]
+    encoder: dict[str, Tensor] | None
 
 
 def stage_key(cfg: TrialConfig) -> str:
-    """The cache key of stage 1 for this trial config."""
+    """The cache key of stage 1 (``source = cam``) for this trial config."""
     ocr_part = dataclasses.asdict(cfg.ocr) if cfg.ocr.stage in ("cam", "both") else None
     return config_key("cam", FORMAT, cfg.data, cfg.cam, cfg.seed, ocr_part)
 
 
-def run_cam_stage(cfg: TrialConfig, data: SegData, reporter: Reporter) -> CamResult:
-    """Train (or read from the cache) the CAM classifier and its pseudo-masks."""
-    path = cfg.cache_path / "stage1" / f"cam-{stage_key(cfg)}.pt"
-    return cached(path, lambda: _build(cfg, data, reporter), _save, _load)
+def run_cam_stage(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamResult:
+    """Stage 1 from the cache, or computed (and cached) once: see the module docstring."""
+    if cfg.stage1.source == "masks":
+        return _from_folder(cfg, data)
+    folder = cfg.cache_path / "stage1" / f"cam-{stage_key(cfg)}"
+    if isinstance(data, DiskData):
+        return cached_folder(folder, lambda tmp: _build_folder(cfg, data, reporter, tmp), _load_folder)
+    return cached(folder.with_suffix(".pt"), lambda: _build_tensor(cfg, data, reporter), _save, _load)
 
 
 def _save(path: Path, result: CamResult) -> None:
-    encoder = {f"encoder.{k}": v for k, v in result.encoder.items()}
-    save_tensors(path, {"pseudo_masks": result.pseudo_masks, **encoder}, result.metrics)
+    encoder = {f"encoder.{k}": v for k, v in (result.encoder or {}).items()}
+    pseudo = result.pseudo_masks
+    save_tensors(path, {**({"pseudo_masks": pseudo} if isinstance(pseudo, Tensor) else {}), **encoder},
+                 result.metrics)
 
 
 def _load(path: Path) -> CamResult:
     tensors, meta = load_tensors(path)
     encoder = {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
-    return CamResult(tensors["pseudo_masks"], {k: float(v) for k, v in meta.items()}, encoder)
+    return CamResult(tensors.get("pseudo_masks", path.parent), {k: float(v) for k, v in meta.items()}, encoder)
 
 
-def _build(cfg: TrialConfig, data: SegData, reporter: Reporter) -> CamResult:
-    start = time.perf_counter()
+def _load_folder(folder: Path) -> CamResult:
+    result = _load(folder / STATE_FILE)
+    return dataclasses.replace(result, pseudo_masks=folder)
+
+
+def _train_cam(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> tuple[CAMNet, torch.device]:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = CAMNet(data.in_channels, data.num_classes, cfg.cam.width).to(device)
+    model = CAMNet(data.in_channels, len(data.class_names), cfg.cam.width).to(device)
     _train(cfg, data, model, device, reporter)
-    pseudo = make_pseudo_masks(model, data.train.images, data.train.tags, cfg, device)
-    conf = confusion_matrix(pseudo, data.train.masks, data.num_classes + 1)
+    return model, device
+
+
+def _encoder(model: CAMNet) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()}
+
+
+def _build_tensor(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamResult:
+    if not isinstance(data, MemoryData):
+        raise TypeError("in-memory pseudo-masks need in-memory data")
+    start = time.perf_counter()
+    model, device = _train_cam(cfg, data, reporter)
+    images = data.data.train.images
+    pseudo = torch.empty(images.shape[0], *images.shape[2:], dtype=torch.uint8)
+    conf = torch.zeros(len(data.class_names) + 1, len(data.class_names) + 1, dtype=torch.int64)
+    for batch in data.train_images(device):
+        labels = pseudo_labels(model, batch, cfg).cpu()
+        pseudo[batch.index] = labels
+        conf += _confusion(labels, batch, conf.shape[0])
     metrics = {"pseudo_miou": mean_iou(conf), "cam_seconds": time.perf_counter() - start}
     log.info("stage 1: pseudo-mask mIoU %.3f in %.1f s", metrics["pseudo_miou"], metrics["cam_seconds"])
-    encoder = {k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()}
-    return CamResult(pseudo, metrics, encoder)
+    return CamResult(pseudo, metrics, _encoder(model))
 
 
-def _train(cfg: TrialConfig, data: SegData, model: CAMNet, device: torch.device, reporter: Reporter) -> None:
+def _confusion(labels: Tensor, batch: Batch, k: int) -> Tensor:
+    if batch.masks is None:
+        return torch.zeros(k, k, dtype=torch.int64)
+    return confusion_matrix(labels, batch.masks.cpu(), k)
+
+
+def _build_folder(cfg: TrialConfig, data: DiskData, reporter: Reporter, folder: Path) -> None:
+    start = time.perf_counter()
+    model, device = _train_cam(cfg, data, reporter)
+    k = len(data.class_names) + 1
+    conf = torch.zeros(k, k, dtype=torch.int64)
+    for done, batch in enumerate(data.train_images(device), start=1):
+        labels = pseudo_labels(model, batch, cfg).cpu()  # (1, H, W)
+        write_index_png(folder / f"{data.train.ids[int(batch.index[0])]}.png", labels[0].numpy())
+        conf += _confusion(labels, batch, k)
+        reporter.progress("pseudo", done, len(data.train))
+    metrics = {"cam_seconds": time.perf_counter() - start}
+    if data.has_train_masks:
+        metrics["pseudo_miou"] = mean_iou(conf)
+    log.info("stage 1: %s; pseudo-masks in %s", metrics, folder)
+    save_tensors(folder / STATE_FILE, {f"encoder.{n}": v for n, v in _encoder(model).items()}, metrics)
+
+
+def _train(cfg: TrialConfig, data: TrialData, model: CAMNet, device: torch.device, reporter: Reporter) -> None:
     c = cfg.cam
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     precision = Precision(device, cfg.amp)
-    ocr = OCRTerm(cfg.ocr, data.train.tags, cfg.seed, device)
+    ocr = OCRTerm(cfg.ocr, data.train_tags, cfg.seed, device)
     use_ocr = ocr.enabled and cfg.ocr.stage in ("cam", "both")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps = -(-len(data.train) // c.batch_size)
+    loader = data.train_loader(c.batch_size, torch.Generator().manual_seed(cfg.seed), None, device)
+    steps = len(loader)
     schedule = poly_schedule(optimizer, c.epochs * steps)
+
+    def loss_fn(batch: Batch) -> dict[str, Tensor]:
+        logits, cams = model(batch.images)
+        parts = {"bce": F.binary_cross_entropy_with_logits(logits.float(), batch.tags.float())}
+        if use_ocr:
+            parts["ocr"] = ocr(model.pixel_logits(cams), batch.tags, _at(batch.valid, cams.shape[2:]))
+        parts["total"] = sum(parts.values(), torch.zeros((), device=device))
+        return parts
+
     for epoch in range(c.epochs):
-
-        def loss_fn(idx: Tensor) -> dict[str, Tensor]:
-            tags = data.train.tags[idx].to(device)
-            logits, cams = model(to_input(data.train.images[idx], device))
-            parts = {"bce": F.binary_cross_entropy_with_logits(logits.float(), tags.float())}
-            if use_ocr:
-                parts["ocr"] = ocr(model.pixel_logits(cams), tags, None)
-            parts["total"] = sum(parts.values(), torch.zeros((), device=device))
-            return parts
-
-        batches = list(batch_indices(len(data.train), c.batch_size, gen))
         hook = progress_hook(reporter.progress, "cam", epoch * steps, c.epochs * steps)
-        train_epoch(model, optimizer, batches, loss_fn, precision, "cam", epoch, schedule, hook, seed=cfg.seed)
+        train_epoch(model, optimizer, loader, loss_fn, precision, "cam", epoch, schedule, hook, seed=cfg.seed)
+
+
+def _at(valid: Tensor | None, size: torch.Size) -> Tensor | None:
+    """The valid pixels at the CAMs' resolution (nearest), or ``None``."""
+    if valid is None:
+        return None
+    return F.interpolate(valid[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
 
 
 @torch.no_grad()
-def make_pseudo_masks(model: CAMNet, images: Tensor, tags: Tensor, cfg: TrialConfig,
-                      device: torch.device) -> Tensor:
-    """Pseudo-masks ``(N, H, W)`` uint8 from the CAMs of the tagged classes.
+def pseudo_labels(model: CAMNet, batch: Batch, cfg: TrialConfig) -> Tensor:
+    """Pseudo-masks ``(B, H, W)`` uint8 of whole images from the CAMs of their tagged classes.
 
     Each tagged class's CAM is ReLU'd, upsampled to the image, and divided by its maximum; a pixel takes
     the class with the highest normalised score if that score reaches ``cam.bg_threshold``, else
-    background. With ``cam.ink_threshold > 0`` (for the digit scenes) foreground is kept only where the
+    background. With ``cam.ink_threshold > 0`` (digit scenes only) foreground is kept only where the
     image is brighter than that threshold: a crude stand-in for the saliency refinement many WSSS
     methods use. Untagged classes never appear.
     """
     model.eval()
-    out = torch.empty(images.shape[0], *images.shape[2:], dtype=torch.uint8)
-    for idx in batch_indices(len(images), 256, None):
-        x = to_input(images[idx], device)  # (B, C_in, H, W)
-        cams = F.relu(model(x)[1].float())  # (B, C, h, w)
-        cams = F.interpolate(cams, size=x.shape[2:], mode="bilinear", align_corners=False)
-        cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-5)
-        cams = cams * tags[idx].to(device)[:, :, None, None]  # (B, C, H, W)
-        score, cls = cams.max(dim=1)  # (B, H, W)
-        label = torch.where(score >= cfg.cam.bg_threshold, cls + 1, torch.zeros_like(cls))
-        if cfg.cam.ink_threshold > 0:
-            label = torch.where(x.mean(dim=1) > cfg.cam.ink_threshold, label, torch.zeros_like(label))
-        out[idx] = label.to(torch.uint8).cpu()
-    return out
+    x = batch.images  # (B, C_in, H, W)
+    cams = F.relu(model(x)[1].float())  # (B, C, h, w)
+    cams = F.interpolate(cams, size=x.shape[2:], mode="bilinear", align_corners=False)
+    cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-5)
+    cams = cams * batch.tags[:, :, None, None]  # (B, C, H, W)
+    score, cls = cams.max(dim=1)  # (B, H, W)
+    label = torch.where(score >= cfg.cam.bg_threshold, cls + 1, torch.zeros_like(cls))
+    if cfg.cam.ink_threshold > 0:
+        label = torch.where(x.mean(dim=1) > cfg.cam.ink_threshold, label, torch.zeros_like(label))
+    return label.to(torch.uint8)
+
+
+def _from_folder(cfg: TrialConfig, data: TrialData) -> CamResult:
+    if not isinstance(data, DiskData):
+        raise TypeError("stage1.source = masks needs a data set on disk")
+    folder = Path(cfg.stage1.masks_dir).expanduser().resolve()
+    key = config_key("masks", FORMAT, cfg.data, str(folder), folder_fingerprint(folder))
+    path = cfg.cache_path / "stage1" / f"masks-{key}.pt"
+    metrics = cached(path, lambda: _score_folder(folder, data), lambda p, m: save_tensors(p, {}, m),
+                     lambda p: {k: float(v) for k, v in load_tensors(p)[1].items()})
+    return CamResult(folder, metrics, None)
+
+
+def _score_folder(folder: Path, data: DiskData) -> dict[str, float]:
+    """Read every pseudo-mask once (values checked); their mIoU against the ground truth if any, with
+    uncertain (255) pixels counted as background."""
+    k = len(data.class_names) + 1
+    truth = data.train.masks
+
+    def one(i: int) -> np.ndarray:
+        pseudo = read_mask(folder / f"{data.train.ids[i]}.png", k - 1)
+        if truth is None:
+            return np.zeros((k, k), dtype=np.int64)
+        pseudo = np.where(pseudo == IGNORE, 0, pseudo)  # uncertain scores as background, as in IRN's evaluation
+        target = read_mask(truth[i], k - 1)
+        valid = target != IGNORE
+        return np.bincount(target[valid].astype(np.int64) * k + pseudo[valid], minlength=k * k).reshape(k, k)
+
+    start = time.perf_counter()
+    conf = torch.from_numpy(sum((one(i) for i in range(len(data.train))), np.zeros((k, k), dtype=np.int64)))
+    metrics = {"cam_seconds": time.perf_counter() - start}
+    if truth is not None:
+        metrics["pseudo_miou"] = mean_iou(conf)
+    log.info("stage 1 from %s: %s", folder, metrics)
+    return metrics

@@ -1,8 +1,9 @@
 """Stage 2: the segmentation network trained on the pseudo-masks with cross-entropy + α·OCR.
 
-Each epoch it evaluates on the validation split (no tags at test time: the tags only score the OC rate
-and the oracle mIoU), reports through the reporter, and writes a checkpoint (model, optimiser, epoch,
-shuffling RNG, posterior prior) that a restarted trial continues from.
+Every ``eval.every`` epochs and after the last it evaluates on the validation split at full resolution
+(no tags at test time: the tags only score the OC rate and the oracle mIoU) and reports through the
+reporter; every epoch it writes a checkpoint (model, optimiser, epoch, shuffling RNG, posterior prior)
+that a restarted trial continues from. The reported checkpoint is the one of an evaluated epoch.
 """
 
 from __future__ import annotations
@@ -20,17 +21,9 @@ from torch import Tensor
 
 from pipelines.artifacts import write_class_iou, write_examples, write_prior
 from pipelines.config import TrialConfig
-from pipelines.data import SegData
-from pipelines.engine import (
-    Precision,
-    batch_indices,
-    evaluate,
-    poly_schedule,
-    progress_hook,
-    resolve_device,
-    to_input,
-    train_epoch,
-)
+from pipelines.data import Batch, Loader, Targets, TrialData
+from pipelines.engine import Precision, poly_schedule, progress_hook, resolve_device, train_epoch
+from pipelines.evaluation import evaluate
 from pipelines.models import SegNet
 from pipelines.ocr_term import OCRTerm
 from pipelines.reporter import Reporter
@@ -53,17 +46,17 @@ class SegState:
     best_miou: float = 0.0
 
 
-def _new_state(cfg: TrialConfig, data: SegData, device: torch.device,
-               encoder: dict[str, Tensor] | None) -> SegState:
+def _new_state(cfg: TrialConfig, data: TrialData, device: torch.device, encoder: dict[str, Tensor] | None,
+               steps: int, generator: torch.Generator) -> SegState:
     torch.manual_seed(cfg.seed)
-    model = SegNet(data.in_channels, data.num_classes, cfg.seg.width)
+    model = SegNet(data.in_channels, len(data.class_names), cfg.seg.width)
     if cfg.seg.init == "cam" and encoder is not None:
         model.encoder.load_state_dict(encoder)
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.seg.lr, weight_decay=cfg.seg.weight_decay)
-    ocr = OCRTerm(cfg.ocr, data.train.tags, cfg.seed, device)
-    schedule = poly_schedule(optimizer, cfg.seg.epochs * -(-len(data.train) // cfg.seg.batch_size))
-    return SegState(model, optimizer, schedule, ocr, torch.Generator().manual_seed(cfg.seed + 1))
+    ocr = OCRTerm(cfg.ocr, data.train_tags, cfg.seed, device)
+    schedule = poly_schedule(optimizer, cfg.seg.epochs * steps)
+    return SegState(model, optimizer, schedule, ocr, generator)
 
 
 def save_checkpoint(state: SegState, folder: Path) -> Path:
@@ -89,77 +82,97 @@ def load_checkpoint(state: SegState, folder: Path, device: torch.device) -> None
     state.epoch, state.best_miou = int(blob["epoch"]), float(blob["best_miou"])
 
 
-def _loss_fn(state: SegState, cfg: TrialConfig, data: SegData, pseudo: Tensor,
-             device: torch.device) -> Any:
+def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device) -> Any:
     use_ocr = state.ocr.enabled and cfg.ocr.stage in ("seg", "both")
 
-    def loss_fn(idx: Tensor) -> dict[str, Tensor]:
-        target = pseudo[idx].to(device).long()  # (B, H, W)
-        tags = data.train.tags[idx].to(device)  # (B, C)
-        logits = state.model(to_input(data.train.images[idx], device))  # (B, C+1, H, W)
-        parts = {"ce": F.cross_entropy(logits.float(), target, ignore_index=IGNORE)}
+    def loss_fn(batch: Batch) -> dict[str, Tensor]:
+        if batch.masks is None:
+            raise ValueError("stage 2 trains on pseudo-masks, but the batch has none")
+        logits = state.model(batch.images)  # (B, C+1, H, W)
+        parts = {"ce": F.cross_entropy(logits.float(), batch.masks, ignore_index=IGNORE)}
         if use_ocr:
-            parts["ocr"] = state.ocr(logits, tags, target != IGNORE)
+            parts["ocr"] = state.ocr(logits, batch.tags, batch.valid)
         parts["total"] = sum(parts.values(), torch.zeros((), device=device))
         return parts
 
     return loss_fn
 
 
-def run_seg_stage(cfg: TrialConfig, data: SegData, pseudo: Tensor, reporter: Reporter, work_dir: Path,
+def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: Reporter, work_dir: Path,
                   resume_from: Path | None = None, extra: dict[str, float] | None = None,
                   encoder: dict[str, Tensor] | None = None) -> dict[str, float]:
-    """Train the segmentation network, reporting and checkpointing every epoch; returns the last metrics.
+    """Train the segmentation network, checkpointing every epoch and reporting every evaluated epoch
+    (``eval.every``, and the last); returns the last metrics.
 
     Args:
         cfg: the trial config.
-        data: the data set (train images/tags, val images/masks/tags).
-        pseudo: stage 1's pseudo-masks for the training split ``(N, H, W)``.
-        reporter: receives one metrics dict per epoch and progress ticks.
+        data: the data set (training batches, whole validation images with masks and tags).
+        pseudo: stage 1's pseudo-masks of the training split: ``(N, H, W)`` tensor or a folder of PNGs.
+        reporter: receives one metrics dict per evaluated epoch and progress ticks.
         work_dir: where checkpoints go (``work_dir/checkpoint``).
         resume_from: a checkpoint folder to continue from (defaults to ``work_dir/checkpoint`` if present).
         extra: metrics added to every report (stage-1 figures).
         encoder: stage 1's encoder weights, the starting point when ``seg.init = "cam"``.
     """
     device = resolve_device(cfg.device)
-    state = _new_state(cfg, data, device, encoder)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    loader = data.train_loader(cfg.seg.batch_size, generator, pseudo, device)
+    state = _new_state(cfg, data, device, encoder, len(loader), generator)
     ckpt_dir = work_dir / "checkpoint"
     source = resume_from or (ckpt_dir if (ckpt_dir / CHECKPOINT_FILE).exists() else None)
     if source is not None:
         load_checkpoint(state, source, device)
         log.info("resumed stage 2 from %s after epoch %d", source, state.epoch)
-    precision, loss_fn = Precision(device, cfg.amp), _loss_fn(state, cfg, data, pseudo, device)
-    steps = -(-len(data.train) // cfg.seg.batch_size)
+    precision, loss_fn = Precision(device, cfg.amp), _loss_fn(state, cfg, device)
     metrics: dict[str, float] = {}
     while state.epoch < cfg.seg.epochs:
         start = time.perf_counter()
-        batches = list(batch_indices(len(data.train), cfg.seg.batch_size, state.generator))
-        hook = progress_hook(reporter.progress, "seg", state.epoch * steps, cfg.seg.epochs * steps)
-        train = train_epoch(state.model, state.optimizer, batches, loss_fn, precision, "seg", state.epoch,
+        hook = progress_hook(reporter.progress, "seg", state.epoch * len(loader), cfg.seg.epochs * len(loader))
+        train = train_epoch(state.model, state.optimizer, loader, loss_fn, precision, "seg", state.epoch,
                             state.schedule, hook, seed=cfg.seed)
         state.epoch += 1
+        if state.epoch % cfg.eval.every and state.epoch < cfg.seg.epochs:
+            save_checkpoint(state, ckpt_dir)
+            continue
         metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, time.perf_counter() - start,
                                  ckpt_dir / "artifacts")
         reporter.report(metrics, save_checkpoint(state, ckpt_dir))
     return metrics
 
 
-def _epoch_metrics(state: SegState, cfg: TrialConfig, data: SegData, device: torch.device,
+def _validate(state: SegState, cfg: TrialConfig, data: TrialData, device: torch.device,
+              artifacts: Path) -> dict[str, float]:
+    state.model.eval()
+    loader: Loader = data.val_loader(max(cfg.seg.batch_size, 64), device)
+    scores = evaluate(state.model, loader, len(data.class_names) + 1, cfg.eval, _rgb(data))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    write_class_iou(scores[""].class_iou(), data.class_names, artifacts)
+    val = {f"val_{k}": v for k, v in scores[""].compute().items()}
+    if "crf" in scores:
+        write_class_iou(scores["crf"].class_iou(), data.class_names, artifacts, "class_iou_crf.json")
+        val.update({f"val_{k}_crf": v for k, v in scores["crf"].compute().items()})
+    return val
+
+
+def _rgb(data: TrialData) -> Any:
+    def pictures(images: Tensor) -> Tensor:  # (B, C_in, H, W) input → (B, H, W, 3) uint8
+        rgb = [torch.from_numpy(data.picture(image)) for image in images]
+        return torch.stack([(p[..., None].expand(*p.shape, 3) if p.ndim == 2 else p) for p in rgb]).mul(255)
+
+    return pictures
+
+
+def _epoch_metrics(state: SegState, cfg: TrialConfig, data: TrialData, device: torch.device,
                    train: dict[str, float], extra: dict[str, float], seconds: float,
                    artifacts: Path) -> dict[str, float]:
-    state.model.eval()
-    scores = evaluate(state.model, data.val.images, data.val.masks, data.val.tags, data.num_classes + 1,
-                      max(cfg.seg.batch_size, 64), device)
-    val = scores.compute()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    write_class_iou(scores.class_iou(), data.class_names, artifacts)
+    val = _validate(state, cfg, data, device, artifacts)
     if state.epoch == cfg.seg.epochs:
         write_prior(state.ocr, data.class_names, artifacts)
         write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device)
-    state.best_miou = max(state.best_miou, val["miou"])
+    state.best_miou = max(state.best_miou, val["val_miou"])
     return {
         "epoch": float(state.epoch),
-        **{f"val_{k}": v for k, v in val.items()},
+        **val,
         "best_val_miou": state.best_miou,
         "train_loss": train["total"],
         "train_ce": train["ce"],

@@ -1,4 +1,5 @@
-"""One trial: data → stage 1 (CAM classifier, pseudo-masks; cached) → stage 2 (segmentation + OCR)."""
+"""One trial: data (checked) → stage 1 (pseudo-masks: CAM classifier or a folder; cached) → stage 2
+(segmentation + OCR)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 
 from pipelines.config import TrialConfig
-from pipelines.data import load_data
+from pipelines.data import check_data, open_data
 from pipelines.reporter import Reporter
 from pipelines.stage_cam import run_cam_stage
 from pipelines.stage_seg import run_seg_stage
@@ -28,8 +29,10 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
     """
     torch.set_num_threads(cfg.threads)
     work_dir.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg.data, cfg.cache_path)
+    check_data(cfg)
+    data = open_data(cfg)
     stage1 = run_cam_stage(cfg, data, reporter)
     log.info("stage 1 ready: %s", stage1.metrics)
+    extra = {k: v for k, v in stage1.metrics.items() if k == "pseudo_miou"}
     return run_seg_stage(cfg, data, stage1.pseudo_masks, reporter, work_dir, resume_from,
-                         extra={"pseudo_miou": stage1.metrics["pseudo_miou"]}, encoder=stage1.encoder)
+                         extra=extra, encoder=stage1.encoder)

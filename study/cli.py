@@ -20,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="a trial YAML file (optional)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ocr.delta=2 seed=1")
     train.add_argument("--out", type=Path, help="the trial's folder (default .ocr-study/train/<time>)")
+    pseudo = sub.add_parser("pseudo-masks", help="write a trial config's CAM pseudo-masks as index PNGs")
+    pseudo.add_argument("config", nargs="?", help="a trial YAML file (optional)")
+    pseudo.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.name=voc")
+    pseudo.add_argument("--out", type=Path, required=True, help="the folder to write <image id>.png into")
     run = sub.add_parser("run", help="run a study on Ray Tune (a local Ray unless --address)")
     run.add_argument("spec", help="a study spec YAML, or a shipped spec: quick, paper, voc")
     run.add_argument("--dry-run", action="store_true",
@@ -54,6 +58,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         config, overrides = _split_config(args.config, args.overrides)
         return train_command(config, overrides, args.out)
+    if args.command == "pseudo-masks":
+        from study.pseudo_cmd import pseudo_masks_command
+
+        config, overrides = _split_config(args.config, args.overrides)
+        return pseudo_masks_command(config, overrides, args.out)
     from study import commands, report_cmd
 
     handler = {"run": report_cmd.run_then_report, "resume": report_cmd.resume_then_report,

@@ -65,8 +65,9 @@ def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
     """Paths made absolute in the driver: trials run with the trial folder as working directory."""
     out = dict(flat)
     out["cache_dir"] = str(Path(out["cache_dir"]).expanduser().absolute())
-    if out.get("data.root"):
-        out["data.root"] = str(Path(out["data.root"]).expanduser().absolute())
+    for key in ("data.root", "data.labels", "stage1.masks_dir"):
+        if out.get(key):
+            out[key] = str(Path(out[key]).expanduser().absolute())
     return out
 
 

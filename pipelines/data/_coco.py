@@ -8,14 +8,10 @@ in file-name order.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from pipelines.config import DataConfig
-from pipelines.data._disk import check_all_exist, decode_split, require
-from pipelines.data._types import DataError, SegData, Split
-
-log = logging.getLogger(__name__)
+from pipelines.data._disk import check_all_exist, require
+from pipelines.data._types import DataError, SplitFiles
 
 COCO_CLASSES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -32,15 +28,22 @@ SPLIT_FOLDERS = {"train": "train2014", "train2014": "train2014", "val": "val2014
 _LAYOUT = "data.root must hold train2014/, val2014/ and SegmentationClass/{train2014,val2014}/ (index PNGs)"
 
 
-def coco_pairs(root: Path, split: str, max_images: int, field: str = "split") -> list[tuple[Path, Path]]:
-    """``(image, mask)`` paths of a split (``train``/``val`` or ``train2014``/``val2014``), in mask-name
-    order, the first ``max_images`` (all when 0). ``field`` names the config key in error messages."""
+def coco_files(root: Path, split: str, max_images: int, field: str = "split",
+               need_masks: bool = True) -> SplitFiles:
+    """The files of a split (``train``/``val`` or ``train2014``/``val2014``) in name order, the first
+    ``max_images`` (all when 0): every mask of the split's mask folder, or, with ``need_masks=False``
+    and no mask folder, every image of the split. ``field`` names the config key in error messages."""
     if split not in SPLIT_FOLDERS:
         raise DataError(f"data.{field} = {split!r} is not a COCO 2014 split; "
                         f"choose one of {list(SPLIT_FOLDERS)}")
     folder = SPLIT_FOLDERS[split]
     require(root, "the data set folder does not exist", _LAYOUT)
-    mask_dir = require(root / "SegmentationClass" / folder, f"the {folder} masks are missing", _LAYOUT)
+    mask_dir = root / "SegmentationClass" / folder
+    if not need_masks and not mask_dir.is_dir():
+        images = sorted(require(root / folder, f"the {folder} images are missing", _LAYOUT).glob("*.jpg"))
+        images = images[:max_images] if max_images > 0 else images
+        return SplitFiles(tuple(p.stem for p in images), tuple(images), None)
+    require(mask_dir, f"the {folder} masks are missing", _LAYOUT)
     masks = sorted(mask_dir.glob("*.png"))
     if not masks:
         raise DataError(f"{mask_dir} holds no .png masks; {_LAYOUT}")
@@ -48,24 +51,4 @@ def coco_pairs(root: Path, split: str, max_images: int, field: str = "split") ->
     images = [root / folder / f"{mask.stem}.jpg" for mask in masks]
     check_all_exist(images, f"images of the masks in {mask_dir}",
                     f"put the COCO {folder} images in {root / folder}")
-    return list(zip(images, masks, strict=True))
-
-
-def _read_split(root: Path, split: str, field: str, cfg: DataConfig) -> Split:
-    pairs = coco_pairs(root, split, cfg.max_images, field)
-    log.info("reading COCO %s: %d images at %d×%d", split, len(pairs), cfg.image_size, cfg.image_size)
-    return decode_split(pairs, cfg.image_size, len(COCO_CLASSES))
-
-
-def build_coco(cfg: DataConfig) -> SegData:
-    """Read COCO 2014 from ``cfg.root``: splits ``cfg.train_split`` / ``cfg.val_split`` (``train``/``val``),
-    resized to ``cfg.image_size`` square, each capped at ``cfg.max_images`` (0 = all).
-
-    Raises:
-        DataError: (a ``ValueError``; :class:`DataNotFoundError` is also a ``FileNotFoundError``) naming
-            the path, what is missing or wrong, and how to fix it.
-    """
-    root = Path(cfg.root).expanduser()
-    return SegData(name="coco", class_names=COCO_CLASSES,
-                   train=_read_split(root, cfg.train_split, "train_split", cfg),
-                   val=_read_split(root, cfg.val_split, "val_split", cfg))
+    return SplitFiles(tuple(m.stem for m in masks), tuple(images), tuple(masks))

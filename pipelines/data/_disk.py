@@ -1,9 +1,8 @@
-"""Reading segmentation data sets stored as image files and index-PNG masks (VOC, COCO).
+"""Reading segmentation data sets stored as image files and index-PNG masks: path checks, masks.
 
-Every image is resized to a square ``size × size``: bilinear for images (PIL, which averages when it
-shrinks), nearest for masks, so class indices and the 255 ignore value are never blended. The aspect
-ratio is not kept: whole images are needed for image-level tags, and square tensors stack into one
-batch. Tags come from the full-resolution mask, before resizing.
+:func:`decode_split` is the old in-memory loader (every image of a split squashed to one square uint8
+tensor); trials stream instead (:mod:`._dataset`). It stays for ``benchmarks/data_loading.py``, which
+measures the two side by side.
 """
 
 from __future__ import annotations
@@ -78,6 +77,22 @@ def read_mask(path: Path, num_classes: int) -> np.ndarray:
         raise DataError(f"{path} holds class index {bad.tolist()[:5]} outside 0..{num_classes} "
                         f"(255 = ignore); masks must hold contiguous class indices")
     return values.astype(np.uint8)
+
+
+def mask_classes(path: Path, num_classes: int) -> np.ndarray:
+    """Which classes ``1..C`` an index-PNG mask holds: ``[C]`` bool, its values checked as by
+    :func:`read_mask`. Palette and 8-bit masks are counted by PIL's histogram, without decoding them
+    into numpy (no large temporaries, so reading thousands keeps memory flat)."""
+    with Image.open(path) as image:
+        mode = image.mode
+        counts = np.asarray(image.histogram()) if mode in ("P", "L") else None
+    if counts is None:
+        counts = np.bincount(read_mask(path, num_classes).reshape(-1), minlength=256)
+    bad = np.flatnonzero(counts[num_classes + 1 : IGNORE]) + num_classes + 1
+    if bad.size:
+        raise DataError(f"{path} holds class index {bad.tolist()[:5]} outside 0..{num_classes} "
+                        f"(255 = ignore); masks must hold contiguous class indices")
+    return counts[1 : num_classes + 1] > 0
 
 
 def _decode(pair: tuple[Path, Path], size: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -15,6 +16,26 @@ class DataError(ValueError):
 
 class DataNotFoundError(DataError, FileNotFoundError):
     """A file or folder a data set needs is missing (a :class:`DataError` and a ``FileNotFoundError``)."""
+
+
+@dataclass(frozen=True, eq=False)
+class SplitFiles:
+    """One split of a data set on disk: image ids, their image files and ground-truth masks.
+
+    ``masks`` is ``None`` when the split has no ground truth (training tags then come from a class-label
+    file, and pseudo-mask mIoU is not reported).
+    """
+
+    ids: tuple[str, ...]
+    images: tuple[Path, ...]
+    masks: tuple[Path, ...] | None
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.ids) or (self.masks is not None and len(self.masks) != len(self.ids)):
+            raise ValueError("SplitFiles: ids, images and masks differ in length")
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipelines.config import DataConfig
-from pipelines.data._disk import check_all_exist, decode_split, read_list, require
-from pipelines.data._types import DataNotFoundError, SegData, Split
+from pipelines.data._disk import check_all_exist, read_list, require
+from pipelines.data._types import DataNotFoundError, SplitFiles
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,12 @@ def _mask_path(root: Path, stem: str, folders: list[str]) -> Path:
     return next((p for p in paths if p.is_file()), paths[0])
 
 
-def voc_pairs(root: Path, split: str, max_images: int) -> list[tuple[Path, Path]]:
-    """``(image, mask)`` paths of a split in list order, the first ``max_images`` (all when 0).
+def voc_files(root: Path, split: str, max_images: int, need_masks: bool = True) -> SplitFiles:
+    """The files of a split in list order, the first ``max_images`` (all when 0).
 
     ``train_aug`` masks come from ``SegmentationClassAug/``; other splits' from ``SegmentationClass/``,
-    falling back to ``SegmentationClassAug/`` for an image missing there.
+    falling back to ``SegmentationClassAug/`` for an image missing there. With ``need_masks=False`` (tags
+    from a class-label file) a split whose masks are not all there has no ground truth.
     """
     fix = _list_fix(root, split)
     stems = read_list(root / "ImageSets" / "Segmentation" / f"{split}.txt", fix)
@@ -64,24 +64,13 @@ def voc_pairs(root: Path, split: str, max_images: int) -> list[tuple[Path, Path]
     if split == AUG_SPLIT:
         folders.reverse()
     masks = [_mask_path(root, stem, folders) for stem in stems]
+    if not need_masks and not all(m.is_file() for m in masks):
+        return SplitFiles(tuple(stems), tuple(images), None)
     check_all_exist(masks, f"masks of {split}.txt (looked in {' and '.join(folders)})", fix)
-    return list(zip(images, masks, strict=True))
+    return SplitFiles(tuple(stems), tuple(images), tuple(masks))
 
 
-def _read_split(root: Path, split: str, cfg: DataConfig) -> Split:
-    pairs = voc_pairs(root, split, cfg.max_images)
-    log.info("reading VOC %s: %d images at %d×%d", split, len(pairs), cfg.image_size, cfg.image_size)
-    return decode_split(pairs, cfg.image_size, len(VOC_CLASSES))
-
-
-def build_voc(cfg: DataConfig) -> SegData:
-    """Read PASCAL VOC 2012 from ``cfg.root``: splits ``cfg.train_split`` / ``cfg.val_split``, resized
-    to ``cfg.image_size`` square, each capped at ``cfg.max_images`` (0 = all).
-
-    Raises:
-        DataError: (a ``ValueError``; :class:`DataNotFoundError` is also a ``FileNotFoundError``) naming
-            the path, what is missing or wrong, and how to fix it.
-    """
-    root = voc_root(Path(cfg.root).expanduser())
-    return SegData(name="voc", class_names=VOC_CLASSES, train=_read_split(root, cfg.train_split, cfg),
-                   val=_read_split(root, cfg.val_split, cfg))
+def voc_pairs(root: Path, split: str, max_images: int) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` paths of a split in list order (see :func:`voc_files`)."""
+    files = voc_files(root, split, max_images)
+    return list(zip(files.images, files.masks or (), strict=True))

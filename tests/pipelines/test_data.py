@@ -13,17 +13,19 @@ import torch.nn.functional as F
 from PIL import Image
 
 import pipelines.data._load as load_module
-from pipelines.config import DataConfig, DigitsConfig
+from pipelines.config import CamConfig, DataConfig, DigitsConfig, TrialConfig
 from pipelines.data import (
     COCO_CLASSES,
     VOC_CLASSES,
     DataError,
     DataNotFoundError,
+    DiskData,
     SegData,
     Split,
     build_digits,
     cache_path,
     load_data,
+    open_data,
     tags_from_masks,
 )
 from pipelines.data._classes import CONFUSABLE_PAIRS, active_pairs, object_count_probs, sample_classes
@@ -31,6 +33,7 @@ from pipelines.data._glyphs import glyph_pools, load_glyphs, upscale
 from pipelines.data._types import class_pixel_counts
 
 SMALL = DigitsConfig(train_size=64, val_size=16)
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +194,7 @@ def test_load_data_builds_once_then_reads_the_cache(tmp_path: Path, monkeypatch:
 
 def test_cache_key_ignores_disk_fields_for_digits(tmp_path: Path) -> None:
     a = cache_path(DataConfig(digits=SMALL), tmp_path)
-    assert a == cache_path(DataConfig(digits=SMALL, image_size=64, max_images=3), tmp_path)
+    assert a == cache_path(DataConfig(digits=SMALL, crop_size=64, max_images=3), tmp_path)
     assert a != cache_path(DataConfig(digits=DigitsConfig(train_size=65, val_size=16)), tmp_path)
 
 
@@ -250,7 +253,18 @@ def voc_root(tmp_path: Path) -> Path:
 
 
 def _voc(root: Path, **kw: Any) -> DataConfig:
-    return DataConfig(**{"name": "voc", "root": str(root), "image_size": 32, "train_split": "train", **kw})
+    return DataConfig(**{"name": "voc", "root": str(root), "train_split": "train", "workers": 0, **kw})
+
+
+def _open(cfg: DataConfig, cache: Path) -> DiskData:
+    data = open_data(TrialConfig(data=cfg, cam=CamConfig(ink_threshold=0.0), cache_dir=str(cache)))
+    assert isinstance(data, DiskData)
+    return data
+
+
+def _masks(data: DiskData, split: str) -> list[list[list[int]]]:
+    loader = data.train_images(CPU) if split == "train" else data.val_loader(1, CPU)
+    return [b.masks[0].tolist() for b in loader if b.masks is not None]
 
 
 def _tags(classes: tuple[int, ...], num_classes: int) -> list[int]:
@@ -258,33 +272,33 @@ def _tags(classes: tuple[int, ...], num_classes: int) -> list[int]:
 
 
 def test_voc_reads_palette_indices(voc_root: Path, tmp_path: Path) -> None:
-    data = load_data(_voc(voc_root), tmp_path / "cache")
+    data = _open(_voc(voc_root), tmp_path / "cache")
     assert (data.name, data.class_names, data.in_channels) == ("voc", VOC_CLASSES, 3)
     assert (len(data.train), len(data.val)) == (2, 1)
+    masks = _masks(data, "train")
     for i, stem in enumerate(VOC_LISTS["train"]):
         w, h, classes, _ = VOC_ITEMS[stem]
-        assert data.train.masks[i].numpy().tolist() == _mask(w, h, classes).tolist()  # 32² → identity
-        assert data.train.tags[i].tolist() == _tags(classes, 20)
-    assert data.train.images.shape == (2, 3, 32, 32) and data.train.images.dtype == torch.uint8
+        assert masks[i] == _mask(w, h, classes).tolist()  # full resolution, indices not colours
+        assert data.train_tags[i].tolist() == _tags(classes, 20)
 
 
 @pytest.mark.parametrize("level", ["VOCdevkit", "VOC2012"])
 def test_voc_root_may_be_devkit_or_voc2012(voc_root: Path, tmp_path: Path, level: str) -> None:
     root = voc_root if level == "VOC2012" else voc_root.parent
-    assert len(load_data(_voc(root, val_split="train"), tmp_path / "cache").val) == 2
+    assert len(_open(_voc(root, val_split="train"), tmp_path / "cache").val) == 2
 
 
-def test_voc_train_aug_resizes_and_caps(voc_root: Path, tmp_path: Path) -> None:
-    data = load_data(_voc(voc_root, train_split="train_aug", image_size=16, max_images=2), tmp_path / "c")
-    assert data.train.images.shape == (2, 3, 16, 16) and data.train.masks.shape == (2, 16, 16)
-    assert data.train.tags[0].tolist() == _tags((5, 9, 12), 20)  # first in list order, from the Aug folder
-    assert set(data.train.masks[0].unique().tolist()) <= {0, 5, 9, 12, 255}
-    assert data.train.tags[1].tolist() == _tags((1, 15), 20)
+def test_voc_train_aug_reads_the_aug_folder_and_caps(voc_root: Path, tmp_path: Path) -> None:
+    data = _open(_voc(voc_root, train_split="train_aug", max_images=2), tmp_path / "c")
+    assert len(data.train) == 2
+    assert data.train_tags[0].tolist() == _tags((5, 9, 12), 20)  # first in list order, from the Aug folder
+    assert _masks(data, "train")[0] == _mask(40, 24, (5, 9, 12)).tolist()
+    assert data.train_tags[1].tolist() == _tags((1, 15), 20)
 
 
 def _voc_error(cfg: DataConfig, cache: Path) -> str:
     with pytest.raises(DataError) as info:
-        load_data(cfg, cache)
+        _open(cfg, cache)
     assert not list(cache.glob("data/*.pt"))
     return str(info.value)
 
@@ -293,9 +307,9 @@ def test_voc_missing_root(tmp_path: Path) -> None:
     message = _voc_error(_voc(tmp_path / "nowhere"), tmp_path / "cache")
     assert "nowhere" in message and "VOC2012" in message
     with pytest.raises(FileNotFoundError):
-        load_data(_voc(tmp_path / "nowhere"), tmp_path / "cache")
+        _open(_voc(tmp_path / "nowhere"), tmp_path / "cache")
     with pytest.raises(DataNotFoundError):
-        load_data(_voc(tmp_path), tmp_path / "cache")  # a folder without JPEGImages/
+        _open(_voc(tmp_path), tmp_path / "cache")  # a folder without JPEGImages/
 
 
 def test_voc_missing_train_aug_list(voc_root: Path, tmp_path: Path) -> None:
@@ -345,22 +359,21 @@ def coco_root(tmp_path: Path) -> Path:
 
 
 def _coco(root: Path, **kw: Any) -> DataConfig:
-    return DataConfig(**{"name": "coco", "root": str(root), "image_size": 32, "train_split": "train", **kw})
+    return DataConfig(**{"name": "coco", "root": str(root), "train_split": "train", "workers": 0, **kw})
 
 
 @pytest.mark.parametrize(("train", "val"), [("train", "val"), ("train2014", "val2014")])
 def test_coco_reads_tree(coco_root: Path, tmp_path: Path, train: str, val: str) -> None:
-    data = load_data(_coco(coco_root, train_split=train, val_split=val), tmp_path / "cache")
-    assert (data.name, data.class_names, data.num_classes) == ("coco", COCO_CLASSES, 80)
+    data = _open(_coco(coco_root, train_split=train, val_split=val), tmp_path / "cache")
+    assert (data.name, data.class_names) == ("coco", COCO_CLASSES)
     assert (len(data.train), len(data.val)) == (2, 1)
-    assert data.train.tags.tolist() == [_tags((1, 80), 80), _tags((45,), 80)]
-    assert data.val.masks[0].numpy().tolist() == _mask(32, 32, (3, 7, 60)).tolist()
-    assert data.train.images.shape == (2, 3, 32, 32)
+    assert data.train_tags.tolist() == [_tags((1, 80), 80), _tags((45,), 80)]
+    assert _masks(data, "val")[0] == _mask(32, 32, (3, 7, 60)).tolist()
 
 
 def test_coco_cap(coco_root: Path, tmp_path: Path) -> None:
-    data = load_data(_coco(coco_root, max_images=1), tmp_path / "cache")
-    assert len(data.train) == 1 and data.train.tags[0].tolist() == _tags((1, 80), 80)
+    data = _open(_coco(coco_root, max_images=1), tmp_path / "cache")
+    assert len(data.train) == 1 and data.train_tags[0].tolist() == _tags((1, 80), 80)
 
 
 def test_coco_errors(coco_root: Path, tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def test_stage1_is_cached_and_shared(tiny_config: TrialConfig, tmp_path: Path,
     def must_not_build(*args: object) -> None:
         raise AssertionError("stage 1 was rebuilt")
 
-    monkeypatch.setattr(stage_cam, "_build", must_not_build)
+    monkeypatch.setattr(stage_cam, "_build_tensor", must_not_build)
     other = _with(tiny_config, ocr__delta=1.0, ocr__selection="all", seg__epochs=1)
     run_trial(other, ListReporter(), tmp_path / "two")  # OCR settings on seg only: same stage 1
 
