@@ -36,19 +36,36 @@ COOCCURRENCES = ("exclusive", "paired", "random")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class ConfigError(ValueError):
+    """A trial config is invalid; ``key`` is the flat key at fault (``"ocr.delta"``, ``"seed"``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        return (ConfigError, (self.key, str(self)))
+
+
+def _key(owner: str, name: str) -> str:
+    """The flat key of field ``name`` of section ``owner`` (``trial`` is the top level)."""
+    return name if owner == "trial" else f"{owner}.{name}"
+
+
 def _choice(owner: str, name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{owner}.{name} = {value!r} is not allowed; choose one of {list(allowed)}")
+        raise ConfigError(_key(owner, name),
+                          f"{owner}.{name} = {value!r} is not allowed; choose one of {list(allowed)}")
 
 
 def _at_least(owner: str, name: str, value: float, low: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
-        raise ValueError(f"{owner}.{name} = {value!r} must be a finite number >= {low}")
+        raise ConfigError(_key(owner, name), f"{owner}.{name} = {value!r} must be a finite number >= {low}")
 
 
 def _in_range(owner: str, name: str, value: float, low: float, high: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{owner}.{name} = {value!r} must be in [{low}, {high}]")
+        raise ConfigError(_key(owner, name), f"{owner}.{name} = {value!r} must be in [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -106,8 +123,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice("data", "name", self.name, DATASETS)
         if self.name != "digits" and not self.root:
-            raise ValueError(f"data.root is empty: data.name = {self.name!r} is read from disk; "
-                             "set data.root to the data set's folder")
+            raise ConfigError("data.root", f"data.root is empty: data.name = {self.name!r} is read from disk; "
+                                           "set data.root to the data set's folder")
         _at_least("data", "image_size", self.image_size, 16)
         _at_least("data", "max_images", self.max_images, 0)
 
@@ -206,8 +223,9 @@ class TrialConfig:
     def __post_init__(self) -> None:
         _at_least("trial", "seed", self.seed, 0)
         if self.seg.init == "cam" and self.seg.width != self.cam.width:
-            raise ValueError(f"seg.width = {self.seg.width} differs from cam.width = {self.cam.width}, but "
-                             "seg.init = 'cam' copies the CAM encoder; make them equal or set seg.init=scratch")
+            raise ConfigError("seg.width", f"seg.width = {self.seg.width} differs from cam.width = "
+                                           f"{self.cam.width}, but seg.init = 'cam' copies the CAM encoder; "
+                                           "make them equal or set seg.init=scratch")
         _choice("trial", "device", self.device, DEVICES)
         _at_least("trial", "threads", self.threads, 1)
 
@@ -247,7 +265,7 @@ def unknown_key_message(key: str, known: list[str] | tuple[str, ...] | Any) -> s
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
-    """Convert ``value`` to the leaf type ``tp`` (YAML/CLI strings included), or raise ``ValueError``."""
+    """Convert ``value`` to the leaf type ``tp`` (YAML/CLI strings included), or raise :class:`ConfigError`."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if tp is bool:
@@ -255,10 +273,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ValueError(f"{key} = {value!r} must be true or false")
+        raise ConfigError(key, f"{key} = {value!r} must be true or false")
     if tp is int:
         if isinstance(value, bool):
-            raise ValueError(f"{key} = {value!r} must be an integer")
+            raise ConfigError(key, f"{key} = {value!r} must be an integer")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -268,10 +286,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise ValueError(f"{key} = {value!r} must be an integer")
+        raise ConfigError(key, f"{key} = {value!r} must be an integer")
     if tp is float:
         if isinstance(value, bool):
-            raise ValueError(f"{key} = {value!r} must be a number")
+            raise ConfigError(key, f"{key} = {value!r} must be a number")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -279,12 +297,12 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ValueError(f"{key} = {value!r} must be a number")
+        raise ConfigError(key, f"{key} = {value!r} must be a number")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ValueError(f"{key} = {value!r} must be a string")
-    raise ValueError(f"{key}: unsupported type {tp!r}")
+        raise ConfigError(key, f"{key} = {value!r} must be a string")
+    raise ConfigError(key, f"{key}: unsupported type {tp!r}")
 
 
 def _build(cls: type[T], values: Mapping[str, Any], prefix: str) -> T:
@@ -300,12 +318,13 @@ def _build(cls: type[T], values: Mapping[str, Any], prefix: str) -> T:
 def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> TrialConfig:
     """Build a :class:`TrialConfig` from flat dotted keys over ``base`` (defaults when ``None``).
 
-    Raises ``ValueError`` naming the key for an unknown key, a wrong type or an out-of-range value.
+    Raises :class:`ConfigError` (a ``ValueError``) whose ``key`` is the key at fault, for an unknown key, a
+    wrong type or an out-of-range value.
     """
     known = flat_keys()
     for key in values:
         if key not in known:
-            raise ValueError(unknown_key_message(key, known))
+            raise ConfigError(key, unknown_key_message(key, known))
     merged = to_flat(base) if base is not None else {}
     merged.update(values)
     return _build(TrialConfig, merged, "")

@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from record import META
 from results._errors import ResultsError
 from results._schema import write_dataset
-from results._study_info import StudyInfo, parse_cell
+from results._study_info import StudyInfo, infer_info, param_value
 from results._summary import build_trials, clean_curves
 
 TAG = "ocr_study."
@@ -62,25 +63,13 @@ def trial_tags(tracking_uri: str, experiment: str | None, tag: str) -> dict[str,
             if f"{TAG}{tag}" in r.data.tags}
 
 
-def param_value(text: str) -> Any:
-    """A param's text typed back: ``True``/``False``, an int, a float, else the text itself."""
-    if text in ("True", "False"):
-        return text == "True"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
-
-
 def _config(run: Any) -> dict[str, Any]:
     tags = run.data.tags
     config = {k: param_value(v) for k, v in run.data.params.items()}
     for key in ("cell", "setting", "study", "spec_hash"):
         if f"{TAG}{key}" in tags:
             text = tags[f"{TAG}{key}"]
-            config[f"meta.{key}"] = param_value(text) if key in NUMERIC_META else text
+            config[f"{META}{key}"] = param_value(text) if key in NUMERIC_META else text
     return config
 
 
@@ -112,37 +101,11 @@ def read_mlflow_study(tracking_uri: str, experiment: str) -> tuple[pd.DataFrame,
         raise ResultsError(f"MLflow experiment {experiment!r} at {tracking_uri} has no trial runs "
                            f"(tagged {TAG}trial_id): is it an ocr-study experiment?")
     base = pd.DataFrame([_base_row(r) for r in runs])
-    name = str(base["config"].iloc[0].get("meta.study") or experiment)
-    info = _infer_info(name, base)
+    name = str(base["config"].iloc[0].get(f"{META}study") or experiment)
+    info = infer_info(name, base["config"].tolist())
     reports = pd.concat([_history(client, r) for r in runs], ignore_index=True)
     curves = clean_curves(reports, name)
     return build_trials(base, curves, info), curves, info
-
-
-def _infer_info(name: str, base: pd.DataFrame) -> StudyInfo:
-    configs = base["config"].tolist()
-    grid: dict[str, list[Any]] = {}
-    for config in configs:
-        for key, value in parse_cell(str(config.get("meta.cell", ""))).items():
-            typed = param_value(value)
-            if typed not in grid.setdefault(key, []):
-                grid[key].append(typed)
-    seeds = tuple(sorted({int(c["seed"]) for c in configs if isinstance(c.get("seed"), int)}))
-    planned = [int(c["seg.epochs"]) for c in configs if isinstance(c.get("seg.epochs"), int)]
-    return StudyInfo(name=name, grid=grid, search_keys=_searched(configs), seeds=seeds,
-                     max_epochs=max(planned) if planned else None)
-
-
-def _searched(configs: list[dict[str, Any]]) -> tuple[str, ...]:
-    """Keys that vary between settings of one cell: the searched parameters."""
-    seen: dict[tuple[str, str], dict[Any, set[str]]] = {}
-    for config in configs:
-        cell = str(config.get("meta.cell", ""))
-        for key, value in config.items():
-            if key.startswith("meta.") or key == "seed":
-                continue
-            seen.setdefault((cell, key), {}).setdefault(repr(value), set())
-    return tuple(sorted({key for (_, key), values in seen.items() if len(values) > 1}))
 
 
 def collect_mlflow(tracking_uri: str, experiment: str, out: Path) -> Path:

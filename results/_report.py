@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from results._collect_tune import collect_study
+from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
 from results._plots import report_plots

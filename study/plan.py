@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.config import to_flat
-from study.spec import Scalar, SearchParam, StudySpec, cell_id, spec_hash
+from record import PHASES, asha_rungs, cell_id, planned_epochs
+from study.spec import Scalar, SearchParam, StudySpec, spec_hash
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,6 @@ class StudyPlan:
     def gpus_at_once(self) -> float:
         """GPUs asked with :attr:`concurrency` trials running."""
         return self.spec.resources.gpus * self.concurrency
-
-
-def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:
-    """The epochs at which ASHA may stop a trial: every ``grace · rf^k`` below ``max_epochs``."""
-    rungs: list[int] = []
-    epoch = grace_period
-    while epoch < max_epochs:
-        rungs.append(epoch)
-        epoch *= reduction_factor
-    return tuple(rungs)
 
 
 def asha_epochs_per_trial(grace_period: int, reduction_factor: int, max_epochs: int) -> float:
@@ -140,6 +131,25 @@ def plan(spec: StudySpec) -> StudyPlan:
     return StudyPlan(spec=spec, cells=cells, requested_trials=requested, trials=trials,
                      max_epochs=sched.max_epochs, rungs=rungs, epochs_full=trials * sched.max_epochs,
                      epochs_expected=trials * per_trial)
+
+
+def study_record(study: StudyPlan) -> dict[str, Any]:
+    """The content of ``study.json`` (see :mod:`record`): phases, cells, planned trials and epochs, and the
+    facts a report needs (metric, grid, searched keys, rungs), so that ``results`` never reads the spec."""
+    spec, sched = study.spec, study.spec.scheduler
+    search = spec.search.params if spec.search is not None else ()
+    trial = to_flat(spec.trial)
+    cells = [{"id": c.id, "values": c.grid_values, "params": list(c.params), "settings": c.settings,
+              "trials": c.trials} for c in study.cells]
+    return {"name": spec.name, "spec_hash": spec_hash(spec), "metric": sched.metric, "mode": sched.mode,
+            "scheduler": sched.type, "rungs": list(study.rungs), "max_epochs": study.max_epochs,
+            "epochs_planned": planned_epochs(spec.trial.seg.epochs, sched.type, sched.max_epochs),
+            "grid": {axis.key: list(axis.values) for axis in spec.grid},
+            "defaults": {axis.key: trial.get(axis.key) for axis in spec.grid},
+            "search_keys": sorted(p.key for p in search),
+            "log_keys": sorted(p.key for p in search if p.type == "loguniform" or p.log),
+            "seeds": list(spec.seeds), "gpus": spec.resources.gpus, "planned_trials": study.trials,
+            "phases": [{"name": PHASES[0], "trials": study.trials, "cells": cells}]}
 
 
 # ---------------------------------------------------------------------------------------------------

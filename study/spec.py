@@ -26,7 +26,8 @@ from typing import Any, cast
 
 import yaml
 
-from pipelines.config import TrialConfig, coerce, flat_keys, from_flat, to_flat, unknown_key_message
+from pipelines.config import ConfigError, TrialConfig, coerce, flat_keys, from_flat, to_flat, unknown_key_message
+from record import cell_id, ocr_applies
 
 SPECS_DIR = Path(__file__).with_name("specs")
 DEFAULT_STORAGE = ".ocr-study/studies"
@@ -191,30 +192,10 @@ def _check_name(name: Any) -> None:
         raise SpecError("name", f"must be a folder name, got {name!r}")
 
 
-def _ocr_dependent(key: str) -> bool:
-    """Whether ``key`` has no effect when ``ocr.selection`` is ``none`` (the built-in condition)."""
-    return key.startswith("ocr.") and key != "ocr.selection"
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def cell_id(cell: Mapping[str, Any]) -> str:
-    """A cell's name, ``"ocr.selection=oc,ocr.prior=cooc_minmax"``; ``"base"`` for the one cell of no grid."""
-    return ",".join(f"{key}={_format_value(value)}" for key, value in cell.items()) or "base"
-
-
 def _config_error(err: Exception, path_of: Callable[[str | None], str], prefix: str = "") -> SpecError:
-    """A SpecError for an error of :func:`from_flat`, blamed on the first trial key its message names."""
-    message = str(err)
-    for token in re.findall(r"[A-Za-z_][\w.]*", message):
-        key = token.removeprefix("trial.")
-        if key in TRIAL_KEYS:
-            return SpecError(path_of(key), prefix + message)
-    return SpecError(path_of(None), prefix + message)
+    """A SpecError for an error of :func:`from_flat`, blamed on the key it carries (:class:`ConfigError`)."""
+    key = getattr(err, "key", None) if isinstance(err, ConfigError) else None
+    return SpecError(path_of(key if key in TRIAL_KEYS else None), prefix + str(err))
 
 
 def _build_trial(values: Mapping[str, Any], base: TrialConfig | None,
@@ -510,7 +491,7 @@ class StudySpec:
         False where the cell's ``ocr.selection`` is ``none`` for every other ``ocr.*`` key, and where an
         explicit condition of ``search.conditions`` is not met.
         """
-        if _ocr_dependent(key) and self._selection(cell) == "none":
+        if not ocr_applies(key, self._selection(cell)):
             return False
         conditions = self.search.conditions if self.search is not None else ()
         return all(cell.get(c.axis) in c.values for c in conditions if c.param == key)
