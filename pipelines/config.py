@@ -12,7 +12,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -332,22 +332,39 @@ def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> Tri
 
 def to_flat(config: Any, prefix: str = "") -> dict[str, Any]:
     """The config as flat dotted keys with plain values (the inverse of :func:`from_flat`)."""
+    return nested_to_flat(dataclasses.asdict(config), prefix)
+
+
+def nested_to_flat(tree: Mapping[str, Any], prefix: str = "", *, leaves: Collection[str] = (),
+                   max_depth: int = 8) -> dict[str, Any]:
+    """Flatten a nested mapping (as read from YAML) into dotted keys: the one flattener of trial keys.
+
+    Args:
+        tree: sections as mappings, leaves as values; dotted keys may stand beside nested ones.
+        prefix: prepended to every key.
+        leaves: keys whose value is kept whole even when it is a mapping (a wrong value, for the type
+            check to report, rather than a section).
+        max_depth: how deep sections may nest.
+
+    Raises :class:`ConfigError` (``key``: the path at fault) for a key that is not a string, a key given
+    twice (nested and dotted), or nesting deeper than ``max_depth``.
+    """
     flat: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            flat.update(to_flat(value, f"{prefix}{f.name}."))
-        else:
-            flat[f"{prefix}{f.name}"] = value
+    _flatten_into(flat, tree, prefix, frozenset(leaves), max_depth)
     return flat
 
 
-def nested_to_flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested mapping (as read from YAML) into dotted keys."""
-    flat: dict[str, Any] = {}
+def _flatten_into(flat: dict[str, Any], tree: Mapping[str, Any], prefix: str, leaves: frozenset[str],
+                  depth_left: int) -> None:
+    if depth_left < 0:
+        raise ConfigError(prefix[:-1], "is nested too deeply")
     for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(nested_to_flat(value, f"{prefix}{key}."))
+        if not isinstance(key, str):
+            raise ConfigError(prefix[:-1], f"keys must be strings; {key!r} is a {type(key).__name__}")
+        dotted = prefix + key
+        if isinstance(value, Mapping) and dotted not in leaves:
+            _flatten_into(flat, value, f"{dotted}.", leaves, depth_left - 1)
+        elif dotted in flat:
+            raise ConfigError(dotted, "is given twice (nested and dotted)")
         else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+            flat[dotted] = value
