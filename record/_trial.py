@@ -77,9 +77,13 @@ def complete_lines(data: bytes) -> bytes:
 def read_epochs(folder: Path) -> list[dict[str, Any]]:
     """Every complete line of the trial's ``epochs.jsonl``, in order (an epoch run twice appears twice)."""
     try:
-        data = complete_lines((Path(folder) / EPOCHS_FILE).read_bytes())
+        return parse_lines(complete_lines((Path(folder) / EPOCHS_FILE).read_bytes()))
     except FileNotFoundError:
         return []
+
+
+def parse_lines(data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of ``data``, one a line; a line that does not parse is skipped."""
     rows = []
     for line in data.splitlines():
         try:

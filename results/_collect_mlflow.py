@@ -1,9 +1,9 @@
-"""Rebuild a study's dataset from its MLflow experiment, for studies whose Tune storage is gone.
+"""Rebuild a study's dataset from its MLflow experiment, for studies whose own record is gone.
 
 MLflow holds what ``study.tracking`` mirrored: one nested run per trial (tags ``ocr_study.*``, params = the
 flat config as text, metrics per epoch with ``step = epoch``). Params are typed back from text (bool, int,
 float, else string). What MLflow does not hold stays empty: ``node_id`` and ``hostname``; ``wall_s`` is the
-run's end − start rather than Tune's ``time_total_s``; ``error`` is the tag (the error file's last line).
+run's end − start rather than the trial's own ``trial_wall_s``; ``error`` is the tag (the error file's last line).
 MLflow is imported here only, when called.
 """
 
@@ -53,14 +53,6 @@ def _trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
         token = page.token
         if not token:
             return runs
-
-
-def trial_tags(tracking_uri: str, experiment: str | None, tag: str) -> dict[str, str]:
-    """Trial id → the value of tag ``ocr_study.<tag>``, for every trial run of the experiment(s)."""
-    client = _client(tracking_uri)
-    runs = _trial_runs(client, _experiment_id(client, experiment))
-    return {r.data.tags[f"{TAG}trial_id"]: r.data.tags[f"{TAG}{tag}"] for r in runs
-            if f"{TAG}{tag}" in r.data.tags}
 
 
 def _config(run: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ epoch run again after a resumption replaces the earlier one). Nothing under ``tu
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from record import EPOCHS_FILE, META, read_trial, trial_folders
-from record._trial import complete_lines
+from record._trial import complete_lines, parse_lines
 from results._errors import ResultsError
 from results._schema import write_dataset
 from results._study_info import StudyInfo, infer_info, read_study_info
@@ -36,18 +35,6 @@ def _epoch_bytes(folder: Path) -> bytes:
         return b""
 
 
-def _parse_python(data: bytes) -> pd.DataFrame:
-    rows = []
-    for line in data.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def read_epochs(folders: list[Path]) -> pd.DataFrame:
     """Every complete epoch line of these trials as one frame (Arrow's JSON reader; line by line in
     Python, skipping lines that do not parse, if that fails)."""
@@ -58,7 +45,7 @@ def read_epochs(folders: list[Path]) -> pd.DataFrame:
         table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=BLOCK))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         log.warning("falling back to line-by-line parsing: %s", err)
-        return _parse_python(data)
+        return pd.DataFrame(parse_lines(data))
     keep = [name for name in table.column_names if not pa.types.is_nested(table.schema.field(name).type)]
     return table.select(keep).to_pandas()
 

@@ -73,7 +73,7 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> di
 
 
 def report_study(study_dir: Path, out: Path | None = None, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
-    """Collect a study from its Tune storage (idempotent) and write its report.
+    """Collect a study from its record (idempotent) and write its report.
 
     Args:
         study_dir: the study folder, ``<storage>/<name>``.

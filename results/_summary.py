@@ -1,6 +1,6 @@
 """From per-trial facts and learning curves to the rows of ``trials.parquet`` (shared by both sources).
 
-A collector gives, per trial, its config, Tune status, error and run facts (wall time, node, ...) and the
+A collector gives, per trial, its config, status, error and run facts (wall time, node, ...) and the
 deduplicated curves of all trials; this module adds what is derived: epochs, final and best metrics,
 CPU/GPU seconds and why the trial stopped.
 """
@@ -17,20 +17,17 @@ from record import BASE_CELL, META, planned_epochs, stop_reason
 from results._schema import PARAM_PREFIX
 from results._study_info import StudyInfo
 
-TUNE_FIELDS = frozenset({
-    "epoch", "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
-    "iterations_since_restore", "done", "should_checkpoint", "trial_id", "date", "hostname", "node_ip",
-    "node_id", "checkpoint_dir_name", "config", "experiment_tag", "warmup_time", "experiment_id"})
+IDS = ("study", "trial_id", "epoch")
 
 
 def clean_curves(reports: pd.DataFrame, study: str) -> pd.DataFrame:
-    """One row per (trial, epoch), the last report winning; only numeric metrics (no Tune bookkeeping)."""
+    """One row per (trial, epoch), the last report winning; only numeric metrics."""
     if reports.empty or "epoch" not in reports:
         return pd.DataFrame({"study": pd.Series(dtype=str), "trial_id": pd.Series(dtype=str),
                              "epoch": pd.Series(dtype="int64")})
     frame = reports[reports["epoch"].notna()]
     frame = frame.drop_duplicates(["trial_id", "epoch"], keep="last")
-    metrics = [c for c in frame.columns if c not in TUNE_FIELDS and _numeric(frame[c])]
+    metrics = [c for c in frame.columns if c not in IDS and _numeric(frame[c])]
     out = frame[["trial_id", "epoch", *metrics]].astype({"epoch": "int64", **{m: "float64" for m in metrics}})
     out.insert(0, "study", study)
     return out.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)

@@ -59,3 +59,14 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     path = tmp_path / "m.py"
     path.write_text("def f():\n    import ray.tune\n    from torch import nn\n    __import__('mlflow')\n")
     assert imported_roots(path) == {"ray", "torch", "mlflow"}
+
+
+def test_the_loss_options_of_the_config_are_the_loss_s_own() -> None:
+    """The config validates against tuples equal to ocr's (it cannot import ocr: torch would load with every
+    spec the CLI reads)."""
+    import ocr
+    from pipelines import config
+
+    assert config.SELECTIONS == ocr.SELECTIONS and config.GROUPS == ocr.GROUPS
+    assert config.IC_MASKINGS == ocr.IC_MASKINGS and config.REDUCTIONS == ocr.REDUCTIONS
+    assert config.PRIORS == ocr.PRIOR_VARIANTS
