@@ -1,4 +1,4 @@
-"""``ocr-study status``: trials by state and the best setting so far, per cell, from Tune's storage."""
+"""``ocr-study status``: trials by state and the best setting so far, per cell, from the study's record."""
 
 from __future__ import annotations
 

@@ -110,6 +110,23 @@ def test_a_study_without_a_finished_trial_says_its_state_and_exits_0(tmp_path: P
     assert (folder / ("report/report.md" if command == "report" else "results/trials.parquet")).is_file()
 
 
+def test_trials_without_any_epoch_yet_do_not_crash_the_report(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The crash of issue 14, item 3 (``KeyError: 'epochs'``): every trial still in stage 1, no epoch line."""
+    import json
+
+    folder = make_study(tmp_path, name="stage1", failed=0, max_trials=4)
+    for path in (folder / "trials").glob("*/trial.json"):
+        (path.parent / "epochs.jsonl").unlink()
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": "RUNNING"}))
+    assert main(["report", "stage1", "--storage", str(tmp_path), "--format", "md"]) == 0
+    assert "4 trials planned; 4 running" in capsys.readouterr().out
+    assert main(["export", "stage1", "--storage", str(tmp_path)]) == 0
+    assert "4 trials planned; 4 running" in capsys.readouterr().out
+    trials = load_dataset(folder / "results").trials
+    assert (trials["epochs"] == 0).all() and len(trials) == 4
+
+
 def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from types import SimpleNamespace
