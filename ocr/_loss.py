@@ -72,38 +72,38 @@ def candidate_mask(tags: Tensor) -> Tensor:
 def oc_pixels(logits: Tensor, tags: Tensor) -> Tensor:
     """Out-of-candidate pixels: ``(B, H, W)`` bool, True where the argmax is not a candidate.
 
-    Computed from maxima (``argmax`` over channels is some 50× slower than ``amax`` on CPU): a pixel is OC when
-    its maximum is above every candidate's logit; where the maximum is reached twice, the argmax of those
-    pixels alone decides (ties go to the lowest id, as ``argmax`` does).
+    Computed from maxima (``argmax`` over channels is some 50× slower than ``amax`` on CPU): see
+    :func:`_oc_from_maxima`.
     """
-    z = logits.detach()
+    b, k, h, w = logits.shape
+    z = logits.detach().reshape(b, k, h * w)  # (B, K, P)
     top, top_i = _maxima(z, tags)
-    return _resolve_ties(z, tags, top, top_i)
+    return _oc_from_maxima(z, candidate_mask(tags), top, top_i).view(b, h, w)
 
 
 def _maxima(z: Tensor, tags: Tensor) -> tuple[Tensor, Tensor]:
-    """Per pixel, the maximum over all channels and over the candidates: ``(B, H, W)`` each."""
-    b, k, h, w = z.shape
+    """Per pixel of ``z (B, K, P)``, the maximum over all channels and over the candidates: ``(B, P)`` each."""
     idx, ic_valid = _candidate_index(tags)  # (B, I)
-    z_i = torch.gather(z.reshape(b, k, h * w), 1, idx.unsqueeze(2).expand(-1, -1, h * w))  # (B, I, P)
-    top_i = z_i.masked_fill_(~ic_valid.unsqueeze(2), float("-inf")).amax(dim=1).view(b, h, w)
+    z_i = torch.gather(z, 1, idx.unsqueeze(2).expand(-1, -1, z.shape[2]))  # (B, I, P)
+    top_i = z_i.masked_fill_(~ic_valid.unsqueeze(2), float("-inf")).amax(dim=1)
     return z.amax(dim=1), top_i
 
 
-def _resolve_ties(z: Tensor, tags: Tensor, top: Tensor, top_i: Tensor) -> Tensor:
-    """OC from the maxima, with pixels whose maximum is reached twice settled by their own argmax."""
-    oc = top > top_i  # (B, H, W)
-    ties = (top == top_i) & ((z == top.unsqueeze(1)).sum(dim=1) > 1)  # a candidate shares the maximum
+def _oc_from_maxima(z: Tensor, cand: Tensor, top: Tensor, top_i: Tensor) -> Tensor:
+    """The OC test, the one place it is made: ``(B, P)`` True where ``argmax_k z_k`` is not a candidate.
+
+    ``top`` is the maximum over all channels and ``top_i`` over the candidates ``cand (B, K)``. A pixel is
+    OC when its maximum is above every candidate's logit; where the maximum is reached twice and a
+    candidate shares it, the argmax of those pixels alone decides (ties go to the lowest id, as
+    ``argmax`` does).
+    """
+    oc = top > top_i  # (B, P)
+    ties = (top == top_i) & ((z == top.unsqueeze(1)).sum(dim=1) > 1)
     if bool(ties.any()):
-        bi, hi, wi = ties.nonzero(as_tuple=True)
-        pred = z[bi, :, hi, wi].argmax(dim=1)  # (N,) over the tied pixels only
-        oc[bi, hi, wi] = ~candidate_mask(tags)[bi, pred]
+        bi, pi = ties.nonzero(as_tuple=True)
+        pred = z[bi, :, pi].argmax(dim=1)  # (N,) over the tied pixels only
+        oc[bi, pi] = ~cand[bi, pred]
     return oc
-
-
-def _fill(dtype: torch.dtype) -> float:
-    """A finite stand-in for −inf: exp() of it is 0, sums with it stay finite, gradients stay finite."""
-    return torch.finfo(dtype).min / 4
 
 
 def _candidate_index(tags: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,16 +117,6 @@ def _candidate_index(tags: Tensor) -> tuple[Tensor, Tensor]:
     key = (~cand).long() * k + torch.arange(k, device=cand.device)  # candidates first, by id
     idx = key.argsort(dim=1)[:, :width]  # (B, I)
     return idx, torch.gather(cand, 1, idx)
-
-
-def _oc_decision(z: Tensor, cand: Tensor, m_o: Tensor, m_i: Tensor) -> Tensor:
-    """``(B, P)`` True where argmax over all channels is out of candidate (exact on ties: lowest id wins)."""
-    oc = m_o > m_i
-    tie = m_o == m_i
-    if bool(tie.any()):
-        pred = z.argmax(dim=1)  # (B, P)
-        oc = oc | (tie & ~torch.gather(cand, 1, pred))
-    return oc
 
 
 def _paper_keep(z_i: Tensor, ic_valid: Tensor, lse_all: Tensor, prior_i: Tensor, tau: float) -> Tensor:
@@ -167,11 +157,52 @@ def _ic_term(z_i: Tensor, ic_valid: Tensor, keep: Tensor, ic_masking: str) -> tu
     return lse, soft.mul_(keep)  # ∂lse/∂(−z_k), only on kept entries
 
 
+# One helper per group term: each returns the term (B, P) and the weights w with ∂term/∂z = ±w.
+
+def _oc_logsumexp(zo: Tensor, m_o: Tensor) -> tuple[Tensor, Tensor]:
+    """``paper``'s OC term ``T_O = logsumexp_{j∈O} z_j`` and ``w_O = softmax_O(z)`` ``(B, K, P)`` (0 off O).
+
+    ``zo`` is ``z`` with candidates at −inf (overwritten); ``m_o`` its max, 0 where ``O`` is empty.
+    """
+    e_o = zo.sub_(m_o.unsqueeze(1)).exp_()  # (B, K, P) in place; 0 on candidates
+    s_o = e_o.sum(dim=1)  # (B, P); 0 where O is empty
+    scale = torch.where(s_o > 0, 1.0 / s_o, torch.zeros_like(s_o))
+    return m_o + torch.log(s_o), e_o.mul_(scale.unsqueeze(1))
+
+
+def _oc_max(zo: Tensor, m_o: Tensor) -> tuple[Tensor, Tensor]:
+    """``top1``/``rank_bg``'s OC term ``T_O = max_{j∈O} z_j`` and the channel of that max ``(B, P)``
+    (``w_O`` is one-hot there)."""
+    return m_o, zo.argmax(dim=1)
+
+
+def _ic_top1(m_i: Tensor, top_i: Tensor, z_i: Tensor) -> tuple[Tensor, Tensor]:
+    """``top1``'s IC term ``T_I = −max_{k∈I} z_k`` and ``w_I``, one-hot at that max ``(B, I, P)``."""
+    return -m_i, torch.zeros_like(z_i).scatter_(1, top_i.unsqueeze(1), 1.0)
+
+
+def _ic_paper(z_i: Tensor, ic_valid: Tensor, m_i: Tensor, oc_term: Tensor, prior_i: Tensor | None, tau: float,
+              ic_masking: str) -> tuple[Tensor, Tensor]:
+    """``paper``'s IC term ``T_I = logsumexp_{k∈I}(−g_k)`` over the keep set of the prior, and
+    ``w_I = softmax(−g)`` on the kept entries."""
+    if prior_i is None:
+        raise ValueError("group='paper' needs a prior matrix")
+    lse_i = m_i + torch.log(torch.exp(z_i - m_i.unsqueeze(1)).sum(dim=1))  # (B, P) logsumexp over I
+    keep = _paper_keep(z_i, ic_valid, torch.logaddexp(oc_term, lse_i), prior_i, tau)
+    return _ic_term(z_i, ic_valid, keep, ic_masking)
+
+
+def _ic_rank_bg(z_i: Tensor, ic_valid: Tensor, ic_masking: str) -> tuple[Tensor, Tensor]:
+    """``rank_bg``'s IC term over the released code's keep set, and its weights."""
+    return _ic_term(z_i, ic_valid, _rank_bg_keep(z_i, ic_valid), ic_masking)
+
+
 class _PixelLoss(torch.autograd.Function):
     """Per-pixel OCR loss over ``z (B, K, P)`` with a hand-written backward.
 
-    The full-width work is a handful of passes over ``z`` (mask, max, exp, sum; one multiply back);
-    everything that depends on the keep set runs over the gathered candidates ``(B, I, P)``, I ≪ K.
+    Forward, per pixel: ``A = T_I(z) + T_O(z) + δ`` and ``ℓ = softplus(A)`` (``ℓ = 0`` where ``O`` is empty),
+    with the terms of each group from the helpers above. The full-width work is a handful of passes over
+    ``z``; everything that depends on the keep set runs over the gathered candidates ``(B, I, P)``, I ≪ K.
     """
 
     @staticmethod
@@ -181,51 +212,47 @@ class _PixelLoss(torch.autograd.Function):
         cand3, has_oc = cand.unsqueeze(2), (~cand).any(dim=1, keepdim=True)  # (B, K, 1), (B, 1)
         zo = z + torch.zeros_like(cand3, dtype=z.dtype).masked_fill_(cand3, float("-inf"))  # (B, K, P), one pass
         m_o = zo.amax(dim=1)  # (B, P); −inf where O is empty
-        m_o_safe = torch.where(has_oc, m_o, torch.zeros_like(m_o))
         z_i = torch.gather(z, 1, idx.unsqueeze(2).expand(-1, -1, p))  # (B, I, P)
         z_i = z_i.masked_fill_(~ic_valid, float("-inf"))  # padding out of every max and sum
         m_i, top_i = z_i.max(dim=1)  # (B, P)
-        oc = _oc_decision(z, cand, m_o, m_i) & has_oc
-        if group == "paper":
-            e_o = zo.sub_(m_o_safe.unsqueeze(1)).exp_()  # (B, K, P) in place; 0 on candidates
-            s_o = e_o.sum(dim=1)  # (B, P)
-            oc_term = m_o_safe + torch.log(s_o)
-        else:
-            arg_o = zo.argmax(dim=1)  # (B, P)
-            oc_term = m_o_safe
+        oc = _oc_from_maxima(z, cand, torch.maximum(m_o, m_i), m_i) & has_oc
+        m_o = torch.where(has_oc, m_o, torch.zeros_like(m_o))
+        oc_term, w_o = _oc_logsumexp(zo, m_o) if group == "paper" else _oc_max(zo, m_o)
         if group == "top1":
-            ic_term = -m_i
-            w_i = torch.zeros_like(z_i).scatter_(1, top_i.unsqueeze(1), 1.0)  # (B, I, P)
+            ic_term, w_i = _ic_top1(m_i, top_i, z_i)
+        elif group == "paper":
+            prior_i = None if prior is None else prior.to(z.device, z.dtype)[idx.unsqueeze(2), idx.unsqueeze(1)]
+            ic_term, w_i = _ic_paper(z_i, ic_valid, m_i, oc_term, prior_i, tau, ic_masking)  # prior_i (B, I, I)
+        elif group == "rank_bg":
+            ic_term, w_i = _ic_rank_bg(z_i, ic_valid, ic_masking)
         else:
-            if group == "paper" and prior is not None:
-                lse_i = m_i + torch.log(torch.exp(z_i - m_i.unsqueeze(1)).sum(dim=1))
-                lse_all = torch.logaddexp(oc_term, lse_i)
-                prior_i = prior.to(z.device, z.dtype)[idx.unsqueeze(2), idx.unsqueeze(1)]  # (B, I, I)
-                keep = _paper_keep(z_i, ic_valid, lse_all, prior_i, tau)
-            else:
-                keep = _rank_bg_keep(z_i, ic_valid)
-            ic_term, w_i = _ic_term(z_i, ic_valid, keep, ic_masking)
-        arg = torch.where(has_oc, ic_term + oc_term + delta, torch.zeros_like(ic_term))  # (B, P)
-        sig = torch.sigmoid(arg) * has_oc
-        pixel = F.softplus(arg) * has_oc
+            raise ValueError(f"group={group!r} is not allowed; choose one of {list(GROUPS)}")
+        arg = torch.where(has_oc, ic_term + oc_term + delta, torch.zeros_like(ic_term))  # (B, P) = A
         ctx.group, ctx.shape = group, (b, k, p)
-        if group == "paper":
-            ctx.save_for_backward(e_o, s_o, idx, w_i, sig)
-        else:
-            ctx.save_for_backward(arg_o, idx, w_i, sig)
+        ctx.save_for_backward(w_o, idx, w_i, torch.sigmoid(arg) * has_oc)
         ctx.mark_non_differentiable(oc)
-        return pixel, oc
+        return F.softplus(arg) * has_oc, oc
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        c = grads[0] * ctx.saved_tensors[-1]  # (B, P) = ∂L/∂ℓ · σ(arg)
+        """The gradient of ``ℓ = softplus(A)``, ``A = T_I + T_O + δ``, with respect to ``z``::
+
+            ∂ℓ/∂z_j = σ(A) · (∂T_O/∂z_j + ∂T_I/∂z_j)          (0 where O is empty)
+            ∂T_O/∂z_j = softmax_O(z)_j                        paper  (T_O = logsumexp_O z)
+                      = [j = argmax_O z]                      top1, rank_bg  (T_O = max_O z)
+            ∂T_I/∂z_k = −softmax_{k'∈I}(−g)_k · [k ∈ K]        paper, rank_bg  (T_I = logsumexp_I(−g))
+                      = −[k = argmax_I z]                     top1  (T_I = −max_I z)
+
+        The anchor, the keep set K and the OC test are decisions (no gradient); a zeroed entry
+        (``g_k = 0``) is a constant. So ``∂ℓ/∂z = σ(A) · (w_O − w_I)``, with ``w_O`` on the OC channels and
+        ``w_I`` scattered back from the candidates' positions.
+        """
+        w_o, idx, w_i, sig = ctx.saved_tensors
+        c = grads[0] * sig  # (B, P) = ∂L/∂ℓ · σ(A)
         if ctx.group == "paper":
-            e_o, s_o, idx, w_i, _ = ctx.saved_tensors
-            coef = torch.where(s_o > 0, c / s_o, torch.zeros_like(c))
-            grad = e_o * coef.unsqueeze(1)  # (B, K, P): softmax over O
+            grad = w_o * c.unsqueeze(1)  # (B, K, P)
         else:
-            arg_o, idx, w_i, _ = ctx.saved_tensors
-            grad = c.new_zeros(ctx.shape).scatter_(1, arg_o.unsqueeze(1), c.unsqueeze(1))
+            grad = c.new_zeros(ctx.shape).scatter_(1, w_o.unsqueeze(1), c.unsqueeze(1))
         grad.scatter_add_(1, idx.unsqueeze(2).expand_as(w_i), -c.unsqueeze(1) * w_i)
         return grad, None, None, None, None, None, None, None, None
 
@@ -317,11 +344,12 @@ def _oc_only_loss(logits: Tensor, tags: Tensor, prior: Tensor | None, delta: flo
     Same value and gradient either way.
     """
     b, k, h, w = logits.shape
-    top, top_i = _maxima(logits.detach(), tags)  # (B, H, W) each
+    z_d = logits.detach().reshape(b, k, h * w)  # (B, K, P)
+    top, top_i = _maxima(z_d, tags)  # (B, P) each
     if float((top > top_i).float().mean()) > PACK_BELOW:  # most pixels OC (early training): packing won't pay
         pixel, oc = _pixel_terms(logits, tags, prior, delta, tau, group, ic_masking)  # (B, H, W) each
         return reduce_pixel_loss(pixel, oc if valid is None else oc & valid.bool(), valid, reduction)
-    chosen = _resolve_ties(logits.detach(), tags, top, top_i).view(b, h * w)  # (B, P)
+    chosen = _oc_from_maxima(z_d, candidate_mask(tags), top, top_i)  # (B, P)
     if valid is not None:
         chosen = chosen & valid.bool().view(b, h * w)
     index, real = _pack(chosen)  # (B, Q) each

@@ -12,7 +12,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,19 +37,36 @@ COOCCURRENCES = ("exclusive", "paired", "random")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class ConfigError(ValueError):
+    """A trial config is invalid; ``key`` is the flat key at fault (``"ocr.delta"``, ``"seed"``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        return (ConfigError, (self.key, str(self)))
+
+
+def _key(owner: str, name: str) -> str:
+    """The flat key of field ``name`` of section ``owner`` (``trial`` is the top level)."""
+    return name if owner == "trial" else f"{owner}.{name}"
+
+
 def _choice(owner: str, name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{owner}.{name} = {value!r} is not allowed; choose one of {list(allowed)}")
+        raise ConfigError(_key(owner, name),
+                          f"{owner}.{name} = {value!r} is not allowed; choose one of {list(allowed)}")
 
 
 def _at_least(owner: str, name: str, value: float, low: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
-        raise ValueError(f"{owner}.{name} = {value!r} must be a finite number >= {low}")
+        raise ConfigError(_key(owner, name), f"{owner}.{name} = {value!r} must be a finite number >= {low}")
 
 
 def _in_range(owner: str, name: str, value: float, low: float, high: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{owner}.{name} = {value!r} must be in [{low}, {high}]")
+        raise ConfigError(_key(owner, name), f"{owner}.{name} = {value!r} must be in [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -112,8 +129,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _choice("data", "name", self.name, DATASETS)
         if self.name != "digits" and not self.root:
-            raise ValueError(f"data.root is empty: data.name = {self.name!r} is read from disk; "
-                             "set data.root to the data set's folder")
+            raise ConfigError("data.root", f"data.root is empty: data.name = {self.name!r} is read from disk; "
+                                           "set data.root to the data set's folder")
         _at_least("data", "max_images", self.max_images, 0)
         _at_least("data", "workers", self.workers, -1)
         _at_least("data", "crop_size", self.crop_size, 8)
@@ -140,8 +157,10 @@ class Stage1Config:
     def __post_init__(self) -> None:
         _choice("stage1", "source", self.source, STAGE1_SOURCES)
         if self.source == "masks" and not self.masks_dir:
-            raise ValueError("stage1.masks_dir is empty but stage1.source = 'masks'; set it to the folder "
-                             "of pseudo-mask PNGs (one <image id>.png per training image)")
+            raise ConfigError(
+                "stage1.masks_dir",
+                "stage1.masks_dir is empty but stage1.source = 'masks'; set it to the folder "
+                "of pseudo-mask PNGs (one <image id>.png per training image)")
 
 
 @dataclass(frozen=True)
@@ -163,10 +182,10 @@ class EvalConfig:
         try:
             values = self.scale_list
         except ValueError:
-            raise ValueError(f"eval.scales = {self.scales!r} must be comma-separated numbers, "
-                             "e.g. '0.5,1.0,1.5'") from None
+            raise ConfigError("eval.scales", f"eval.scales = {self.scales!r} must be comma-separated numbers, "
+                                             "e.g. '0.5,1.0,1.5'") from None
         if not values:
-            raise ValueError("eval.scales is empty; give at least one scale, e.g. '1.0'")
+            raise ConfigError("eval.scales", "eval.scales is empty; give at least one scale, e.g. '1.0'")
         for value in values:
             _in_range("eval", "scales", value, 0.1, 4.0)
 
@@ -297,11 +316,13 @@ class ModelConfig:
         _choice("model", "optimizer", self.optimizer, OPTIMIZERS)
         for name in ("output_stride", "cam_output_stride"):
             if getattr(self, name) not in OUTPUT_STRIDES:
-                raise ValueError(f"model.{name} = {getattr(self, name)!r} is not allowed; "
-                                 f"choose one of {list(OUTPUT_STRIDES)}")
+                raise ConfigError(f"model.{name}", f"model.{name} = {getattr(self, name)!r} is not allowed; "
+                                                   f"choose one of {list(OUTPUT_STRIDES)}")
         if self.name == "tiny" and (self.weights or self.cam_weights):
-            raise ValueError("model.weights / model.cam_weights are set but model.name = 'tiny' has no "
-                             "pretrained backbone; set model.name=deeplab or leave them empty")
+            raise ConfigError(
+                "model.weights",
+                "model.weights / model.cam_weights are set but model.name = 'tiny' has no "
+                "pretrained backbone; set model.name=deeplab or leave them empty")
         _in_range("model", "momentum", self.momentum, 0.0, 0.999)
         _in_range("model", "head_lr_mult", self.head_lr_mult, 0.0, 1000.0)
         _in_range("model", "poly_power", self.poly_power, 0.0, 10.0)
@@ -317,9 +338,11 @@ class ModelConfig:
 def _check_model(cfg: TrialConfig) -> None:
     m = cfg.model
     if cfg.seg.init == "cam" and m.name != "tiny" and m.cam_backbone != m.backbone:
-        raise ValueError(f"seg.init = 'cam' copies the CAM backbone (model.cam_backbone = {m.cam_backbone!r}) "
-                         f"into the segmentation network (model.backbone = {m.backbone!r}); set seg.init=scratch "
-                         "to start from model.weights, or make the two backbones equal")
+        raise ConfigError(
+            "seg.init",
+            f"seg.init = 'cam' copies the CAM backbone (model.cam_backbone = {m.cam_backbone!r}) "
+            f"into the segmentation network (model.backbone = {m.backbone!r}); set seg.init=scratch "
+            "to start from model.weights, or make the two backbones equal")
 
 
 @dataclass(frozen=True)
@@ -343,8 +366,9 @@ class TrialConfig:
         _check_model(self)
         _at_least("trial", "seed", self.seed, 0)
         if self.seg.init == "cam" and self.seg.width != self.cam.width:
-            raise ValueError(f"seg.width = {self.seg.width} differs from cam.width = {self.cam.width}, but "
-                             "seg.init = 'cam' copies the CAM encoder; make them equal or set seg.init=scratch")
+            raise ConfigError("seg.width", f"seg.width = {self.seg.width} differs from cam.width = "
+                                           f"{self.cam.width}, but seg.init = 'cam' copies the CAM encoder; "
+                                           "make them equal or set seg.init=scratch")
         _choice("trial", "device", self.device, DEVICES)
         _at_least("trial", "threads", self.threads, 1)
         _check_stage1(self)
@@ -357,15 +381,21 @@ class TrialConfig:
 
 def _check_stage1(cfg: TrialConfig) -> None:
     if cfg.stage1.source == "masks" and not cfg.data.on_disk:
-        raise ValueError("stage1.source = 'masks' reads pseudo-masks of images on disk, but data.name = "
-                         "'digits'; use data.name = voc, coco or folder, or stage1.source = cam")
+        raise ConfigError(
+            "stage1.source",
+            "stage1.source = 'masks' reads pseudo-masks of images on disk, but data.name = "
+            "'digits'; use data.name = voc, coco or folder, or stage1.source = cam")
     if cfg.stage1.source == "masks" and cfg.seg.init == "cam":
-        raise ValueError("seg.init = 'cam' copies the CAM encoder, but stage1.source = 'masks' trains none; "
-                         "set seg.init=scratch")
+        raise ConfigError(
+            "seg.init",
+            "seg.init = 'cam' copies the CAM encoder, but stage1.source = 'masks' trains none; "
+            "set seg.init=scratch")
     if cfg.data.on_disk and cfg.stage1.source == "cam" and cfg.cam.ink_threshold > 0:
-        raise ValueError(f"cam.ink_threshold = {cfg.cam.ink_threshold} applies to the digit scenes only "
-                         f"(bright ink on a dark canvas); set cam.ink_threshold=0 for data.name = "
-                         f"{cfg.data.name!r}")
+        raise ConfigError(
+            "cam.ink_threshold",
+            f"cam.ink_threshold = {cfg.cam.ink_threshold} applies to the digit scenes only "
+            f"(bright ink on a dark canvas); set cam.ink_threshold=0 for data.name = "
+            f"{cfg.data.name!r}")
 
 
 T = TypeVar("T")
@@ -398,7 +428,7 @@ def unknown_key_message(key: str, known: list[str] | tuple[str, ...] | Any) -> s
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
-    """Convert ``value`` to the leaf type ``tp`` (YAML/CLI strings included), or raise ``ValueError``."""
+    """Convert ``value`` to the leaf type ``tp`` (YAML/CLI strings included), or raise :class:`ConfigError`."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if tp is bool:
@@ -406,10 +436,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ValueError(f"{key} = {value!r} must be true or false")
+        raise ConfigError(key, f"{key} = {value!r} must be true or false")
     if tp is int:
         if isinstance(value, bool):
-            raise ValueError(f"{key} = {value!r} must be an integer")
+            raise ConfigError(key, f"{key} = {value!r} must be an integer")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -419,10 +449,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise ValueError(f"{key} = {value!r} must be an integer")
+        raise ConfigError(key, f"{key} = {value!r} must be an integer")
     if tp is float:
         if isinstance(value, bool):
-            raise ValueError(f"{key} = {value!r} must be a number")
+            raise ConfigError(key, f"{key} = {value!r} must be a number")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -430,12 +460,12 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ValueError(f"{key} = {value!r} must be a number")
+        raise ConfigError(key, f"{key} = {value!r} must be a number")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ValueError(f"{key} = {value!r} must be a string")
-    raise ValueError(f"{key}: unsupported type {tp!r}")
+        raise ConfigError(key, f"{key} = {value!r} must be a string")
+    raise ConfigError(key, f"{key}: unsupported type {tp!r}")
 
 
 def _build(cls: type[T], values: Mapping[str, Any], prefix: str) -> T:
@@ -451,12 +481,13 @@ def _build(cls: type[T], values: Mapping[str, Any], prefix: str) -> T:
 def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> TrialConfig:
     """Build a :class:`TrialConfig` from flat dotted keys over ``base`` (defaults when ``None``).
 
-    Raises ``ValueError`` naming the key for an unknown key, a wrong type or an out-of-range value.
+    Raises :class:`ConfigError` (a ``ValueError``) whose ``key`` is the key at fault, for an unknown key, a
+    wrong type or an out-of-range value.
     """
     known = flat_keys()
     for key in values:
         if key not in known:
-            raise ValueError(unknown_key_message(key, known))
+            raise ConfigError(key, unknown_key_message(key, known))
     merged = to_flat(base) if base is not None else {}
     merged.update(values)
     return _build(TrialConfig, merged, "")
@@ -464,22 +495,39 @@ def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> Tri
 
 def to_flat(config: Any, prefix: str = "") -> dict[str, Any]:
     """The config as flat dotted keys with plain values (the inverse of :func:`from_flat`)."""
+    return nested_to_flat(dataclasses.asdict(config), prefix)
+
+
+def nested_to_flat(tree: Mapping[str, Any], prefix: str = "", *, leaves: Collection[str] = (),
+                   max_depth: int = 8) -> dict[str, Any]:
+    """Flatten a nested mapping (as read from YAML) into dotted keys: the one flattener of trial keys.
+
+    Args:
+        tree: sections as mappings, leaves as values; dotted keys may stand beside nested ones.
+        prefix: prepended to every key.
+        leaves: keys whose value is kept whole even when it is a mapping (a wrong value, for the type
+            check to report, rather than a section).
+        max_depth: how deep sections may nest.
+
+    Raises :class:`ConfigError` (``key``: the path at fault) for a key that is not a string, a key given
+    twice (nested and dotted), or nesting deeper than ``max_depth``.
+    """
     flat: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            flat.update(to_flat(value, f"{prefix}{f.name}."))
-        else:
-            flat[f"{prefix}{f.name}"] = value
+    _flatten_into(flat, tree, prefix, frozenset(leaves), max_depth)
     return flat
 
 
-def nested_to_flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested mapping (as read from YAML) into dotted keys."""
-    flat: dict[str, Any] = {}
+def _flatten_into(flat: dict[str, Any], tree: Mapping[str, Any], prefix: str, leaves: frozenset[str],
+                  depth_left: int) -> None:
+    if depth_left < 0:
+        raise ConfigError(prefix[:-1], "is nested too deeply")
     for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(nested_to_flat(value, f"{prefix}{key}."))
+        if not isinstance(key, str):
+            raise ConfigError(prefix[:-1], f"keys must be strings; {key!r} is a {type(key).__name__}")
+        dotted = prefix + key
+        if isinstance(value, Mapping) and dotted not in leaves:
+            _flatten_into(flat, value, f"{dotted}.", leaves, depth_left - 1)
+        elif dotted in flat:
+            raise ConfigError(dotted, "is given twice (nested and dotted)")
         else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+            flat[dotted] = value

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ocr import PosteriorPrior, draw_prior_heatmaps, ocr_loss, prior_matrix
+from ocr import OCRLoss, PosteriorPrior, draw_prior_heatmaps, prior_matrix
 from pipelines.config import OCRConfig
 
 
 class OCRTerm:
-    """``weight · ocr_loss(...)`` with every argument from :class:`OCRConfig`.
+    """``weight · OCRLoss(...)`` with every argument from :class:`OCRConfig`.
 
     The prior comes from the training split's tags; with ``prior="posterior"`` it is an EMA of the
     network's own predictions, updated after each batch.
@@ -24,6 +24,8 @@ class OCRTerm:
         k = self.static.shape[0]
         self.posterior = (PosteriorPrior(k, cfg.posterior_momentum, init=self.static)
                           if cfg.prior == "posterior" else None)
+        self.loss = OCRLoss(self.static, delta=cfg.delta, tau=cfg.tau, selection=cfg.selection, group=cfg.group,
+                            ic_masking=cfg.ic_masking, reduction=cfg.reduction).to(device)
 
     @property
     def enabled(self) -> bool:
@@ -37,13 +39,10 @@ class OCRTerm:
 
     def __call__(self, logits: Tensor, tags: Tensor, valid: Tensor | None) -> Tensor:
         """The weighted loss for a batch; updates the posterior afterwards."""
-        c = self.cfg
-        loss = ocr_loss(logits, tags, self.matrix.to(logits.device), delta=c.delta, tau=c.tau,
-                        selection=c.selection, group=c.group, ic_masking=c.ic_masking,
-                        reduction=c.reduction, valid=valid)
+        loss = self.loss(logits, tags, valid, prior=self.matrix.to(logits.device))
         if self.posterior is not None:
             self.posterior.update(logits, valid)
-        return c.weight * loss
+        return self.cfg.weight * loss
 
     def state_dict(self) -> dict[str, Tensor]:
         """The posterior matrix (empty when the prior is static)."""

@@ -1,11 +1,11 @@
 """From finished (or running) studies to Parquet datasets, paper-shaped tables and plots.
 
-Reads what studies wrote (Tune's storage, MLflow) with pyarrow and pandas; imports neither Ray nor the
+Reads what studies wrote (their own record, MLflow) with pyarrow and pandas; imports neither Ray nor the
 training code (MLflow only inside :func:`collect_mlflow`).
 """
 
 from results._collect_mlflow import collect_mlflow
-from results._collect_tune import collect_study
+from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._report import FORMATS, parse_formats, report_study, write_report
 from results._schema import SCHEMA_VERSION, Dataset, load_dataset

@@ -1,9 +1,9 @@
-"""Rebuild a study's dataset from its MLflow experiment, for studies whose Tune storage is gone.
+"""Rebuild a study's dataset from its MLflow experiment, for studies whose own record is gone.
 
 MLflow holds what ``study.tracking`` mirrored: one nested run per trial (tags ``ocr_study.*``, params = the
 flat config as text, metrics per epoch with ``step = epoch``). Params are typed back from text (bool, int,
 float, else string). What MLflow does not hold stays empty: ``node_id`` and ``hostname``; ``wall_s`` is the
-run's end − start rather than Tune's ``time_total_s``; ``error`` is the tag (the error file's last line).
+run's end − start rather than the trial's own ``trial_wall_s``; ``error`` is the tag (the error file's last line).
 MLflow is imported here only, when called.
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from record import META
 from results._errors import ResultsError
 from results._schema import write_dataset
-from results._study_info import StudyInfo, parse_cell
+from results._study_info import StudyInfo, infer_info, param_value
 from results._summary import build_trials, clean_curves
 
 TAG = "ocr_study."
@@ -54,33 +55,13 @@ def _trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
             return runs
 
 
-def trial_tags(tracking_uri: str, experiment: str | None, tag: str) -> dict[str, str]:
-    """Trial id → the value of tag ``ocr_study.<tag>``, for every trial run of the experiment(s)."""
-    client = _client(tracking_uri)
-    runs = _trial_runs(client, _experiment_id(client, experiment))
-    return {r.data.tags[f"{TAG}trial_id"]: r.data.tags[f"{TAG}{tag}"] for r in runs
-            if f"{TAG}{tag}" in r.data.tags}
-
-
-def param_value(text: str) -> Any:
-    """A param's text typed back: ``True``/``False``, an int, a float, else the text itself."""
-    if text in ("True", "False"):
-        return text == "True"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
-
-
 def _config(run: Any) -> dict[str, Any]:
     tags = run.data.tags
     config = {k: param_value(v) for k, v in run.data.params.items()}
     for key in ("cell", "setting", "study", "spec_hash"):
         if f"{TAG}{key}" in tags:
             text = tags[f"{TAG}{key}"]
-            config[f"meta.{key}"] = param_value(text) if key in NUMERIC_META else text
+            config[f"{META}{key}"] = param_value(text) if key in NUMERIC_META else text
     return config
 
 
@@ -112,37 +93,11 @@ def read_mlflow_study(tracking_uri: str, experiment: str) -> tuple[pd.DataFrame,
         raise ResultsError(f"MLflow experiment {experiment!r} at {tracking_uri} has no trial runs "
                            f"(tagged {TAG}trial_id): is it an ocr-study experiment?")
     base = pd.DataFrame([_base_row(r) for r in runs])
-    name = str(base["config"].iloc[0].get("meta.study") or experiment)
-    info = _infer_info(name, base)
+    name = str(base["config"].iloc[0].get(f"{META}study") or experiment)
+    info = infer_info(name, base["config"].tolist())
     reports = pd.concat([_history(client, r) for r in runs], ignore_index=True)
     curves = clean_curves(reports, name)
     return build_trials(base, curves, info), curves, info
-
-
-def _infer_info(name: str, base: pd.DataFrame) -> StudyInfo:
-    configs = base["config"].tolist()
-    grid: dict[str, list[Any]] = {}
-    for config in configs:
-        for key, value in parse_cell(str(config.get("meta.cell", ""))).items():
-            typed = param_value(value)
-            if typed not in grid.setdefault(key, []):
-                grid[key].append(typed)
-    seeds = tuple(sorted({int(c["seed"]) for c in configs if isinstance(c.get("seed"), int)}))
-    planned = [int(c["seg.epochs"]) for c in configs if isinstance(c.get("seg.epochs"), int)]
-    return StudyInfo(name=name, grid=grid, search_keys=_searched(configs), seeds=seeds,
-                     max_epochs=max(planned) if planned else None)
-
-
-def _searched(configs: list[dict[str, Any]]) -> tuple[str, ...]:
-    """Keys that vary between settings of one cell: the searched parameters."""
-    seen: dict[tuple[str, str], dict[Any, set[str]]] = {}
-    for config in configs:
-        cell = str(config.get("meta.cell", ""))
-        for key, value in config.items():
-            if key.startswith("meta.") or key == "seed":
-                continue
-            seen.setdefault((cell, key), {}).setdefault(repr(value), set())
-    return tuple(sorted({key for (_, key), values in seen.items() if len(values) > 1}))
 
 
 def collect_mlflow(tracking_uri: str, experiment: str, out: Path) -> Path:

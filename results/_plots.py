@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
+from record import OCR_OFF
 from results._schema import PARAM_PREFIX, Dataset
 from results._tables import SELECTION, SYMBOLS, best_settings, bin_values, cell_order, completed
 
@@ -61,7 +62,7 @@ def metric_vs_param(ds: Dataset, key: str, path: Path) -> Path | None:
     if column not in done or "final_val_miou" not in done:
         return None
     groups = _groups(done)
-    rows = done[(groups != "none") & done[column].notna()]
+    rows = done[(groups != OCR_OFF) & done[column].notna()]
     if rows.empty:
         return None
     plt = _pyplot()
@@ -158,7 +159,7 @@ def prior_matrices(ds: Dataset) -> dict[str, pd.DataFrame]:
     done = completed(ds)
     if done.empty or "final_val_miou" not in done:
         return {}
-    done = done[_groups(done) != "none"].sort_values("final_val_miou", ascending=False)
+    done = done[_groups(done) != OCR_OFF].sort_values("final_val_miou", ascending=False)
     prior = f"{PARAM_PREFIX}ocr.prior"
     variants = done[prior].astype(str) if prior in done else pd.Series("prior", index=done.index)
     found: dict[str, pd.DataFrame] = {}

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from results._collect_tune import collect_study
+from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
 from results._plots import report_plots
@@ -73,7 +73,7 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> di
 
 
 def report_study(study_dir: Path, out: Path | None = None, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
-    """Collect a study from its Tune storage (idempotent) and write its report.
+    """Collect a study from its record (idempotent) and write its report.
 
     Args:
         study_dir: the study folder, ``<storage>/<name>``.

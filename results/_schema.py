@@ -3,12 +3,12 @@
 ``trials.parquet`` columns, in order:
 
 - ``study``, ``trial_id``, ``cell``, ``setting`` (index of the sampled setting in its cell), ``seed``;
-- ``status`` (Tune's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED) and ``stop_reason``: ``completed``,
+- ``status`` (in Tune's words: TERMINATED, ERROR, RUNNING, PENDING, PAUSED) and ``stop_reason``: ``completed``,
   ``early_stopped`` (by ASHA; ``stop_rung`` is the rung's epoch), ``stopped`` (ended early otherwise, e.g.
   the time budget), ``failed`` (``error`` holds the exception line), ``running``, ``pending``, ``paused``;
 - ``epochs`` run, ``epochs_planned`` (the trial's ``seg.epochs``), ``best_epoch`` (best by the study's
   metric and mode);
-- ``wall_s`` (Tune's ``time_total_s``; from MLflow: run end − start), ``cpu_s`` (``trial_cpu_s`` summed
+- ``wall_s`` (``trial_wall_s`` summed over resumptions; from MLflow: run end − start), ``cpu_s`` (``trial_cpu_s`` summed
   over resumptions), ``gpu_s`` (wall seconds × GPUs the trial held; 0 on CPU);
 - ``node_id``, ``hostname``, ``git_commit``, ``spec_hash``, ``artifacts`` (folder of the last checkpoint's
   artifacts, or the MLflow run's artifact URI);
@@ -51,7 +51,6 @@ TRIAL_COLUMNS = (*ID_COLUMNS, *STATE_COLUMNS, *RUN_COLUMNS)
 INT_COLUMNS = ("setting", "seed", "stop_rung", "epochs", "epochs_planned", "best_epoch")
 FLOAT_COLUMNS = ("wall_s", "cpu_s", "gpu_s")
 CATEGORIES = ("study", "cell", "status", "stop_reason", "node_id", "hostname", "git_commit", "spec_hash")
-CURVE_CATEGORIES = ("study", "trial_id")
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,6 @@ class Dataset:
     curves: pd.DataFrame
     info: StudyInfo
     source: str
-
-    def metric_columns(self) -> list[str]:
-        """The metrics in ``curves`` (every column but study, trial_id and epoch)."""
-        return [c for c in self.curves.columns if c not in ("study", "trial_id", "epoch")]
-
-    def param_columns(self) -> list[str]:
-        """The ``params.*`` columns of ``trials``."""
-        return [c for c in self.trials.columns if c.startswith(PARAM_PREFIX)]
 
 
 def _string_array(values: list[Any], categorical: bool) -> pa.Array:

@@ -1,7 +1,8 @@
 """What the tables need to know about a study: its metric, grid axes, searched keys and ASHA rungs.
 
-Read from the study's ``spec.yaml`` (plain YAML: ``results`` does not import ``study``), or inferred from
-the trials when only MLflow is left. Stored as JSON in the Parquet files' metadata.
+Read from the study's own record, ``study.json`` (written by ``ocr-study run``; see :mod:`record`), or
+inferred from the trials when it is missing (only MLflow left, or a study from before it was written).
+Stored as JSON in the Parquet files' metadata.
 """
 
 from __future__ import annotations
@@ -11,18 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from record import META, parse_cell, read_study
 from results._errors import ResultsError
 
-
-def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:
-    """ASHA's milestones below ``max_epochs``: ``grace_period * reduction_factor**k``."""
-    out, rung = [], max(1, grace_period)
-    while rung < max_epochs:
-        out.append(rung)
-        rung *= max(2, reduction_factor)
-    return tuple(out)
+__all__ = ["StudyInfo", "infer_info", "info_from_study", "param_value", "parse_cell", "read_study_info"]
 
 
 @dataclass(frozen=True)
@@ -56,47 +49,60 @@ class StudyInfo:
         return cls(**doc)
 
 
-def info_from_spec(doc: dict[str, Any], name: str) -> StudyInfo:
-    """The facts from a ``spec.yaml`` document (the normalised spec a study saves)."""
-    sched = doc.get("scheduler") or {}
-    search = doc.get("search") or {}
-    kind = str(sched.get("type", "none"))
-    grid, trial = dict(doc.get("grid") or {}), dict(doc.get("trial") or {})
-    max_epochs = sched.get("max_epochs") or trial.get("seg.epochs")
-    rungs: tuple[int, ...] = ()
-    if kind == "asha" and max_epochs:
-        rungs = asha_rungs(int(sched.get("grace_period", 1)), int(sched.get("reduction_factor", 2)),
-                           int(max_epochs))
-    return StudyInfo(name=str(doc.get("name") or name), metric=str(sched.get("metric", "val_miou")),
-                     mode=str(sched.get("mode", "max")), grid=grid,
-                     defaults={k: trial[k] for k in grid if k in trial},
-                     search_keys=tuple(sorted((search.get("params") or {}).keys())),
-                     log_keys=tuple(sorted(k for k, v in (search.get("params") or {}).items()
-                                           if isinstance(v, dict) and (v.get("type") == "loguniform" or v.get("log")))),
-                     seeds=tuple(int(s) for s in doc.get("seeds") or ()), scheduler=kind, rungs=rungs,
-                     max_epochs=int(max_epochs) if max_epochs else None,
-                     gpus=float((doc.get("resources") or {}).get("gpus", 0.0)))
+def info_from_study(doc: dict[str, Any], name: str) -> StudyInfo:
+    """The facts from a ``study.json`` document."""
+    return StudyInfo(name=str(doc.get("name") or name), metric=str(doc.get("metric", "val_miou")),
+                     mode=str(doc.get("mode", "max")), grid=dict(doc.get("grid") or {}),
+                     defaults=dict(doc.get("defaults") or {}), search_keys=tuple(doc.get("search_keys") or ()),
+                     log_keys=tuple(doc.get("log_keys") or ()), seeds=tuple(int(s) for s in doc.get("seeds") or ()),
+                     scheduler=str(doc.get("scheduler", "unknown")),
+                     rungs=tuple(int(r) for r in doc.get("rungs") or ()),
+                     max_epochs=int(doc["max_epochs"]) if doc.get("max_epochs") else None,
+                     gpus=float(doc.get("gpus", 0.0)))
 
 
-def read_spec_info(study_dir: Path) -> StudyInfo:
-    """The facts from ``study_dir/spec.yaml``; defaults named after the folder when it is missing."""
-    path = study_dir / "spec.yaml"
-    if not path.is_file():
-        return StudyInfo(name=study_dir.name)
+def read_study_info(study_dir: Path) -> StudyInfo | None:
+    """The facts from ``study_dir/study.json``; ``None`` when the study has none."""
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ResultsError(f"{path} is not valid YAML ({err}); restore it from the study's spec") from err
-    if not isinstance(doc, dict):
-        raise ResultsError(f"{path} does not hold a study spec; restore it from the study's spec")
-    return info_from_spec(doc, study_dir.name)
+        doc = read_study(study_dir)
+    except ValueError as err:
+        raise ResultsError(str(err)) from err
+    return None if doc is None else info_from_study(doc, study_dir.name)
 
 
-def parse_cell(cell: str) -> dict[str, str]:
-    """A cell id ``"ocr.selection=oc,ocr.prior=uniform"`` as ``{key: value text}`` (``"base"``: none)."""
-    out: dict[str, str] = {}
-    for part in cell.split(","):
-        if "=" in part:
-            key, value = part.split("=", 1)
-            out[key] = value
-    return out
+def param_value(text: str) -> Any:
+    """A param's text typed back: ``True``/``False``, an int, a float, else the text itself."""
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def infer_info(name: str, configs: list[dict[str, Any]]) -> StudyInfo:
+    """The facts inferred from the trials' configs, for a study without ``study.json``."""
+    grid: dict[str, list[Any]] = {}
+    for config in configs:
+        for key, value in parse_cell(str(config.get(f"{META}cell", ""))).items():
+            typed = param_value(value)
+            if typed not in grid.setdefault(key, []):
+                grid[key].append(typed)
+    seeds = tuple(sorted({int(c["seed"]) for c in configs if isinstance(c.get("seed"), int)}))
+    planned = [int(c["seg.epochs"]) for c in configs if isinstance(c.get("seg.epochs"), int)]
+    return StudyInfo(name=name, grid=grid, search_keys=_searched(configs), seeds=seeds,
+                     max_epochs=max(planned) if planned else None)
+
+
+def _searched(configs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Keys that vary between settings of one cell: the searched parameters."""
+    seen: dict[tuple[str, str], dict[Any, set[str]]] = {}
+    for config in configs:
+        cell = str(config.get(f"{META}cell", ""))
+        for key, value in config.items():
+            if key.startswith(META) or key == "seed":
+                continue
+            seen.setdefault((cell, key), {}).setdefault(repr(value), set())
+    return tuple(sorted({key for (_, key), values in seen.items() if len(values) > 1}))

@@ -1,6 +1,6 @@
 """From per-trial facts and learning curves to the rows of ``trials.parquet`` (shared by both sources).
 
-A collector gives, per trial, its config, Tune status, error and run facts (wall time, node, ...) and the
+A collector gives, per trial, its config, status, error and run facts (wall time, node, ...) and the
 deduplicated curves of all trials; this module adds what is derived: epochs, final and best metrics,
 CPU/GPU seconds and why the trial stopped.
 """
@@ -13,25 +13,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from record import BASE_CELL, META, planned_epochs, stop_reason
 from results._schema import PARAM_PREFIX
 from results._study_info import StudyInfo
 
-META = "meta."
-TUNE_FIELDS = frozenset({
-    "epoch", "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "time_since_restore",
-    "iterations_since_restore", "done", "should_checkpoint", "trial_id", "date", "hostname", "node_ip",
-    "node_id", "checkpoint_dir_name", "config", "experiment_tag", "warmup_time", "experiment_id"})
-REASONS = {"ERROR": "failed", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
+IDS = ("study", "trial_id", "epoch")
 
 
 def clean_curves(reports: pd.DataFrame, study: str) -> pd.DataFrame:
-    """One row per (trial, epoch), the last report winning; only numeric metrics (no Tune bookkeeping)."""
+    """One row per (trial, epoch), the last report winning; only numeric metrics."""
     if reports.empty or "epoch" not in reports:
         return pd.DataFrame({"study": pd.Series(dtype=str), "trial_id": pd.Series(dtype=str),
                              "epoch": pd.Series(dtype="int64")})
     frame = reports[reports["epoch"].notna()]
     frame = frame.drop_duplicates(["trial_id", "epoch"], keep="last")
-    metrics = [c for c in frame.columns if c not in TUNE_FIELDS and _numeric(frame[c])]
+    metrics = [c for c in frame.columns if c not in IDS and _numeric(frame[c])]
     out = frame[["trial_id", "epoch", *metrics]].astype({"epoch": "int64", **{m: "float64" for m in metrics}})
     out.insert(0, "study", study)
     return out.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
@@ -41,11 +37,12 @@ def _numeric(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
-def _cpu_seconds(curves: pd.DataFrame) -> pd.Series:
-    """``trial_cpu_s`` restarts at each resumption: sum the last value of every stretch."""
-    if "trial_cpu_s" not in curves:
+def stretch_sum(curves: pd.DataFrame, column: str) -> pd.Series:
+    """Per trial, a counter that restarts at each resumption (``trial_cpu_s``, ``trial_wall_s``): the sum of
+    the last value of every stretch."""
+    if column not in curves:
         return pd.Series(dtype="float64")
-    cpu = curves["trial_cpu_s"]
+    cpu = curves[column]
     fresh = (curves["trial_id"] != curves["trial_id"].shift()) | (cpu.diff() < 0)
     stretch = fresh.cumsum()
     last = cpu.groupby(stretch).max()
@@ -57,7 +54,7 @@ def summarize_curves(curves: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
     """Per trial: epochs run, ``final_*`` (last report), ``best_epoch`` and ``best_val_*``, ``cpu_s``."""
     metrics = [c for c in curves.columns if c not in ("study", "trial_id", "epoch")]
     if curves.empty:
-        return pd.DataFrame(index=pd.Index([], name="trial_id"))
+        return pd.DataFrame({"epochs": pd.Series(dtype="int64")}, index=pd.Index([], name="trial_id"))
     grouped = curves.groupby("trial_id", sort=False)
     last = grouped.tail(1).set_index("trial_id")
     out = pd.DataFrame({"epochs": grouped["epoch"].max()})
@@ -69,20 +66,9 @@ def summarize_curves(curves: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
         val = [m for m in metrics if m.startswith("val_")]
         out = out.join(best[["epoch", *val]].rename(columns={"epoch": "best_epoch"}).rename(
             columns={m: f"best_{m}" for m in val}))
-    out["cpu_s"] = _cpu_seconds(curves)
+    out["cpu_s"] = stretch_sum(curves, "trial_cpu_s")
     out.index.name = "trial_id"
     return out
-
-
-def stop_reason(status: str, epochs: int, planned: int | None, info: StudyInfo) -> tuple[str, int | None]:
-    """Why a trial stopped, and the ASHA rung (its epoch) when ASHA stopped it."""
-    if status in REASONS:
-        return REASONS[status], None
-    if planned is None or epochs >= planned:
-        return "completed", None
-    if info.scheduler == "unknown" or (info.scheduler == "asha" and epochs in info.rungs):
-        return "early_stopped", epochs
-    return "stopped", None
 
 
 def _params(configs: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -97,13 +83,11 @@ def _planned(config: dict[str, Any], info: StudyInfo) -> int | None:
     planned = config.get("seg.epochs")
     if not isinstance(planned, (int, float)) or isinstance(planned, bool):
         return info.max_epochs
-    if info.scheduler == "asha" and info.max_epochs:
-        return min(int(planned), info.max_epochs)
-    return int(planned)
+    return planned_epochs(int(planned), info.scheduler, info.max_epochs)
 
 
 def _identity(config: dict[str, Any], info: StudyInfo) -> dict[str, Any]:
-    return {"study": config.get(f"{META}study") or info.name, "cell": config.get(f"{META}cell", "base"),
+    return {"study": config.get(f"{META}study") or info.name, "cell": config.get(f"{META}cell", BASE_CELL),
             "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"),
             "spec_hash": config.get(f"{META}spec_hash"),
             "epochs_planned": _planned(config, info)}
@@ -114,11 +98,12 @@ def build_trials(base: pd.DataFrame, curves: pd.DataFrame, info: StudyInfo) -> p
     ``wall_s``, ``node_id``, ``hostname``, ``git_commit``, ``artifacts``) and the cleaned curves."""
     base = base.reset_index(drop=True)
     configs = base["config"].tolist()
-    ident = pd.DataFrame([_identity(c, info) for c in configs], index=base.index)
+    ident = pd.DataFrame([_identity(c, info) for c in configs], index=base.index,
+                         columns=["study", "cell", "setting", "seed", "spec_hash", "epochs_planned"])
     frame = pd.concat([base.drop(columns=["config"]), ident], axis=1)
     frame = frame.join(summarize_curves(curves, info), on="trial_id")
     frame["epochs"] = frame["epochs"].fillna(0).astype("int64")
-    reasons = [stop_reason(s, e, None if pd.isna(p) else int(p), info)
+    reasons = [stop_reason(s, e, None if pd.isna(p) else int(p), info.scheduler, info.rungs)
                for s, e, p in zip(frame["status"], frame["epochs"], frame["epochs_planned"], strict=True)]
     frame["stop_reason"] = [r for r, _ in reasons]
     frame["stop_rung"] = [r for _, r in reasons]

@@ -1,10 +1,10 @@
-"""A synthetic study written in Ray Tune 2.60's own on-disk format, for tests and the scale benchmark.
+"""A synthetic study written in the study record's format (:mod:`record`), for tests and the benchmark.
 
-It writes what a real study leaves in ``<storage>/<name>/``: ``spec.yaml`` and ``tune/`` with an
-``experiment_state-*.json``, one folder per trial (``params.json``, ``result.json`` with one JSON object
-per report line, Tune's fields and the whole config on every line, ``error.txt`` for failed trials and
-``prior.csv`` under the last checkpoint's ``artifacts/``). The numbers are made up but shaped like a
-study: an OCR cell effect, a δ optimum, seed noise, ASHA stopping weak trials at its rungs.
+It writes what a real study's record holds in ``<storage>/<name>/``: ``study.json``, and per trial
+``trials/<id>/trial.json`` (config, status, node, error) and ``trials/<id>/epochs.jsonl`` (one line of
+metrics per epoch), with ``prior.csv`` under ``tune/<trial>/checkpoint_*/artifacts/`` (where the record's
+``artifacts`` points). The numbers are made up but shaped like a study: an OCR cell effect, a δ optimum,
+seed noise, ASHA stopping weak trials at its rungs.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from results._study_info import asha_rungs
+from record import META, append_epoch, asha_rungs, cell_id, trial_folder, write_study, write_trial
 
-SESSION = "2026-11-25_12-00-00"
+SESSION = "2026-11-25_12-00-00"  # in the names of the trials' Tune folders
 CELL_EFFECT = {"none": 0.0, "all": 0.015, "oc": 0.03}
 PRIOR_EFFECT = {"cooc_minmax": 0.005, "uniform": -0.01, "identity": -0.005}
 CLASSES = ("background", "digit0", "digit1", "digit2")
+SEARCHED = ("ocr.delta", "ocr.tau")
+SPEC_HASH = "0123456789ab"
+ERROR = "pipelines.engine.NonFiniteLossError: non-finite loss in stage 'seg' at epoch 2"
 
 
 @dataclass(frozen=True)
@@ -61,33 +63,34 @@ class _Trial:
         return f"train_trial_{self.trial_id}_{self.index + 1}_seed={self.config['seed']}_{SESSION}"
 
 
-def _spec(study: SyntheticStudy, storage: Path) -> dict[str, Any]:
-    scheduler: dict[str, Any] = {"type": "none", "metric": "val_miou", "mode": "max"}
-    if study.asha:
-        scheduler = {"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_epochs": study.epochs,
-                     "metric": "val_miou", "mode": "max"}
+def _study_doc(study: SyntheticStudy, trials: int) -> dict[str, Any]:
+    """The ``study.json`` a real study of this shape writes."""
     grid: dict[str, list[str]] = {"ocr.selection": list(study.selections)}
     if study.priors:
         grid["ocr.prior"] = list(study.priors)
-    return {"name": study.name, "trial": {"seg.epochs": study.epochs, "ocr.selection": "oc",
-                                          "ocr.prior": "cooc_minmax", "ocr.delta": 6.0, "ocr.tau": 0.2},
-            "grid": grid,
-            "search": {"samples": study.settings, "sampler": "tpe", "seed": 0, "params": {
-                "ocr.delta": {"type": "uniform", "low": 0.0, "high": 8.0},
-                "ocr.tau": {"type": "loguniform", "low": 0.05, "high": 0.5}}, "conditions": {}},
-            "seeds": list(study.seeds), "scheduler": scheduler, "max_concurrent": 2,
-            "resources": {"cpus": 1.0, "gpus": 0.0}, "tracking": {"uri": None, "experiment": study.name},
-            "storage": str(storage), "budget": {"max_trials": study.max_trials, "time_s": None}}
+    cells = []
+    for c in _cells(study):
+        settings = 1 if c["ocr.selection"] == "none" else study.settings
+        cells.append({"id": cell_id(c), "values": c, "params": [] if settings == 1 else list(SEARCHED),
+                      "settings": settings, "trials": settings * len(study.seeds)})
+    defaults = {"ocr.selection": "oc", **({"ocr.prior": "cooc_minmax"} if study.priors else {})}
+    return {"name": study.name, "spec_hash": SPEC_HASH, "metric": "val_miou", "mode": "max",
+            "scheduler": "asha" if study.asha else "none",
+            "rungs": list(asha_rungs(1, 2, study.epochs)) if study.asha else [], "max_epochs": study.epochs,
+            "epochs_planned": study.epochs, "grid": grid,
+            "defaults": defaults,
+            "search_keys": list(SEARCHED), "log_keys": ["ocr.tau"], "seeds": list(study.seeds), "gpus": 0.0,
+            "planned_trials": trials, "phases": [{"name": "search", "trials": trials, "cells": cells}]}
 
 
 def _config(study: SyntheticStudy, cell: dict[str, str], setting: int, seed: int, delta: float,
             tau: float) -> dict[str, Any]:
     filler = {f"data.extra.key_{i:02d}": 0.5 * i for i in range(study.extra_keys)}  # a real config's size
-    cell_id = ",".join(f"{k}={v}" for k, v in cell.items())
     return {**filler, "data.name": "digits", "cam.epochs": 6, "seg.epochs": study.epochs, "seg.lr": 0.003,
             "ocr.group": "paper", "ocr.prior": "cooc_minmax", **cell, "ocr.delta": delta, "ocr.tau": tau,
-            "ocr.weight": 1.0, "amp": True, "device": "cpu", "threads": 1, "seed": seed, "meta.cell": cell_id,
-            "meta.setting": setting, "meta.study": study.name, "meta.spec_hash": "0123456789ab"}
+            "ocr.weight": 1.0, "amp": True, "device": "cpu", "threads": 1, "seed": seed,
+            f"{META}cell": cell_id(cell), f"{META}setting": setting, f"{META}study": study.name,
+            f"{META}spec_hash": SPEC_HASH}
 
 
 def _cells(study: SyntheticStudy) -> list[dict[str, str]]:
@@ -148,44 +151,26 @@ def _metrics(trial: _Trial, epoch: int, total: int, best: float) -> dict[str, fl
             "trial_cpu_s": 1.0 + 0.5 * epoch}
 
 
-def _tune_fields(trial: _Trial, epoch: int, done: bool) -> dict[str, Any]:
-    return {"node_id": f"node{trial.index % 3:056d}", "timestamp": 1795600000 + trial.index * 100 + epoch,
-            "checkpoint_dir_name": f"checkpoint_{epoch - 1:06d}", "should_checkpoint": True, "done": done,
-            "training_iteration": epoch, "trial_id": trial.trial_id, "date": "2026-11-25_12-00-00",
-            "time_this_iter_s": 0.6, "time_total_s": 2.0 + 0.6 * epoch, "pid": 1000 + trial.index % 2,
-            "hostname": "vm", "node_ip": "192.0.2.2"}
-
-
-def _result_lines(trial: _Trial, total: int) -> tuple[list[str], dict[str, Any]]:
-    config = json.dumps(trial.config)
-    lines, best, last = [], 0.0, {}
+def _write_trial(study_dir: Path, trial: _Trial, study: SyntheticStudy) -> None:
+    folder = trial_folder(study_dir, trial.trial_id)
+    best = 0.0
     for epoch in range(1, trial.epochs + 1):
-        done = epoch == trial.epochs and trial.status == "TERMINATED"
-        last = {**_metrics(trial, epoch, total, best), **_tune_fields(trial, epoch, done)}
-        best = last["best_val_miou"]
-        tail = json.dumps({"time_since_restore": last["time_total_s"], "iterations_since_restore": epoch})
-        lines.append(json.dumps(last)[:-1] + ', "config": ' + config + ", " + tail[1:])
-    return lines, {**last, "config": trial.config}
-
-
-def _write_trial(folder: Path, trial: _Trial, study: SyntheticStudy) -> dict[str, Any]:
-    folder.mkdir(parents=True)
-    (folder / "params.json").write_text(json.dumps(trial.config, indent=2, sort_keys=True))
-    lines, last = _result_lines(trial, study.epochs)
-    text = "".join(line + "\n" for line in lines)
-    if trial.status == "RUNNING":
-        text += lines[-1][: len(lines[-1]) // 2]  # a report being written right now
-    (folder / "result.json").write_text(text)
-    if trial.status == "ERROR":
-        (folder / "error.txt").write_text(
-            "Failure # 1 (occurred at 2026-11-25_12-00-05)\n\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)\n"
-            '  File "pipelines/engine.py", line 132, in train_epoch\n'
-            "pipelines.engine.NonFiniteLossError: non-finite loss in stage 'seg' at epoch 2\n\n"
-            "During handling of the above exception, another exception occurred:\n\n"
-            "TypeError: NonFiniteLossError.__init__() missing 3 required positional arguments\n")
+        metrics = _metrics(trial, epoch, study.epochs, best)
+        best = metrics["best_val_miou"]
+        append_epoch(folder, {"trial_id": trial.trial_id, **metrics, "trial_wall_s": 2.0 + 0.6 * epoch})
+    if trial.status == "RUNNING":  # a report being written right now
+        with open(folder / "epochs.jsonl", "a") as f:
+            f.write(json.dumps({"trial_id": trial.trial_id, "epoch": trial.epochs + 1})[:20])
+    artifacts = None
     if study.artifacts and trial.epochs:
-        _write_prior(folder / f"checkpoint_{trial.epochs - 1:06d}" / "artifacts", trial)
-    return last
+        artifacts = study_dir / "tune" / trial.dirname / f"checkpoint_{trial.epochs - 1:06d}" / "artifacts"
+        _write_prior(artifacts, trial)
+    error = ERROR if trial.status == "ERROR" else None
+    write_trial(folder, {"trial_id": trial.trial_id, "study": study.name, "phase": "search",
+                         "cell": trial.config[f"{META}cell"], "setting": trial.config[f"{META}setting"],
+                         "seed": trial.config["seed"], "config": trial.config, "status": trial.status,
+                         "node_id": f"node{trial.index % 3:056d}", "hostname": "vm", "error": error,
+                         "artifacts": None if artifacts is None else str(artifacts)})
 
 
 def _write_prior(folder: Path, trial: _Trial) -> None:
@@ -198,21 +183,8 @@ def _write_prior(folder: Path, trial: _Trial) -> None:
     (folder / "prior.csv").write_text("\n".join(rows) + "\n")
 
 
-def _state_entry(trial: _Trial, last: dict[str, Any]) -> list[str]:
-    info = {"stub": False, "trainable_name": "train_trial", "trial_id": trial.trial_id, "config": trial.config,
-            "evaluated_params": trial.config, "status": trial.status, "relative_logdir": trial.dirname,
-            "experiment_tag": f"{trial.index + 1}_seed={trial.config['seed']}", "max_failures": 2}
-    error = "error.txt" if trial.status == "ERROR" else None
-    runtime = {"start_time": 1795600000.0 + trial.index, "num_failures": 3 if error else 0,
-               "num_failures_after_restore": 0, "error_filename": error,
-               "pickled_error_filename": "error.pkl" if error else None, "last_result": last,
-               "last_result_time": 1795600000.0 + trial.index, "_n_steps": [5, 10],
-               "metric_analysis": {}, "metric_n_steps": {}}
-    return [json.dumps(info, indent=2), json.dumps(runtime, indent=2)]
-
-
 def write_synthetic_study(storage: Path, study: SyntheticStudy | None = None) -> Path:
-    """Write a synthetic study under ``storage/<name>`` in Tune's format; returns the study folder.
+    """Write a synthetic study under ``storage/<name>`` in the record's format; returns the study folder.
 
     Args:
         storage: the folder that holds studies (created if missing).
@@ -220,14 +192,10 @@ def write_synthetic_study(storage: Path, study: SyntheticStudy | None = None) ->
     """
     study = study or SyntheticStudy()
     folder = storage / study.name
-    tune_dir = folder / "tune"
-    tune_dir.mkdir(parents=True)
-    (folder / "spec.yaml").write_text(yaml.safe_dump(_spec(study, storage), sort_keys=False))
+    folder.mkdir(parents=True)
     trials = _plan(study, np.random.default_rng(study.seed))
     _assign_epochs(study, trials)
-    entries = [_state_entry(t, _write_trial(tune_dir / t.dirname, t, study)) for t in trials]
-    if study.running:
-        entries = entries[:-1]  # the newest trial started after Tune last saved its state
-    state = {"trial_data": entries, "runner_data": {"_session_str": SESSION}, "stats": {"start_time": 0.0}}
-    (tune_dir / f"experiment_state-{SESSION}.json").write_text(json.dumps(state))
+    write_study(folder, _study_doc(study, len(trials)))
+    for trial in trials:
+        _write_trial(folder, trial, study)
     return folder

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from record import OCR_OFF, best_setting, ocr_applies, parse_cell, value_text
 from results._schema import PARAM_PREFIX, Dataset
 from results._stats import paired_t_test
-from results._study_info import parse_cell
 
 METRICS = (("val_miou", "val mIoU"), ("val_oc_rate", "OC rate"), ("val_oracle_miou", "oracle-tag mIoU"))
 SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}
@@ -54,19 +54,17 @@ def mean_std_text(mean: float, std: float, n: int) -> str:
     return f"{_pct(mean)} ± {_pct(std)} (n = {n})"
 
 
-def _score(frame: pd.DataFrame, ds: Dataset) -> pd.Series:
-    column = f"final_{ds.info.metric}" if f"final_{ds.info.metric}" in frame else "final_val_miou"
-    return frame[column] if ds.info.mode == "max" else -frame[column]
-
-
 def best_settings(ds: Dataset) -> pd.Series:
     """Per cell, the setting with the best mean over seeds of the study's metric (on validation)."""
     done = completed(ds)
     if done.empty:
         return pd.Series(dtype="int64")
-    means = _score(done, ds).groupby([done["cell"].astype(str), done["setting"]]).mean()
-    best = means.groupby(level=0).idxmax()
-    return pd.Series({cell: key[1] for cell, key in best.items()}, dtype="int64")
+    scores = done[f"final_{ds.info.metric}"] if f"final_{ds.info.metric}" in done else done["final_val_miou"]
+    by_cell: dict[str, dict[int, list[float]]] = {}
+    for (cell, setting), values in scores.groupby([done["cell"].astype(str), done["setting"]], sort=True):
+        by_cell.setdefault(str(cell), {})[int(setting)] = values.dropna().tolist()
+    chosen = {cell: best_setting(settings, ds.info.mode) for cell, settings in by_cell.items()}
+    return pd.Series({cell: pick[0] for cell, pick in chosen.items() if pick is not None}, dtype="int64")
 
 
 def cell_order(ds: Dataset, cells: list[str]) -> list[str]:
@@ -77,7 +75,7 @@ def cell_order(ds: Dataset, cells: list[str]) -> list[str]:
         values = parse_cell(cell)
         out = []
         for axis, allowed in axes.items():
-            text = [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed]
+            text = [value_text(v) for v in allowed]
             value = values.get(axis, "")
             out.append((text.index(value) if value in text else len(text), value))
         return (*out, (0, cell))
@@ -88,7 +86,7 @@ def cell_order(ds: Dataset, cells: list[str]) -> list[str]:
 def baseline_cell(ds: Dataset, cells: list[str]) -> str:
     """The cell without OCR (``ocr.selection=none``), else the first cell."""
     for cell in cells:
-        if parse_cell(cell).get("ocr.selection") == "none":
+        if parse_cell(cell).get("ocr.selection") == OCR_OFF:
             return cell
     return cells[0]
 
@@ -103,10 +101,10 @@ def _cell_row(ds: Dataset, cell: str, setting: int, base: pd.Series | None) -> d
     row: dict[str, object] = {"cell": cell, **parse_cell(cell), "setting": setting}
     done = completed(ds)
     chosen = done[(done["cell"].astype(str) == cell) & (done["setting"] == setting)]
-    without_ocr = parse_cell(cell).get("ocr.selection") == "none"
+    selection = parse_cell(cell).get("ocr.selection")
     for key in ds.info.search_keys:
         column = f"{PARAM_PREFIX}{key}"
-        if without_ocr and key.startswith("ocr."):
+        if not ocr_applies(key, selection):
             continue  # no effect without OCR (the spec's built-in condition)
         if column in chosen and chosen[column].notna().any():
             row[key] = chosen[column].dropna().iloc[0]
@@ -190,13 +188,6 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
     return out.reset_index(drop=True)
 
 
-def _value_text(value: object) -> str:
-    """A grid value as cell ids spell it (``true``/``false`` for booleans)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _matching_cell(cells: list[str], target: dict[str, str]) -> str | None:
     """The cell agreeing with ``target`` on every key it has (keys it lacks, merged away, match anything)."""
     found = [c for c in cells if all(target.get(k, v) == v for k, v in parse_cell(c).items())]
@@ -213,11 +204,11 @@ def axis_tables(ds: Dataset) -> list[Table]:
         return []
     base_cell = baseline_cell(ds, cell_order(ds, cells))
     base = _seed_values(ds, base_cell, int(best[base_cell]), "val_miou")
-    defaults = {k: _value_text(ds.info.defaults.get(k, values[0])) for k, values in grid.items()}
+    defaults = {k: value_text(ds.info.defaults.get(k, values[0])) for k, values in grid.items()}
     tables = []
     for axis, axis_values in grid.items():
-        chosen = [_matching_cell(cells, {**defaults, axis: _value_text(v)}) for v in axis_values]
-        rows = [{**_cell_row(ds, c, int(best[c]), None if c == base_cell else base), axis: _value_text(v)}
+        chosen = [_matching_cell(cells, {**defaults, axis: value_text(v)}) for v in axis_values]
+        rows = [{**_cell_row(ds, c, int(best[c]), None if c == base_cell else base), axis: value_text(v)}
                 for v, c in zip(axis_values, chosen, strict=True) if c is not None]
         if len(rows) < 2:
             continue
@@ -259,7 +250,7 @@ def sensitivity_table(ds: Dataset, key: str) -> Table | None:
     if column not in done or "final_val_miou" not in done:
         return None
     group = done[SELECTION].astype(str) if SELECTION in done else done["cell"].astype(str)
-    rows = done[(group != "none") & done[column].notna()]
+    rows = done[(group != OCR_OFF) & done[column].notna()]
     if rows.empty:
         return None
     bins, labels = bin_values(rows[column].astype("float64"), key in ds.info.log_keys)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from record import SPEC_FILE
 from study.plan import format_plan, plan
 from study.runner import StudyError, load_study_spec, resolve_spec
 from study.spec import DEFAULT_STORAGE, StudySpec
@@ -63,7 +64,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def _latest_study(storage: Path) -> str:
-    found = sorted(storage.glob("*/spec.yaml"), key=lambda p: p.stat().st_mtime)
+    found = sorted(storage.glob(f"*/{SPEC_FILE}"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise StudyError(f"no study in {storage.absolute()}; run one with `ocr-study run quick`")
     return found[-1].parent.name

@@ -6,12 +6,14 @@ Pure arithmetic over a validated :class:`~study.spec.StudySpec` (no Ray, no torc
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines.config import to_flat
-from study.spec import Scalar, SearchParam, StudySpec, cell_id, spec_hash
+from record import PHASES, asha_rungs, cell_id, ocr_applies, planned_epochs
+from study.spec import Scalar, SearchParam, StudySpec, spec_hash
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,43 @@ class StudyPlan:
         return self.spec.resources.gpus * self.concurrency
 
 
-def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:
-    """The epochs at which ASHA may stop a trial: every ``grace · rf^k`` below ``max_epochs``."""
-    rungs: list[int] = []
-    epoch = grace_period
-    while epoch < max_epochs:
-        rungs.append(epoch)
-        epoch *= reduction_factor
-    return tuple(rungs)
+# ---------------------------------------------------------------------------------------------------
+# The cell rules
+# ---------------------------------------------------------------------------------------------------
+
+def _selection(spec: StudySpec, cell: Mapping[str, Any]) -> Any:
+    """A cell's ``ocr.selection``: its grid value, else the trial's; ``None`` when it is searched."""
+    if "ocr.selection" in cell:
+        return cell["ocr.selection"]
+    if spec.search is not None and spec.search.param("ocr.selection") is not None:
+        return None  # sampled per trial: unknown at the cell level
+    return spec.trial.ocr.selection
+
+
+def applies(spec: StudySpec, key: str, cell: Mapping[str, Any]) -> bool:
+    """Whether grid axis or search parameter ``key`` has an effect in ``cell`` ({grid key: value}).
+
+    False where the cell's ``ocr.selection`` is ``none`` for every other ``ocr.*`` key (the built-in rule,
+    :func:`record.ocr_applies`), and where an explicit condition of ``search.conditions`` is not met.
+    """
+    if not ocr_applies(key, _selection(spec, cell)):
+        return False
+    conditions = spec.search.conditions if spec.search is not None else ()
+    return all(cell.get(c.axis) in c.values for c in conditions if c.param == key)
+
+
+def grid_cells(spec: StudySpec) -> tuple[tuple[tuple[str, Scalar], ...], ...]:
+    """Every cell as ``((grid key, value), ...)``, in grid order.
+
+    Grid axes that have no effect in a cell (see :func:`applies`) are left out of it, and the cells they
+    would have split are one. Without a grid there is one cell, ``()``.
+    """
+    keys = [axis.key for axis in spec.grid]
+    cells: dict[tuple[tuple[str, Scalar], ...], None] = {}
+    for combo in itertools.product(*(axis.values for axis in spec.grid)):
+        full = dict(zip(keys, combo, strict=True))
+        cells[tuple((key, value) for key, value in full.items() if applies(spec, key, full))] = None
+    return tuple(cells)
 
 
 def asha_epochs_per_trial(grace_period: int, reduction_factor: int, max_epochs: int) -> float:
@@ -140,6 +171,25 @@ def plan(spec: StudySpec) -> StudyPlan:
     return StudyPlan(spec=spec, cells=cells, requested_trials=requested, trials=trials,
                      max_epochs=sched.max_epochs, rungs=rungs, epochs_full=trials * sched.max_epochs,
                      epochs_expected=trials * per_trial)
+
+
+def study_record(study: StudyPlan) -> dict[str, Any]:
+    """The content of ``study.json`` (see :mod:`record`): phases, cells, planned trials and epochs, and the
+    facts a report needs (metric, grid, searched keys, rungs), so that ``results`` never reads the spec."""
+    spec, sched = study.spec, study.spec.scheduler
+    search = spec.search.params if spec.search is not None else ()
+    trial = to_flat(spec.trial)
+    cells = [{"id": c.id, "values": c.grid_values, "params": list(c.params), "settings": c.settings,
+              "trials": c.trials} for c in study.cells]
+    return {"name": spec.name, "spec_hash": spec_hash(spec), "metric": sched.metric, "mode": sched.mode,
+            "scheduler": sched.type, "rungs": list(study.rungs), "max_epochs": study.max_epochs,
+            "epochs_planned": planned_epochs(spec.trial.seg.epochs, sched.type, sched.max_epochs),
+            "grid": {axis.key: list(axis.values) for axis in spec.grid},
+            "defaults": {axis.key: trial.get(axis.key) for axis in spec.grid},
+            "search_keys": sorted(p.key for p in search),
+            "log_keys": sorted(p.key for p in search if p.type == "loguniform" or p.log),
+            "seeds": list(spec.seeds), "gpus": spec.resources.gpus, "planned_trials": study.trials,
+            "phases": [{"name": PHASES[0], "trials": study.trials, "cells": cells}]}
 
 
 # ---------------------------------------------------------------------------------------------------

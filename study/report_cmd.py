@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
+from record import RESULTS_DIR, SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, read_study
 from study.spec import DEFAULT_STORAGE, check_study_name
 
-SPEC_FILE = "spec.yaml"
-TUNE_DIR = "tune"
-RESULTS_DIR = "results"
 DATASET = f"{RESULTS_DIR}/trials.parquet"
 
 
@@ -24,8 +23,9 @@ def study_folder(name: str, storage: str | None) -> Path:
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
     root = Path(storage or DEFAULT_STORAGE).expanduser()
     folder = root / name
-    if not any((folder / part).exists() for part in (SPEC_FILE, TUNE_DIR, DATASET)):
-        known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
+    if not any((folder / part).exists() for part in (SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, DATASET)):
+        known = sorted({p.parent.name for name in (SPEC_FILE, STUDY_FILE) for p in root.glob(f"*/{name}")}
+                       if root.is_dir() else [])
         raise ResultsError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
                            "pass --storage if it lives elsewhere")
     return folder
@@ -39,35 +39,57 @@ def _print_report(name: str, written: dict[str, Path]) -> None:
 
 
 def _dataset_folder(folder: Path) -> Path:
-    """Collect the study from Tune's storage; without it, the dataset exported before (e.g. from MLflow)."""
+    """Collect the study from its record; without one, the dataset exported before (e.g. from MLflow)."""
     from results import ResultsError, collect_study
 
-    if (folder / TUNE_DIR).is_dir():
+    if any((folder / part).exists() for part in (STUDY_FILE, TRIALS_DIR, TUNE_DIR)):
         return collect_study(folder)
     if (folder / DATASET).is_file():
         return folder / RESULTS_DIR
-    raise ResultsError(f"study {folder.name!r} has neither Tune storage nor a dataset in {folder}: rebuild it "
+    raise ResultsError(f"study {folder.name!r} has neither its record nor a dataset in {folder}: rebuild it "
                        f"from MLflow first (`ocr-study export {folder.name} --mlflow URI`)")
+
+
+def study_state(folder: Path, trials: Any) -> str:
+    """``"6 trials planned; 2 completed, 1 failed, 3 running"``: the trials collected, by why they stopped."""
+    doc = read_study(folder) if (folder / STUDY_FILE).is_file() else None
+    planned = "trials planned: unknown"
+    if doc and "planned_trials" in doc:
+        planned = f"{doc['planned_trials']} trials planned"
+    if trials.empty:
+        return f"{planned}; no trial has started yet"
+    counts = trials["stop_reason"].astype(str).value_counts()
+    return f"{planned}; " + ", ".join(f"{n} {reason}" for reason, n in counts.items())
+
+
+def _no_finished_trial(trials: Any) -> bool:
+    return trials.empty or not (trials["stop_reason"].astype(str) == "completed").any()
 
 
 def report(args: argparse.Namespace) -> int:
     """``ocr-study report NAME [--format md,tex,csv,html] [--out DIR] [--storage DIR]``.
 
-    Collects the study from Tune's storage first; a study whose storage is gone is reported from the
-    dataset exported before (``ocr-study export NAME --mlflow URI``)."""
+    Collects the study from its record first; a study whose record is gone is reported from the
+    dataset exported before (``ocr-study export NAME --mlflow URI``). A study without any trial yet gets
+    no report: the command says what state it is in and exits 0."""
     from results import load_dataset, parse_formats, write_report
 
     formats = parse_formats(args.format)
     folder = study_folder(args.name, args.storage)
     dataset = load_dataset(_dataset_folder(folder))
+    if dataset.trials.empty:
+        print(f"study {args.name}: {study_state(folder, dataset.trials)}; no report written")
+        return 0
     written = write_report(dataset, Path(args.out) if args.out else folder / "report", formats)
     _print_report(args.name, written)
+    if _no_finished_trial(dataset.trials):
+        print(f"  no finished trial yet: {study_state(folder, dataset.trials)}")
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
     """``ocr-study export NAME [--out DIR] [--storage DIR] [--mlflow URI]``: the study as Parquet."""
-    from results import collect_mlflow, collect_study
+    from results import collect_mlflow, collect_study, load_dataset
 
     if args.mlflow:
         check_study_name(args.name)  # it names the output folder under the storage
@@ -75,7 +97,11 @@ def export(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else root / args.name / RESULTS_DIR
         folder = collect_mlflow(args.mlflow, args.name, out)
     else:
-        folder = collect_study(study_folder(args.name, args.storage), Path(args.out) if args.out else None)
+        study = study_folder(args.name, args.storage)
+        folder = collect_study(study, Path(args.out) if args.out else None)
+        trials = load_dataset(folder).trials
+        if _no_finished_trial(trials):
+            print(f"study {args.name}: {study_state(study, trials)}")
     print(f"study {args.name} exported: {folder / 'trials.parquet'}, {folder / 'curves.parquet'}")
     return 0
 
@@ -126,4 +152,4 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     exp.add_argument("--out", help="the folder to write (default <storage>/<name>/results)")
     exp.add_argument("--storage", help=f"the folder holding studies (default {DEFAULT_STORAGE})")
     exp.add_argument("--mlflow", metavar="URI",
-                     help="rebuild from this MLflow tracking URI instead of Tune's storage")
+                     help="rebuild from this MLflow tracking URI instead of the study's record")

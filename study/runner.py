@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import to_flat
-from study.plan import StudyPlan, cell_config, cell_search_params, plan
+from record import META, SPEC_FILE, TUNE_DIR, read_epochs, read_trial, trial_folders, write_study
+from study.plan import StudyPlan, cell_config, cell_search_params, plan, study_record
 from study.spec import (
     DEFAULT_STORAGE,
     SearchParam,
@@ -27,8 +27,6 @@ from study.spec import (
 
 log = logging.getLogger(__name__)
 SPECS_DIR = Path(__file__).parent / "specs"
-SPEC_FILE = "spec.yaml"
-TUNE_DIR = "tune"
 
 
 class StudyError(RuntimeError):
@@ -86,7 +84,8 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     search = spec.search
     return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
                             seed=search.seed if search else 0, max_trials=spec.budget.max_trials,
-                            meta={"study": spec.name, "spec_hash": spec_hash(spec), "git_commit": git_commit()},
+                            meta={"study": spec.name, "spec_hash": spec_hash(spec), "git_commit": git_commit(),
+                                  "phase": "search", "record": str(study_dir(spec))},
                             metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 
@@ -97,13 +96,16 @@ def _tracking(spec: StudySpec) -> Any:
     # With the default SQLite store, artifacts live beside it in the study folder (MLflow's own
     # default would be ./mlruns in whatever folder the driver was started from).
     artifacts = None if spec.tracking.uri else (study_dir(spec) / "mlartifacts").as_uri()
-    return MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts)
+    return MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts,
+                          spec.scheduler.type, spec.scheduler.max_epochs)
 
 
-def _callbacks(spec: StudySpec, total: int) -> list[Any]:
+def _callbacks(spec: StudySpec, study: StudyPlan, total: int) -> list[Any]:
     from study.progress import ProgressLine
+    from study.trial_record import RecordCallback
 
-    return [_tracking(spec), ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
+    return [RecordCallback(spec.scheduler.type, study.max_epochs, study.rungs), _tracking(spec),
+            ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
 
 
 class _Background:
@@ -146,7 +148,7 @@ def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
     run_config = tune.RunConfig(name=TUNE_DIR, storage_path=str(study_dir(spec)), verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=2),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                callbacks=_callbacks(spec, searcher.total))
+                                callbacks=_callbacks(spec, study, searcher.total))
     return tune.Tuner(tune.with_resources(train_trial, resources), tune_config=tune_config,
                       run_config=run_config)
 
@@ -165,7 +167,7 @@ def _probe(address: str, timeout: float = 5.0) -> None:
                          "address (`ray status` on the head node prints it), or leave --address out") from err
 
 
-def init_ray(address: str | None, spec: StudySpec | None = None) -> None:
+def init_ray(address: str | None) -> None:
     """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -207,10 +209,11 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
     folder = study_dir(spec)
     existed = folder.exists()
     _write_spec(spec, folder, fresh)
+    write_study(folder, study_record(study))
     try:
         # The MLflow store (its schema, the experiment, the parent run) is made while Ray starts.
         warm = _Background(lambda: _tracking(spec).parent_run_id)
-        init_ray(address, spec)
+        init_ray(address)
         warm.join()
     except BaseException:
         if not existed:  # nothing half-made is left behind
@@ -247,7 +250,7 @@ def resume_study(name: str, storage: str | None = None, address: str | None = No
     spec = load_study_spec(name, storage)
     check_tracking_uri(spec.tracking_uri)
     path = study_dir(spec) / TUNE_DIR
-    init_ray(address, spec)
+    init_ray(address)
     if not tune.Tuner.can_restore(str(path)):
         raise StudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
@@ -258,33 +261,27 @@ def resume_study(name: str, storage: str | None = None, address: str | None = No
 
 
 def trial_table(spec: StudySpec) -> list[dict[str, Any]]:
-    """One row per trial of a study from Tune's storage: cell, seed, status, epochs, final metric."""
-    from ray.tune import ExperimentAnalysis
+    """One row per trial of a study, from its own record: cell, seed, status, epochs, final metric, error.
 
-    path = study_dir(spec) / TUNE_DIR
-    if not path.is_dir():
-        raise StudyError(f"study {spec.name!r} has not started yet: nothing in {path}")
-    analysis = ExperimentAnalysis(str(path))
-    metric = spec.scheduler.metric
+    The same record ``results`` collects, so ``status`` and the report always agree.
+    """
+    folder = study_dir(spec)
+    if not (folder / TUNE_DIR).is_dir() and not trial_folders(folder):
+        raise StudyError(f"study {spec.name!r} has not started yet: no trial in {folder}")
     rows = []
-    for trial in analysis.trials:
-        config, last = dict(trial.config), dict(trial.last_result or {})
-        rows.append({"trial_id": trial.trial_id, "cell": config.get("meta.cell", ""),
-                     "setting": config.get("meta.setting", 0), "seed": config.get("seed"),
-                     "status": trial.status, "epochs": int(last.get("epoch", 0)),
-                     metric: last.get(metric), "config": config, "error": _trial_error(trial)})
+    for path in trial_folders(folder):
+        doc = read_trial(path)
+        if doc is None:
+            continue
+        rows.append(_trial_row(doc, read_epochs(path), spec.scheduler.metric))
     return rows
 
 
-def _trial_error(trial: Any) -> str:
-    """The last line of a failed trial's ``error.txt`` (the exception), or ``""``."""
-    path = Path(str(trial.path)) / "error.txt"
-    if trial.status != "ERROR" or not path.is_file():
-        return ""
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
-def flat_base(spec: StudySpec) -> dict[str, Any]:
-    """The spec's base trial config as flat keys."""
-    return to_flat(spec.trial)
+def _trial_row(doc: dict[str, Any], epochs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    by_epoch = {int(line["epoch"]): line for line in epochs if isinstance(line.get("epoch"), (int, float))}
+    last = by_epoch[max(by_epoch)] if by_epoch else {}
+    config = doc.get("config") or {}
+    return {"trial_id": doc["trial_id"], "cell": config.get(f"{META}cell", ""),
+            "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"), "status": doc.get("status"),
+            "epochs": max(by_epoch, default=0), metric: last.get(metric), "config": config,
+            "error": doc.get("error") or ""}

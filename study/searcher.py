@@ -19,8 +19,9 @@ import optuna
 from optuna.distributions import BaseDistribution
 from ray.tune.search import Searcher
 
+from record import META
+
 log = logging.getLogger(__name__)
-META = "meta."  # config keys that describe the trial rather than configure it
 
 
 @dataclass(frozen=True)

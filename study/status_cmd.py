@@ -1,11 +1,11 @@
-"""``ocr-study status``: trials by state and the best setting so far, per cell, from Tune's storage."""
+"""``ocr-study status``: trials by state and the best setting so far, per cell, from the study's record."""
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from typing import Any
 
+from record import best_setting, ocr_applies, planned_epochs
 from study.spec import StudySpec
 
 SHOWN_KEYS = ("ocr.delta", "ocr.tau")
@@ -15,7 +15,7 @@ STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR
 
 def _planned(spec: StudySpec, row: dict[str, Any]) -> int:
     epochs = int(row["config"].get("seg.epochs", 0) or 0)
-    return min(epochs, spec.scheduler.max_epochs) if spec.scheduler.type == "asha" else epochs
+    return planned_epochs(epochs, spec.scheduler.type, spec.scheduler.max_epochs) or 0
 
 
 def trial_state(spec: StudySpec, row: dict[str, Any]) -> str:
@@ -31,11 +31,11 @@ def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[f
     for row in rows:
         if isinstance(row.get(metric), (int, float)):
             by_setting[int(row["setting"])].append(row)
-    if not by_setting:
+    best = best_setting({k: [r[metric] for r in group] for k, group in by_setting.items()}, mode)
+    if best is None:
         return None
-    scored = [(statistics.fmean(r[metric] for r in group), len(group), group[0]["config"])
-              for group in by_setting.values()]
-    return (max if mode == "max" else min)(scored, key=lambda x: x[0])
+    group = by_setting[best[0]]
+    return best[1], len(group), group[0]["config"]
 
 
 def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
@@ -47,9 +47,8 @@ def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
         return ""
     value, seeds, config = best
     where = f"mean of {seeds} completed" if done else "so far, at their latest epoch"
-    params = ""
-    if config.get("ocr.selection") != "none":  # δ and τ do nothing without OCR
-        params = ", ".join(f"{k}={config[k]:.3g}" for k in SHOWN_KEYS if isinstance(config.get(k), float))
+    params = ", ".join(f"{k}={config[k]:.3g}" for k in SHOWN_KEYS
+                       if isinstance(config.get(k), float) and ocr_applies(k, config.get("ocr.selection")))
     return f" · best {metric} {value:.4f} ({where})" + (f" at {params}" if params else "")
 
 

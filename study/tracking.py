@@ -18,12 +18,12 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study.searcher import META
+from record import META, planned_epochs, stop_reason
 
 log = logging.getLogger(__name__)
 TAG = "ocr_study."
 METRIC_PREFIXES = ("val_", "train_")
-METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s")
+METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s", "trial_wall_s")
 
 
 class TrackingError(RuntimeError):
@@ -76,9 +76,11 @@ class MLflowTracking(Callback):
     """Mirror every trial of a study into MLflow (batched, re-attaching on retry and resume)."""
 
     def __init__(self, uri: str, experiment: str, study: str, spec_hash: str,
-                 artifact_location: str | None = None) -> None:
+                 artifact_location: str | None = None, scheduler: str = "none",
+                 max_epochs: int | None = None) -> None:
         self.uri, self.experiment, self.study, self.spec_hash = uri, experiment, study, spec_hash
         self.artifact_location = artifact_location
+        self.scheduler, self.max_epochs = scheduler, max_epochs  # a trial's planned epochs depend on them
         self.commit, self.version = git_commit(), package_version()
         self._client: Any = None
         self._experiment_id = ""
@@ -172,12 +174,18 @@ class MLflowTracking(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Upload the trial's artifacts and close its run (early-stopped trials say so in a tag)."""
         run_id = self.run_for(trial)
-        epochs = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
-        planned = int(trial.config.get("seg.epochs", epochs) or epochs)
-        reason = "completed" if epochs >= planned else f"early_stopped_at_epoch_{epochs}"
-        self.client.set_tag(run_id, f"{TAG}stop_reason", reason)
+        self.client.set_tag(run_id, f"{TAG}stop_reason", self.stop_tag(trial))
         self._log_artifacts(run_id, trial)
         self.client.set_terminated(run_id, status="FINISHED")
+
+    def stop_tag(self, trial: Any) -> str:
+        """``completed`` when the trial ran its planned epochs, else ``early_stopped_at_epoch_N``."""
+        epochs = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
+        seg_epochs = trial.config.get("seg.epochs")
+        planned = planned_epochs(None if seg_epochs is None else int(seg_epochs),
+                                 getattr(self, "scheduler", "none"), getattr(self, "max_epochs", None))
+        reason, _ = stop_reason("TERMINATED", epochs, planned)
+        return "completed" if reason == "completed" else f"early_stopped_at_epoch_{epochs}"
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Close the trial's run as failed, with the error as a tag."""

@@ -14,7 +14,8 @@ from ray import tune
 from pipelines.config import from_flat
 from pipelines.engine import NonFiniteLossError
 from pipelines.trial import run_trial
-from study.searcher import META
+from record import META
+from study.trial_record import TrialRecorder
 
 log = logging.getLogger(__name__)
 FAILED_MARKER = "non_finite.json"
@@ -23,21 +24,32 @@ FAILED_MARKER = "non_finite.json"
 class TuneReporter:
     """Reports each epoch to Tune with its checkpoint folder (Ray 2.60's ``tune.report``).
 
-    Every report also carries ``node_id`` (the Ray node the trial runs on) and ``trial_cpu_s``, the CPU
-    seconds this process spent since the trial (or its resumption) started.
+    Every report also carries ``node_id`` (the Ray node the trial runs on), ``trial_cpu_s`` and
+    ``trial_wall_s``, the CPU and wall seconds since the trial (or its resumption) started. Given the
+    trial's config, it first writes each epoch into the study's own record (:mod:`study.trial_record`).
     """
 
-    def __init__(self, extra: Mapping[str, Any]) -> None:
+    def __init__(self, extra: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
         import ray
 
-        self.extra = {"node_id": ray.get_runtime_context().get_node_id(), **extra}
-        self.cpu_start = time.process_time()
+        node_id = ray.get_runtime_context().get_node_id()
+        self.extra = {"node_id": node_id, **extra}
+        self.cpu_start, self.wall_start = time.process_time(), time.monotonic()
+        self.record = None if config is None else TrialRecorder(tune.get_context().get_trial_id(), config, node_id)
 
     def report(self, metrics: Mapping[str, float], checkpoint_dir: Path | None = None) -> None:
-        """Send metrics (and the checkpoint, if any) to Tune."""
+        """Write the epoch into the record, then send it (and the checkpoint, if any) to Tune."""
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        usage = {"trial_cpu_s": time.process_time() - self.cpu_start}
+        usage = {"trial_cpu_s": time.process_time() - self.cpu_start,
+                 "trial_wall_s": time.monotonic() - self.wall_start}
+        if self.record is not None:
+            self.record.epoch({**metrics, **usage})
         tune.report({**metrics, **usage, **self.extra}, checkpoint=checkpoint)
+
+    def failed(self, err: BaseException) -> None:
+        """Write the error that ends this attempt of the trial into the record."""
+        if self.record is not None:
+            self.record.failed(err)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Not shown: Tune trials report per epoch only."""
@@ -59,13 +71,18 @@ def train_trial(config: dict[str, Any]) -> None:
     if marker.exists():  # a deterministic failure: do not train again on retry
         raise NonFiniteLossError(**json.loads(marker.read_text()))
     checkpoint = tune.get_checkpoint()
+    reporter = TuneReporter({}, config)
     try:
         if checkpoint is None:
-            run_trial(cfg, TuneReporter({}), work_dir)
+            run_trial(cfg, reporter, work_dir)
         else:
             with checkpoint.as_directory() as folder:
-                run_trial(cfg, TuneReporter({}), work_dir, resume_from=Path(folder))
+                run_trial(cfg, reporter, work_dir, resume_from=Path(folder))
     except NonFiniteLossError as err:
         marker.write_text(json.dumps({"stage": err.stage, "epoch": err.epoch, "part": err.part,
                                       "value": err.value}))
+        reporter.failed(err)
+        raise
+    except Exception as err:
+        reporter.failed(err)
         raise

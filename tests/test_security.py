@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ocr", "pipelines", "study", "results", "benchmarks")
+PACKAGES = ("ocr", "pipelines", "study", "results", "record", "benchmarks")
 SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
 UNSAFE_MODULES = {"pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"}
 UNSAFE_YAML = {"load", "load_all", "unsafe_load", "unsafe_load_all", "full_load", "full_load_all"}
@@ -46,7 +46,8 @@ def _where(path: Path, node: ast.AST) -> str:
 
 def test_the_scan_sees_the_packages() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in SOURCES}
-    assert {"pipelines/cache.py", "pipelines/stage_seg.py", "study/spec.py", "study/runner.py"} <= names
+    assert {"pipelines/cache.py", "pipelines/stage_seg.py", "study/spec/_load.py", "study/runner.py",
+            "record/_trial.py"} <= names
 
 
 def test_torch_load_is_always_weights_only() -> None:

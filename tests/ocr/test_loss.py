@@ -287,3 +287,13 @@ def test_oc_pixels_matches_the_argmax_definition_with_ties(seed: int) -> None:
     expected = ~torch.gather(cand, 1, pred.flatten(1)).view_as(pred)
     assert torch.equal(oc_pixels(logits, tags), expected)
     assert not oc_pixels(logits, tags)[0].any()  # background wins the all-tie
+
+
+def test_paper_without_a_prior_never_falls_back_to_another_group() -> None:
+    """Inside the loss too (not only at the argument checks): a missing prior is an error, not rank_bg."""
+    from ocr._loss import _pixel_terms
+
+    logits = torch.randn(1, 4, 3, 3)
+    tags = torch.tensor([[1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="needs a prior"):
+        _pixel_terms(logits, tags, None, 1.0, 0.2, "paper", "zero")

@@ -1,8 +1,9 @@
-"""A real tiny Tune study (ASHA, one seed failing): collected from Tune, rebuilt from MLflow, reported."""
+"""A real tiny Tune study (ASHA, one seed failing): collected from its record, rebuilt from MLflow, reported."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,6 +82,20 @@ def test_why_each_real_trial_stopped(collected: Dataset) -> None:
 
 def test_collecting_again_gives_the_same_rows(real_study: StudySpec, collected: Dataset) -> None:
     again = load_dataset(collect_study(Path(real_study.study_dir)))
+    pd.testing.assert_frame_equal(collected.trials, again.trials)
+    pd.testing.assert_frame_equal(collected.curves, again.curves)
+
+
+def test_collecting_needs_none_of_tune_s_files(real_study: StudySpec, collected: Dataset, tmp_path: Path) -> None:
+    """A Ray upgrade that renames Tune's files must not break collecting: delete them all and collect again."""
+    copy = tmp_path / real_study.name
+    shutil.copytree(real_study.study_dir, copy)
+    tune_files = [p for p in (copy / "tune").rglob("*") if p.is_file() and "checkpoint_" not in str(p)]
+    assert any(p.name.startswith("experiment_state") for p in tune_files)
+    assert any(p.name == "result.json" for p in tune_files)
+    for path in tune_files:
+        path.unlink()
+    again = load_dataset(collect_study(copy))
     pd.testing.assert_frame_equal(collected.trials, again.trials)
     pd.testing.assert_frame_equal(collected.curves, again.curves)
 

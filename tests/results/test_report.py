@@ -86,8 +86,6 @@ def test_report_and_export_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(("argv", "message"), [
     (["report", "nope"], "no study 'nope'.*known: \\['small'\\].*--storage"),
     (["report", "small", "--format", "pdf"], "unknown format pdf"),
-    (["report", "empty"], "no trials yet.*ocr-study status"),
-    (["export", "empty"], "no trials yet"),
 ])
 def test_command_errors_exit_2_and_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  argv: list[str], message: str) -> None:
@@ -95,6 +93,38 @@ def test_command_errors_exit_2_and_say_what_to_do(tmp_path: Path, capsys: pytest
     (tmp_path / "empty" / "tune").mkdir(parents=True)
     assert main([*argv, "--storage", str(tmp_path)]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_a_study_without_a_finished_trial_says_its_state_and_exits_0(tmp_path: Path, command: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14, item 3: no traceback (it was ``KeyError: 'epochs'``), the state of the study instead."""
+    make_study(tmp_path, name="small")
+    (tmp_path / "empty" / "tune").mkdir(parents=True)
+    assert main([command, "empty", "--storage", str(tmp_path)]) == 0
+    assert "study empty: trials planned: unknown; no trial has started yet" in capsys.readouterr().out
+    folder = make_study(tmp_path, name="early", running=3, failed=2, max_trials=5)  # started, none finished
+    assert main([command, "early", "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "5 trials planned; 3 running, 2 failed" in out, out
+    assert (folder / ("report/report.md" if command == "report" else "results/trials.parquet")).is_file()
+
+
+def test_trials_without_any_epoch_yet_do_not_crash_the_report(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The crash of issue 14, item 3 (``KeyError: 'epochs'``): every trial still in stage 1, no epoch line."""
+    import json
+
+    folder = make_study(tmp_path, name="stage1", failed=0, max_trials=4)
+    for path in (folder / "trials").glob("*/trial.json"):
+        (path.parent / "epochs.jsonl").unlink()
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": "RUNNING"}))
+    assert main(["report", "stage1", "--storage", str(tmp_path), "--format", "md"]) == 0
+    assert "4 trials planned; 4 running" in capsys.readouterr().out
+    assert main(["export", "stage1", "--storage", str(tmp_path)]) == 0
+    assert "4 trials planned; 4 running" in capsys.readouterr().out
+    trials = load_dataset(folder / "results").trials
+    assert (trials["epochs"] == 0).all() and len(trials) == 4
 
 
 def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -113,14 +143,15 @@ def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.Monk
     assert "report of study" not in capsys.readouterr().out
 
 
-def test_a_study_without_tune_storage_is_reported_from_its_exported_dataset(tmp_path: Path,
+def test_a_study_without_its_record_is_reported_from_its_exported_dataset(tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     folder = make_study(tmp_path, name="gone")
     assert main(["export", "gone", "--storage", str(tmp_path)]) == 0
     shutil.rmtree(folder / "tune")
-    (folder / "spec.yaml").unlink()
+    shutil.rmtree(folder / "trials")
+    (folder / "study.json").unlink()
     assert main(["report", "gone", "--storage", str(tmp_path), "--format", "md"]) == 0
     assert (folder / "report" / "report.md").is_file()
     shutil.rmtree(folder / "results")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import psutil
 import pytest
 import yaml
@@ -198,3 +199,54 @@ def test_nan_trial_is_marked_failed_and_the_study_goes_on(tmp_path: Path, shared
     assert main(["status", spec.name, "--storage", spec.storage]) == 0
     status = capsys.readouterr().out
     assert status.count("NonFiniteLossError: non-finite loss in stage 'seg' at epoch 2") == 3, status
+
+
+def _record_states(spec: StudySpec) -> Counter[str]:
+    """Trials by the status their own ``trial.json`` holds (the study's record)."""
+    from record import read_trial, trial_folders
+
+    docs = [read_trial(folder) for folder in trial_folders(Path(spec.study_dir))]
+    return Counter(str(doc["status"]) for doc in docs if doc)
+
+
+def test_after_a_driver_kill_and_resume_dataset_status_and_report_agree(
+        procs: Processes, tmp_path: Path, shared_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14, item 1: the Parquet rows, their statuses, the report and `status` agree after a resume."""
+    from results import load_dataset
+    from study.cli import main
+
+    path, spec = _spec_file(tmp_path, shared_cache)
+    planned = plan(spec).trials
+    proc = procs.start("run", str(path))
+
+    def two_done_one_running() -> bool:
+        states = _record_states(spec)
+        return states["TERMINATED"] >= 2 and states["RUNNING"] >= 1
+
+    _wait_for("two finished trials and one running", two_done_one_running, proc, procs)
+    procs.kill_all()  # the driver and the local Ray it started, all with SIGKILL
+    out = _finish(procs.start("resume", spec.name, "--storage", spec.storage))
+    assert f"report of study {spec.name}" in out, out
+
+    trials = load_dataset(Path(spec.study_dir) / "results").trials  # what resume's report collected
+    assert len(trials) == planned == 6 and trials["trial_id"].is_unique
+    assert set(trials["status"].astype(str)) == {"TERMINATED"}  # none left RUNNING
+    assert set(trials["stop_reason"].astype(str)) == {"completed"}
+    assert _record_states(spec) == Counter({"TERMINATED": planned})
+    runs = _mlflow_trial_runs(spec)
+    assert len(runs) == planned and set(runs["tags.ocr_study.trial_id"]) == set(trials["trial_id"])
+    assert set(runs["status"]) == {"FINISHED"}
+
+    rows = {r["trial_id"]: r for r in trial_table(spec)}
+    assert set(rows) == set(trials["trial_id"])
+    for row in trials.itertuples():
+        assert rows[row.trial_id]["epochs"] == row.epochs == EPOCHS
+        assert rows[row.trial_id]["val_miou"] == row.final_val_miou
+    assert main(["status", spec.name, "--storage", spec.storage]) == 0
+    status = capsys.readouterr().out
+    assert f"{planned} trials known — {planned} completed" in status, status
+    html = (Path(spec.study_dir) / "report" / "report.html").read_text()
+    assert f"{planned} trials ({planned} completed)" in html
+    ablation = pd.read_csv(Path(spec.study_dir) / "report" / "csv" / "ablation.csv")
+    best_delta = ablation.loc[ablation["cell"] == "ocr.selection=oc", "ocr.delta"].iloc[0]
+    assert f"ocr.delta={best_delta:.3g}" in status.split("ocr.selection=oc:")[1], status  # the same best δ

@@ -1,8 +1,9 @@
-"""Collecting Tune's storage: schema, round trip against the raw files, idempotence, a running study."""
+"""Collecting a study's record: schema, round trip against the raw files, idempotence, a running study."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from results import SCHEMA_VERSION, Dataset, ResultsError, collect_study, load_dataset
-from results._collect_tune import error_line
 from tests.results.conftest import make_study
 
 
 def _raw_reports(study_dir: Path) -> dict[str, list[dict[str, object]]]:
-    """Every complete report line of every trial, read the plain way."""
+    """Every complete epoch line of every trial's record, read the plain way."""
     out: dict[str, list[dict[str, object]]] = {}
-    for path in (study_dir / "tune").glob("*/result.json"):
+    for path in (study_dir / "trials").glob("*/epochs.jsonl"):
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
@@ -30,13 +30,17 @@ def _raw_reports(study_dir: Path) -> dict[str, list[dict[str, object]]]:
     return out
 
 
+def _trial_docs(study_dir: Path) -> dict[str, dict[str, object]]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (study_dir / "trials").glob("*/trial.json")}
+
+
 def test_files_have_the_schema_version_zstd_and_dictionary_categoricals(synthetic_dir: Path,
                                                                         synthetic: Dataset) -> None:
     folder = synthetic_dir / "results"
     for name in ("trials.parquet", "curves.parquet"):
         meta = pq.read_schema(folder / name).metadata
         assert meta[b"ocr_study.schema_version"].decode() == SCHEMA_VERSION
-        assert meta[b"ocr_study.source"] == b"tune"
+        assert meta[b"ocr_study.source"] == b"record"
         row_group = pq.ParquetFile(folder / name).metadata.row_group(0)
         assert {row_group.column(i).compression for i in range(row_group.num_columns)} == {"ZSTD"}
     trials = pq.read_schema(folder / "trials.parquet")
@@ -51,8 +55,9 @@ def test_files_have_the_schema_version_zstd_and_dictionary_categoricals(syntheti
     assert curves.names[:3] == ["study", "trial_id", "epoch"]
 
 
-def test_round_trip_matches_the_raw_tune_files(synthetic_dir: Path, synthetic: Dataset) -> None:
+def test_round_trip_matches_the_raw_record_files(synthetic_dir: Path, synthetic: Dataset) -> None:
     raw = _raw_reports(synthetic_dir)
+    docs = _trial_docs(synthetic_dir)
     trials = synthetic.trials.set_index("trial_id")
     assert set(trials.index) == set(raw) and len(trials) == 21
     assert len(synthetic.curves) == sum(len(rows) for rows in raw.values())
@@ -61,10 +66,11 @@ def test_round_trip_matches_the_raw_tune_files(synthetic_dir: Path, synthetic: D
         row = trials.loc[trial_id]
         assert row["epochs"] == last["epoch"]
         assert row["final_val_miou"] == last["val_miou"]
-        assert row["wall_s"] == last["time_total_s"]
-        assert row["node_id"] == last["node_id"]
-        assert row["cell"] == last["config"]["meta.cell"]  # type: ignore[index]
-        assert row["params.ocr.delta"] == last["config"]["ocr.delta"]  # type: ignore[index]
+        assert row["wall_s"] == last["trial_wall_s"]
+        doc = docs[trial_id]
+        assert row["node_id"] == doc["node_id"]
+        assert row["cell"] == doc["config"]["meta.cell"]  # type: ignore[index]
+        assert row["params.ocr.delta"] == doc["config"]["ocr.delta"]  # type: ignore[index]
         curve = synthetic.curves[synthetic.curves["trial_id"] == trial_id]
         assert curve["val_miou"].tolist() == [r["val_miou"] for r in rows]
         best = max(rows, key=lambda r: float(r["val_miou"]))  # type: ignore[arg-type]
@@ -90,9 +96,9 @@ def test_stop_reasons_rungs_and_errors(synthetic: Dataset) -> None:
 def test_collecting_twice_gives_the_same_rows_without_duplicates(tmp_path: Path) -> None:
     study = make_study(tmp_path)
     first = load_dataset(collect_study(study))
-    path = next((study / "tune").glob("*/result.json"))
+    path = next((study / "trials").glob("*/epochs.jsonl"))
     lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines) + lines[-1])  # a report written twice (a retried trial)
+    path.write_text("".join(lines) + lines[-1])  # an epoch written twice (a retried trial)
     second = load_dataset(collect_study(study))
     pd.testing.assert_frame_equal(first.trials, second.trials)
     pd.testing.assert_frame_equal(first.curves, second.curves)
@@ -100,38 +106,36 @@ def test_collecting_twice_gives_the_same_rows_without_duplicates(tmp_path: Path)
     assert not list((study / "results").glob(".*tmp"))
 
 
-def test_a_running_study_is_collected_as_it_stands(synthetic_dir: Path, synthetic: Dataset) -> None:
+def test_a_running_study_is_collected_as_it_stands(synthetic: Dataset) -> None:
     running = synthetic.trials[synthetic.trials["status"].astype(str) == "RUNNING"]
-    assert len(running) == 2  # one known to Tune's state, one newer than its last save
-    state = json.loads(next((synthetic_dir / "tune").glob("experiment_state-*.json")).read_text())
-    listed = {json.loads(entry[0])["trial_id"] for entry in state["trial_data"]}
-    assert len(set(running["trial_id"]) - listed) == 1
-    assert (running["epochs"] == 4).all()  # the half-written fifth report is skipped
+    assert len(running) == 2
+    assert (running["epochs"] == 4).all()  # the half-written fifth line is skipped
     assert (running["stop_reason"].astype(str) == "running").all()
 
 
-def test_missing_fields_of_older_results_and_resumed_cpu_time(tmp_path: Path) -> None:
+def test_missing_fields_and_resumed_cpu_and_wall_time(tmp_path: Path) -> None:
     study = make_study(tmp_path, running=0, failed=0, asha=False)
-    path = next((study / "tune").glob("*/result.json"))
+    path = next((study / "trials").glob("*/epochs.jsonl"))
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for i, row in enumerate(rows):
-        row.pop("node_id")
-        row["trial_cpu_s"] = float(i % 4 + 1)  # resumed after epochs 4: the counter starts again
+        row["trial_cpu_s"] = float(i % 4 + 1)  # resumed after epochs 4: the counters start again
+        row["trial_wall_s"] = float(i % 4 + 2)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = json.loads((path.parent / "trial.json").read_text())
+    doc.pop("node_id")
+    (path.parent / "trial.json").write_text(json.dumps(doc))
     trials = load_dataset(collect_study(study)).trials.set_index("trial_id")
     row = trials.loc[str(rows[0]["trial_id"])]
-    assert row["cpu_s"] == 4.0 + 4.0
-    assert row["node_id"] == rows[0]["node_ip"]
+    assert row["cpu_s"] == 4.0 + 4.0 and row["wall_s"] == 5.0 + 5.0
+    assert pd.isna(row["node_id"])
 
 
 def test_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ResultsError, match="no study folder"):
         collect_study(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ResultsError, match="has no Tune storage"):
-        collect_study(tmp_path / "empty")
-    (tmp_path / "empty" / "tune").mkdir()
-    with pytest.raises(ResultsError, match="no trials yet"):
+    (tmp_path / "empty" / "study.json").write_text("[1, 2]")
+    with pytest.raises(ResultsError, match=r"study.json does not hold a study record"):
         collect_study(tmp_path / "empty")
 
 
@@ -145,16 +149,6 @@ def test_an_old_schema_version_asks_to_collect_again(tmp_path: Path) -> None:
         load_dataset(folder)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Failure # 1\n  File x\nValueError: boom\n", "ValueError: boom"),
-    ("Failure # 1\nKeyError: 'a'\nFailure # 2\n\x1b[36mray::X\x1b[39m\nmod.NonFiniteLossError: nan\n\n"
-     "During handling\nTypeError: pickling\n", "mod.NonFiniteLossError: nan"),
-    ("something odd\nlast words\n", "last words"),
-])
-def test_error_line_takes_the_first_exception_of_the_last_failure(text: str, expected: str) -> None:
-    assert error_line(text) == expected
-
-
 def test_reading_imports_neither_ray_nor_the_training_code(synthetic_dir: Path, tmp_path: Path) -> None:
     code = (f"import sys, results; results.report_study({str(synthetic_dir)!r}, {str(tmp_path)!r}); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torch', 'pipelines', 'ocr', 'study', "
@@ -164,39 +158,28 @@ def test_reading_imports_neither_ray_nor_the_training_code(synthetic_dir: Path, 
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_a_config_text_with_braces_is_still_read(tmp_path: Path) -> None:
+def test_a_study_without_trials_gives_an_empty_dataset_with_its_facts(tmp_path: Path) -> None:
     study = make_study(tmp_path, running=0, failed=0)
-    path = next((study / "tune").glob("*/result.json"))
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for row in rows:
-        row["config"]["data.root"] = "/data/{voc}"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    curves = load_dataset(collect_study(study)).curves
-    assert len(curves[curves["trial_id"] == rows[0]["trial_id"]]) == len(rows)
-    assert len(curves) == sum(len(p.read_text().splitlines()) for p in (study / "tune").glob("*/result.json"))
+    shutil.rmtree(study / "trials")
+    dataset = load_dataset(collect_study(study))
+    assert dataset.trials.empty and dataset.curves.empty and dataset.info.rungs == (1, 2, 4)
 
 
-def test_a_pending_trial_without_a_folder_is_listed(tmp_path: Path) -> None:
+def test_without_study_json_the_facts_are_inferred_from_the_trials(tmp_path: Path) -> None:
     study = make_study(tmp_path, running=0, failed=0)
-    state_file = next((study / "tune").glob("experiment_state-*.json"))
-    state = json.loads(state_file.read_text())
-    info, runtime = (json.loads(part) for part in state["trial_data"][0])
-    info.update(trial_id="feedbeef", status="PENDING", relative_logdir="", config={**info["config"], "seed": 9})
-    state["trial_data"].append([json.dumps(info), json.dumps({**runtime, "last_result": {}})])
-    state_file.write_text(json.dumps(state))
-    trials = load_dataset(collect_study(study)).trials.set_index("trial_id")
-    assert len(trials) == 22
-    pending = trials.loc["feedbeef"]
-    assert pending["stop_reason"] == "pending" and pending["epochs"] == 0 and pending["seed"] == 9
-    assert pd.isna(pending["final_val_miou"]) and pending["cell"] == info["config"]["meta.cell"]
+    (study / "study.json").unlink()
+    dataset = load_dataset(collect_study(study))
+    assert dataset.info.grid == {"ocr.selection": ["all", "none", "oc"]} or set(dataset.info.grid["ocr.selection"]) \
+        == {"all", "none", "oc"}
+    assert dataset.info.search_keys == ("ocr.delta", "ocr.tau") and len(dataset.trials) == 21
 
 
 def test_a_trial_reporting_only_nan_has_no_best_epoch(tmp_path: Path) -> None:
     study = make_study(tmp_path, running=0, failed=0)
-    path = next((study / "tune").glob("*/result.json"))
+    path = next((study / "trials").glob("*/epochs.jsonl"))
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for row in rows:
-        row["val_miou"] = float("nan")
+        row["val_miou"] = None  # a NaN: JSON has none, the record writes null
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     trials = load_dataset(collect_study(study)).trials.set_index("trial_id")
     row = trials.loc[str(rows[0]["trial_id"])]

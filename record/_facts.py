@@ -1,0 +1,109 @@
+"""Study facts that the writer (``study/``) and the readers (``results/``, ``ocr-study status``) share.
+
+Each fact is written once, here: the ``meta.`` prefix of a trial config's descriptive keys, the cell id
+and its spelling of values, where OCR parameters apply, ASHA's rungs, a trial's planned epochs, why a
+trial stopped, and how the best setting of a cell is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, TypeVar
+
+META = "meta."  # config keys that describe a trial (cell, setting, study, ...) rather than configure it
+BASE_CELL = "base"  # the id of the one cell of a study without a grid
+OCR_OFF = "none"  # the ocr.selection that turns the OCR loss off
+PHASES = ("search", "confirm")
+# Why a trial that did not run to its end stopped, by Tune's status.
+_UNFINISHED = {"ERROR": "failed", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
+K = TypeVar("K", bound=Hashable)
+
+
+def value_text(value: Any) -> str:
+    """A grid value as a cell id spells it: ``true``/``false`` for booleans, ``str`` otherwise."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def cell_id(cell: Mapping[str, Any]) -> str:
+    """A cell's name, ``"ocr.selection=oc,ocr.prior=cooc_minmax"``; ``"base"`` for the one cell of no grid."""
+    return ",".join(f"{key}={value_text(value)}" for key, value in cell.items()) or BASE_CELL
+
+
+def parse_cell(cell: str) -> dict[str, str]:
+    """A cell id as ``{key: value text}`` (the inverse of :func:`cell_id`; ``"base"`` gives ``{}``)."""
+    out: dict[str, str] = {}
+    for part in cell.split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            out[key] = value
+    return out
+
+
+def ocr_applies(key: str, selection: Any) -> bool:
+    """Whether trial key ``key`` has an effect under ``ocr.selection = selection``.
+
+    With the OCR loss off (``none``) no ``ocr.*`` key but ``ocr.selection`` itself does anything.
+    """
+    return not (key.startswith("ocr.") and key != "ocr.selection" and value_text(selection) == OCR_OFF)
+
+
+def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:
+    """The epochs at which ASHA may stop a trial: every ``grace · rf^k`` below ``max_epochs``."""
+    rungs: list[int] = []
+    epoch = max(1, grace_period)
+    while epoch < max_epochs:
+        rungs.append(epoch)
+        epoch *= max(2, reduction_factor)
+    return tuple(rungs)
+
+
+def planned_epochs(seg_epochs: int | None, scheduler: str, max_epochs: int | None) -> int | None:
+    """The epochs a trial is to run: its ``seg.epochs``, capped by ASHA's ``max_epochs`` under ASHA.
+
+    Args:
+        seg_epochs: the trial's ``seg.epochs`` (``None`` when unknown: then ``max_epochs``).
+        scheduler: ``asha``, ``none`` or ``unknown``.
+        max_epochs: ASHA's ``max_t`` (the scheduler's ``max_epochs``), if known.
+    """
+    if seg_epochs is None:
+        return max_epochs
+    if scheduler == "asha" and max_epochs:
+        return min(int(seg_epochs), int(max_epochs))
+    return int(seg_epochs)
+
+
+def stop_reason(status: str, epochs: int, planned: int | None, scheduler: str = "unknown",
+                rungs: Iterable[int] = ()) -> tuple[str, int | None]:
+    """Why a trial stopped, and the ASHA rung (its epoch) when ASHA stopped it.
+
+    ``completed`` (every planned epoch ran), ``early_stopped`` (by ASHA at a rung; also any early end
+    when the scheduler is unknown), ``stopped`` (ended early otherwise: the time budget), or, for a trial
+    that did not end, ``failed``, ``running``, ``pending``, ``paused``.
+    """
+    if status in _UNFINISHED:
+        return _UNFINISHED[status], None
+    if planned is None or epochs >= planned:
+        return "completed", None
+    if scheduler == "unknown" or (scheduler == "asha" and epochs in set(rungs)):
+        return "early_stopped", epochs
+    return "stopped", None
+
+
+def best_setting(scores: Mapping[K, Iterable[float]], mode: str) -> tuple[K, float] | None:
+    """The setting with the best mean score over its seeds, and that mean; ``None`` when none has a score.
+
+    Args:
+        scores: per setting, the study metric of each of its seeds.
+        mode: ``max`` or ``min``; ties go to the first setting given.
+    """
+    best: tuple[K, float] | None = None
+    for key in scores:
+        values = [float(v) for v in scores[key]]
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        if best is None or (mean > best[1] if mode == "max" else mean < best[1]):
+            best = (key, mean)
+    return best

@@ -1,0 +1,36 @@
+"""Where a study's files are: ``<storage>/<name>/`` holds these names, and nothing else decides them.
+
+```
+<name>/spec.yaml                    the normalised spec (what `resume` reads back)
+<name>/study.json                   phases, cells, planned trials and epochs (record._study)
+<name>/trials/<trial id>/trial.json config, cell, seed, phase, status, stop reason, node, error
+<name>/trials/<trial id>/epochs.jsonl  one line of metrics per epoch, appended
+<name>/tune/                        Ray Tune's own storage (for resuming only; results never read it)
+<name>/results/                     trials.parquet, curves.parquet (results.collect_study)
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPEC_FILE = "spec.yaml"
+STUDY_FILE = "study.json"
+TRIALS_DIR = "trials"
+TRIAL_FILE = "trial.json"
+EPOCHS_FILE = "epochs.jsonl"
+TUNE_DIR = "tune"
+RESULTS_DIR = "results"
+
+
+def trial_folder(study_dir: Path, trial_id: str) -> Path:
+    """The record folder of one trial: ``<study>/trials/<trial id>``."""
+    if not trial_id or "/" in trial_id or trial_id in (".", ".."):
+        raise ValueError(f"trial id {trial_id!r} cannot name a folder")
+    return Path(study_dir) / TRIALS_DIR / trial_id
+
+
+def trial_folders(study_dir: Path) -> list[Path]:
+    """Every trial record folder of a study (those holding a ``trial.json``), sorted by trial id."""
+    root = Path(study_dir) / TRIALS_DIR
+    return sorted(p.parent for p in root.glob(f"*/{TRIAL_FILE}")) if root.is_dir() else []

@@ -1,0 +1,95 @@
+"""One trial's record: ``trial.json`` (who it is and how it ended) and ``epochs.jsonl`` (its metrics).
+
+``trial.json`` is replaced whole (written to a temporary file, then renamed), so a reader sees the old
+or the new document, never half of one. Each epoch is one JSON line appended with a single ``write`` to a
+file opened with ``O_APPEND``; a line cut short by a crash has no newline, and readers skip it.
+
+Fields of ``trial.json``: ``trial_id``, ``study``, ``phase``, ``cell``, ``setting``, ``seed``,
+``config`` (the flat trial config with its ``meta.*`` keys), ``status`` (Tune's words: RUNNING,
+TERMINATED, ERROR), ``stop_reason``, ``epochs_planned``, ``node_id``, ``hostname``, ``error`` (the
+exception line of a failed trial), ``wall_s``, ``artifacts``, ``updated`` (Unix time).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from record._layout import EPOCHS_FILE, TRIAL_FILE
+
+
+def _plain(value: Any) -> Any:
+    """JSON has no NaN or infinity: those become ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_trial(folder: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``trial.json`` in ``folder`` (made if missing) with exactly ``fields`` (and ``updated``),
+    atomically; returns what was written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {key: _plain(value) for key, value in fields.items()}
+    doc["updated"] = time.time()
+    tmp = folder / f".{TRIAL_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
+    os.replace(tmp, folder / TRIAL_FILE)
+    return doc
+
+
+def read_trial(folder: Path) -> dict[str, Any] | None:
+    """The ``trial.json`` of ``folder``, or ``None`` when it is missing or unreadable."""
+    try:
+        doc = json.loads((Path(folder) / TRIAL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def update_trial(folder: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the trial's ``trial.json`` (made if missing); returns the new document."""
+    return write_trial(folder, {**(read_trial(folder) or {}), **fields})
+
+
+def append_epoch(folder: Path, metrics: Mapping[str, Any]) -> None:
+    """Append one epoch's metrics as a JSON line of ``epochs.jsonl`` (one ``write``, ``O_APPEND``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps({k: _plain(v) for k, v in metrics.items()}, default=str) + "\n").encode("utf-8")
+    fd = os.open(folder / EPOCHS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def complete_lines(data: bytes) -> bytes:
+    """``data`` up to its last newline: a line still being written (or cut by a crash) is left out."""
+    return data[: data.rfind(b"\n") + 1]
+
+
+def read_epochs(folder: Path) -> list[dict[str, Any]]:
+    """Every complete line of the trial's ``epochs.jsonl``, in order (an epoch run twice appears twice)."""
+    try:
+        return parse_lines(complete_lines((Path(folder) / EPOCHS_FILE).read_bytes()))
+    except FileNotFoundError:
+        return []
+
+
+def parse_lines(data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of ``data``, one a line; a line that does not parse is skipped."""
+    rows = []
+    for line in data.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -1,0 +1,118 @@
+"""The study's own record, written from both ends of a trial (see :mod:`record` for the layout).
+
+In the trial's worker, :class:`TrialRecorder` (used by the reporter) writes ``trial.json`` when the trial
+starts or resumes, one line of ``epochs.jsonl`` per epoch before Tune hears of it, and the error when the
+trial raises. In the driver, :class:`RecordCallback` writes how the trial ended (Tune stops early-stopped
+trials without returning from the trainable, and a killed worker cannot write): the status, the stop
+reason with the planned epochs, the artifacts folder, and the error of a trial whose worker died.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from record import META, append_epoch, planned_epochs, read_trial, stop_reason, trial_folder, update_trial
+
+RECORD_KEY = f"{META}record"  # the config key holding the study folder the record is written into
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)\b.*")
+
+
+def identity(trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``trial.json`` that say which trial it is (from its flat config and ``meta.*`` keys)."""
+    return {"trial_id": trial_id, "study": config.get(f"{META}study"), "phase": config.get(f"{META}phase", "search"),
+            "cell": config.get(f"{META}cell"), "setting": config.get(f"{META}setting"), "seed": config.get("seed"),
+            "config": dict(config)}
+
+
+def record_folder(trial_id: str, config: Mapping[str, Any]) -> Path | None:
+    """The trial's record folder, or ``None`` for a config that names no study folder (a bare trial)."""
+    root = config.get(RECORD_KEY)
+    return trial_folder(Path(str(root)), trial_id) if root else None
+
+
+def exception_text(err: BaseException) -> str:
+    """``module.Type: message``, the way ``trial.json`` names a trial's error."""
+    kind = type(err)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return f"{name}: {err}"[:4000]
+
+
+class TrialRecorder:
+    """Writes one trial's record from inside the trial (a no-op without a record folder)."""
+
+    def __init__(self, trial_id: str, config: Mapping[str, Any], node_id: str | None) -> None:
+        self.folder = record_folder(trial_id, config)
+        self.trial_id = trial_id
+        if self.folder is not None:
+            update_trial(self.folder, **identity(trial_id, config), status="RUNNING", stop_reason="running",
+                         error=None, node_id=node_id, hostname=socket.gethostname())
+
+    def epoch(self, metrics: Mapping[str, Any]) -> None:
+        """Append one epoch's metrics."""
+        if self.folder is not None:
+            append_epoch(self.folder, {"trial_id": self.trial_id, **metrics})
+
+    def failed(self, err: BaseException) -> None:
+        """Record the exception that ends this attempt of the trial (Tune may still retry it)."""
+        if self.folder is not None:
+            update_trial(self.folder, status="ERROR", stop_reason="failed", error=exception_text(err))
+
+
+def error_line(text: str) -> str:
+    """The exception that failed a trial, from Tune's ``error.txt``: the first exception line of the last
+    failure (used only where the trial could not write its error itself: its worker died)."""
+    text = ANSI.sub("", text)
+    last = text.rsplit("Failure # ", 1)[-1]
+    for line in last.splitlines():
+        if EXCEPTION_LINE.match(line.strip()):
+            return line.strip()[:4000]
+    lines = [line.strip() for line in last.splitlines() if line.strip()]
+    return lines[-1][:4000] if lines else ""
+
+
+class RecordCallback(Callback):
+    """Writes how each trial ended into its ``trial.json`` (driver side; plain data when pickled)."""
+
+    def __init__(self, scheduler: str, max_epochs: int | None, rungs: Sequence[int]) -> None:
+        self.scheduler, self.max_epochs, self.rungs = scheduler, max_epochs, tuple(rungs)
+
+    def ended(self, trial_id: str, config: Mapping[str, Any], last: Mapping[str, Any],
+              artifacts: str | None) -> dict[str, Any] | None:
+        """Record a trial that Tune ended without an error (completed, or stopped early)."""
+        folder = record_folder(trial_id, config)
+        if folder is None:
+            return None
+        epochs = int(last.get("epoch", 0) or 0)
+        seg_epochs = config.get("seg.epochs")
+        planned = planned_epochs(None if seg_epochs is None else int(seg_epochs), self.scheduler, self.max_epochs)
+        reason, rung = stop_reason("TERMINATED", epochs, planned, self.scheduler, self.rungs)
+        return update_trial(folder, **identity(trial_id, config), status="TERMINATED", stop_reason=reason,
+                            stop_rung=rung, epochs=epochs, epochs_planned=planned, error=None, artifacts=artifacts)
+
+    def errored(self, trial_id: str, config: Mapping[str, Any], error_file: str | None) -> dict[str, Any] | None:
+        """Record a trial that failed for good, keeping the error the trial wrote (else Tune's error file's)."""
+        folder = record_folder(trial_id, config)
+        if folder is None:
+            return None
+        error = (read_trial(folder) or {}).get("error")
+        if not error and error_file and Path(error_file).is_file():
+            error = error_line(Path(error_file).read_text(errors="replace"))
+        return update_trial(folder, **identity(trial_id, config), status="ERROR", stop_reason="failed",
+                            error=error or "the trial failed without an error message (see Tune's log)")
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Tune ended ``trial``: completed, or stopped early by the scheduler or the time budget."""
+        checkpoint = getattr(trial, "checkpoint", None)
+        artifacts = str(Path(checkpoint.path) / "artifacts") if checkpoint is not None else None
+        self.ended(trial.trial_id, trial.config, trial.last_result or {}, artifacts)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """``trial`` failed after its retries."""
+        self.errored(trial.trial_id, trial.config, getattr(trial, "error_file", None))

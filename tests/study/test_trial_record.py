@@ -1,0 +1,112 @@
+"""The record written from both ends of a trial, and the planned-epochs bug of MLflow's stop tag."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from record import read_trial, trial_folder
+from study.plan import plan, study_record
+from study.spec import load_spec
+from study.tracking import MLflowTracking
+from study.trial_record import RecordCallback, TrialRecorder, error_line, exception_text
+
+
+def _trial(epoch: int, seg_epochs: int, config: dict[str, Any] | None = None) -> Any:
+    return SimpleNamespace(trial_id="t1", config={"seg.epochs": seg_epochs, **(config or {})},
+                           last_result={"epoch": epoch}, checkpoint=None, error_file=None)
+
+
+@pytest.mark.parametrize(("epoch", "tag"), [(6, "completed"), (2, "early_stopped_at_epoch_2")])
+def test_mlflow_stop_tag_counts_asha_max_epochs(epoch: int, tag: str) -> None:
+    """The bug: trials run to ASHA's max_epochs (6) under seg.epochs = 10 were tagged as stopped early."""
+    tracking = MLflowTracking("sqlite:///unused.db", "e", "s", "h", scheduler="asha", max_epochs=6)
+    assert tracking.stop_tag(_trial(epoch, 10)) == tag
+    plain = MLflowTracking("sqlite:///unused.db", "e", "s", "h")
+    assert plain.stop_tag(_trial(6, 10)) == "early_stopped_at_epoch_6"
+
+
+def test_a_callback_pickled_before_the_fix_still_tags() -> None:
+    tracking = MLflowTracking("sqlite:///unused.db", "e", "s", "h")
+    del tracking.__dict__["scheduler"], tracking.__dict__["max_epochs"]
+    assert tracking.stop_tag(_trial(4, 4)) == "completed"
+
+
+def test_trial_and_driver_write_one_record(tmp_path: Path) -> None:
+    config = {"seg.epochs": 8, "seed": 1, "meta.cell": "ocr.selection=oc", "meta.setting": 2, "meta.study": "s",
+              "meta.record": str(tmp_path)}
+    recorder = TrialRecorder("t1", config, "node-a")
+    recorder.epoch({"epoch": 1, "val_miou": 0.4})
+    recorder.epoch({"epoch": 2, "val_miou": 0.5})
+    folder = trial_folder(tmp_path, "t1")
+    started = read_trial(folder)
+    assert started is not None and started["status"] == "RUNNING" and started["node_id"] == "node-a"
+    assert (started["cell"], started["setting"], started["seed"], started["phase"]) == ("ocr.selection=oc", 2, 1,
+                                                                                         "search")
+    callback = RecordCallback("asha", 8, (1, 2, 4))
+    callback.on_trial_complete(0, [], SimpleNamespace(trial_id="t1", config=config, last_result={"epoch": 2},
+                                                      checkpoint=SimpleNamespace(path="/ck")))
+    ended = read_trial(folder)
+    assert ended is not None
+    assert (ended["status"], ended["stop_reason"], ended["stop_rung"], ended["epochs_planned"]) == (
+        "TERMINATED", "early_stopped", 2, 8)
+    assert ended["artifacts"] == "/ck/artifacts" and ended["node_id"] == "node-a"
+    lines = (folder / "epochs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["trial_id"] for line in lines] == ["t1", "t1"]
+
+
+def test_a_failed_trial_keeps_its_own_error_else_tune_s(tmp_path: Path) -> None:
+    config = {"meta.record": str(tmp_path), "seed": 0}
+    recorder = TrialRecorder("t1", config, None)
+    recorder.failed(ValueError("boom"))
+    callback = RecordCallback("none", 4, ())
+    callback.on_trial_error(0, [], SimpleNamespace(trial_id="t1", config=config, error_file=None))
+    doc = read_trial(trial_folder(tmp_path, "t1"))
+    assert doc is not None and (doc["status"], doc["stop_reason"], doc["error"]) == ("ERROR", "failed",
+                                                                                     "ValueError: boom")
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Failure # 1\n\x1b[36mray::X\x1b[39m\nray.exceptions.RayActorError: worker died\n")
+    callback.on_trial_error(0, [], SimpleNamespace(trial_id="t2", config=config, error_file=str(error_file)))
+    doc = read_trial(trial_folder(tmp_path, "t2"))
+    assert doc is not None and doc["error"] == "ray.exceptions.RayActorError: worker died"
+
+
+def test_a_bare_config_writes_no_record(tmp_path: Path) -> None:
+    TrialRecorder("t1", {"seed": 0}, None).epoch({"epoch": 1})
+    assert RecordCallback("none", 2, ()).ended("t1", {"seed": 0}, {"epoch": 1}, None) is None
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Failure # 1\n  File x\nValueError: boom\n", "ValueError: boom"),
+    ("Failure # 1\nKeyError: 'a'\nFailure # 2\n\x1b[36mray::X\x1b[39m\nmod.NonFiniteLossError: nan\n\n"
+     "During handling\nTypeError: pickling\n", "mod.NonFiniteLossError: nan"),
+    ("something odd\nlast words\n", "last words"),
+])
+def test_error_line_takes_the_first_exception_of_the_last_failure(text: str, expected: str) -> None:
+    assert error_line(text) == expected
+
+
+def test_exception_text_names_the_module() -> None:
+    from pipelines.engine import NonFiniteLossError
+
+    assert exception_text(KeyError("a")) == "KeyError: 'a'"
+    err = NonFiniteLossError(stage="seg", epoch=2, part="ocr", value=float("nan"))
+    assert exception_text(err).startswith("pipelines.engine.NonFiniteLossError: ")
+
+
+def test_study_json_holds_phases_cells_and_planned_epochs(tmp_path: Path) -> None:
+    spec = load_spec({"name": "s", "trial": {"seg.epochs": 10}, "grid": {"ocr.selection": ["none", "oc"]},
+                      "search": {"samples": 3, "params": {"ocr.delta": {"type": "uniform", "low": 0, "high": 4}}},
+                      "seeds": [0, 1], "scheduler": {"type": "asha", "max_epochs": 6},
+                      "storage": str(tmp_path)})
+    doc = study_record(plan(spec))
+    assert doc["planned_trials"] == 8 and doc["epochs_planned"] == 6 and doc["rungs"] == [1, 2, 4]
+    assert [c["id"] for c in doc["phases"][0]["cells"]] == ["ocr.selection=none", "ocr.selection=oc"]
+    assert [c["trials"] for c in doc["phases"][0]["cells"]] == [2, 6]
+    assert doc["grid"] == {"ocr.selection": ["none", "oc"]} and doc["search_keys"] == ["ocr.delta"]
+    json.dumps(doc)  # plain data
