@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -12,12 +11,11 @@ from typing import Any
 from ray import tune
 
 from pipelines.config import from_flat
-from pipelines.engine import NonFiniteLossError
 from pipelines.trial import run_trial
+from study.failures import fatal_report
 from study.searcher import META
 
 log = logging.getLogger(__name__)
-FAILED_MARKER = "non_finite.json"
 
 
 class TuneReporter:
@@ -32,12 +30,14 @@ class TuneReporter:
 
         self.extra = {"node_id": ray.get_runtime_context().get_node_id(), **extra}
         self.cpu_start = time.process_time()
+        self.last: dict[str, Any] = {}
 
     def report(self, metrics: Mapping[str, float], checkpoint_dir: Path | None = None) -> None:
         """Send metrics (and the checkpoint, if any) to Tune."""
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         usage = {"trial_cpu_s": time.process_time() - self.cpu_start}
-        tune.report({**metrics, **usage, **self.extra}, checkpoint=checkpoint)
+        self.last = {**metrics, **usage, **self.extra}
+        tune.report(self.last, checkpoint=checkpoint)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Not shown: Tune trials report per epoch only."""
@@ -55,17 +55,14 @@ def train_trial(config: dict[str, Any]) -> None:
     values, _meta = split_config(config)
     cfg = from_flat(values)
     work_dir = Path(tune.get_context().get_trial_dir())
-    marker = work_dir / FAILED_MARKER
-    if marker.exists():  # a deterministic failure: do not train again on retry
-        raise NonFiniteLossError(**json.loads(marker.read_text()))
     checkpoint = tune.get_checkpoint()
+    reporter = TuneReporter({})
     try:
         if checkpoint is None:
-            run_trial(cfg, TuneReporter({}), work_dir)
+            run_trial(cfg, reporter, work_dir)
         else:
             with checkpoint.as_directory() as folder:
-                run_trial(cfg, TuneReporter({}), work_dir, resume_from=Path(folder))
-    except NonFiniteLossError as err:
-        marker.write_text(json.dumps({"stage": err.stage, "epoch": err.epoch, "part": err.part,
-                                      "value": err.value}))
+                run_trial(cfg, reporter, work_dir, resume_from=Path(folder))
+    except Exception as err:  # the trial's own code failed: it would fail again, so it is not retried
+        tune.report(fatal_report(reporter.last, err))
         raise
