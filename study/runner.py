@@ -216,11 +216,11 @@ def _write_spec(spec: StudySpec, folder: Path, fresh: bool) -> None:
 
 def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) -> Path:
     """Run a study from the start; returns its folder."""
+    study = plan(spec)
+    check_study_inputs(spec, study)  # before anything heavy is imported: bad data fails in seconds
     from study.tracking import check_tracking_uri
 
     check_tracking_uri(spec.tracking_uri)
-    study = plan(spec)
-    check_study_inputs(spec, study)
     folder = study_dir(spec)
     existed = folder.exists()
     try:
