@@ -64,7 +64,7 @@ def test_coco_folders_and_splits(tmp_path: Path) -> None:
         check_inputs(_cfg(tmp_path, **cfg))
     (root / "SegmentationClass" / "val2014").mkdir()
     check_inputs(_cfg(tmp_path, **cfg))
-    with pytest.raises(DataError, match="data.val_split = 'test'"):
+    with pytest.raises(DataError, match=r"data\.val_split = 'test'"):
         check_inputs(_cfg(tmp_path, **{**cfg, "data.val_split": "test"}))
 
 

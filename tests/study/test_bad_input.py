@@ -118,5 +118,5 @@ def test_a_lock_held_on_another_host_counts_as_live(tmp_path: Path) -> None:
     from study.lock import StudyLockedError
 
     _write_lock(tmp_path, 1, 0.0, host="elsewhere.example")
-    with pytest.raises(StudyLockedError, match="on host elsewhere.example"):
+    with pytest.raises(StudyLockedError, match=r"on host elsewhere\.example"):
         acquire(tmp_path)
