@@ -68,7 +68,8 @@ def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
     assert not (folder / PROCESSES_FILE).exists() and not (folder / "study.lock").exists()
     rows = trial_table(spec)
     assert Counter(r["cell"] for r in rows) == planned and {r["status"] for r in rows} == {"TERMINATED"}
-    print(f"killed driver left {len(left)} of {len(recorded)} recorded processes; resume ended them; "
+    print(f"killed driver left {len(left)} of {len(recorded)} recorded processes {[e['name'] for e in left]}; "
+          "resume ended them; "
           f"{len(rows)} trials TERMINATED ({dict(Counter(r['cell'] for r in rows))})\n{out}")
 
 
