@@ -80,13 +80,6 @@ def _locked_message(folder: Path, holder: Holder) -> str:
             f"(nothing was changed). If that process is gone, delete {folder / LOCK_FILE}")
 
 
-def check_unlocked(folder: Path) -> None:
-    """Raise :class:`StudyLockedError` if another live process holds the study in ``folder``."""
-    holder = read_holder(folder)
-    if holder is not None and holder.alive() and not holder.same_process(Holder.me()):
-        raise StudyLockedError(_locked_message(folder, holder))
-
-
 def _try_create(path: Path, me: Holder) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -65,12 +65,41 @@ def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
 
     out = _finish(procs.start("resume", spec.name, "--storage", spec.storage))
     assert not [e for e in left if _same_process(e)], "resume left the dead driver's processes running"
+    assert not _ray_processes(procs), "resume, ended normally, left its own Ray running"
     assert not (folder / PROCESSES_FILE).exists() and not (folder / "study.lock").exists()
     rows = trial_table(spec)
     assert Counter(r["cell"] for r in rows) == planned and {r["status"] for r in rows} == {"TERMINATED"}
     print(f"killed driver left {len(left)} of {len(recorded)} recorded processes {[e['name'] for e in left]}; "
           "resume ended them; "
           f"{len(rows)} trials TERMINATED ({dict(Counter(r['cell'] for r in rows))})\n{out}")
+
+
+def _ray_processes(procs: Processes, wait: float = 10.0) -> list[int]:
+    """PIDs of live processes of the test's Ray (its temp folder is on their command lines)."""
+    end = time.monotonic() + wait
+    while True:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and \
+                    any(str(procs.ray_tmp) in part for part in proc.info["cmdline"] or []):
+                found.append(proc.pid)
+        if not found or time.monotonic() > end:
+            return found
+        time.sleep(0.5)
+
+
+def test_a_driver_ended_with_sigterm_ends_its_ray_and_releases_the_study(
+        procs: Processes, tmp_path: Path, shared_cache: Path) -> None:
+    path, spec = _spec_file(tmp_path, shared_cache)
+    folder = Path(spec.study_dir)
+    driver = procs.start("run", str(path))
+    _wait_for("a trial in training", lambda: any(_results(spec).values()), driver, procs)
+    assert _ray_processes(procs, wait=0)
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode != 0, out
+    assert not _ray_processes(procs), f"Ray outlived its driver:\n{out}"
+    assert not (folder / "study.lock").exists() and not (folder / PROCESSES_FILE).exists()
 
 
 def test_a_nan_loss_fails_each_trial_once_and_run_exits_1(tmp_path: Path, shared_cache: Path) -> None:
