@@ -75,6 +75,15 @@ def read_holder(folder: Path) -> Holder | None:
         return None
 
 
+def _settled_holder(folder: Path) -> Holder | None:
+    """The holder, read again after a moment when the file is unreadable (it may be being written)."""
+    holder = read_holder(folder)
+    if holder is None and (folder / LOCK_FILE).exists():
+        time.sleep(0.1)
+        holder = read_holder(folder)
+    return holder
+
+
 def _locked_message(folder: Path, holder: Holder) -> str:
     return (f"study {folder.name!r} is in use by {holder.describe()}: wait for it to end or stop it first "
             f"(nothing was changed). If that process is gone, delete {folder / LOCK_FILE}")
@@ -102,16 +111,17 @@ def acquire(folder: Path) -> None:
         if _try_create(path, me):
             _held[folder] = me
             return
-        holder = read_holder(folder)
+        holder = _settled_holder(folder)
         if holder is not None and holder.same_process(me):
             _held[folder] = holder
             return
         if holder is not None and holder.alive():
             raise StudyLockedError(_locked_message(folder, holder))
+        if _settled_holder(folder) != holder:  # another driver replaced it meanwhile: look again
+            continue
         log.warning("replacing the stale lock of study %s (%s)", folder.name,
                     holder.describe() + " is gone" if holder else "unreadable")
         path.unlink(missing_ok=True)
-        time.sleep(0.05)  # a lock file being written right now is read again
     raise StudyLockedError(f"could not take the lock {path}: other processes keep taking it")
 
 
