@@ -112,6 +112,10 @@ def test_a_stale_lock_is_replaced(tmp_path: Path, foreign: psutil.Process) -> No
     acquire(folder)
     assert read_holder(folder).same_process(Holder.me())  # type: ignore[union-attr]
     release(folder)
+    (folder / LOCK_FILE).write_text("")  # a driver killed while it wrote its lock
+    acquire(folder)
+    assert read_holder(folder).same_process(Holder.me())  # type: ignore[union-attr]
+    release(folder)
 
 
 def test_a_lock_held_on_another_host_counts_as_live(tmp_path: Path) -> None:
