@@ -69,8 +69,8 @@ def _check_coco(root: Path, splits: tuple[tuple[str, str], ...]) -> None:
 
 def _check_weights(cfg: TrialConfig) -> None:
     """A ``model.weights`` file, for configs that have one (local ImageNet weights for a backbone)."""
-    from pipelines.data._disk import require
-
     weights = getattr(getattr(cfg, "model", None), "weights", "")
     if isinstance(weights, str) and weights:
+        from pipelines.data._disk import require
+
         require(Path(weights).expanduser(), "model.weights names a file that does not exist", WEIGHTS_FIX)
