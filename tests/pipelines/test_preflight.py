@@ -80,3 +80,17 @@ def test_a_cached_data_set_is_not_looked_for_on_disk(tmp_path: Path) -> None:
 
 def test_digits_need_nothing_on_disk(tmp_path: Path) -> None:
     check_inputs(from_flat({"cache_dir": str(tmp_path / "nowhere")}))
+
+
+def test_a_missing_weights_file_is_named(tmp_path: Path) -> None:
+    """For configs with a ``model.weights`` key (local backbone weights), the file must exist."""
+    from types import SimpleNamespace
+
+    from pipelines.preflight import _check_weights
+
+    missing = tmp_path / "resnet50.pth"
+    with pytest.raises(DataNotFoundError, match="resnet50.pth not found"):
+        _check_weights(SimpleNamespace(model=SimpleNamespace(weights=str(missing))))  # type: ignore[arg-type]
+    missing.write_bytes(b"weights")
+    _check_weights(SimpleNamespace(model=SimpleNamespace(weights=str(missing))))  # type: ignore[arg-type]
+    _check_weights(SimpleNamespace(model=SimpleNamespace(weights="")))  # type: ignore[arg-type]
