@@ -89,7 +89,7 @@ def test_a_missing_weights_file_is_named(tmp_path: Path) -> None:
     from pipelines.preflight import _check_weights
 
     missing = tmp_path / "resnet50.pth"
-    with pytest.raises(DataNotFoundError, match="resnet50.pth not found"):
+    with pytest.raises(DataNotFoundError, match=r"resnet50\.pth not found"):
         _check_weights(SimpleNamespace(model=SimpleNamespace(weights=str(missing))))  # type: ignore[arg-type]
     missing.write_bytes(b"weights")
     _check_weights(SimpleNamespace(model=SimpleNamespace(weights=str(missing))))  # type: ignore[arg-type]
