@@ -1,27 +1,41 @@
 """A disk cache for expensive, shared results (data sets, stage-1 pseudo-masks).
 
 Entries are keyed by a hash of everything they depend on. Two processes asking for the same key at
-once compute it once: the first takes a file lock and builds, the other waits on the lock and reads.
-Entries are written to a temporary file and renamed into place, so a crash never leaves a half-written
-entry behind.
+once compute it once: the first takes a lock and builds, the other waits on the lock and reads.
+
+Every entry has a checksum beside it (``<entry>.sha256``, the SHA-256 of the entry's bytes). Both are
+written to temporary files and renamed into place, so a crash never leaves a half-written entry that
+passes for a whole one. An entry that is missing its checksum, does not match it, or cannot be read
+(truncated, empty, garbage) is logged with its path and built again, under the lock.
+
+The lock is ``flock(2)`` on ``<entry>.lock``: the kernel releases it when its holder dies, however it
+dies, and the holder deletes the file when it is done, so no lock outlives its holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from filelock import FileLock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CHECKSUM_SUFFIX = ".sha256"
+LOCK_SUFFIX = ".lock"
+_CHUNK = 1 << 22
+
+
+class CorruptEntryError(RuntimeError):
+    """A cache entry's bytes do not match its checksum (or it has none)."""
 
 
 def config_key(*parts: Any) -> str:
@@ -57,19 +71,102 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return blob["tensors"], json.loads(blob["meta"])
 
 
+def checksum_path(path: Path) -> Path:
+    """Where the checksum of the entry ``path`` is kept."""
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path) -> None:
+    """Raise :class:`CorruptEntryError` unless ``path`` matches the checksum written beside it."""
+    try:
+        expected = checksum_path(path).read_text().strip()
+    except FileNotFoundError as err:
+        raise CorruptEntryError("it has no checksum file") from err
+    if file_sha256(path) != expected:
+        raise CorruptEntryError("its bytes do not match its checksum")
+
+
+def _write(path: Path, value: T, save: Callable[[Path, T], None]) -> None:
+    """Save ``value`` with its checksum: both to temporary files, then renamed (the entry last)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.build")
+    tmp_sum = path.with_name(f".{path.name}.{os.getpid()}{CHECKSUM_SUFFIX}")
+    try:
+        save(tmp, value)
+        tmp_sum.write_text(file_sha256(tmp) + "\n")
+        os.replace(tmp_sum, checksum_path(path))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_sum.unlink(missing_ok=True)
+
+
+_MISSING: Any = object()
+
+
+def _read(path: Path, load: Callable[[Path], T]) -> T:
+    """The entry at ``path``, or ``_MISSING`` when there is none or it is bad (then it is logged)."""
+    if not path.exists():
+        return _MISSING
+    try:
+        verify(path)
+        return load(path)
+    except Exception as err:  # truncated, empty, garbage: any reader error means "build it again"
+        # The reader's own message is not shown: torch's advises weights_only=False, which must not be
+        # done for a file of unknown origin.
+        reason = str(err) if isinstance(err, CorruptEntryError) else f"{type(err).__name__} while reading it"
+        log.warning("cache entry %s is unusable (%s); building it again", path, reason)
+        return _MISSING
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path) -> Iterator[None]:
+    """Hold the lock of the entry ``path`` (an exclusive ``flock`` on ``<path>.lock``) for the block.
+
+    The lock file is deleted on release. A waiter that then holds a deleted file's lock sees that the
+    path no longer names the file it locked, and locks the new file instead.
+    """
+    lock_path = path.with_name(path.name + LOCK_SUFFIX)
+    while True:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def cached(path: Path, build: Callable[[], T], save: Callable[[Path, T], None],
            load: Callable[[Path], T]) -> T:
-    """Return the entry at ``path``, building and saving it under a file lock if it is missing."""
-    if path.exists():
-        return load(path)
+    """Return the entry at ``path``; build and save it under the entry's lock if it is missing or bad."""
+    value = _read(path, load)
+    if value is not _MISSING:
+        return value
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.exists():  # another process built it while we waited
+    with entry_lock(path):
+        value = _read(path, load)  # another process built it while we waited
+        if value is not _MISSING:
             log.info("cache hit after waiting: %s", path)
-            return load(path)
+            return value
         log.info("cache miss, building: %s", path)
         value = build()
-        save(path, value)
+        _write(path, value, save)
         return value
 
 
@@ -82,7 +179,7 @@ def cached_folder(folder: Path, fill: Callable[[Path], None], load: Callable[[Pa
     if folder.is_dir():
         return load(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
+    with entry_lock(folder):
         if not folder.is_dir():
             log.info("cache miss, building: %s", folder)
             tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")

@@ -42,7 +42,17 @@ def _summary(ds: Dataset) -> str:
     counts = trials["stop_reason"].astype(str).value_counts()
     outcome = ", ".join(f"{n} {reason}" for reason, n in counts.items())
     return (f"Study {ds.info.name}: {len(trials)} trials ({outcome}), {len(ds.curves)} epoch reports; "
-            f"metric {ds.info.metric} ({ds.info.mode}); collected from {ds.source}.")
+            f"metric {ds.info.metric} ({ds.info.mode}); collected from {ds.source}.{_failures(ds)}")
+
+
+def _failures(ds: Dataset) -> str:
+    """Why trials failed: each error with how many trials it failed (``""`` when none did)."""
+    errors = ds.trials.get("error")
+    if errors is None:
+        return ""
+    errors = errors.dropna().astype(str)
+    counts = errors[errors != ""].value_counts()
+    return "".join(f"\nFailed: {n} × {reason}" for reason, n in counts.items())
 
 
 def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
@@ -61,7 +71,9 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> di
     title = f"ocr-study report: {ds.info.name}"
     written: dict[str, Path] = {}
     if "md" in formats:
-        written["md"] = _write_text(out / "report.md", to_markdown(title, tables, plots, out))
+        failed = _failures(ds).replace("\nFailed: ", "\n- ")
+        text = to_markdown(title, tables, plots, out) + (f"\n## Failed trials\n{failed}\n" if failed else "")
+        written["md"] = _write_text(out / "report.md", text)
     if "tex" in formats:
         written["tex"] = _write_text(out / "report.tex", to_latex(tables))
     if "csv" in formats:

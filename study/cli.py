@@ -9,11 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+EXIT_CODES = """exit codes (every command):
+  0  done (run/resume: every trial finished, or --allow-failures)
+  1  a failure while running: trials failed, Ray or the tracking server failed
+  2  bad input, found before anything starts: usage, an invalid spec or config, an unknown study,
+     a missing data set or weights file, a study in use by another driver"""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-study", description=(
-        "Hyperparameter and ablation studies of the Out-of-Candidate Rectification loss."))
+        "Hyperparameter and ablation studies of the Out-of-Candidate Rectification loss."),
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one trial here, without Ray")
@@ -30,12 +36,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="print cells, trials, budgets and resources, then exit")
     run.add_argument("--address", help="a Ray cluster address, e.g. 10.0.0.5:6379 (default: start one here)")
     run.add_argument("--fresh", action="store_true", help="delete an existing study of the same name first")
+    run.add_argument("--allow-failures", action="store_true", help="exit 0 even when trials failed (default: 1)")
     for name, text in (("resume", "continue an interrupted study"), ("status", "trials by state, per cell")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("name", help="the study's name")
         cmd.add_argument("--storage", help="the folder holding studies (default .ocr-study/studies)")
         if name == "resume":
             cmd.add_argument("--address", help="a Ray cluster address (default: start one here)")
+            cmd.add_argument("--allow-failures", action="store_true",
+                             help="exit 0 even when trials failed (default: 1)")
     ui = sub.add_parser("ui", help="start the MLflow UI for a study's store on 127.0.0.1")
     ui.add_argument("name", nargs="?", help="the study's name (default: the only or latest study)")
     ui.add_argument("--storage", help="the folder holding studies (default .ocr-study/studies)")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 from record import SPEC_FILE
 from study.plan import format_plan, plan
-from study.runner import StudyError, load_study_spec, resolve_spec
+from study.runner import UnknownStudyError, load_study_spec, resolve_spec
 from study.spec import DEFAULT_STORAGE, StudySpec
 
 
@@ -22,12 +21,21 @@ def run(args: argparse.Namespace) -> int:
     from study.runner import run_study
 
     folder = run_study(spec, address=args.address, fresh=args.fresh)
-    _finished(spec, folder)
+    return _exit_code(_finished(spec, folder), args)
+
+
+def _exit_code(failed: int, args: argparse.Namespace) -> int:
+    """1 when trials failed (a failure while running), unless ``--allow-failures``."""
+    if failed and not getattr(args, "allow_failures", False):
+        print(f"ocr-study: {failed} trials failed (see above); exit code 1 (--allow-failures: 0)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
-def _finished(spec: StudySpec, folder: Path) -> None:
-    """Say how the study ended (trials by outcome) and where to look next."""
+def _finished(spec: StudySpec, folder: Path) -> int:
+    """Say how the study ended (trials by outcome, failed ones by reason) and where to look next;
+    returns how many trials failed."""
     from collections import Counter
 
     from study.runner import trial_table
@@ -41,7 +49,12 @@ def _finished(spec: StudySpec, folder: Path) -> None:
     print(f"study {spec.name} ended: {len(rows)} trials, {counts}\n  folder: {folder}\n"
           f"  status: ocr-study status {where}\n  MLflow: ocr-study ui {where}")
     if failed:
+        from study.failures import failure_reasons
+
         print(f"  {failed} failed trials: their errors are in `ocr-study status {where}` and MLflow")
+        for reason, n in failure_reasons(rows):
+            print(f"    {n} × {reason}")
+    return failed
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -49,8 +62,7 @@ def resume(args: argparse.Namespace) -> int:
     from study.runner import resume_study
 
     folder = resume_study(args.name, args.storage, args.address)
-    _finished(load_study_spec(args.name, args.storage), folder)
-    return 0
+    return _exit_code(_finished(load_study_spec(args.name, args.storage), folder), args)
 
 
 def status(args: argparse.Namespace) -> int:
@@ -66,7 +78,7 @@ def status(args: argparse.Namespace) -> int:
 def _latest_study(storage: Path) -> str:
     found = sorted(storage.glob(f"*/{SPEC_FILE}"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise StudyError(f"no study in {storage.absolute()}; run one with `ocr-study run quick`")
+        raise UnknownStudyError(f"no study in {storage.absolute()}; run one with `ocr-study run quick`")
     return found[-1].parent.name
 
 
@@ -78,8 +90,6 @@ def ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI for study {spec.name}: {url}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", spec.tracking_uri,
            "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
-    try:
-        return subprocess.call(cmd, env={**__import__("os").environ,
-                                         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    except KeyboardInterrupt:
-        return 0
+    from study.processes import call_in_own_group  # ended as a group: mlflow, uvicorn/gunicorn workers
+
+    return call_in_own_group(cmd, {**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})

@@ -123,7 +123,7 @@ def run_then_report(args: argparse.Namespace) -> int:
     from study.runner import resolve_spec
 
     code = commands.run(args)
-    if code == 0 and not args.dry_run:
+    if not args.dry_run:  # failed trials (exit 1) still get the report of the others
         _report_after(Path(resolve_spec(args.spec).study_dir))
     return code
 
@@ -134,7 +134,7 @@ def resume_then_report(args: argparse.Namespace) -> int:
     from study.runner import load_study_spec
 
     code = commands.resume(args)
-    if code == 0:
+    if code in (0, 1):  # failed trials (exit 1) still get the report of the others
         _report_after(Path(load_study_spec(args.name, args.storage).study_dir))
     return code
 

@@ -14,6 +14,14 @@ from typing import Any
 import yaml
 
 from record import META, SPEC_FILE, TUNE_DIR, read_epochs, read_trial, trial_folders, write_study
+from study.guard import (
+    check_study_inputs,
+    clear_folder,
+    end_recorded,
+    hold_study,
+    record_started,
+    release_study,
+)
 from study.plan import StudyPlan, cell_config, cell_search_params, plan, study_record
 from study.spec import (
     DEFAULT_STORAGE,
@@ -31,6 +39,10 @@ SPECS_DIR = Path(__file__).parent / "specs"
 
 class StudyError(RuntimeError):
     """A study cannot be run or resumed as asked; the message says why and what to do."""
+
+
+class UnknownStudyError(StudyError, ValueError):
+    """No study of that name where it was looked for: bad input (the CLI exits 2)."""
 
 
 def resolve_spec(name_or_path: str) -> StudySpec:
@@ -101,10 +113,11 @@ def _tracking(spec: StudySpec) -> Any:
 
 
 def _callbacks(spec: StudySpec, study: StudyPlan, total: int) -> list[Any]:
+    from study.failures import FailFast
     from study.progress import ProgressLine
     from study.trial_record import RecordCallback
 
-    return [RecordCallback(spec.scheduler.type, study.max_epochs, study.rungs), _tracking(spec),
+    return [FailFast(), RecordCallback(spec.scheduler.type, study.max_epochs, study.rungs), _tracking(spec),
             ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
 
 
@@ -172,6 +185,10 @@ def init_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    from study.failures import FATAL_ENV
+
+    for key, value in FATAL_ENV.items():
+        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
@@ -193,7 +210,7 @@ def _write_spec(spec: StudySpec, folder: Path, fresh: bool) -> None:
         if not fresh:
             raise StudyError(f"study {spec.name!r} already exists in {folder}: continue it with "
                              f"`ocr-study resume {spec.name}`, or start over with --fresh")
-        shutil.rmtree(folder)
+        clear_folder(folder)  # all but the lock this driver holds
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{SPEC_FILE}.tmp"
     tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -202,20 +219,25 @@ def _write_spec(spec: StudySpec, folder: Path, fresh: bool) -> None:
 
 def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) -> Path:
     """Run a study from the start; returns its folder."""
+    study = plan(spec)
+    check_study_inputs(spec, study)  # before anything heavy is imported: bad data fails in seconds
     from study.tracking import check_tracking_uri
 
     check_tracking_uri(spec.tracking_uri)
-    study = plan(spec)
     folder = study_dir(spec)
     existed = folder.exists()
-    _write_spec(spec, folder, fresh)
-    write_study(folder, study_record(study))
     try:
+        hold_study(folder)
+        _write_spec(spec, folder, fresh)
+        write_study(folder, study_record(study))
         # The MLflow store (its schema, the experiment, the parent run) is made while Ray starts.
         warm = _Background(lambda: _tracking(spec).parent_run_id)
         init_ray(address)
+        if not address:
+            record_started(folder)
         warm.join()
     except BaseException:
+        release_study(folder)
         if not existed:  # nothing half-made is left behind
             shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -230,8 +252,8 @@ def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
     path = root / name / SPEC_FILE
     if not path.is_file():
         known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
-        raise StudyError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
-                         "pass --storage if it lives elsewhere")
+        raise UnknownStudyError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
+                                "pass --storage if it lives elsewhere")
     spec = load_spec(path)
     if "://" in spec.storage:
         return spec
@@ -249,10 +271,15 @@ def resume_study(name: str, storage: str | None = None, address: str | None = No
 
     spec = load_study_spec(name, storage)
     check_tracking_uri(spec.tracking_uri)
+    check_study_inputs(spec, plan(spec))
     path = study_dir(spec) / TUNE_DIR
+    hold_study(study_dir(spec))
+    end_recorded(study_dir(spec))  # what a dead driver of this study left running
     init_ray(address)
+    if not address:
+        record_started(study_dir(spec))
     if not tune.Tuner.can_restore(str(path)):
-        raise StudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
+        raise UnknownStudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
     tuner = tune.Tuner.restore(str(path), tune.with_resources(train_trial, resources),
                                resume_unfinished=True, resume_errored=True)

@@ -163,8 +163,13 @@ class MLflowTracking(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
-        """Log one epoch's metrics in a single batch."""
+        """Log one epoch's metrics in a single batch (not a failing trial's last report: it repeats one)."""
         from mlflow.entities import Metric
+
+        from study.failures import is_fatal
+
+        if is_fatal(result):
+            return
 
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)

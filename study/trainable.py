@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -12,13 +11,12 @@ from typing import Any
 from ray import tune
 
 from pipelines.config import from_flat
-from pipelines.engine import NonFiniteLossError
 from pipelines.trial import run_trial
 from record import META
+from study.failures import fatal_report
 from study.trial_record import TrialRecorder
 
 log = logging.getLogger(__name__)
-FAILED_MARKER = "non_finite.json"
 
 
 class TuneReporter:
@@ -36,6 +34,7 @@ class TuneReporter:
         self.extra = {"node_id": node_id, **extra}
         self.cpu_start, self.wall_start = time.process_time(), time.monotonic()
         self.record = None if config is None else TrialRecorder(tune.get_context().get_trial_id(), config, node_id)
+        self.last: dict[str, Any] = {}
 
     def report(self, metrics: Mapping[str, float], checkpoint_dir: Path | None = None) -> None:
         """Write the epoch into the record, then send it (and the checkpoint, if any) to Tune."""
@@ -44,7 +43,8 @@ class TuneReporter:
                  "trial_wall_s": time.monotonic() - self.wall_start}
         if self.record is not None:
             self.record.epoch({**metrics, **usage})
-        tune.report({**metrics, **usage, **self.extra}, checkpoint=checkpoint)
+        self.last = {**metrics, **usage, **self.extra}
+        tune.report(self.last, checkpoint=checkpoint)
 
     def failed(self, err: BaseException) -> None:
         """Write the error that ends this attempt of the trial into the record."""
@@ -67,9 +67,6 @@ def train_trial(config: dict[str, Any]) -> None:
     values, _meta = split_config(config)
     cfg = from_flat(values)
     work_dir = Path(tune.get_context().get_trial_dir())
-    marker = work_dir / FAILED_MARKER
-    if marker.exists():  # a deterministic failure: do not train again on retry
-        raise NonFiniteLossError(**json.loads(marker.read_text()))
     checkpoint = tune.get_checkpoint()
     reporter = TuneReporter({}, config)
     try:
@@ -78,11 +75,7 @@ def train_trial(config: dict[str, Any]) -> None:
         else:
             with checkpoint.as_directory() as folder:
                 run_trial(cfg, reporter, work_dir, resume_from=Path(folder))
-    except NonFiniteLossError as err:
-        marker.write_text(json.dumps({"stage": err.stage, "epoch": err.epoch, "part": err.part,
-                                      "value": err.value}))
+    except Exception as err:  # the trial's own code failed: it would fail again, so it is not retried
         reporter.failed(err)
-        raise
-    except Exception as err:
-        reporter.failed(err)
+        tune.report(fatal_report(reporter.last, err))
         raise

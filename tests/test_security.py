@@ -112,11 +112,13 @@ def test_mlflow_ui_binds_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     (tmp_path / "ui-check" / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     started: list[list[str]] = []
 
-    def call(cmd: list[str], **kwargs: Any) -> int:
+    def call(cmd: list[str], *args: Any, **kwargs: Any) -> int:
         started.append(cmd)
         return 0
 
-    monkeypatch.setattr(commands.subprocess, "call", call)
+    from study import processes
+
+    monkeypatch.setattr(processes, "call_in_own_group", call)
     commands.ui(argparse.Namespace(name="ui-check", storage=str(tmp_path), port=5999))
     assert len(started) == 1
     cmd = started[0]

@@ -1,0 +1,162 @@
+"""Faults through the real CLI with Ray (slow): a running study is locked, a driver killed with SIGKILL
+leaves processes that ``resume`` ends, a trial whose loss turns NaN runs once, ``ocr-study ui`` ended
+with SIGTERM leaves nothing running. Every process started is ended by PID (the ``procs`` fixture)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from study.plan import plan
+from study.processes import PROCESSES_FILE
+from study.runner import trial_table
+from study.spec import load_spec
+from tests.study.test_faults import OCR_STUDY, Processes, _finish, _results, _spec_file, _wait_for, procs
+from tests.study.test_tune_study import tiny_doc
+
+pytestmark = pytest.mark.slow
+__all__ = ["procs"]  # the fixture, used by name
+
+
+def _same_process(entry: dict[str, Any]) -> bool:
+    try:
+        proc = psutil.Process(int(entry["pid"]))
+        return abs(proc.create_time() - float(entry["create_time"])) <= 1.0 and \
+            proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
+        procs: Processes, tmp_path: Path, shared_cache: Path) -> None:
+    path, spec = _spec_file(tmp_path, shared_cache)
+    folder = Path(spec.study_dir)
+    planned = {c.id: c.trials for c in plan(spec).cells}
+    driver = procs.start("run", str(path))
+
+    def training_and_recorded() -> bool:
+        return any(_results(spec).values()) and (folder / PROCESSES_FILE).exists()
+
+    _wait_for("a trial in training", training_and_recorded, driver, procs)
+    for args in (["run", str(path), "--fresh"], ["run", str(path)], ["resume", spec.name, "--storage", spec.storage]):
+        other = procs.start(*args)
+        out, _ = other.communicate(timeout=120)
+        assert other.returncode == 2, out
+        assert f"is in use by pid {driver.pid} on host {socket.gethostname()}" in out, out
+    assert (folder / "spec.yaml").is_file() and (folder / "tune").is_dir()  # --fresh deleted nothing
+
+    time.sleep(20)  # Ray's agents are recorded a little after it starts
+    recorded = json.loads((folder / PROCESSES_FILE).read_text())["started"]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(2)
+    left = [e for e in recorded if _same_process(e)]
+    assert left, "a driver killed with SIGKILL left nothing running: the fault did not reproduce"
+
+    out = _finish(procs.start("resume", spec.name, "--storage", spec.storage))
+    assert not [e for e in left if _same_process(e)], "resume left the dead driver's processes running"
+    assert not _ray_processes(procs), "resume, ended normally, left its own Ray running"
+    assert not (folder / PROCESSES_FILE).exists() and not (folder / "study.lock").exists()
+    rows = trial_table(spec)
+    assert Counter(r["cell"] for r in rows) == planned and {r["status"] for r in rows} == {"TERMINATED"}
+    print(f"killed driver left {len(left)} of {len(recorded)} recorded processes {[e['name'] for e in left]}; "
+          "resume ended them; "
+          f"{len(rows)} trials TERMINATED ({dict(Counter(r['cell'] for r in rows))})\n{out}")
+
+
+def _ray_processes(procs: Processes, wait: float = 10.0) -> list[int]:
+    """PIDs of live processes of the test's Ray (its temp folder is on their command lines)."""
+    end = time.monotonic() + wait
+    while True:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and \
+                    any(str(procs.ray_tmp) in part for part in proc.info["cmdline"] or []):
+                found.append(proc.pid)
+        if not found or time.monotonic() > end:
+            return found
+        time.sleep(0.5)
+
+
+def test_a_driver_ended_with_sigterm_ends_its_ray_and_releases_the_study(
+        procs: Processes, tmp_path: Path, shared_cache: Path) -> None:
+    path, spec = _spec_file(tmp_path, shared_cache)
+    folder = Path(spec.study_dir)
+    driver = procs.start("run", str(path))
+    _wait_for("a trial in training", lambda: any(_results(spec).values()), driver, procs)
+    assert _ray_processes(procs, wait=0)
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode != 0, out
+    assert not _ray_processes(procs), f"Ray outlived its driver:\n{out}"
+    assert not (folder / "study.lock").exists() and not (folder / PROCESSES_FILE).exists()
+
+
+def test_a_nan_loss_fails_each_trial_once_and_run_exits_1(tmp_path: Path, shared_cache: Path) -> None:
+    procs = Processes(tmp_path, OCR_STUDY_FAULT="nan:seg:1")  # every trial's loss is NaN in its first epoch
+    try:
+        path, spec = _spec_file(tmp_path, shared_cache)
+        proc = procs.start("run", str(path))
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        procs.kill_all()
+    rows = trial_table(spec)
+    total = sum(c.trials for c in plan(spec).cells)
+    assert proc.returncode == 1, out
+    assert f"{total} trials failed" in out and "non-finite loss in stage 'seg' at epoch 1" in out, out
+    assert len(rows) == total and {r["status"] for r in rows} == {"ERROR"}
+    errors = sorted((Path(spec.study_dir) / "tune").glob("*/error.txt"))
+    assert len(errors) == total
+    for error in errors:
+        assert error.read_text().count("Failure #") == 1, error.read_text()  # ran once: no retry
+    # One traceback per trial in the log, never a retry's (the report after it is issue 14 item 3's matter).
+    assert out.count("Trial task failed for trial") == total, out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ui_ended_with_sigterm_leaves_no_server(tmp_path: Path) -> None:
+    doc = tiny_doc(tmp_path, tmp_path / "cache")
+    spec = load_spec(doc)
+    Path(spec.study_dir).mkdir(parents=True)
+    (Path(spec.study_dir) / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict()))
+    port = _free_port()
+    proc = subprocess.Popen([OCR_STUDY, "ui", spec.name, "--storage", spec.storage, "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: dict[int, psutil.Process] = {}
+    try:
+        end = time.monotonic() + 180
+        while not _listening(port):
+            assert proc.poll() is None and time.monotonic() < end, "the MLflow UI did not start"
+            time.sleep(0.5)
+        time.sleep(2)
+        seen = {p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)}
+        assert seen
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _, alive = psutil.wait_procs(list(seen.values()), timeout=5)
+        assert not alive, f"left running: {[p.pid for p in alive]}"
+        assert not _listening(port)
+    finally:
+        for p in [*seen.values(), psutil.Process(proc.pid) if proc.poll() is None else None]:
+            if p is not None and p.is_running():
+                p.kill()
