@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,73 +10,52 @@ import pytest
 from pipelines.config import TrialConfig, from_flat
 from pipelines.data import DataError, DataNotFoundError
 from pipelines.preflight import check_inputs
-
-
-def _voc_tree(root: Path, splits: tuple[str, ...] = ("train", "val"), masks: str = "SegmentationClass") -> Path:
-    """The folders and split lists of a VOC2012 tree (preflight decodes no image)."""
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / masks).mkdir()
-    lists = root / "ImageSets" / "Segmentation"
-    lists.mkdir(parents=True)
-    for split in splits:
-        (lists / f"{split}.txt").write_text("2007_000001\n")
-    return root
+from tests.pipelines.trees import write_coco, write_voc
 
 
 def _cfg(tmp_path: Path, **flat: object) -> TrialConfig:
     return from_flat({"data.name": "voc", "data.train_split": "train", "cache_dir": str(tmp_path / "cache"),
-                      **flat})
+                      "cam.ink_threshold": 0.0, **flat})
 
 
 def test_a_complete_voc_tree_passes(tmp_path: Path) -> None:
-    root = _voc_tree(tmp_path / "VOCdevkit" / "VOC2012")
-    check_inputs(_cfg(tmp_path, **{"data.root": str(root)}))
-    check_inputs(_cfg(tmp_path, **{"data.root": str(root.parent)}))  # the devkit folder above it
+    voc = write_voc(tmp_path)
+    check_inputs(_cfg(tmp_path, **{"data.root": str(voc)}))
+    check_inputs(_cfg(tmp_path, **{"data.root": str(voc.parent)}))  # the devkit folder above it
 
 
-@pytest.mark.parametrize(("setup", "flat", "named"), [
-    (None, {}, "nowhere"),
-    ("tree", {"data.val_split": "test"}, "test.txt"),
-    ("tree", {"data.train_split": "train_aug"}, "train_aug.txt"),
+@pytest.mark.parametrize(("breakage", "flat", "named"), [
+    ("no_root", {}, "nowhere"),
+    (None, {"data.val_split": "test"}, "test.txt"),
+    (None, {"data.train_split": "train_aug"}, "train_aug.txt"),
     ("no_lists", {}, "train.txt"),
+    ("no_image", {}, "2007_000002.jpg"),
+    ("no_mask", {}, "2007_000003.png"),
 ])
-def test_what_is_missing_is_named(tmp_path: Path, setup: str | None, flat: dict[str, object], named: str) -> None:
-    root = tmp_path / "nowhere"
-    if setup == "tree":
-        _voc_tree(root)
-    elif setup == "no_lists":
-        _voc_tree(root, splits=())
+def test_what_is_missing_is_named(tmp_path: Path, breakage: str | None, flat: dict[str, object],
+                                  named: str) -> None:
+    voc = write_voc(tmp_path)
+    if breakage == "no_root":
+        voc = tmp_path / "nowhere"
+    elif breakage == "no_lists":
+        shutil.rmtree(voc / "ImageSets")
+    elif breakage == "no_image":
+        (voc / "JPEGImages" / "2007_000002.jpg").unlink()
+    elif breakage == "no_mask":
+        (voc / "SegmentationClass" / "2007_000003.png").unlink()
     with pytest.raises(DataNotFoundError, match=named):
-        check_inputs(_cfg(tmp_path, **{"data.root": str(root), **flat}))
-
-
-def test_train_aug_needs_the_augmented_masks(tmp_path: Path) -> None:
-    root = _voc_tree(tmp_path / "voc", splits=("train_aug", "val"))
-    with pytest.raises(DataNotFoundError, match="SegmentationClassAug"):
-        check_inputs(_cfg(tmp_path, **{"data.root": str(root), "data.train_split": "train_aug"}))
+        check_inputs(_cfg(tmp_path, **{"data.root": str(voc), **flat}))
 
 
 def test_coco_folders_and_splits(tmp_path: Path) -> None:
-    root = tmp_path / "coco"
-    for folder in ("train2014", "val2014", "SegmentationClass/train2014"):
-        (root / folder).mkdir(parents=True)
+    root = write_coco(tmp_path / "coco")
     cfg = {"data.name": "coco", "data.root": str(root), "data.train_split": "train", "data.val_split": "val"}
-    with pytest.raises(DataNotFoundError, match="SegmentationClass/val2014"):
-        check_inputs(_cfg(tmp_path, **cfg))
-    (root / "SegmentationClass" / "val2014").mkdir()
     check_inputs(_cfg(tmp_path, **cfg))
-    with pytest.raises(DataError, match=r"data\.val_split = 'test'"):
+    shutil.rmtree(root / "SegmentationClass" / "val2014")
+    with pytest.raises(DataNotFoundError, match="val2014"):
+        check_inputs(_cfg(tmp_path, **cfg))
+    with pytest.raises(DataError, match=r"test"):
         check_inputs(_cfg(tmp_path, **{**cfg, "data.val_split": "test"}))
-
-
-def test_a_cached_data_set_is_not_looked_for_on_disk(tmp_path: Path) -> None:
-    from pipelines.data import cache_path
-
-    cfg = _cfg(tmp_path, **{"data.root": str(tmp_path / "gone")})
-    entry = cache_path(cfg.data, cfg.cache_path)
-    entry.parent.mkdir(parents=True)
-    entry.write_bytes(b"cached")
-    check_inputs(cfg)
 
 
 def test_digits_need_nothing_on_disk(tmp_path: Path) -> None:
