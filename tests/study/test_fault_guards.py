@@ -39,7 +39,11 @@ def _same_process(entry: dict[str, Any]) -> bool:
 
 def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
         procs: Processes, tmp_path: Path, shared_cache: Path) -> None:
-    path, spec = _spec_file(tmp_path, shared_cache)
+    path, _ = _spec_file(tmp_path, shared_cache)
+    doc = yaml.safe_load(path.read_text())
+    doc["trial"]["seg.epochs"] = 12  # long enough that the study is still running when the driver is killed
+    path.write_text(yaml.safe_dump(doc))
+    spec = load_spec(doc)
     folder = Path(spec.study_dir)
     planned = {c.id: c.trials for c in plan(spec).cells}
     driver = procs.start("run", str(path))
@@ -55,7 +59,11 @@ def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
         assert f"is in use by pid {driver.pid} on host {socket.gethostname()}" in out, out
     assert (folder / "spec.yaml").is_file() and (folder / "tune").is_dir()  # --fresh deleted nothing
 
-    time.sleep(20)  # Ray's agents are recorded a little after it starts
+    def agents_recorded() -> bool:  # the test looks at names; the driver records descendants, never by name
+        names = {e["name"] for e in json.loads((folder / PROCESSES_FILE).read_text())["started"]}
+        return {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names
+
+    _wait_for("Ray's agents in the record", agents_recorded, driver, procs, timeout=60)
     recorded = json.loads((folder / PROCESSES_FILE).read_text())["started"]
     driver.send_signal(signal.SIGKILL)
     driver.wait()
