@@ -8,19 +8,41 @@ string), or a CSV whose header is ``id`` then the C class names in index order, 
 from __future__ import annotations
 
 import csv
+import pickle  # only through _ArraysOnly, which refuses every class but numpy's arrays
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipelines.data._types import DataError, DataNotFoundError
 
+_NUMPY_GLOBALS = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for n in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles plain containers, numbers, strings and numpy arrays, and refuses every other class (so a
+    label file cannot run code, unlike ``np.load(allow_pickle=True)``)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve only numpy's array, dtype and scalar reconstructors."""
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refers to {module}.{name}, which a label table never needs")
+
 
 def _read_npy(path: Path) -> Mapping[object, object]:
     try:
-        table = np.load(path, allow_pickle=True).item()  # the file is the user's own label table
-    except (ValueError, OSError) as err:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            read_header(handle)
+            table = _ArraysOnly(handle).load()
+        table = table.item() if isinstance(table, np.ndarray) and table.shape == () else table
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
         raise DataError(f"{path} is not a cls_labels.npy dict of id → label vector ({err})") from err
     if not isinstance(table, dict):
         raise DataError(f"{path} holds a {type(table).__name__}, not a dict of id → label vector")
