@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 SPEC_FILE = "spec.yaml"
@@ -31,6 +32,11 @@ def trial_folder(study_dir: Path, trial_id: str) -> Path:
 
 
 def trial_folders(study_dir: Path) -> list[Path]:
-    """Every trial record folder of a study (those holding a ``trial.json``), sorted by trial id."""
+    """Every trial record folder of a study, sorted by trial id (one listing: no look into each folder;
+    a folder without a readable ``trial.json`` is skipped by its readers)."""
     root = Path(study_dir) / TRIALS_DIR
-    return sorted(p.parent for p in root.glob(f"*/{TRIAL_FILE}")) if root.is_dir() else []
+    try:
+        names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [root / name for name in names]

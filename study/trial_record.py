@@ -60,9 +60,14 @@ class TrialRecorder:
             append_epoch(self.folder, {"trial_id": self.trial_id, **metrics})
 
     def failed(self, err: BaseException) -> None:
-        """Record the exception that ends this attempt of the trial (Tune may still retry it)."""
-        if self.folder is not None:
-            update_trial(self.folder, status="ERROR", stop_reason="failed", error=exception_text(err))
+        """Record the exception that ends this attempt of the trial (Tune may still retry it).
+
+        Not over a trial the driver already recorded as ended: an exception raised while Tune stops an
+        early-stopped trial is not the trial's failure.
+        """
+        if self.folder is None or (read_trial(self.folder) or {}).get("status") == "TERMINATED":
+            return
+        update_trial(self.folder, status="ERROR", stop_reason="failed", error=exception_text(err))
 
 
 def error_line(text: str) -> str:

@@ -75,6 +75,15 @@ def test_a_failed_trial_keeps_its_own_error_else_tune_s(tmp_path: Path) -> None:
     assert doc is not None and doc["error"] == "ray.exceptions.RayActorError: worker died"
 
 
+def test_an_error_while_tune_stops_an_ended_trial_does_not_mark_it_failed(tmp_path: Path) -> None:
+    config = {"meta.record": str(tmp_path), "seed": 0, "seg.epochs": 4}
+    recorder = TrialRecorder("t1", config, None)
+    RecordCallback("asha", 4, (1, 2)).ended("t1", config, {"epoch": 2}, None)
+    recorder.failed(RuntimeError("stopped"))
+    doc = read_trial(trial_folder(tmp_path, "t1"))
+    assert doc is not None and (doc["status"], doc["stop_reason"]) == ("TERMINATED", "early_stopped")
+
+
 def test_a_bare_config_writes_no_record(tmp_path: Path) -> None:
     TrialRecorder("t1", {"seed": 0}, None).epoch({"epoch": 1})
     assert RecordCallback("none", 2, ()).ended("t1", {"seed": 0}, {"epoch": 1}, None) is None
