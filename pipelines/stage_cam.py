@@ -177,9 +177,9 @@ def pseudo_labels(model: CAMNet, batch: Batch, cfg: TrialConfig) -> Tensor:
 
     Each tagged class's CAM is ReLU'd, upsampled to the image, and divided by its maximum; a pixel takes
     the class with the highest normalised score if that score reaches ``cam.bg_threshold``, else
-    background. With ``cam.ink_threshold > 0`` (digit scenes only) foreground is kept only where the
-    image is brighter than that threshold: a crude stand-in for the saliency refinement many WSSS
-    methods use. Untagged classes never appear.
+    background. With ``cam.ink_threshold > 0`` foreground is kept only where the image is brighter than
+    that threshold (digit scenes only: bright ink on a dark canvas; photos ignore it), a crude stand-in
+    for the saliency refinement many WSSS methods use. Untagged classes never appear.
     """
     model.eval()
     x = batch.images  # (B, C_in, H, W)
@@ -189,7 +189,7 @@ def pseudo_labels(model: CAMNet, batch: Batch, cfg: TrialConfig) -> Tensor:
     cams = cams * batch.tags[:, :, None, None]  # (B, C, H, W)
     score, cls = cams.max(dim=1)  # (B, H, W)
     label = torch.where(score >= cfg.cam.bg_threshold, cls + 1, torch.zeros_like(cls))
-    if cfg.cam.ink_threshold > 0:
+    if cfg.cam.ink_threshold > 0 and not cfg.data.on_disk:
         label = torch.where(x.mean(dim=1) > cfg.cam.ink_threshold, label, torch.zeros_like(label))
     return label.to(torch.uint8)
 
