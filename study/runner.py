@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from record import META, SPEC_FILE, TUNE_DIR, read_epochs, read_trial, trial_folders, write_study
+from record import META, PHASES, SPEC_FILE, TUNE_DIR, read_epochs, read_trial, trial_folders, write_study
 from study.guard import (
     check_study_inputs,
     clear_folder,
@@ -97,7 +97,7 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
                             seed=search.seed if search else 0, max_trials=spec.budget.max_trials,
                             meta={"study": spec.name, "spec_hash": spec_hash(spec), "git_commit": git_commit(),
-                                  "phase": "search", "record": str(study_dir(spec))},
+                                  "phase": PHASES[0], "record": str(study_dir(spec))},
                             metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from record import META, append_epoch, planned_epochs, read_trial, stop_reason, trial_folder, update_trial
+from record import META, PHASES, append_epoch, planned_epochs, read_trial, stop_reason, trial_folder, update_trial
 
 RECORD_KEY = f"{META}record"  # the config key holding the study folder the record is written into
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -26,7 +26,7 @@ EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Fa
 
 def identity(trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of ``trial.json`` that say which trial it is (from its flat config and ``meta.*`` keys)."""
-    return {"trial_id": trial_id, "study": config.get(f"{META}study"), "phase": config.get(f"{META}phase", "search"),
+    return {"trial_id": trial_id, "study": config.get(f"{META}study"), "phase": config.get(f"{META}phase", PHASES[0]),
             "cell": config.get(f"{META}cell"), "setting": config.get(f"{META}setting"), "seed": config.get("seed"),
             "config": dict(config)}
 
