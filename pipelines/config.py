@@ -167,32 +167,30 @@ class Stage1Config:
 class EvalConfig:
     """Validation: every ``every`` epochs (and the last), at each image's full resolution.
 
-    ``scales`` is a comma-separated list of input scales (``"0.5,0.75,1.0,1.25,1.5"``); with ``flip`` each
-    scale is also run mirrored; the class probabilities of all views are averaged. ``crf`` adds dense-CRF
-    post-processing (needs the optional ``pydensecrf2``), reported next to the raw figures.
+    The input scales run from ``scale_min`` to ``scale_max`` in steps of ``scale_step`` (0.5, 1.5, 0.25:
+    the usual 0.5, 0.75, 1.0, 1.25, 1.5; the default is 1.0 alone); with ``flip`` each scale is also run
+    mirrored; the class probabilities of all views are averaged. ``crf`` adds dense-CRF post-processing
+    (needs the optional ``pydensecrf2``), reported next to the raw figures.
     """
 
     every: int = 1
-    scales: str = "1.0"
+    scale_min: float = 1.0
+    scale_max: float = 1.0
+    scale_step: float = 0.25
     flip: bool = False
     crf: bool = False
 
     def __post_init__(self) -> None:
         _at_least("eval", "every", self.every, 1)
-        try:
-            values = self.scale_list
-        except ValueError:
-            raise ConfigError("eval.scales", f"eval.scales = {self.scales!r} must be comma-separated numbers, "
-                                             "e.g. '0.5,1.0,1.5'") from None
-        if not values:
-            raise ConfigError("eval.scales", "eval.scales is empty; give at least one scale, e.g. '1.0'")
-        for value in values:
-            _in_range("eval", "scales", value, 0.1, 4.0)
+        _in_range("eval", "scale_min", self.scale_min, 0.1, 4.0)
+        _in_range("eval", "scale_max", self.scale_max, self.scale_min, 4.0)
+        _in_range("eval", "scale_step", self.scale_step, 0.01, 4.0)
 
     @property
     def scale_list(self) -> tuple[float, ...]:
-        """The scales as numbers."""
-        return tuple(float(x) for x in self.scales.split(",") if x.strip())
+        """The input scales, ``scale_min`` first."""
+        count = math.floor((self.scale_max - self.scale_min) / self.scale_step + 1e-9) + 1
+        return tuple(round(self.scale_min + i * self.scale_step, 6) for i in range(count))
 
 
 @dataclass(frozen=True)

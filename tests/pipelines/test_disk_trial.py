@@ -134,7 +134,8 @@ def test_pseudo_masks_command_writes_reusable_pngs(tmp_path: Path, voc: Path,
     not crf_available(), reason="pydensecrf2 is not installed (pip install pydensecrf2)"))])
 def test_multi_scale_flip_and_crf_are_reported_beside_raw(tmp_path: Path, voc: Path, pseudo: Path,
                                                           crf: bool) -> None:
-    flat = {**_masks(pseudo), "seg.epochs": 1, "eval.scales": "0.75,1.0,1.25", "eval.flip": True,
+    flat = {**_masks(pseudo), "seg.epochs": 1, "eval.scale_min": 0.75, "eval.scale_max": 1.25,
+            "eval.flip": True,
             "eval.crf": crf}
     final = run_trial(_cfg(tmp_path, voc, **flat), ListReporter(), tmp_path / "trial")
     assert 0.0 <= final["val_miou"] <= 1.0

@@ -68,9 +68,14 @@ def test_one_scale_without_flip_is_the_plain_prediction(net: SegNet) -> None:
     with torch.no_grad():
         for b in batches:
             assert torch.equal(predict_full(net, b.images, (1.0,), False), net(b.images))
-    single = evaluate(net, batches, K, EvalConfig(scales="1.0"))[""]
-    doubled = evaluate(net, batches, K, EvalConfig(scales="1.0, 1.0"))[""]  # the averaging path, same views
-    assert torch.equal(single.conf, doubled.conf) and torch.equal(single.oracle_conf, doubled.oracle_conf)
+        for b in batches:  # the averaging path over two identical views: the same log-probabilities
+            doubled = predict_full(net, b.images, (1.0, 1.0), False)
+            assert torch.allclose(doubled, net(b.images).log_softmax(1), atol=1e-5)
+    assert EvalConfig().scale_list == (1.0,)
+    assert EvalConfig(scale_min=0.5, scale_max=1.5).scale_list == (0.5, 0.75, 1.0, 1.25, 1.5)
+    assert EvalConfig(scale_min=0.5, scale_max=2.0, scale_step=0.5).scale_list == (0.5, 1.0, 1.5, 2.0)
+    with pytest.raises(ValueError, match="scale_max"):
+        EvalConfig(scale_min=1.5, scale_max=1.0)
 
 
 def test_flip_of_a_mirror_symmetric_network_changes_nothing() -> None:
