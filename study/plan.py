@@ -183,7 +183,7 @@ def study_record(study: StudyPlan) -> dict[str, Any]:
               "trials": c.trials} for c in study.cells]
     return {"name": spec.name, "spec_hash": spec_hash(spec), "metric": sched.metric, "mode": sched.mode,
             "scheduler": sched.type, "rungs": list(study.rungs), "max_epochs": study.max_epochs,
-            "epochs_planned": planned_epochs(spec.trial.seg.epochs, sched.type, sched.max_epochs),
+            "epochs_planned": planned_epochs(spec.trial.seg.reports, sched.type, sched.max_epochs),
             "grid": {axis.key: list(axis.values) for axis in spec.grid},
             "defaults": {axis.key: trial.get(axis.key) for axis in spec.grid},
             "search_keys": sorted(p.key for p in search),
