@@ -101,7 +101,6 @@ def test_a_weights_file_that_does_not_fit_fails_before_ray(tmp_path: Path) -> No
     import torch
 
     from pipelines.models import WeightsError, create_backbone
-
     from tests.pipelines import trees
 
     root = trees.write_voc(tmp_path / "data")
