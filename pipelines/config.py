@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from record import trial_reports
+
 SELECTIONS = ("oc", "all", "none")
 GROUPS = ("paper", "top1", "rank_bg")
 IC_MASKINGS = ("zero", "drop")
@@ -199,6 +201,8 @@ class CamConfig:
 
     ``ink_threshold`` keeps foreground only on bright pixels: a stand-in for saliency refinement that
     fits the digit scenes (bright ink on a dark canvas) and is ignored for photos (data on disk).
+    The training budget is ``epochs`` passes over the training split, or, when ``iterations > 0``,
+    that many optimiser steps (``epochs`` is then unused).
     """
 
     width: int = 16
@@ -208,10 +212,12 @@ class CamConfig:
     weight_decay: float = 1e-4
     bg_threshold: float = 0.1
     ink_threshold: float = 0.45
+    iterations: int = 0
 
     def __post_init__(self) -> None:
         _at_least("cam", "width", self.width, 1)
         _at_least("cam", "epochs", self.epochs, 0)
+        _at_least("cam", "iterations", self.iterations, 0)
         _at_least("cam", "batch_size", self.batch_size, 1)
         _in_range("cam", "lr", self.lr, 0.0, 10.0)
         _at_least("cam", "weight_decay", self.weight_decay, 0.0)
@@ -228,6 +234,11 @@ class SegConfig:
 
     ``init="cam"`` starts its encoder from the stage-1 classifier's (the role an ImageNet-pretrained
     backbone plays in WSSS on natural images); it needs ``seg.width == cam.width``.
+
+    The budget: ``epochs`` passes over the training split, one report (evaluation, checkpoint, ASHA
+    step) each; or, as WSSS code counts it, ``iterations`` optimiser steps (when > 0 it wins and
+    ``epochs`` is unused) with a report every ``report_every`` steps and after the last (0: only after
+    the last). Either way the study's "epoch" is one report: :attr:`reports` of them.
     """
 
     width: int = 16
@@ -236,11 +247,32 @@ class SegConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     init: str = "cam"
+    iterations: int = 0
+    report_every: int = 0
 
     def __post_init__(self) -> None:
         _choice("seg", "init", self.init, SEG_INITS)
         _at_least("seg", "width", self.width, 1)
         _at_least("seg", "epochs", self.epochs, 1)
+        _at_least("seg", "iterations", self.iterations, 0)
+        _at_least("seg", "report_every", self.report_every, 0)
+        if self.report_every and not self.iterations:
+            raise ConfigError("seg.report_every", f"seg.report_every = {self.report_every} applies to a "
+                                                  "budget in iterations; set seg.iterations too, or drop it "
+                                                  "(a budget in epochs reports once per epoch)")
+        if self.report_every > self.iterations > 0:
+            raise ConfigError("seg.report_every", f"seg.report_every = {self.report_every} exceeds "
+                                                  f"seg.iterations = {self.iterations}; make it at most that")
+
+    @property
+    def reports(self) -> int:
+        """How many times stage 2 reports (evaluates and checkpoints): the study's epochs of a trial."""
+        return trial_reports(self.epochs, self.iterations, self.report_every)
+
+    @property
+    def total_steps(self) -> int | None:
+        """Optimiser steps of the whole stage for a budget in iterations, ``None`` for one in epochs."""
+        return self.iterations or None
         _at_least("seg", "batch_size", self.batch_size, 1)
         _in_range("seg", "lr", self.lr, 0.0, 10.0)
         _at_least("seg", "weight_decay", self.weight_decay, 0.0)

@@ -7,12 +7,15 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from pipelines.accel import place_batch
+from pipelines.config import TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,34 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
     """The "poly" learning-rate decay of DeepLab and most WSSS code: ``lr · (1 − step/total)^power``."""
     total = max(total_steps, 1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(1.0 - step / total, 0.0) ** power)
+
+
+def input_feed(data: object, cfg: TrialConfig, device: torch.device) -> Callable[[Tensor], Tensor]:
+    """What turns a loader's images into the network's input: channels-last on CUDA
+    (:func:`~pipelines.accel.place_batch`), and ImageNet normalisation on the in-memory digits path only
+    (:func:`~pipelines.models.model_input`; the disk ``Dataset`` normalises its images already)."""
+    from pipelines.data import MemoryData
+    from pipelines.models import model_input
+
+    memory = isinstance(data, MemoryData)
+
+    def feed(images: Tensor) -> Tensor:
+        images = place_batch(images, device, cfg.model.channels_last)
+        return model_input(images, cfg) if memory else images
+
+    return feed
+
+
+def endless(batches: Iterable[B]) -> Iterator[B]:
+    """The batches of ``batches`` pass after pass, for budgets counted in optimiser steps (a new pass
+    reshuffles, as a new epoch would)."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training loader yields no batch: the training split is empty")
 
 
 FAULT_ENV = "OCR_STUDY_FAULT"

@@ -3,7 +3,9 @@
 A study runs many trials on workers that may be other machines; a data set that is not where the spec
 says would otherwise be found once per trial and attempt, after Ray has started and the study's folder
 is written. :func:`check_inputs` reads list files, folders and file headers, and the values of a few
-masks (:func:`pipelines.data.check_data`); no image is decoded.
+masks (:func:`pipelines.data.check_data`); no image is decoded. Weights files named by ``model.weights``
+/ ``model.cam_weights`` are loaded into their backbones once (:func:`pipelines.models.check_weights`), so
+a file with missing or misfit keys fails here, naming the file and the first bad keys.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def check_inputs(cfg: TrialConfig) -> None:
     """
     _check_data(cfg)
     _check_weights(cfg)
+    _check_weights_fit(cfg)
 
 
 def _check_data(cfg: TrialConfig) -> None:
@@ -33,8 +36,20 @@ def _check_data(cfg: TrialConfig) -> None:
 
 def _check_weights(cfg: TrialConfig) -> None:
     """A ``model.weights`` file, for configs that have one (local ImageNet weights for a backbone)."""
-    weights = getattr(getattr(cfg, "model", None), "weights", "")
-    if isinstance(weights, str) and weights:
-        from pipelines.data._disk import require
+    model = getattr(cfg, "model", None)
+    for key in ("weights", "cam_weights"):
+        path = getattr(model, key, "")
+        if isinstance(path, str) and path:
+            from pipelines.data._disk import require
 
-        require(Path(weights).expanduser(), "model.weights names a file that does not exist", WEIGHTS_FIX)
+            require(Path(path).expanduser(), f"model.{key} names a file that does not exist", WEIGHTS_FIX)
+
+
+def _check_weights_fit(cfg: TrialConfig) -> None:
+    """Every weights file of a pretrained network loads into its backbone (keys and shapes fit)."""
+    m = cfg.model
+    if m.name == "tiny" or not (m.weights or m.cam_weights):
+        return
+    from pipelines.models import check_weights
+
+    check_weights(cfg)

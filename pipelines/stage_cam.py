@@ -17,26 +17,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ocr import confusion_matrix, mean_iou
+from pipelines.accel import configure_backend, place_model
 from pipelines.cache import cached, cached_folder, config_key, load_tensors, save_tensors
 from pipelines.config import TrialConfig
 from pipelines.data import IGNORE, Batch, DiskData, MemoryData, TrialData, folder_fingerprint, write_index_png
 from pipelines.data._disk import read_mask
-from pipelines.engine import Precision, poly_schedule, progress_hook, resolve_device, train_epoch
-from pipelines.models import CAMNet
+from pipelines.engine import Precision, endless, input_feed, progress_hook, resolve_device, train_epoch
+from pipelines.models import backbone_of, build_cam_model
 from pipelines.ocr_term import OCRTerm
+from pipelines.optim import make_optimizer
 from pipelines.reporter import Reporter
 
 log = logging.getLogger(__name__)
-FORMAT = 4  # bump when stage-1 code changes what it computes
+FORMAT = 5  # bump when stage-1 code changes what it computes
 STATE_FILE = "stage1.pt"  # encoder weights and metrics, next to the PNGs of a disk data set
 
 
@@ -56,9 +60,25 @@ class CamResult:
 
 
 def stage_key(cfg: TrialConfig) -> str:
-    """The cache key of stage 1 (``source = cam``) for this trial config."""
+    """The cache key of stage 1 (``source = cam``) for this trial config: data, ``cam.*``, seed, the CAM
+    network's ``model.*`` fields, and ``ocr.*`` when OCR acts on the CAM network."""
     ocr_part = dataclasses.asdict(cfg.ocr) if cfg.ocr.stage in ("cam", "both") else None
-    return config_key("cam", FORMAT, cfg.data, cfg.cam, cfg.seed, ocr_part)
+    return config_key("cam", FORMAT, cfg.data, cfg.cam, cfg.seed, ocr_part, cam_network(cfg))
+
+
+def cam_network(cfg: TrialConfig) -> dict[str, object]:
+    """The ``model.*`` fields the CAM network and its training depend on (with the weights file's name,
+    size and modification time: a replaced file is not silently reused)."""
+    m = cfg.model
+    if m.name == "tiny":
+        return {"name": m.name, "optimizer": m.optimizer, "poly_power": m.poly_power}
+    weights = Path(m.cam_weights_path).expanduser() if m.cam_weights_path else None
+    stat = weights.stat() if weights is not None and weights.is_file() else None
+    return {"name": m.name, "backbone": m.cam_backbone, "output_stride": m.cam_output_stride,
+            "weights": str(weights.resolve()) if weights else "",
+            "weights_stat": [stat.st_size, stat.st_mtime_ns] if stat else None, "freeze_bn": m.freeze_bn,
+            "optimizer": m.optimizer, "momentum": m.momentum, "head_lr_mult": m.head_lr_mult,
+            "poly_power": m.poly_power}
 
 
 def run_cam_stage(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamResult:
@@ -89,16 +109,18 @@ def _load_folder(folder: Path) -> CamResult:
     return dataclasses.replace(result, pseudo_masks=folder)
 
 
-def _train_cam(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> tuple[CAMNet, torch.device]:
+def _train_cam(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> tuple[nn.Module, torch.device]:
     device = resolve_device(cfg.device)
+    configure_backend(device)
     torch.manual_seed(cfg.seed)
-    model = CAMNet(data.in_channels, len(data.class_names), cfg.cam.width).to(device)
+    model = build_cam_model(cfg, len(data.class_names), data.in_channels)
+    model = place_model(model, device, cfg.model.channels_last)
     _train(cfg, data, model, device, reporter)
     return model, device
 
 
-def _encoder(model: CAMNet) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()}
+def _encoder(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in backbone_of(model).state_dict().items()}
 
 
 def _build_tensor(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamResult:
@@ -106,11 +128,12 @@ def _build_tensor(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamR
         raise TypeError("in-memory pseudo-masks need in-memory data")
     start = time.perf_counter()
     model, device = _train_cam(cfg, data, reporter)
+    feed = input_feed(data, cfg, device)
     images = data.data.train.images
     pseudo = torch.empty(images.shape[0], *images.shape[2:], dtype=torch.uint8)
     conf = torch.zeros(len(data.class_names) + 1, len(data.class_names) + 1, dtype=torch.int64)
     for batch in data.train_images(device):
-        labels = pseudo_labels(model, batch, cfg).cpu()
+        labels = pseudo_labels(model, batch, cfg, feed).cpu()
         pseudo[batch.index] = labels
         conf += _confusion(labels, batch, conf.shape[0])
     metrics = {"pseudo_miou": mean_iou(conf), "cam_seconds": time.perf_counter() - start}
@@ -127,10 +150,11 @@ def _confusion(labels: Tensor, batch: Batch, k: int) -> Tensor:
 def _build_folder(cfg: TrialConfig, data: DiskData, reporter: Reporter, folder: Path) -> None:
     start = time.perf_counter()
     model, device = _train_cam(cfg, data, reporter)
+    feed = input_feed(data, cfg, device)
     k = len(data.class_names) + 1
     conf = torch.zeros(k, k, dtype=torch.int64)
     for done, batch in enumerate(data.train_images(device), start=1):
-        labels = pseudo_labels(model, batch, cfg).cpu()  # (1, H, W)
+        labels = pseudo_labels(model, batch, cfg, feed).cpu()  # (1, H, W)
         write_index_png(folder / f"{data.train.ids[int(batch.index[0])]}.png", labels[0].numpy())
         conf += _confusion(labels, batch, k)
         reporter.progress("pseudo", done, len(data.train))
@@ -141,26 +165,34 @@ def _build_folder(cfg: TrialConfig, data: DiskData, reporter: Reporter, folder: 
     save_tensors(folder / STATE_FILE, {f"encoder.{n}": v for n, v in _encoder(model).items()}, metrics)
 
 
-def _train(cfg: TrialConfig, data: TrialData, model: CAMNet, device: torch.device, reporter: Reporter) -> None:
+def _train(cfg: TrialConfig, data: TrialData, model: nn.Module, device: torch.device,
+           reporter: Reporter) -> None:
     c = cfg.cam
-    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     precision = Precision(device, cfg.amp)
     ocr = OCRTerm(cfg.ocr, data.train_tags, cfg.seed, device)
     use_ocr = ocr.enabled and cfg.ocr.stage in ("cam", "both")
     loader = data.train_loader(c.batch_size, torch.Generator().manual_seed(cfg.seed), None, device)
     steps = len(loader)
-    schedule = poly_schedule(optimizer, c.epochs * steps)
+    total = c.iterations or c.epochs * steps
+    optimizer, schedule = make_optimizer(model, cfg, "cam", total)
+    feed = input_feed(data, cfg, device)
+    pixel_logits: Callable[[Tensor], Tensor] = model.pixel_logits  # type: ignore[assignment]
 
     def loss_fn(batch: Batch) -> dict[str, Tensor]:
-        logits, cams = model(batch.images)
+        logits, cams = model(feed(batch.images))
         parts = {"bce": F.binary_cross_entropy_with_logits(logits.float(), batch.tags.float())}
         if use_ocr:
-            parts["ocr"] = ocr(model.pixel_logits(cams), batch.tags, _at(batch.valid, cams.shape[2:]))
+            parts["ocr"] = ocr(pixel_logits(cams), batch.tags, _at(batch.valid, cams.shape[2:]))
         parts["total"] = sum(parts.values(), torch.zeros((), device=device))
         return parts
 
+    if c.iterations:  # one pass of train_epoch over the whole budget (progress and faults count it as epoch 1)
+        hook = progress_hook(reporter.progress, "cam", 0, total)
+        train_epoch(model, optimizer, islice(endless(loader), total), loss_fn, precision, "cam", 0, schedule,
+                    hook, seed=cfg.seed)
+        return
     for epoch in range(c.epochs):
-        hook = progress_hook(reporter.progress, "cam", epoch * steps, c.epochs * steps)
+        hook = progress_hook(reporter.progress, "cam", epoch * steps, total)
         train_epoch(model, optimizer, loader, loss_fn, precision, "cam", epoch, schedule, hook, seed=cfg.seed)
 
 
@@ -172,18 +204,20 @@ def _at(valid: Tensor | None, size: torch.Size) -> Tensor | None:
 
 
 @torch.no_grad()
-def pseudo_labels(model: CAMNet, batch: Batch, cfg: TrialConfig) -> Tensor:
+def pseudo_labels(model: nn.Module, batch: Batch, cfg: TrialConfig,
+                  feed: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Pseudo-masks ``(B, H, W)`` uint8 of whole images from the CAMs of their tagged classes.
 
     Each tagged class's CAM is ReLU'd, upsampled to the image, and divided by its maximum; a pixel takes
     the class with the highest normalised score if that score reaches ``cam.bg_threshold``, else
     background. With ``cam.ink_threshold > 0`` foreground is kept only where the image is brighter than
     that threshold (digit scenes only: bright ink on a dark canvas; photos ignore it), a crude stand-in
-    for the saliency refinement many WSSS methods use. Untagged classes never appear.
+    for the saliency refinement many WSSS methods use. Untagged classes never appear. ``feed`` prepares
+    the images for the network (:func:`pipelines.engine.input_feed`; default: as they are).
     """
     model.eval()
     x = batch.images  # (B, C_in, H, W)
-    cams = F.relu(model(x)[1].float())  # (B, C, h, w)
+    cams = F.relu(model(feed(x) if feed is not None else x)[1].float())  # (B, C, h, w)
     cams = F.interpolate(cams, size=x.shape[2:], mode="bilinear", align_corners=False)
     cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-5)
     cams = cams * batch.tags[:, :, None, None]  # (B, C, H, W)

@@ -1,6 +1,9 @@
 """Stage 2: the segmentation network trained on the pseudo-masks with cross-entropy + α·OCR.
 
-Every ``eval.every`` epochs and after the last it evaluates on the validation split at full resolution
+The budget is ``seg.epochs`` passes over the training split or ``seg.iterations`` optimiser steps
+(WSSS code's unit) with a report every ``seg.report_every`` steps; below, an "epoch" is one report
+period either way (ASHA and the curves count them). Every ``eval.every`` periods and after the last it
+evaluates on the validation split at full resolution
 (no tags at test time: the tags only score the OC rate and the oracle mIoU) and reports through the
 reporter; every epoch it writes a checkpoint (model, optimiser, epoch, shuffling RNG, posterior prior)
 that a restarted trial continues from. The reported checkpoint is the one of an evaluated epoch.
@@ -11,21 +14,25 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from pipelines.accel import configure_backend, place_model
 from pipelines.artifacts import write_class_iou, write_examples, write_prior
 from pipelines.config import TrialConfig
 from pipelines.data import Batch, Loader, Targets, TrialData
-from pipelines.engine import Precision, poly_schedule, progress_hook, resolve_device, train_epoch
+from pipelines.engine import Precision, endless, input_feed, progress_hook, resolve_device, train_epoch
 from pipelines.evaluation import evaluate
-from pipelines.models import SegNet
+from pipelines.models import backbone_of, build_seg_model
 from pipelines.ocr_term import OCRTerm
+from pipelines.optim import make_optimizer
 from pipelines.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -37,25 +44,30 @@ IGNORE = 255
 class SegState:
     """Everything the epoch loop carries and a checkpoint restores."""
 
-    model: SegNet
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
     ocr: OCRTerm
     generator: torch.Generator
-    epoch: int = 0  # epochs completed
+    epoch: int = 0  # report periods (epochs) completed
     best_miou: float = 0.0
+    iteration: int = 0  # optimiser steps completed
+
+
+def total_steps(cfg: TrialConfig, loader_len: int) -> int:
+    """Optimiser steps of the whole stage 2: ``seg.iterations``, else ``seg.epochs`` passes."""
+    return cfg.seg.total_steps or cfg.seg.epochs * loader_len
 
 
 def _new_state(cfg: TrialConfig, data: TrialData, device: torch.device, encoder: dict[str, Tensor] | None,
                steps: int, generator: torch.Generator) -> SegState:
     torch.manual_seed(cfg.seed)
-    model = SegNet(data.in_channels, len(data.class_names), cfg.seg.width)
+    model = build_seg_model(cfg, len(data.class_names), data.in_channels)
     if cfg.seg.init == "cam" and encoder is not None:
-        model.encoder.load_state_dict(encoder)
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.seg.lr, weight_decay=cfg.seg.weight_decay)
+        backbone_of(model).load_state_dict(encoder)
+    model = place_model(model, device, cfg.model.channels_last)
+    optimizer, schedule = make_optimizer(model, cfg, "seg", steps)
     ocr = OCRTerm(cfg.ocr, data.train_tags, cfg.seed, device)
-    schedule = poly_schedule(optimizer, cfg.seg.epochs * steps)
     return SegState(model, optimizer, schedule, ocr, generator)
 
 
@@ -64,7 +76,8 @@ def save_checkpoint(state: SegState, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     blob = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
             "schedule": state.schedule.state_dict(), "ocr": state.ocr.state_dict(),
-            "rng": state.generator.get_state(), "epoch": state.epoch, "best_miou": state.best_miou}
+            "rng": state.generator.get_state(), "epoch": state.epoch, "best_miou": state.best_miou,
+            "iteration": state.iteration}
     tmp = folder / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
     torch.save(blob, tmp)
     os.replace(tmp, folder / CHECKPOINT_FILE)
@@ -80,15 +93,16 @@ def load_checkpoint(state: SegState, folder: Path, device: torch.device) -> None
     state.ocr.load_state_dict(blob["ocr"])
     state.generator.set_state(blob["rng"].cpu())
     state.epoch, state.best_miou = int(blob["epoch"]), float(blob["best_miou"])
+    state.iteration = int(blob.get("iteration", 0))
 
 
-def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device) -> Any:
+def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device, feed: Callable[[Tensor], Tensor]) -> Any:
     use_ocr = state.ocr.enabled and cfg.ocr.stage in ("seg", "both")
 
     def loss_fn(batch: Batch) -> dict[str, Tensor]:
         if batch.masks is None:
             raise ValueError("stage 2 trains on pseudo-masks, but the batch has none")
-        logits = state.model(batch.images)  # (B, C+1, H, W)
+        logits = state.model(feed(batch.images))  # (B, C+1, H, W)
         parts = {"ce": F.cross_entropy(logits.float(), batch.masks, ignore_index=IGNORE)}
         if use_ocr:
             parts["ocr"] = state.ocr(logits, batch.tags, batch.valid)
@@ -115,36 +129,53 @@ def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: 
         encoder: stage 1's encoder weights, the starting point when ``seg.init = "cam"``.
     """
     device = resolve_device(cfg.device)
+    configure_backend(device)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     loader = data.train_loader(cfg.seg.batch_size, generator, pseudo, device)
-    state = _new_state(cfg, data, device, encoder, len(loader), generator)
+    total = total_steps(cfg, len(loader))
+    state = _new_state(cfg, data, device, encoder, total, generator)
     ckpt_dir = work_dir / "checkpoint"
     source = resume_from or (ckpt_dir if (ckpt_dir / CHECKPOINT_FILE).exists() else None)
     if source is not None:
         load_checkpoint(state, source, device)
-        log.info("resumed stage 2 from %s after epoch %d", source, state.epoch)
-    precision, loss_fn = Precision(device, cfg.amp), _loss_fn(state, cfg, device)
+        log.info("resumed stage 2 from %s after epoch %d (iteration %d)", source, state.epoch, state.iteration)
+    feed = input_feed(data, cfg, device)
+    precision, loss_fn = Precision(device, cfg.amp), _loss_fn(state, cfg, device, feed)
+    stream = endless(loader) if cfg.seg.iterations else None
     metrics: dict[str, float] = {}
-    while state.epoch < cfg.seg.epochs:
+    while state.epoch < cfg.seg.reports:
         start = time.perf_counter()
-        hook = progress_hook(reporter.progress, "seg", state.epoch * len(loader), cfg.seg.epochs * len(loader))
-        train = train_epoch(state.model, state.optimizer, loader, loss_fn, precision, "seg", state.epoch,
+        batches, steps = _period(cfg, loader, stream, state.iteration)
+        hook = progress_hook(reporter.progress, "seg", state.iteration, total)
+        train = train_epoch(state.model, state.optimizer, batches, loss_fn, precision, "seg", state.epoch,
                             state.schedule, hook, seed=cfg.seed)
-        state.epoch += 1
-        if state.epoch % cfg.eval.every and state.epoch < cfg.seg.epochs:
+        state.epoch, state.iteration = state.epoch + 1, state.iteration + steps
+        if state.epoch % cfg.eval.every and state.epoch < cfg.seg.reports:
             save_checkpoint(state, ckpt_dir)
             continue
         metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, time.perf_counter() - start,
-                                 ckpt_dir / "artifacts")
+                                 ckpt_dir / "artifacts", feed)
         reporter.report(metrics, save_checkpoint(state, ckpt_dir))
     return metrics
 
 
+def _period(cfg: TrialConfig, loader: Loader, stream: Iterator[Batch] | None,
+            done: int) -> tuple[Iterable[Batch], int]:
+    """The batches of the next report period and their number: one pass over ``loader`` for a budget
+    in epochs, else the next ``seg.report_every`` steps of ``stream`` (fewer for the last period)."""
+    if stream is None:
+        return loader, len(loader)
+    every = cfg.seg.report_every or cfg.seg.iterations
+    steps = min(every, cfg.seg.iterations - done)
+    return islice(stream, steps), steps
+
+
 def _validate(state: SegState, cfg: TrialConfig, data: TrialData, device: torch.device,
-              artifacts: Path) -> dict[str, float]:
+              artifacts: Path, feed: Callable[[Tensor], Tensor]) -> dict[str, float]:
     state.model.eval()
     loader: Loader = data.val_loader(max(cfg.seg.batch_size, 64), device)
-    scores = evaluate(state.model, loader, len(data.class_names) + 1, cfg.eval, _rgb(data))
+    model = state.model
+    scores = evaluate(lambda images: model(feed(images)), loader, len(data.class_names) + 1, cfg.eval, _rgb(data))
     artifacts.mkdir(parents=True, exist_ok=True)
     write_class_iou(scores[""].class_iou(), data.class_names, artifacts)
     val = {f"val_{k}": v for k, v in scores[""].compute().items()}
@@ -164,14 +195,15 @@ def _rgb(data: TrialData) -> Any:
 
 def _epoch_metrics(state: SegState, cfg: TrialConfig, data: TrialData, device: torch.device,
                    train: dict[str, float], extra: dict[str, float], seconds: float,
-                   artifacts: Path) -> dict[str, float]:
-    val = _validate(state, cfg, data, device, artifacts)
-    if state.epoch == cfg.seg.epochs:
+                   artifacts: Path, feed: Callable[[Tensor], Tensor]) -> dict[str, float]:
+    val = _validate(state, cfg, data, device, artifacts, feed)
+    if state.epoch == cfg.seg.reports:
         write_prior(state.ocr, data.class_names, artifacts)
         write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device)
     state.best_miou = max(state.best_miou, val["val_miou"])
     return {
         "epoch": float(state.epoch),
+        "iteration": float(state.iteration),
         **val,
         "best_val_miou": state.best_miou,
         "train_loss": train["total"],

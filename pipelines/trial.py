@@ -10,6 +10,7 @@ import torch
 
 from pipelines.config import TrialConfig
 from pipelines.data import check_data, open_data
+from pipelines.models import check_weights
 from pipelines.reporter import Reporter
 from pipelines.stage_cam import run_cam_stage
 from pipelines.stage_seg import run_seg_stage
@@ -31,6 +32,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
     work_dir.mkdir(parents=True, exist_ok=True)
     check_data(cfg)
     data = open_data(cfg)
+    check_weights(cfg, data.in_channels)  # a bad weights file fails now, not after stage 1
     stage1 = run_cam_stage(cfg, data, reporter)
     log.info("stage 1 ready: %s", stage1.metrics)
     extra = {k: v for k, v in stage1.metrics.items() if k == "pseudo_miou"}

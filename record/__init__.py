@@ -14,10 +14,12 @@ from record._facts import (
     asha_rungs,
     best_setting,
     cell_id,
+    config_reports,
     ocr_applies,
     parse_cell,
     planned_epochs,
     stop_reason,
+    trial_reports,
     value_text,
 )
 from record._layout import (
@@ -50,6 +52,7 @@ __all__ = [
     "asha_rungs",
     "best_setting",
     "cell_id",
+    "config_reports",
     "ocr_applies",
     "parse_cell",
     "planned_epochs",
@@ -59,6 +62,7 @@ __all__ = [
     "stop_reason",
     "trial_folder",
     "trial_folders",
+    "trial_reports",
     "update_trial",
     "value_text",
     "write_study",

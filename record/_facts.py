@@ -59,11 +59,34 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_epochs: int) -> tup
     return tuple(rungs)
 
 
+def trial_reports(epochs: int, iterations: int = 0, report_every: int = 0) -> int:
+    """The reports (the study's epoch-like unit) a trial's stage 2 makes.
+
+    A budget in epochs (``seg.iterations = 0``) reports once per epoch: ``epochs``. A budget in
+    iterations reports every ``report_every`` optimiser steps and after the last:
+    ``ceil(iterations / report_every)`` (``report_every = 0``: once, at the end); ``epochs`` is then unused.
+    """
+    if iterations <= 0:
+        return int(epochs)
+    every = report_every if report_every > 0 else iterations
+    return -(-int(iterations) // int(every))
+
+
+def config_reports(config: Mapping[str, Any]) -> int | None:
+    """:func:`trial_reports` of a flat trial config (``seg.epochs``, ``seg.iterations``,
+    ``seg.report_every``); ``None`` when it names none of them."""
+    if config.get("seg.epochs") is None and not config.get("seg.iterations"):
+        return None
+    return trial_reports(int(config.get("seg.epochs") or 0), int(config.get("seg.iterations") or 0),
+                         int(config.get("seg.report_every") or 0))
+
+
 def planned_epochs(seg_epochs: int | None, scheduler: str, max_epochs: int | None) -> int | None:
-    """The epochs a trial is to run: its ``seg.epochs``, capped by ASHA's ``max_epochs`` under ASHA.
+    """The epochs (reports) a trial is to run: its reports, capped by ASHA's ``max_epochs`` under ASHA.
 
     Args:
-        seg_epochs: the trial's ``seg.epochs`` (``None`` when unknown: then ``max_epochs``).
+        seg_epochs: the trial's reports, :func:`trial_reports` (``seg.epochs`` for a budget in epochs;
+            ``None`` when unknown: then ``max_epochs``).
         scheduler: ``asha``, ``none`` or ``unknown``.
         max_epochs: ASHA's ``max_t`` (the scheduler's ``max_epochs``), if known.
     """

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     pseudo.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.name=voc")
     pseudo.add_argument("--out", type=Path, required=True, help="the folder to write <image id>.png into")
     run = sub.add_parser("run", help="run a study on Ray Tune (a local Ray unless --address)")
-    run.add_argument("spec", help="a study spec YAML, or a shipped spec: quick, paper, voc")
+    run.add_argument("spec", help="a study spec YAML, or a shipped spec: quick, paper, voc, voc-masks")
     run.add_argument("--dry-run", action="store_true",
                      help="print cells, trials, budgets and resources, then exit")
     run.add_argument("--address", help="a Ray cluster address, e.g. 10.0.0.5:6379 (default: start one here)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.lock import acquire, clear_folder, release
-from study.plan import StudyPlan, cell_config
+from study.plan import StudyPlan, cell_config, check_placeholders
 from study.processes import end_recorded, exit_on_sigterm, record_started
 from study.spec import StudySpec
 
@@ -26,7 +26,7 @@ def check_study_inputs(spec: StudySpec, study: StudyPlan) -> None:
     """
     from pipelines.config import from_flat
     from pipelines.preflight import check_inputs
-
+    check_placeholders(spec)  # a shipped spec's "<set: ...>" values name their keys, not a missing path
     checked: set[str] = set()
     for cell in study.cells:
         flat = cell_config(spec, cell)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipelines.config import to_flat
 from record import PHASES, asha_rungs, cell_id, ocr_applies, planned_epochs
-from study.spec import Scalar, SearchParam, StudySpec, spec_hash
+from study.spec import Scalar, SearchParam, SpecError, StudySpec, spec_hash
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def study_record(study: StudyPlan) -> dict[str, Any]:
               "trials": c.trials} for c in study.cells]
     return {"name": spec.name, "spec_hash": spec_hash(spec), "metric": sched.metric, "mode": sched.mode,
             "scheduler": sched.type, "rungs": list(study.rungs), "max_epochs": study.max_epochs,
-            "epochs_planned": planned_epochs(spec.trial.seg.epochs, sched.type, sched.max_epochs),
+            "epochs_planned": planned_epochs(spec.trial.seg.reports, sched.type, sched.max_epochs),
             "grid": {axis.key: list(axis.values) for axis in spec.grid},
             "defaults": {axis.key: trial.get(axis.key) for axis in spec.grid},
             "search_keys": sorted(p.key for p in search),
@@ -269,7 +269,47 @@ def _resources_lines(study: StudyPlan) -> list[str]:
 
 
 def format_plan(study: StudyPlan) -> str:
-    """The dry run's text: a table of cells, then totals, epoch budgets and resources."""
+    """The dry run's text: a table of cells, then totals, epoch budgets, resources, and the placeholder
+    values a user must set before a real run."""
     lines = [*_header(study), "", *_cells_table(study), "", _trials_line(study), *_epochs_lines(study),
-             *_resources_lines(study)]
+             *_iterations_lines(study), *_resources_lines(study), *_placeholder_lines(study.spec)]
     return "\n".join(lines)
+
+
+PLACEHOLDER = "<set"  # a shipped spec's value that its user replaces: "<set: what it is>"
+
+
+def placeholders(spec: StudySpec) -> dict[str, str]:
+    """The trial keys whose value is a placeholder (``"<set: ...>"``), with that value."""
+    return {key: value for key, value in to_flat(spec.trial).items()
+            if isinstance(value, str) and value.startswith(PLACEHOLDER)}
+
+
+def check_placeholders(spec: StudySpec) -> None:
+    """Raise :class:`SpecError` naming every placeholder key (a real run cannot start with them)."""
+    found = placeholders(spec)
+    if found:
+        keys = ", ".join(f"trial.{key}" for key in found)
+        raise SpecError(next(iter(found)), f"set {keys} first: the spec holds placeholders "
+                                           f"({'; '.join(found.values())}); copy the spec and put your paths "
+                                           "there (see README, Reproducing the paper's setting)")
+
+
+def _placeholder_lines(spec: StudySpec) -> list[str]:
+    found = placeholders(spec)
+    if not found:
+        return []
+    return ["to set before a real run (placeholders; a run exits 2 until they are set):",
+            *(f"  trial.{key}: {value}" for key, value in found.items())]
+
+
+def _iterations_lines(study: StudyPlan) -> list[str]:
+    seg = study.spec.trial.seg
+    if not seg.iterations:
+        return []
+    every = seg.report_every or seg.iterations
+    per_trial = min(study.max_epochs * every, seg.iterations)
+    expected = min(study.epochs_expected * every, study.trials * per_trial)
+    return [f"iterations: {seg.iterations} per trial (batch {seg.batch_size}), a report (epoch above) every "
+            f"{every}: {study.trials * per_trial} optimiser steps without early stopping, about "
+            f"{expected:.0f} with the scheduler"]

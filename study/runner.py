@@ -46,7 +46,7 @@ class UnknownStudyError(StudyError, ValueError):
 
 
 def resolve_spec(name_or_path: str) -> StudySpec:
-    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``)."""
+    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``, ``voc-masks``)."""
     path = Path(name_or_path)
     if not path.is_file() and (SPECS_DIR / f"{name_or_path}.yaml").is_file():
         path = SPECS_DIR / f"{name_or_path}.yaml"

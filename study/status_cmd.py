@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from record import best_setting, ocr_applies, planned_epochs
+from record import best_setting, config_reports, ocr_applies, planned_epochs
 from study.spec import StudySpec
 
 SHOWN_KEYS = ("ocr.delta", "ocr.tau")
@@ -14,7 +14,7 @@ STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR
 
 
 def _planned(spec: StudySpec, row: dict[str, Any]) -> int:
-    epochs = int(row["config"].get("seg.epochs", 0) or 0)
+    epochs = config_reports(row["config"]) or 0
     return planned_epochs(epochs, spec.scheduler.type, spec.scheduler.max_epochs) or 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from record import META, planned_epochs, stop_reason
+from record import META, config_reports, planned_epochs, stop_reason
 
 log = logging.getLogger(__name__)
 TAG = "ocr_study."
@@ -186,8 +186,7 @@ class MLflowTracking(Callback):
     def stop_tag(self, trial: Any) -> str:
         """``completed`` when the trial ran its planned epochs, else ``early_stopped_at_epoch_N``."""
         epochs = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
-        seg_epochs = trial.config.get("seg.epochs")
-        planned = planned_epochs(None if seg_epochs is None else int(seg_epochs),
+        planned = planned_epochs(config_reports(trial.config),
                                  getattr(self, "scheduler", "none"), getattr(self, "max_epochs", None))
         reason, _ = stop_reason("TERMINATED", epochs, planned)
         return "completed" if reason == "completed" else f"early_stopped_at_epoch_{epochs}"

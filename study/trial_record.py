@@ -17,7 +17,17 @@ from typing import Any
 
 from ray.tune import Callback
 
-from record import META, PHASES, append_epoch, planned_epochs, read_trial, stop_reason, trial_folder, update_trial
+from record import (
+    META,
+    PHASES,
+    append_epoch,
+    config_reports,
+    planned_epochs,
+    read_trial,
+    stop_reason,
+    trial_folder,
+    update_trial,
+)
 
 RECORD_KEY = f"{META}record"  # the config key holding the study folder the record is written into
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -95,8 +105,7 @@ class RecordCallback(Callback):
         if folder is None:
             return None
         epochs = int(last.get("epoch", 0) or 0)
-        seg_epochs = config.get("seg.epochs")
-        planned = planned_epochs(None if seg_epochs is None else int(seg_epochs), self.scheduler, self.max_epochs)
+        planned = planned_epochs(config_reports(config), self.scheduler, self.max_epochs)
         reason, rung = stop_reason("TERMINATED", epochs, planned, self.scheduler, self.rungs)
         return update_trial(folder, **identity(trial_id, config), status="TERMINATED", stop_reason=reason,
                             stop_rung=rung, epochs=epochs, epochs_planned=planned, error=None, artifacts=artifacts)

@@ -9,10 +9,8 @@ import timm
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
+from pipelines.data._transforms import IMAGENET_MEAN, IMAGENET_STD  # one copy: the data path's
 from pipelines.models._weights import load_backbone_weights
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def create_backbone(name: str, output_stride: int, in_channels: int, weights: str = "",

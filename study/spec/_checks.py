@@ -47,6 +47,9 @@ RESERVED_KEYS = {
     "seed": "the study's `seeds` list sets it",
     "seg.epochs": "it is the epoch budget of every trial: set it in `trial` and stop trials early "
                   "with `scheduler`",
+    "seg.iterations": "it is the iteration budget of every trial: set it in `trial` and stop trials early "
+                      "with `scheduler`",
+    "seg.report_every": "it sets how many epochs (reports) every trial makes: set it in `trial`",
 }
 
 TRIAL_KEYS: dict[str, Any] = flat_keys()

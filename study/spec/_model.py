@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pipelines.config import (
+    SegConfig,
     TrialConfig,
     to_flat,
 )
@@ -324,12 +325,12 @@ class StudySpec:
     # -- validation ---------------------------------------------------------------------------------
 
     def _check_scheduler(self) -> None:
-        epochs = self.trial.seg.epochs
+        epochs, unit = self.trial.seg.reports, _budget_unit(self.trial.seg)
         if self.scheduler.type == "none" and self.scheduler.max_epochs != epochs:
-            raise SpecError("scheduler.max_epochs", f"without a scheduler trials run trial.seg.epochs = "
+            raise SpecError("scheduler.max_epochs", f"without a scheduler trials run {unit} = "
                                                     f"{epochs} epochs, got {self.scheduler.max_epochs}")
         if self.scheduler.max_epochs > epochs:
-            raise SpecError("scheduler.max_epochs", f"must be at most trial.seg.epochs = {epochs}, "
+            raise SpecError("scheduler.max_epochs", f"must be at most {unit} = {epochs}, "
                                                     f"got {self.scheduler.max_epochs}")
 
     def _check_grid(self) -> None:
@@ -419,3 +420,10 @@ class StudySpec:
         return out
 
 
+
+
+def _budget_unit(seg: SegConfig) -> str:
+    """How a trial's epochs (reports) are counted, for error messages."""
+    if seg.iterations:
+        return f"the reports of trial.seg.iterations = {seg.iterations} every seg.report_every"
+    return "trial.seg.epochs"

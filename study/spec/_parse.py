@@ -192,7 +192,7 @@ def _parse_scheduler(raw: Any, trial: TrialConfig) -> SchedulerSpec:
                                                 "trial runs trial.seg.epochs epochs)")
     _reject_unknown(mapping, "scheduler", allowed)
     options = _given({key: value for key, value in mapping.items() if key != "type"})
-    options.setdefault("max_epochs", trial.seg.epochs)
+    options.setdefault("max_epochs", trial.seg.reports)
     return SchedulerSpec(type=kind, **options)
 
 

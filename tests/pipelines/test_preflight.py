@@ -74,3 +74,25 @@ def test_a_missing_weights_file_is_named(tmp_path: Path) -> None:
     missing.write_bytes(b"weights")
     _check_weights(SimpleNamespace(model=SimpleNamespace(weights=str(missing))))  # type: ignore[arg-type]
     _check_weights(SimpleNamespace(model=SimpleNamespace(weights="")))  # type: ignore[arg-type]
+
+
+def test_a_weights_file_that_does_not_fit_fails_before_ray(tmp_path: Path) -> None:
+    """A ``model.weights`` file with a wrong key is named, with the key, by the preflight."""
+    import torch
+
+    from pipelines.models import WeightsError, create_backbone
+    from tests.pipelines import trees
+
+    root = trees.write_voc(tmp_path / "data")
+    state = create_backbone("resnet18", 16, 3, "", freeze_bn=False).state_dict()
+    good, bad = tmp_path / "good.pth", tmp_path / "bad.pth"
+    torch.save(state, good)
+    torch.save({**{k: v for k, v in state.items() if k != "conv1.weight"}, "stem.weight": state["conv1.weight"]},
+               bad)
+    flat = {"data.root": str(root), "model.name": "deeplab", "model.backbone": "resnet18",
+            "model.cam_backbone": "resnet18", "seg.init": "scratch"}
+    check_inputs(_cfg(tmp_path, **flat, **{"model.weights": str(good)}))
+    with pytest.raises(WeightsError, match=r"bad\.pth.*conv1\.weight"):
+        check_inputs(_cfg(tmp_path, **flat, **{"model.weights": str(bad)}))
+    with pytest.raises(WeightsError, match=r"bad\.pth"):  # the CAM network's file too
+        check_inputs(_cfg(tmp_path, **flat, **{"model.cam_weights": str(bad)}))

@@ -1,0 +1,45 @@
+"""A study whose trials count their budget in iterations: the record's planned epochs are the reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from record import read_trial, trial_folders
+from study.runner import run_study, study_dir, trial_table
+from study.spec import load_spec
+from tests.pipelines import trees
+from tests.pipelines.test_disk_trial import TINY_DISK
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    import ray
+
+    from study.runner import init_ray
+
+    init_ray(None)
+    yield
+    ray.shutdown()
+
+
+def test_study_with_an_iteration_budget(local_ray: None, tmp_path: Path) -> None:
+    voc = trees.write_voc(tmp_path / "data")
+    pseudo = trees.write_pseudo(tmp_path / "pseudo", trees.VOC_ITEMS, trees.VOC_LISTS["train"])
+    trial = {**TINY_DISK, "data.root": str(voc), "cache_dir": str(tmp_path / "cache"), "seg.init": "scratch",
+             "stage1.source": "masks", "stage1.masks_dir": str(pseudo), "seg.iterations": 3,
+             "seg.report_every": 2, "seg.epochs": 5}  # unused: the iteration budget wins
+    spec = load_spec({"name": "iters", "trial": trial, "grid": {"ocr.selection": ["none", "oc"]}, "seeds": [0],
+                      "scheduler": {"type": "none"}, "max_concurrent": 2, "resources": {"cpus": 1, "gpus": 0},
+                      "storage": str(tmp_path / "studies")})
+    assert spec.scheduler.max_epochs == 2  # ceil(3 / 2) reports, not seg.epochs
+    run_study(spec)
+    rows = trial_table(spec)
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"TERMINATED"} and {r["epochs"] for r in rows} == {2}
+    docs = [read_trial(p) for p in trial_folders(study_dir(spec))]
+    assert {(d or {}).get("epochs_planned") for d in docs} == {2}
+    assert {(d or {}).get("stop_reason") for d in docs} == {"completed"}
