@@ -43,15 +43,16 @@ class FakeTrial:
     error_file: str | None = None
 
 
-def _config(selection: str, seed: int, phase: str | None = "search", **values: Any) -> dict[str, Any]:
+def _config(selection: str, seed: int, values: dict[str, Any] | None = None,
+            phase: str | None = "search") -> dict[str, Any]:
     meta = {"meta.cell": f"ocr.selection={selection}", "meta.setting": 0}
     if phase:
         meta["meta.phase"] = phase
-    return {**BASE, "ocr.selection": selection, "seed": seed, **values, **meta}
+    return {**BASE, "ocr.selection": selection, "seed": seed, **(values or {}), **meta}
 
 
 def test_run_names_say_cell_values_seed_and_phase() -> None:
-    sampled = _config("oc", 1, **{"ocr.delta": 7.7123, "ocr.tau": 0.0612})
+    sampled = _config("oc", 1, {"ocr.delta": 7.7123, "ocr.tau": 0.0612})
     assert run_name(sampled) == "oc · δ 7.7 · τ 0.061 · s1 · search"
     assert run_name(_config("none", 0, phase=None)) == "none · s0"  # δ and τ do not apply without OCR
     assert cell_label("ocr.selection=oc,ocr.prior=uniform") == "oc · uniform"
@@ -81,8 +82,8 @@ def _epoch(tracking: MLflowTracking, trial: FakeTrial, epoch: int, miou: float, 
 def tracked(tmp_path: Path) -> tuple[MLflowTracking, list[FakeTrial]]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking = MLflowTracking(uri, "unit", "unit", "abc123", (tmp_path / "art").as_uri(), "asha", None, SPEC)
-    trials = [FakeTrial("t0", _config("none", 0)), FakeTrial("t1", _config("oc", 1, **{"ocr.delta": 7.7})),
-              FakeTrial("t2", _config("oc", 0, **{"ocr.delta": 2.0}))]
+    trials = [FakeTrial("t0", _config("none", 0)), FakeTrial("t1", _config("oc", 1, {"ocr.delta": 7.7})),
+              FakeTrial("t2", _config("oc", 0, {"ocr.delta": 2.0}))]
     for trial, epochs in zip(trials, (4, 4, 1), strict=True):
         tracking.on_trial_start(0, trials, trial)
         for epoch in range(1, epochs + 1):
