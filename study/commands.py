@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -93,5 +94,7 @@ def ui(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", spec.tracking_uri,
            "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
     from study.processes import call_in_own_group  # ended as a group: mlflow, uvicorn/gunicorn workers
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it even when started in the background
 
     return call_in_own_group(cmd, {**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})

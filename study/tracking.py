@@ -34,6 +34,10 @@ NAME_SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}  # sampled values shown in r
 SIGNIFICANT = 4  # digits of a float param
 BATCH = 100  # MLflow takes at most 100 params per log_batch
 EARLY = "early_stopped"
+# A view of the runs table that MLflow's UI loads from an experiment tag (``?viewStateShareKey=``): nested
+# runs shown flat, sorted by the study metric, with the columns a reader compares.
+VIEW_KEY = "ocrstudy"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 
 
 class TrackingError(RuntimeError):
@@ -153,6 +157,15 @@ def describe(spec: dict[str, Any], spec_hash: str) -> str:
     return "\n".join(lines)
 
 
+def view_state(metric: str, parent: str) -> str:
+    """The runs table's view (JSON): sorted by ``metric`` (which lists the nested runs flat), with the
+    metric, the sampled params, whether the run completed and its cell as columns."""
+    columns = [f"metrics.`{metric}`", "metrics.`best_val_miou`", *(f"params.`{k}`" for k in NAME_SYMBOLS),
+               f"tags.`{TAG}completed`", f"tags.`{TAG}cell`"]
+    return json.dumps({"orderByKey": f"metrics.`{metric}`", "orderByAsc": False, "selectedColumns": columns,
+                       "runsExpanded": {parent: True}})
+
+
 def read_class_iou(checkpoint: Any) -> dict[str, float]:
     """``{"iou/<class>": value}`` from the ``artifacts/class_iou.json`` of a Tune checkpoint (local or on a
     store); empty when there is none. Classes never seen (``null``) are left out."""
@@ -222,8 +235,11 @@ class MLflowTracking(Callback):
             **tags, f"{TAG}spec_hash": self.spec_hash, f"{TAG}git_commit": self.commit,
             f"{TAG}version": self.version})
         run_id = str(run.info.run_id)
-        if getattr(self, "spec", None):
-            self._describe_parent(run_id, self.spec or {})
+        spec = getattr(self, "spec", None) or {}
+        if spec:
+            self._describe_parent(run_id, spec)
+        metric = str((spec.get("scheduler") or {}).get("metric") or "val_miou")
+        self._client.set_experiment_tag(self._experiment_id, VIEW_TAG, view_state(metric, run_id))
         return run_id
 
     def _describe_parent(self, run_id: str, spec: dict[str, Any]) -> None:
@@ -399,7 +415,10 @@ def runs_url(server: str, uri: str, experiment: str) -> str:
         found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
     except Exception:  # the store may not exist yet: the UI's root still helps
         found = None
-    return f"{root}/#/experiments/{found.experiment_id}/runs" if found is not None else f"{root}/"
+    if found is None:
+        return f"{root}/"
+    view = f"?viewStateShareKey={VIEW_KEY}" if VIEW_TAG in found.tags else ""
+    return f"{root}/#/experiments/{found.experiment_id}/runs{view}"
 
 
 def log_report(uri: str, experiment: str, study: str, files: dict[str, Path]) -> str | None:

@@ -78,31 +78,36 @@ def _epoch(tracking: MLflowTracking, trial: FakeTrial, epoch: int, miou: float, 
     tracking.on_checkpoint(epoch, [], trial, trial.checkpoint)
 
 
-@pytest.fixture
-def tracked(tmp_path: Path) -> tuple[MLflowTracking, list[FakeTrial]]:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracking = MLflowTracking(uri, "unit", "unit", "abc123", (tmp_path / "art").as_uri(), "asha", None, SPEC)
-    trials = [FakeTrial("t0", _config("none", 0)), FakeTrial("t1", _config("oc", 1, {"ocr.delta": 7.7})),
+def track_fake_study(uri: str, name: str, artifacts: Path, spec: dict[str, Any]) -> MLflowTracking:
+    """A study of three fake trials mirrored into ``uri``: a baseline, an OCR run, one ASHA stops at epoch 1."""
+    tracking = MLflowTracking(uri, name, name, "abc123", artifacts.as_uri(), "asha", None, spec)
+    trials = [FakeTrial("t0", _config("none", 0)),
+              FakeTrial("t1", _config("oc", 1, {"ocr.delta": 7.7, "ocr.tau": 0.06})),
               FakeTrial("t2", _config("oc", 0, {"ocr.delta": 2.0}))]
     for trial, epochs in zip(trials, (4, 4, 1), strict=True):
         tracking.on_trial_start(0, trials, trial)
         for epoch in range(1, epochs + 1):
-            _epoch(tracking, trial, epoch, 0.1 * epoch + 0.01 * int(trial.trial_id[1]), tmp_path / "ckpt")
+            _epoch(tracking, trial, epoch, 0.1 * epoch + 0.01 * int(trial.trial_id[1]), artifacts.parent / "ckpt")
         trial.status = "TERMINATED"
         tracking.on_trial_complete(0, trials, trial)
     tracking.on_experiment_end(trials)
-    return tracking, trials
+    return tracking
 
 
-def test_runs_show_what_they_are(tracked: tuple[MLflowTracking, list[FakeTrial]]) -> None:
-    tracking, _ = tracked
+@pytest.fixture
+def tracked(tmp_path: Path) -> MLflowTracking:
+    return track_fake_study(f"sqlite:///{tmp_path / 'mlflow.db'}", "unit", tmp_path / "art", SPEC)
+
+
+def test_runs_show_what_they_are(tracked: MLflowTracking) -> None:
+    tracking = tracked
     client = tracking.client
     experiment = client.get_experiment_by_name("unit")
     assert experiment.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
     runs = {r.data.tags["ocr_study.trial_id"]: r for r in client.search_runs([experiment.experiment_id])
             if "ocr_study.trial_id" in r.data.tags}
     assert runs["t0"].info.run_name == "none · s0 · search"
-    assert "ocr.delta" not in runs["t0"].data.params and runs["t1"].data.params["ocr.delta"] == "7.7"
+    assert "ocr.delta" not in runs["t0"].data.params and runs["t1"].data.params["ocr.tau"] == "0.06"
     assert runs["t0"].info.status == "FINISHED" and runs["t0"].data.tags["ocr_study.completed"] == "true"
     stopped = runs["t2"]
     assert stopped.info.status == "KILLED" and stopped.data.tags["ocr_study.completed"] == "false"
@@ -116,8 +121,8 @@ def test_runs_show_what_they_are(tracked: tuple[MLflowTracking, list[FakeTrial]]
     assert all(r.data.tags["mlflow.parentRunId"] == tracking.parent_run_id for r in runs.values())
 
 
-def test_parent_run_carries_the_study(tracked: tuple[MLflowTracking, list[FakeTrial]], tmp_path: Path) -> None:
-    tracking, _ = tracked
+def test_parent_run_carries_the_study(tracked: MLflowTracking, tmp_path: Path) -> None:
+    tracking = tracked
     client = tracking.client
     parent = client.get_run(tracking.parent_run_id)
     assert parent.info.status == "FINISHED"
@@ -135,4 +140,7 @@ def test_parent_run_carries_the_study(tracked: tuple[MLflowTracking, list[FakeTr
     assert {a.path for a in client.list_artifacts(tracking.parent_run_id, "report")} == {
         "report/report.html", "report/table.md"}
     url = runs_url("http://127.0.0.1:5000", tracking.uri, "unit")
-    assert url == f"http://127.0.0.1:5000/#/experiments/{client.get_experiment_by_name('unit').experiment_id}/runs"
+    experiment = client.get_experiment_by_name("unit")
+    assert url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=ocrstudy"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.ocrstudy"])
+    assert view["orderByKey"] == "metrics.`val_miou`" and "params.`ocr.delta`" in view["selectedColumns"]
