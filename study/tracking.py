@@ -33,6 +33,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 NAME_SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}  # sampled values shown in run names
 SIGNIFICANT = 4  # digits of a float param
 BATCH = 100  # MLflow takes at most 100 params per log_batch
+MAX_TAG = 8000  # characters of a tag value
 EARLY = "early_stopped"
 # A view of the runs table that MLflow's UI loads from an experiment tag (``?viewStateShareKey=``): nested
 # runs shown flat, sorted by the study metric, with the columns a reader compares.
@@ -287,6 +288,9 @@ class MLflowTracking(Callback):
                 f"{TAG}git_commit": self.commit, f"{TAG}version": self.version}
         if meta.get("phase"):
             tags[f"{TAG}phase"] = str(meta["phase"])
+        exact = json.dumps({k: v for k, v in config.items() if not k.startswith(META)}, sort_keys=True)
+        if len(exact) <= MAX_TAG:  # the config unrounded, for rebuilding the dataset from MLflow
+            tags[f"{TAG}config"] = exact
         name = run_name(config)
         run = client.create_run(self._experiment_id, run_name=name, tags=tags)
         params = [Param(k, v) for k, v in trial_params(config).items()]

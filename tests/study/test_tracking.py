@@ -108,6 +108,7 @@ def test_runs_show_what_they_are(tracked: MLflowTracking) -> None:
             if "ocr_study.trial_id" in r.data.tags}
     assert runs["t0"].info.run_name == "none · s0 · search"
     assert "ocr.delta" not in runs["t0"].data.params and runs["t1"].data.params["ocr.tau"] == "0.06"
+    assert json.loads(runs["t0"].data.tags["ocr_study.config"])["lr"] == 0.0123456789  # exact, for rebuilds
     assert runs["t0"].info.status == "FINISHED" and runs["t0"].data.tags["ocr_study.completed"] == "true"
     stopped = runs["t2"]
     assert stopped.info.status == "KILLED" and stopped.data.tags["ocr_study.completed"] == "false"
