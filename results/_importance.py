@@ -8,10 +8,15 @@ evaluator splits the metric's variance among the parameters. Optuna is imported 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from results._schema import PARAM_PREFIX
+
+if TYPE_CHECKING:
+    from results._schema import Dataset
+    from results._tables import Table
 
 MIN_TRIALS = 3  # fewer trials say nothing about importance
 
@@ -51,12 +56,34 @@ def cell_importance(group: pd.DataFrame, metric: str, seed: int = 0) -> dict[str
 
 
 def param_importance(trials: pd.DataFrame, metric: str = "val_miou") -> pd.DataFrame:
-    """Per cell, the importance of each sampled param over its completed trials: columns ``cell``,
+    """Per cell, the importance of each sampled param over its completed trials (their final ``metric``):
+    columns ``cell``,
     ``param``, ``importance`` (0–1, summing to 1 per cell) and ``n`` (trials used)."""
     rows = []
+    metric = f"final_{metric}" if f"final_{metric}" in trials else metric  # the collected trials' column
     done = trials[trials["stop_reason"].astype(str) == "completed"] if "stop_reason" in trials else trials
     for cell, group in done.groupby("cell", observed=True, sort=True):
         for name, value in cell_importance(group, metric).items():
             rows.append({"cell": str(cell), "param": name, "importance": value,
                          "n": int(group[metric].notna().sum())})
     return pd.DataFrame(rows, columns=["cell", "param", "importance", "n"])
+
+
+def importance_table(ds: Dataset) -> Table | None:
+    """The report's table of parameter importance per cell (percent of the metric's variance), or ``None``
+    when no cell has enough completed trials with a varying parameter."""
+    from results._tables import Table
+
+    values = param_importance(ds.trials, ds.info.metric)
+    if values.empty:
+        return None
+    wide = values.pivot(index="cell", columns="param", values="importance").reset_index()
+    wide.columns.name = None
+    n = values.groupby("cell")["n"].first()
+    display = wide.copy()
+    for column in wide.columns[1:]:
+        display[column] = wide[column].map(lambda x: "—" if pd.isna(x) else f"{100 * x:.0f}")
+    display["cell"] = [f"{c} (n = {n[c]})" for c in wide["cell"]]
+    notes = (f"Share (%) of the variance of {ds.info.metric} over a cell's completed trials explained by each "
+             "sampled parameter (Optuna's fANOVA importance evaluator, seed 0); with few trials, a rough guide.")
+    return Table("importance", "Parameter importance per cell", notes, wide, display)

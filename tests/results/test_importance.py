@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from results._importance import param_importance
+from results import Dataset
+from results._importance import importance_table, param_importance
+from results._tables import report_tables
 
 
 def test_the_param_that_drives_the_metric_is_the_important_one() -> None:
@@ -22,3 +24,12 @@ def test_the_param_that_drives_the_metric_is_the_important_one() -> None:
     assert found["ocr.delta"] > 0.9 and found["ocr.tau"] < 0.1
     assert found.sum() == 1.0 or abs(found.sum() - 1.0) < 1e-9
     assert set(table["n"]) == {30}
+
+
+def test_the_report_has_an_importance_table(synthetic: Dataset) -> None:
+    table = importance_table(synthetic)
+    assert table is not None and table.name == "importance"
+    shares = table.values.drop(columns="cell").sum(axis=1)
+    assert ((shares - 1.0).abs() < 1e-9).all()
+    assert all("(n = " in c for c in table.display["cell"])
+    assert "importance" in {t.name for t in report_tables(synthetic)}
