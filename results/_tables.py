@@ -291,8 +291,5 @@ def report_tables(ds: Dataset) -> list[Table]:
         table = sensitivity_table(ds, key)
         if table is not None:
             tables.append(table)
-    from results._importance import importance_table  # optuna, imported only here
-
-    tables += [t for t in (importance_table(ds),) if t is not None]
     tables.append(outcome_table(ds))
     return tables

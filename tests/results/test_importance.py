@@ -7,7 +7,6 @@ import pandas as pd
 
 from results import Dataset
 from results._importance import importance_table, param_importance
-from results._tables import report_tables
 
 
 def test_the_param_that_drives_the_metric_is_the_important_one() -> None:
@@ -32,4 +31,3 @@ def test_the_report_has_an_importance_table(synthetic: Dataset) -> None:
     shares = table.values.drop(columns="cell").sum(axis=1)
     assert ((shares - 1.0).abs() < 1e-9).all()
     assert all("(n = " in c for c in table.display["cell"])
-    assert "importance" in {t.name for t in report_tables(synthetic)}
