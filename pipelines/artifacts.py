@@ -2,15 +2,19 @@
 
 - ``class_iou.json``: validation IoU per class, every epoch.
 - ``prior.csv`` and ``prior.png``: the prior matrix in force (raw and row-normalised heat maps).
-- ``val_examples.png``: a few validation images with ground truth, prediction, out-of-candidate pixels
-  and the OCR loss map under "all" and "only OC" selection (like the paper's Fig. S1).
+- ``val_examples.png``: the validation images with the most out-of-candidate pixels, with ground truth,
+  prediction, OC pixels and the OCR loss map under "all" and "only OC" selection (like the paper's
+  Fig. S1), a class legend and colour bars; ``val_examples.json`` names them. Written every evaluated
+  epoch, so a trial ASHA stops has them at the epoch it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,10 +47,10 @@ def write_prior(term: OCRTerm, class_names: tuple[str, ...], folder: Path) -> No
     term.draw(class_names, folder / "prior.png")
 
 
-def _first_images(data: TrialData, device: torch.device, count: int) -> list[Batch]:
+def _images(data: TrialData, device: torch.device, count: int) -> list[Batch]:
     """The first ``count`` validation images, one per batch."""
     out: list[Batch] = []
-    for batch in data.val_loader(count, device):
+    for batch in data.val_loader(min(count, 16), device):
         for i in range(len(batch)):
             masks = None if batch.masks is None else batch.masks[i : i + 1]
             out.append(Batch(batch.images[i : i + 1], masks, batch.tags[i : i + 1], batch.index[i : i + 1]))
@@ -55,47 +59,99 @@ def _first_images(data: TrialData, device: torch.device, count: int) -> list[Bat
     return out[:count]
 
 
+def choose_examples(model: Callable[[Tensor], Tensor], candidates: list[Batch], count: int) -> list[tuple[Batch, int]]:
+    """The ``count`` images with the most out-of-candidate pixels under ``model`` (in candidate order
+    among ties), each with that pixel count: the images where OCR has something to correct."""
+    scored = []
+    for order, ex in enumerate(candidates):
+        logits = model(ex.images).float().cpu()
+        scored.append((-int(oc_pixels(logits, ex.tags.cpu()).sum()), order, ex))
+    chosen = sorted(scored, key=lambda t: (t[0], t[1]))[:count]
+    return [(ex, -neg) for neg, _, ex in sorted(chosen, key=lambda t: t[1])]
+
+
+def _legend(fig: Any, names: list[str], shown: set[int], k: int) -> None:
+    """A legend of the classes that appear in the label panels, in the panels' colours."""
+    from matplotlib.patches import Patch
+
+    cmap = matplotlib_cmap("tab20")
+    handles = [Patch(color=cmap(c / max(k - 1, 1)), label=names[c]) for c in sorted(shown) if c < len(names)]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=7, frameon=False)
+
+
+def matplotlib_cmap(name: str) -> Any:
+    """A matplotlib colour map by name."""
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
 @torch.no_grad()
 def write_examples(model: torch.nn.Module, data: TrialData, term: OCRTerm, cfg: OCRConfig, folder: Path,
-                   device: torch.device, count: int = 6) -> Path:
-    """A grid of validation examples: image, truth, prediction, OC pixels, OCR loss (all / only OC)."""
+                   device: torch.device, count: int = 6, scan: int = 24,
+                   feed: Callable[[Tensor], Tensor] | None = None) -> Path:
+    """A grid of validation examples: image, truth, prediction, OC pixels, OCR loss (all / only OC).
+
+    The examples are the ``count`` images with the most OC pixels among the first ``scan`` validation
+    images (their indices and OC counts go to ``val_examples.json``); the label panels share a class
+    legend and each loss map has a colour bar.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     model.eval()
-    examples = _first_images(data, device, count)
-    n = len(examples)
+    net: Callable[[Tensor], Tensor] = model if feed is None else (lambda x: model(feed(x)))
+    chosen = choose_examples(net, _images(data, device, scan), count)
+    n, k = len(chosen), len(data.class_names) + 1
+    names = ["background", *data.class_names]
     columns = ("image", "ground truth", "prediction", "OC pixels", "OCR loss (all)", "OCR loss (only OC)")
-    fig, axes = plt.subplots(n, len(columns), figsize=(2.2 * len(columns), 2.2 * n), squeeze=False)
-    k = len(data.class_names) + 1
-    cmaps = ("gray", "tab20", "tab20", "Reds", "magma", "magma")
-    for i, ex in enumerate(examples):
-        logits = model(ex.images).float().cpu()  # (1, C+1, H, W)
-        tags = ex.tags.cpu()
-        loss = ocr_pixel_loss(logits, tags, term.matrix.cpu(), delta=cfg.delta, tau=cfg.tau, group=cfg.group,
-                              ic_masking=cfg.ic_masking)[0]  # (H, W)
-        oc = oc_pixels(logits, tags)[0]
-        truth = ex.masks[0].cpu() if ex.masks is not None else torch.full(loss.shape, 255)
-        panels = [data.picture(ex.images[0]), _labels(truth, k), logits[0].argmax(0).numpy(),
-                  oc.float().numpy(), loss.numpy(), (loss * oc).numpy()]
-        for j, (panel, cmap) in enumerate(zip(panels, cmaps, strict=True)):
-            ax = axes[i][j]
-            labels = j in (1, 2)
-            ax.imshow(panel, cmap=cmap, vmin=0 if labels else None, vmax=k - 1 if labels else None)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(columns[j], fontsize=8)
-    fig.tight_layout()
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.4 * len(columns), 2.3 * n + 0.6), squeeze=False)
+    shown: set[int] = set()
+    for i, (ex, _) in enumerate(chosen):
+        shown |= _draw_row(axes[i], net, ex, data, term, cfg, k)
+    for j, title in enumerate(columns):
+        axes[0][j].set_title(title, fontsize=8)
+    _legend(fig, names, shown, k)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = folder / "val_examples.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    doc = [{"index": int(ex.index[0]), "oc_pixels": oc} for ex, oc in chosen]
+    (folder / "val_examples.json").write_text(json.dumps(doc, indent=1))
     return path
 
 
-def _labels(mask: Tensor, k: int) -> np.ndarray:
+def _draw_row(axes: Any, model: Callable[[Tensor], Tensor], ex: Batch, data: TrialData, term: OCRTerm,
+              cfg: OCRConfig, k: int) -> set[int]:
+    """One example's panels; returns the classes its label panels show."""
+    logits = model(ex.images).float().cpu()  # (1, C+1, H, W)
+    tags = ex.tags.cpu()
+    loss = ocr_pixel_loss(logits, tags, term.matrix.cpu(), delta=cfg.delta, tau=cfg.tau, group=cfg.group,
+                          ic_masking=cfg.ic_masking)[0]  # (H, W)
+    oc = oc_pixels(logits, tags)[0]
+    truth = ex.masks[0].cpu() if ex.masks is not None else torch.full(loss.shape, 255)
+    prediction = logits[0].argmax(0)
+    top = float(loss.max()) or 1.0
+    labels = (_labels(truth), prediction.numpy().astype(np.float64))
+    axes[0].imshow(data.picture(ex.images[0]), cmap="gray")
+    for ax, panel in zip(axes[1:3], labels, strict=True):
+        ax.imshow(panel, cmap="tab20", vmin=0, vmax=k - 1, interpolation="nearest")
+    axes[3].imshow(oc.float().numpy(), cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
+    for ax, loss_map in zip(axes[4:6], (loss, loss * oc), strict=True):
+        image = ax.imshow(loss_map.numpy(), cmap="magma", vmin=0, vmax=top)
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = set(prediction.unique().tolist())
+    shown |= {int(c) for c in truth.unique().tolist() if int(c) != 255}
+    return shown
+
+
+def _labels(mask: Tensor) -> np.ndarray:
     out = mask.long().numpy().astype(np.float64)
     out[out == 255] = np.nan
     return out

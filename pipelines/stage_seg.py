@@ -197,9 +197,9 @@ def _epoch_metrics(state: SegState, cfg: TrialConfig, data: TrialData, device: t
                    train: dict[str, float], extra: dict[str, float], seconds: float,
                    artifacts: Path, feed: Callable[[Tensor], Tensor]) -> dict[str, float]:
     val = _validate(state, cfg, data, device, artifacts, feed)
-    if state.epoch == cfg.seg.reports:
-        write_prior(state.ocr, data.class_names, artifacts)
-        write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device)
+    # every evaluated epoch: a trial that ASHA stops after this report still has them
+    write_prior(state.ocr, data.class_names, artifacts)
+    write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device, feed=feed)
     state.best_miou = max(state.best_miou, val["val_miou"])
     return {
         "epoch": float(state.epoch),

@@ -9,6 +9,7 @@ MLflow is imported here only, when called.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,10 @@ def _trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
 
 def _config(run: Any) -> dict[str, Any]:
     tags = run.data.tags
-    config = {k: param_value(v) for k, v in run.data.params.items()}
+    if f"{TAG}config" in tags:  # the exact config (params are rounded and only those that apply)
+        config = dict(json.loads(tags[f"{TAG}config"]))
+    else:
+        config = {k: param_value(v) for k, v in run.data.params.items()}
     for key in ("cell", "setting", "study", "spec_hash"):
         if f"{TAG}{key}" in tags:
             text = tags[f"{TAG}{key}"]
@@ -78,7 +82,7 @@ def _base_row(run: Any) -> dict[str, Any]:
 
 def _history(client: Any, run: Any) -> pd.DataFrame:
     rows: dict[int, dict[str, Any]] = {}
-    for key in sorted(run.data.metrics):
+    for key in sorted(k for k in run.data.metrics if "/" not in k):  # not iou/<class>: the record has none
         for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp)):
             rows.setdefault(int(m.step), {"trial_id": run.data.tags[f"{TAG}trial_id"], "epoch": int(m.step)})[key] \
                 = m.value

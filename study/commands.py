@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -86,10 +87,14 @@ def ui(args: argparse.Namespace) -> int:
     """``ocr-study ui [NAME]``: the MLflow UI on 127.0.0.1, until Ctrl-C."""
     storage = Path(args.storage or DEFAULT_STORAGE)
     spec = load_study_spec(args.name or _latest_study(storage), args.storage)
-    url = f"http://127.0.0.1:{args.port}"
+    from study.tracking import runs_url
+
+    url = runs_url(f"http://127.0.0.1:{args.port}", spec.tracking_uri, spec.tracking.experiment or spec.name)
     print(f"MLflow UI for study {spec.name}: {url}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", spec.tracking_uri,
            "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
     from study.processes import call_in_own_group  # ended as a group: mlflow, uvicorn/gunicorn workers
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it even when started in the background
 
     return call_in_own_group(cmd, {**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})

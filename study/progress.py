@@ -52,7 +52,10 @@ class ProgressLine(Callback):
             return ""
         value, trial = (max if self.mode == "max" else min)(scored, key=lambda x: x[0])
         cfg = trial.config
-        return f"best {self.metric} {value:.4f} ({cfg.get('meta.cell', '')}, seed {cfg.get('seed')})"
+        from study.status_cmd import metric_text
+
+        shown = metric_text(self.metric, value)
+        return f"best {self.metric} {shown} ({cfg.get('meta.cell', '')}, seed {cfg.get('seed')})"
 
     def _print(self, trials: list[Any]) -> None:
         self.last = time.monotonic()

@@ -115,6 +115,19 @@ def _report_after(folder: Path) -> None:
         print(f"ocr-study: no report: {err}", file=sys.stderr)
         return
     _print_report(folder.name, written)
+    _report_to_mlflow(folder, written)
+
+
+def _report_to_mlflow(folder: Path, written: dict[str, Path]) -> None:
+    """The report as artifacts of the study's parent run in MLflow (a warning when that fails)."""
+    from study.runner import load_study_spec
+    from study.tracking import log_report
+
+    try:
+        spec = load_study_spec(folder.name, str(folder.parent))
+        log_report(spec.tracking_uri, spec.tracking.experiment or spec.name, spec.name, written)
+    except Exception as err:  # the report on disk stands; MLflow is a view
+        print(f"ocr-study: the report was not uploaded to MLflow: {err}", file=sys.stderr)
 
 
 def run_then_report(args: argparse.Namespace) -> int:

@@ -109,7 +109,7 @@ def _tracking(spec: StudySpec) -> Any:
     # default would be ./mlruns in whatever folder the driver was started from).
     artifacts = None if spec.tracking.uri else (study_dir(spec) / "mlartifacts").as_uri()
     return MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts,
-                          spec.scheduler.type, spec.scheduler.max_epochs)
+                          spec.scheduler.type, spec.scheduler.max_epochs, spec.to_dict())
 
 
 def _callbacks(spec: StudySpec, study: StudyPlan, total: int) -> list[Any]:

@@ -10,6 +10,7 @@ from study.spec import StudySpec
 
 SHOWN_KEYS = ("ocr.delta", "ocr.tau")
 MAX_ERRORS = 10
+PERCENT_METRICS = ("iou", "acc")  # fractions in the record, percent wherever people read them
 STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR": "failed"}
 
 
@@ -49,7 +50,14 @@ def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
     where = f"mean of {seeds} completed" if done else "so far, at their latest epoch"
     params = ", ".join(f"{k}={config[k]:.3g}" for k in SHOWN_KEYS
                        if isinstance(config.get(k), float) and ocr_applies(k, config.get("ocr.selection")))
-    return f" · best {metric} {value:.4f} ({where})" + (f" at {params}" if params else "")
+    return f" · best {metric} {metric_text(metric, value)} ({where})" + (f" at {params}" if params else "")
+
+
+def metric_text(metric: str, value: float) -> str:
+    """A metric as the report prints it: IoU and accuracy in percent (``61.52 %``), others as they are."""
+    if any(part in metric for part in PERCENT_METRICS):
+        return f"{100 * value:.2f} %"
+    return f"{value:.4g}"
 
 
 def _counts(rows: list[dict[str, Any]]) -> str:

@@ -8,7 +8,9 @@ The callback holds only plain data when pickled (Tune stores it with the experim
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
+import re
 import subprocess
 import time
 import urllib.error
@@ -18,12 +20,25 @@ from typing import Any
 
 from ray.tune import Callback
 
-from record import META, config_reports, planned_epochs, stop_reason
+from record import META, config_reports, ocr_applies, parse_cell, planned_epochs, stop_reason
 
 log = logging.getLogger(__name__)
 TAG = "ocr_study."
 METRIC_PREFIXES = ("val_", "train_")
 METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s", "trial_wall_s")
+IOU_PREFIX = "iou/"  # per-class validation IoU, one metric per class
+# MLflow 3's UI opens an experiment on its training view (runs table) only with this tag; without it,
+# on the GenAI overview (traces, latency, tokens).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+NAME_SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}  # sampled values shown in run names
+SIGNIFICANT = 4  # digits of a float param
+BATCH = 100  # MLflow takes at most 100 params per log_batch
+MAX_TAG = 8000  # characters of a tag value
+EARLY = "early_stopped"
+# A view of the runs table that MLflow's UI loads from an experiment tag (``?viewStateShareKey=``): nested
+# runs shown flat, sorted by the study metric, with the columns a reader compares.
+VIEW_KEY = "ocrstudy"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 
 
 class TrackingError(RuntimeError):
@@ -72,15 +87,112 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
             and (k.startswith(METRIC_PREFIXES) or k in METRIC_KEYS)}
 
 
+def param_text(value: Any) -> str:
+    """A param as MLflow shows it: floats to 4 significant digits (``0.0612``, not ``0.061234567...``)."""
+    if isinstance(value, float):
+        return f"{value:.{SIGNIFICANT}g}"
+    return str(value)[:500]
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, str]:
+    """The params of a trial's run: its settings that apply (no δ, τ when the OCR loss is off), rounded."""
+    selection = config.get("ocr.selection")
+    return {k: param_text(v) for k, v in sorted(config.items())
+            if not k.startswith(META) and ocr_applies(k, selection)}
+
+
+def cell_label(cell: str) -> str:
+    """A cell's short name: its values (``"oc"``, ``"oc · cooc_minmax"``), or the id itself without a grid."""
+    values = list(parse_cell(cell).values())
+    return " · ".join(values) if values else cell
+
+
+def run_name(config: dict[str, Any]) -> str:
+    """``"oc · δ 7.7 · τ 0.06 · s1"``: cell, the sampled values that apply (2 digits), seed, and the phase."""
+    meta = {k[len(META):]: v for k, v in config.items() if k.startswith(META)}
+    parts = [cell_label(str(meta.get("cell", "")))] if meta.get("cell") else []
+    selection = config.get("ocr.selection")
+    for key, symbol in NAME_SYMBOLS.items():
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and ocr_applies(key, selection):
+            parts.append(f"{symbol} {value:.2g}")
+    if config.get("seed") is not None:
+        parts.append(f"s{config['seed']}")
+    if meta.get("phase"):
+        parts.append(str(meta["phase"]))
+    return " · ".join(parts)
+
+
+def metric_key(text: str) -> str:
+    """``text`` with the characters MLflow refuses in a metric key replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", text.replace(" · ", "_"))
+
+
+def flat_params(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested spec as ``{"scheduler.type": "asha", ...}`` (lists as text), for the parent run's params."""
+    out: dict[str, str] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flat_params(value, f"{name}."))
+        elif value is not None:
+            out[name] = param_text(value)
+    return out
+
+
+def describe(spec: dict[str, Any], spec_hash: str) -> str:
+    """The parent run's description (Markdown): what the study varies, samples and repeats."""
+    grid = spec.get("grid") or {}
+    search = spec.get("search") or {}
+    lines = [f"**Study {spec.get('name', '')}** (spec {spec_hash[:12]}): one nested run per trial."]
+    if grid:
+        lines.append("- grid: " + "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grid.items()))
+    if search:
+        lines.append(f"- search: {', '.join(search.get('params', {}))} ({search.get('sampler', '')}, "
+                     f"{search.get('samples', '')} samples per cell)")
+    sched = spec.get("scheduler") or {}
+    lines.append(f"- seeds: {', '.join(map(str, spec.get('seeds', [])))}; scheduler {sched.get('type', '')} "
+                 f"on {sched.get('metric', '')} ({sched.get('mode', '')})")
+    lines.append("- runs stopped early (ASHA) have status KILLED and the tag ocr_study.completed = false; "
+                 "filter `tags.ocr_study.completed = 'true'` to average completed runs only")
+    return "\n".join(lines)
+
+
+def view_state(metric: str, parent: str) -> str:
+    """The runs table's view (JSON): sorted by ``metric`` (which lists the nested runs flat), with the
+    metric, the sampled params, whether the run completed and its cell as columns."""
+    columns = [f"metrics.`{metric}`", "metrics.`best_val_miou`", *(f"params.`{k}`" for k in NAME_SYMBOLS),
+               f"tags.`{TAG}completed`", f"tags.`{TAG}cell`"]
+    return json.dumps({"orderByKey": f"metrics.`{metric}`", "orderByAsc": False, "selectedColumns": columns,
+                       "runsExpanded": {parent: True}})
+
+
+def read_class_iou(checkpoint: Any) -> dict[str, float]:
+    """``{"iou/<class>": value}`` from the ``artifacts/class_iou.json`` of a Tune checkpoint (local or on a
+    store); empty when there is none. Classes never seen (``null``) are left out."""
+    path = f"{checkpoint.path}/artifacts/class_iou.json"
+    try:
+        fs = getattr(checkpoint, "filesystem", None)
+        if fs is not None:
+            with fs.open_input_stream(path) as stream:
+                doc = json.loads(stream.read())
+        else:
+            doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {f"{IOU_PREFIX}{metric_key(k)}": float(v) for k, v in doc.items() if isinstance(v, (int, float))}
+
+
 class MLflowTracking(Callback):
     """Mirror every trial of a study into MLflow (batched, re-attaching on retry and resume)."""
 
     def __init__(self, uri: str, experiment: str, study: str, spec_hash: str,
                  artifact_location: str | None = None, scheduler: str = "none",
-                 max_epochs: int | None = None) -> None:
+                 max_epochs: int | None = None, spec: dict[str, Any] | None = None) -> None:
         self.uri, self.experiment, self.study, self.spec_hash = uri, experiment, study, spec_hash
         self.artifact_location = artifact_location
         self.scheduler, self.max_epochs = scheduler, max_epochs  # a trial's planned epochs depend on them
+        self.spec = spec  # the study's spec as plain data: the parent run's params, artifact, description
         self.commit, self.version = git_commit(), package_version()
         self._client: Any = None
         self._experiment_id = ""
@@ -105,14 +217,15 @@ class MLflowTracking(Callback):
 
     def _ensure_experiment(self) -> str:
         found = self._client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return str(found.experiment_id)
-        return str(self._client.create_experiment(self.experiment, artifact_location=self.artifact_location))
+        if found is None:
+            return str(self._client.create_experiment(self.experiment, artifact_location=self.artifact_location,
+                                                      tags={EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]}))
+        if found.tags.get(EXPERIMENT_KIND[0]) is None:  # made by an older version, or by hand
+            self._client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
+        return str(found.experiment_id)
 
     def _find_run(self, tags: dict[str, str]) -> str | None:
-        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        runs = self._client.search_runs([self._experiment_id], filter_string=query, max_results=1)
-        return str(runs[0].info.run_id) if runs else None
+        return find_run(self._client, self._experiment_id, tags)
 
     def _ensure_parent(self) -> str:
         tags = {f"{TAG}study": self.study, f"{TAG}role": "study"}
@@ -122,7 +235,29 @@ class MLflowTracking(Callback):
         run = self._client.create_run(self._experiment_id, run_name=self.study, tags={
             **tags, f"{TAG}spec_hash": self.spec_hash, f"{TAG}git_commit": self.commit,
             f"{TAG}version": self.version})
-        return str(run.info.run_id)
+        run_id = str(run.info.run_id)
+        spec = getattr(self, "spec", None) or {}
+        if spec:
+            self._describe_parent(run_id, spec)
+        metric = str((spec.get("scheduler") or {}).get("metric") or "val_miou")
+        self._client.set_experiment_tag(self._experiment_id, VIEW_TAG, view_state(metric, run_id))
+        return run_id
+
+    def _describe_parent(self, run_id: str, spec: dict[str, Any]) -> None:
+        """The study on its parent run: the spec as params and as ``spec.yaml``, and a description."""
+        import tempfile
+
+        import yaml
+        from mlflow.entities import Param, RunTag
+
+        params = [Param(k, v) for k, v in sorted(flat_params(spec).items())]
+        for i in range(0, len(params), BATCH):
+            self._client.log_batch(run_id, params=params[i : i + BATCH])
+        self._client.log_batch(run_id, tags=[RunTag("mlflow.note.content", describe(spec, self.spec_hash))])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "spec.yaml"
+            path.write_text(yaml.safe_dump(spec, sort_keys=False))
+            self._client.log_artifact(run_id, str(path))
 
     @property
     def parent_run_id(self) -> str:
@@ -151,10 +286,18 @@ class MLflowTracking(Callback):
                 f"{TAG}setting": str(meta.get("setting", "")), f"{TAG}seed": seed,
                 f"{TAG}study": self.study, f"{TAG}spec_hash": self.spec_hash,
                 f"{TAG}git_commit": self.commit, f"{TAG}version": self.version}
-        name = f"{cell} #{meta.get('setting', 0)} seed {seed}"
+        if meta.get("phase"):
+            tags[f"{TAG}phase"] = str(meta["phase"])
+        exact = json.dumps({k: v for k, v in config.items() if not k.startswith(META)}, sort_keys=True)
+        if len(exact) <= MAX_TAG:  # the config unrounded, for rebuilding the dataset from MLflow
+            tags[f"{TAG}config"] = exact
+        name = run_name(config)
         run = client.create_run(self._experiment_id, run_name=name, tags=tags)
-        params = [Param(k, str(v)[:500]) for k, v in sorted(config.items()) if not k.startswith(META)]
-        client.log_batch(run.info.run_id, params=params, tags=[RunTag("mlflow.note.content", name)])
+        params = [Param(k, v) for k, v in trial_params(config).items()]
+        note = f"trial {trial.trial_id}: cell {cell}, setting {meta.get('setting', 0)}, seed {seed}"
+        for i in range(0, max(len(params), 1), BATCH):
+            client.log_batch(run.info.run_id, params=params[i : i + BATCH],
+                             tags=[RunTag("mlflow.note.content", note)] if i == 0 else [])
         return str(run.info.run_id)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -176,12 +319,32 @@ class MLflowTracking(Callback):
         metrics = [Metric(k, v, now, step) for k, v in trial_metrics(result).items()]
         self.client.log_batch(self.run_for(trial), metrics=metrics)
 
+    def on_checkpoint(self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any) -> None:
+        """Log the epoch's per-class validation IoU (``iou/<class>``) from the checkpoint's artifacts."""
+        from mlflow.entities import Metric
+
+        values = read_class_iou(checkpoint)
+        if not values:
+            return
+        step = int((trial.last_result or {}).get("epoch", 0))
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_for(trial), metrics=[Metric(k, v, now, step) for k, v in values.items()])
+
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Upload the trial's artifacts and close its run (early-stopped trials say so in a tag)."""
+        """Upload the trial's artifacts and close its run: ``FINISHED`` when it ran every planned epoch,
+        else ``KILLED`` with a name marker (``· stopped e2``) and ``ocr_study.completed = false``."""
+        from mlflow.entities import RunTag
+
         run_id = self.run_for(trial)
-        self.client.set_tag(run_id, f"{TAG}stop_reason", self.stop_tag(trial))
+        reason = self.stop_tag(trial)
+        completed = reason == "completed"
+        tags = [RunTag(f"{TAG}stop_reason", reason), RunTag(f"{TAG}completed", str(completed).lower())]
+        if not completed:
+            epochs = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
+            tags.append(RunTag("mlflow.runName", f"{run_name(dict(trial.config))} · stopped e{epochs}"))
+        self.client.log_batch(run_id, tags=tags)
         self._log_artifacts(run_id, trial)
-        self.client.set_terminated(run_id, status="FINISHED")
+        self.client.set_terminated(run_id, status="FINISHED" if completed else "KILLED")
 
     def stop_tag(self, trial: Any) -> str:
         """``completed`` when the trial ran its planned epochs, else ``early_stopped_at_epoch_N``."""
@@ -189,7 +352,7 @@ class MLflowTracking(Callback):
         planned = planned_epochs(config_reports(trial.config),
                                  getattr(self, "scheduler", "none"), getattr(self, "max_epochs", None))
         reason, _ = stop_reason("TERMINATED", epochs, planned)
-        return "completed" if reason == "completed" else f"early_stopped_at_epoch_{epochs}"
+        return "completed" if reason == "completed" else f"{EARLY}_at_epoch_{epochs}"
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Close the trial's run as failed, with the error as a tag."""
@@ -198,6 +361,7 @@ class MLflowTracking(Callback):
         if getattr(trial, "error_file", None) and Path(trial.error_file).exists():
             error = Path(trial.error_file).read_text()[-4000:]
         self.client.set_tag(run_id, f"{TAG}stop_reason", "failed")
+        self.client.set_tag(run_id, f"{TAG}completed", "false")
         self.client.set_tag(run_id, f"{TAG}error", error.strip().splitlines()[-1][:4000] if error else "")
         self.client.set_terminated(run_id, status="FAILED")
 
@@ -209,6 +373,69 @@ class MLflowTracking(Callback):
         if folder.is_dir():
             self.client.log_artifacts(run_id, str(folder))
 
+    def cell_summary(self, trials: list[Any]) -> dict[str, float]:
+        """Per cell, over its completed trials: mean final and best ``val_miou``, and how many completed."""
+        finals: dict[str, list[tuple[float, float]]] = {}
+        for trial in trials:
+            last = trial.last_result or {}
+            if trial.status != "TERMINATED" or self.stop_tag(trial) != "completed" or "val_miou" not in last:
+                continue
+            cell = str(trial.config.get(f"{META}cell", ""))
+            finals.setdefault(cell, []).append((float(last["val_miou"]), float(last.get("best_val_miou", 0.0))))
+        out: dict[str, float] = {}
+        for cell, values in sorted(finals.items()):
+            key = metric_key(cell_label(cell))
+            out[f"{key}/val_miou_mean"] = sum(v for v, _ in values) / len(values)
+            out[f"{key}/best_val_miou_mean"] = sum(b for _, b in values) / len(values)
+            out[f"{key}/completed"] = float(len(values))
+        return out
+
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        """Close the parent run."""
+        """Log the per-cell summary on the parent run and close it."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        summary = [Metric(k, v, now, 0) for k, v in self.cell_summary(trials).items()]
+        if summary:
+            self.client.log_batch(self.parent_run_id, metrics=summary)
         self.client.set_terminated(self.parent_run_id, status="FINISHED")
+
+
+def find_run(client: Any, experiment_id: str, tags: dict[str, str]) -> str | None:
+    """The id of the first run of the experiment carrying all ``tags``, or ``None``."""
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    return str(runs[0].info.run_id) if runs else None
+
+
+def runs_url(server: str, uri: str, experiment: str) -> str:
+    """The URL of the experiment's runs table on the MLflow UI at ``server`` (the server's root when the
+    experiment does not exist yet)."""
+    from mlflow.tracking import MlflowClient
+
+    root = server.rstrip("/")
+    try:
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception:  # the store may not exist yet: the UI's root still helps
+        found = None
+    if found is None:
+        return f"{root}/"
+    view = f"?viewStateShareKey={VIEW_KEY}" if VIEW_TAG in found.tags else ""
+    return f"{root}/#/experiments/{found.experiment_id}/runs{view}"
+
+
+def log_report(uri: str, experiment: str, study: str, files: dict[str, Path]) -> str | None:
+    """Upload a study's report (HTML, tables, plots: the folder of ``files``) to its parent run under
+    ``report/``; returns the parent run id, or ``None`` when the study has no parent run in ``uri``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None or not files:
+        return None
+    parent = find_run(client, str(found.experiment_id), {f"{TAG}study": study, f"{TAG}role": "study"})
+    if parent is None:
+        return None
+    folder = next(iter(files.values())).parent
+    client.log_artifacts(parent, str(folder), artifact_path="report")
+    return parent

@@ -32,12 +32,13 @@ def test_states_and_best_over_completed_seeds() -> None:
     text = format_status(SPEC, rows)
     lines = text.splitlines()
     assert lines[0] == "study s: 7 trials known — 4 completed, 1 failed, 1 running, 1 stopped early"
-    assert lines[1] == "  ocr.selection=none: 1 completed, 1 stopped early · best val_miou 0.6000 (mean of 1 completed)"
-    assert lines[2] == ("  ocr.selection=oc: 3 completed, 1 failed, 1 running · best val_miou 0.6800 "
+    assert lines[1] == ("  ocr.selection=none: 1 completed, 1 stopped early · best val_miou 60.00 % "
+                        "(mean of 1 completed)")
+    assert lines[2] == ("  ocr.selection=oc: 3 completed, 1 failed, 1 running · best val_miou 68.00 % "
                         "(mean of 2 completed) at ocr.delta=2.5")
     assert "failed oc21 (ocr.selection=oc, seed 1): NonFiniteLossError: non-finite loss" in text
 
 
 def test_a_cell_with_nothing_completed_shows_its_latest_epochs() -> None:
     text = format_status(SPEC, [_row("ocr.selection=oc", 0, 0, "RUNNING", 2, 0.4, **{"ocr.delta": 1.0})])
-    assert "best val_miou 0.4000 (so far, at their latest epoch) at ocr.delta=1" in text
+    assert "best val_miou 40.00 % (so far, at their latest epoch) at ocr.delta=1" in text

@@ -78,7 +78,10 @@ def test_study_runs_every_planned_trial_and_mirrors_them_in_mlflow(local_ray: No
     assert len(parent) == 1 and len(trials) == 6
     assert set(trials["tags.mlflow.parentRunId"]) == {parent["run_id"].iloc[0]}
     assert set(trials["tags.ocr_study.trial_id"]) == {r["trial_id"] for r in rows}
-    assert trials["metrics.val_miou"].notna().all() and trials["params.ocr.delta"].notna().all()
+    assert trials["metrics.val_miou"].notna().all()
+    ocr_on = trials["params.ocr.selection"] != "none"  # δ applies only with the OCR loss on
+    assert trials.loc[ocr_on, "params.ocr.delta"].notna().all() and trials.loc[~ocr_on, "params.ocr.delta"].isna().all()
+    assert trials["metrics.iou/background"].notna().all()
     assert set(trials["status"]) == {"FINISHED"}
     assert set(trials["tags.ocr_study.stop_reason"]) == {"completed"}
 

@@ -1,0 +1,89 @@
+"""Which sampled parameter mattered, per cell: Optuna's fANOVA importance over the cell's completed trials.
+
+Like the Optuna dashboard's and W&B's parameter-importance panels: the trials of a cell are handed to an
+Optuna study as finished trials (their sampled values and their final metric) and Optuna's importance
+evaluator splits the metric's variance among the parameters. Optuna is imported here only, when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from results._schema import PARAM_PREFIX
+
+if TYPE_CHECKING:
+    from results._schema import Dataset
+    from results._tables import Table
+
+MIN_TRIALS = 3  # fewer trials say nothing about importance
+
+
+def _sampled(group: pd.DataFrame, params: Sequence[str]) -> list[str]:
+    """The params that vary (numerically) within the cell."""
+    out = []
+    for name in params:
+        column = pd.to_numeric(group[name], errors="coerce")
+        if column.notna().all() and column.nunique() > 1:
+            out.append(name)
+    return out
+
+
+def cell_importance(group: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, float]:
+    """fANOVA importance (summing to 1) of each param that varies among ``group``'s trials; empty when fewer
+    than :data:`MIN_TRIALS` trials have the metric or no param varies."""
+    import optuna
+    from optuna.distributions import BaseDistribution, FloatDistribution
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    group = group[group[metric].notna()]
+    params = _sampled(group, [c for c in group.columns if c.startswith(PARAM_PREFIX)])
+    if len(group) < MIN_TRIALS or not params:
+        return {}
+    values = {p: pd.to_numeric(group[p]).astype(float) for p in params}
+    dists: dict[str, BaseDistribution] = {p[len(PARAM_PREFIX):]: FloatDistribution(float(v.min()), float(v.max()))
+                                          for p, v in values.items()}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for i in range(len(group)):
+        sampled = {p[len(PARAM_PREFIX):]: float(values[p].iloc[i]) for p in params}
+        study.add_trial(optuna.trial.create_trial(params=sampled, distributions=dists,
+                                                  value=float(group[metric].iloc[i])))
+    found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
+    return {name: float(v) for name, v in found.items()}
+
+
+def param_importance(trials: pd.DataFrame, metric: str = "val_miou") -> pd.DataFrame:
+    """Per cell, the importance of each sampled param over its completed trials (their final ``metric``):
+    columns ``cell``,
+    ``param``, ``importance`` (0–1, summing to 1 per cell) and ``n`` (trials used)."""
+    rows = []
+    metric = f"final_{metric}" if f"final_{metric}" in trials else metric  # the collected trials' column
+    done = trials[trials["stop_reason"].astype(str) == "completed"] if "stop_reason" in trials else trials
+    for cell, group in done.groupby("cell", observed=True, sort=True):
+        for name, value in cell_importance(group, metric).items():
+            rows.append({"cell": str(cell), "param": name, "importance": value,
+                         "n": int(group[metric].notna().sum())})
+    return pd.DataFrame(rows, columns=["cell", "param", "importance", "n"])
+
+
+def importance_table(ds: Dataset) -> Table | None:
+    """The report's table of parameter importance per cell (percent of the metric's variance), or ``None``
+    when no cell has enough completed trials with a varying parameter."""
+    from results._tables import Table
+
+    values = param_importance(ds.trials, ds.info.metric)
+    if values.empty:
+        return None
+    wide = values.pivot(index="cell", columns="param", values="importance").reset_index()
+    wide.columns.name = None
+    n = values.groupby("cell")["n"].first()
+    display = wide.copy()
+    for column in wide.columns[1:]:
+        display[column] = wide[column].map(lambda x: "—" if pd.isna(x) else f"{100 * x:.0f}")
+    display["cell"] = [f"{c} (n = {n[c]})" for c in wide["cell"]]
+    notes = (f"Share (%) of the variance of {ds.info.metric} over a cell's completed trials explained by each "
+             "sampled parameter (Optuna's fANOVA importance evaluator, seed 0); with few trials, a rough guide.")
+    return Table("importance", "Parameter importance per cell", notes, wide, display)

@@ -1,0 +1,33 @@
+"""Parameter importance per cell: the parameter the metric depends on gets (nearly) all of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from results import Dataset
+from results._importance import importance_table, param_importance
+
+
+def test_the_param_that_drives_the_metric_is_the_important_one() -> None:
+    rng = np.random.default_rng(0)
+    delta, tau = rng.uniform(0, 8, 30), rng.uniform(0.05, 0.5, 30)
+    trials = pd.DataFrame({"cell": "ocr.selection=oc", "stop_reason": "completed", "params.ocr.delta": delta,
+                           "params.ocr.tau": tau, "val_miou": 0.5 + 0.03 * delta})
+    base = pd.DataFrame({"cell": ["ocr.selection=none"] * 2, "stop_reason": "completed",
+                         "params.ocr.delta": [6.0, 6.0], "params.ocr.tau": [0.2, 0.2], "val_miou": [0.5, 0.6]})
+    stopped = trials.iloc[:3].assign(stop_reason="early_stopped", val_miou=0.0)
+    table = param_importance(pd.concat([trials, base, stopped], ignore_index=True))
+    assert set(table["cell"]) == {"ocr.selection=oc"}  # nothing varies (and too few trials) in the baseline
+    found = table.set_index("param")["importance"]
+    assert found["ocr.delta"] > 0.9 and found["ocr.tau"] < 0.1
+    assert found.sum() == 1.0 or abs(found.sum() - 1.0) < 1e-9
+    assert set(table["n"]) == {30}
+
+
+def test_the_report_has_an_importance_table(synthetic: Dataset) -> None:
+    table = importance_table(synthetic)
+    assert table is not None and table.name == "importance"
+    shares = table.values.drop(columns="cell").sum(axis=1)
+    assert ((shares - 1.0).abs() < 1e-9).all()
+    assert all("(n = " in c for c in table.display["cell"])

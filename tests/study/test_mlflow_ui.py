@@ -1,0 +1,95 @@
+"""``ocr-study ui`` as a user meets it: the URL it prints opens MLflow's runs table in headless Chromium
+with the nested runs, their names and a val mIoU column; Ctrl-C (SIGINT) then leaves no listener."""
+
+from __future__ import annotations
+
+import html
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from study.spec import load_spec
+from tests.conftest import require_executable
+from tests.study.test_tracking import track_fake_study
+from tests.study.test_tune_study import tiny_doc
+
+pytestmark = pytest.mark.slow
+OCR_STUDY = str(Path(sys.executable).parent / "ocr-study")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _page_text(chromium: str, url: str) -> str:
+    """The text of the page at ``url`` once its scripts ran (the DOM, tags and scripts stripped)."""
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--virtual-time-budget=20000", "--window-size=1600,1000", "--dump-dom", url]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False).stdout
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
+
+
+def _wait_for(port: int, proc: subprocess.Popen[str]) -> None:
+    end = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None and time.monotonic() < end, "the MLflow UI did not start"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+
+
+def test_ui_opens_on_the_runs_table_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    chromium = require_executable("chromium", "chromium-browser")
+    spec = load_spec(tiny_doc(tmp_path, tmp_path / "cache"))
+    folder = Path(spec.study_dir)
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict()))
+    track_fake_study(spec.tracking_uri, spec.name, folder / "mlartifacts", spec.to_dict())
+    port = _free_port()
+    proc = subprocess.Popen([OCR_STUDY, "ui", spec.name, "--storage", spec.storage, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    started: list[psutil.Process] = []
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.search(r"http://\S+", line)
+        assert url and "/#/experiments/" in url.group() and "/runs?viewStateShareKey=" in url.group(), line
+        _wait_for(port, proc)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        text = _page_text(chromium, url.group())
+        table = text[text.find("Run Name"):]
+        assert "Run Name" in text, f"no runs table: {text[:500]}"
+        names = ("none · s0 · search", "oc · δ 7.7 · τ 0.06 · s1 · search",
+                 "oc · δ 2 · τ 0.2 · s0 · search · stopped e1")
+        for name in names:
+            assert name in table, f"run {name!r} not listed: {table[:800]}"
+        header = table[: table.find("none · s0")]
+        assert "val_miou" in header and "ocr.delta" in header and "ocr_study.completed" in header, header
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert not alive, f"left running: {[p.pid for p in alive]}"
+        assert not _listening(port)
+    finally:
+        for p in [*started, psutil.Process(proc.pid) if proc.poll() is None else None]:
+            if p is not None and p.is_running():
+                p.kill()
