@@ -181,8 +181,12 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 
 def init_ray(address: str | None) -> None:
-    """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off, token
+    authentication on: see :mod:`study.ray_auth`)."""
+    from study.ray_auth import configure, refresh_loaded_ray
+
+    configure(local=not address)
+    refresh_loaded_ray()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from study.failures import FATAL_ENV
