@@ -22,6 +22,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -257,3 +258,43 @@ def compute_once(store: Store, name: str, build: Any, lease_s: float = 300.0, ti
         if time.monotonic() > end:
             raise TimeoutError(f"{store.uri}/{name} not published after {timeout_s:.0f} s")
         time.sleep(poll_s)
+
+
+# A study on a remote store runs in a local working folder (its mirror); its record (everything but
+# Tune's own experiment, which Tune writes to the store itself) is pushed to the store after a run and
+# pulled from it before resume, status, report and export.
+MIRRORS = Path(".ocr-study") / "mirrors"
+_NOT_SYNCED = ("tune", "mlartifacts", "mlflow.db")
+
+
+def mirror_dir(study_uri: str) -> Path:
+    """The local working folder of the study at ``study_uri`` (absolute; one per URI)."""
+    parsed = urllib.parse.urlparse(study_uri)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parsed.scheme}_{parsed.netloc}{parsed.path}").strip("_")
+    return (MIRRORS / safe).absolute()
+
+
+def push_record(folder: Path, study_uri: str) -> int:
+    """Copy the study record in ``folder`` to the store (Tune's folder excluded); returns files copied."""
+    store, count = open_store(study_uri), 0
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not rel.startswith(_NOT_SYNCED) and not path.name.endswith((".lock", ".tmp")):
+            store.write_bytes(path.read_bytes(), rel)
+            count += 1
+    return count
+
+
+def pull_record(study_uri: str, folder: Path) -> int:
+    """Copy the study record from the store into ``folder`` (Tune's folder excluded); returns files copied."""
+    store, count = open_store(study_uri), 0
+    selector = pafs.FileSelector(store.root, recursive=True, allow_not_found=True)
+    for info in store.fs.get_file_info(selector):
+        rel = info.path[len(store.root) + 1:]
+        if info.type != pafs.FileType.File or rel.startswith(_NOT_SYNCED) or rel.endswith(".lease"):
+            continue
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(store.read_bytes(rel) or b"")
+        count += 1
+    return count

@@ -141,3 +141,21 @@ def test_an_entry_is_built_once_by_many_concurrent_askers(where: str, request: p
         thread.join()
     assert len(builds) == 1 and len(got) == 6 and set(got) == {b"stage-1 " * 1000}
     assert not open_store(uri).exists("stage1/cam.bin.lease")  # the lease is gone once published
+
+
+def test_a_record_goes_to_the_store_and_comes_back_without_tunes_folder(bucket: str, tmp_path: Path) -> None:
+    from study.storage import mirror_dir, pull_record, push_record
+
+    local = tmp_path / "run"
+    for rel, text in {"spec.yaml": "name: x", "study.json": "{}", "trials/t1/trial.json": "{}",
+                      "trials/t1/epochs.jsonl": "{}\\n", "tune/experiment_state.json": "{}",
+                      ".lock": "1", "mlflow.db": "db"}.items():
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        (local / rel).write_text(text)
+    uri = f"s3://{bucket}/studies/x"
+    assert push_record(local, uri) == 4
+    back = tmp_path / "back"
+    assert pull_record(uri, back) == 4
+    assert (back / "trials/t1/epochs.jsonl").read_text() == "{}\\n"
+    assert not (back / "tune").exists() and not (back / ".lock").exists()
+    assert mirror_dir(uri) == mirror_dir(uri + "/") != mirror_dir(f"s3://{bucket}/studies/y")
