@@ -81,7 +81,9 @@ def test_a_local_study_has_token_auth_and_refuses_a_driver_without_the_token(tmp
     assert not [x for x in listening if x[2] in (8265, 10001)], "no dashboard, no Ray Client server"
     gcs = next(f"127.0.0.1:{port}" for n, _, port in listening if n == "gcs_server")
     bare = {k: v for k, v in procs.env.items() if k != "OCR_STUDY_RAY_TOKEN_FILE"}
-    refused = _connect(gcs, {**bare, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})
+    # a few tries at the GCS, not Ray's default minute of them
+    refused = _connect(gcs, {**bare, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64,
+                             "RAY_gcs_server_port_wait_time_s": "5"})
     assert "CONNECTED" not in refused.stdout and refused.returncode != 0, refused.stdout
     assert "auth" in refused.stderr.lower() or "ConnectionError" in refused.stderr, refused.stderr[-2000:]
     allowed = _connect(gcs, {**bare, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})

@@ -48,6 +48,21 @@ def test_a_study_on_s3_keeps_tune_and_its_record_in_the_bucket(bucket: str, endp
     rows = trial_table(spec)
     assert sorted(row["status"] for row in rows) == ["TERMINATED", "TERMINATED"], rows
     assert all(row["epochs"] == 2 for row in rows)
-    cli = subprocess.run([OCR_STUDY, "status", "tiny", "--storage", storage], cwd=tmp_path, env=procs.env,
-                         capture_output=True, text=True, timeout=120)
-    assert cli.returncode == 0 and "tiny" in cli.stdout + cli.stderr, cli.stdout + cli.stderr
+    for command in ("status", "export", "report"):
+        cli = _cli(tmp_path, procs.env, command, "tiny", "--storage", storage)
+        assert cli.returncode == 0 and "tiny" in cli.stdout, cli.stdout + cli.stderr
+    assert {"trials.parquet", "curves.parquet"} <= set(store.names("results"))
+    assert "report.md" in store.names("report") or store.names("report"), store.names()
+    shutil.rmtree(mirror)
+    resumed = _cli(tmp_path, procs.env, "resume", "tiny", "--storage", storage)  # Tune restores from the bucket
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+
+def _cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    procs = Processes(cwd, **{k: v for k, v in env.items() if k.startswith("AWS_")})
+    try:
+        proc = procs.start(*args)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        procs.kill_all()
+    return subprocess.CompletedProcess(proc.args, proc.returncode or 0, out, "")
