@@ -222,7 +222,21 @@ def init_ray(address: str | None) -> None:
     ray.init(include_dashboard=False, **kwargs)
 
 
+def _check_store(spec: StudySpec, fresh: bool) -> None:
+    """A study on an object store: one already there is continued with resume, or emptied with --fresh."""
+    from study.storage import is_remote, open_store
+
+    if not is_remote(spec.study_dir):
+        return
+    store = open_store(spec.study_dir)
+    if store.names() and not fresh:
+        raise StudyError(f"study {spec.name!r} already exists in {spec.study_dir}: continue it with "
+                         f"`ocr-study resume {spec.name} --storage {spec.storage}`, or start over with --fresh")
+    store.fs.delete_dir_contents(store.root, missing_dir_ok=True)
+
+
 def _write_spec(spec: StudySpec, folder: Path, fresh: bool) -> None:
+    _check_store(spec, fresh)
     if (folder / SPEC_FILE).exists() or (folder / TUNE_DIR).exists():
         if not fresh:
             raise StudyError(f"study {spec.name!r} already exists in {folder}: continue it with "

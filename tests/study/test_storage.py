@@ -159,3 +159,24 @@ def test_a_record_goes_to_the_store_and_comes_back_without_tunes_folder(bucket: 
     assert (back / "trials/t1/epochs.jsonl").read_text() == "{}\\n"
     assert not (back / "tune").exists() and not (back / ".lock").exists()
     assert mirror_dir(uri) == mirror_dir(uri + "/") != mirror_dir(f"s3://{bucket}/studies/y")
+
+
+def test_a_study_already_in_the_bucket_is_not_overwritten_without_fresh(bucket: str, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from study import runner
+    from study.spec import load_spec
+    from tests.study.test_tune_study import tiny_doc
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"s3://{bucket}/studies"
+    spec = load_spec(tiny_doc(tmp_path, tmp_path / "cache", storage=storage,
+                              tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}))
+    store = open_store(spec.study_dir)
+    store.write_bytes(b"name: tiny", "spec.yaml")
+    store.write_bytes(b"{}", "tune", "old_trial", "result.json")
+    with pytest.raises(runner.StudyError, match="resume tiny --storage s3://"):
+        runner.run_study(spec)
+    assert store.read_bytes("spec.yaml") == b"name: tiny"
+    assert not runner.study_dir(spec).exists()  # nothing half-made is left in the mirror
+    runner._check_store(spec, fresh=True)
+    assert store.names() == []  # --fresh: no trial of the old study can mix into the new one
