@@ -43,14 +43,24 @@ def ensure_token(path: Path) -> Path:
     return path
 
 
+class MissingTokenError(ValueError):
+    """Token auth is on for a cluster study but no token was given (bad input: the CLI exits 2)."""
+
+
 def configure(local: bool) -> None:
     """Token auth on unless the user turned it off (``RAY_AUTH_MODE=disabled``); a local Ray gets the
-    per-machine token unless ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH`` names one."""
+    per-machine token unless ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH`` names one; a cluster study
+    needs the cluster's token (:class:`MissingTokenError` if none is anywhere Ray looks)."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    if os.environ["RAY_AUTH_MODE"] != "token" or not local:
+    if os.environ["RAY_AUTH_MODE"] != "token":
         return
-    if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    given = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if local and not given:
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_token(token_file()))
+    elif not local and not given and not (Path.home() / ".ray" / "auth_token").is_file():
+        raise MissingTokenError("Ray token authentication is on (RAY_AUTH_MODE=token) but no token for the "
+                                "cluster was given: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's "
+                                "token, or RAY_AUTH_MODE=disabled for a cluster started without authentication")
 
 
 def refresh_loaded_ray() -> None:

@@ -122,14 +122,17 @@ class Store:
     def create_exclusive(self, data: bytes, *parts: str) -> bool:
         """Create the object only if none exists (the store decides atomically); False if one did."""
         path = self.path(*parts)
-        if self.local:
+        if self.local:  # written aside, then hard-linked into place: never seen empty or half-written
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as out:
+                out.write(data)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
+            finally:
+                os.unlink(tmp)
             return True
         if not isinstance(self.fs, pafs.S3FileSystem):
             raise StorageError(f"{self.uri}: no conditional create on this store; use s3:// or a local folder")
@@ -215,7 +218,11 @@ class StoreLease:
         if raw is not None and expires > time.time():
             return False
         self.store.delete(self.marker)  # the holder is gone; racing takers meet at the conditional create
-        return self.store.create_exclusive(self._doc(), self.marker)
+        if not self.store.create_exclusive(self._doc(), self.marker):
+            return False
+        # Two takers of the same expired lease can both delete then create; the later marker wins.
+        raw = self.store.read_bytes(self.marker)
+        return raw is not None and json.loads(raw).get("owner") == self.owner
 
     def acquire(self, timeout_s: float = 3600.0, poll_s: float = 0.5) -> None:
         """Wait until :meth:`try_acquire` succeeds (TimeoutError after ``timeout_s``)."""

@@ -49,7 +49,12 @@ def test_the_users_choices_are_kept(clean_env: Path, monkeypatch: pytest.MonkeyP
     assert "RAY_AUTH_TOKEN_PATH" not in os.environ and not clean_env.exists()
 
 
-def test_a_cluster_study_uses_the_clusters_token(clean_env: Path) -> None:
+def test_a_cluster_study_uses_the_clusters_token(clean_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    with pytest.raises(ray_auth.MissingTokenError, match="RAY_AUTH_TOKEN"):
+        ray_auth.configure(local=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "the-clusters")
     ray_auth.configure(local=False)
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert "RAY_AUTH_TOKEN_PATH" not in os.environ and not clean_env.exists()
