@@ -12,6 +12,7 @@ from typing import Any
 
 from record import RESULTS_DIR, SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, read_study
 from study.spec import DEFAULT_STORAGE, check_study_name
+from study.storage import is_remote, mirror_dir, pull_record, push_record
 
 DATASET = f"{RESULTS_DIR}/trials.parquet"
 
@@ -21,14 +22,23 @@ def study_folder(name: str, storage: str | None) -> Path:
     from results import ResultsError
 
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
-    root = Path(storage or DEFAULT_STORAGE).expanduser()
-    folder = root / name
+    if storage and is_remote(storage):  # the record comes from the store into the study's local mirror
+        pull_record(f"{storage.rstrip('/')}/{name}", mirror_dir(f"{storage.rstrip('/')}/{name}"))
+    root = mirror_dir(storage.rstrip("/")) if storage and is_remote(storage) else \
+        Path(storage or DEFAULT_STORAGE).expanduser()
+    folder = mirror_dir(f"{storage.rstrip('/')}/{name}") if storage and is_remote(storage) else root / name
     if not any((folder / part).exists() for part in (SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, DATASET)):
         known = sorted({p.parent.name for name in (SPEC_FILE, STUDY_FILE) for p in root.glob(f"*/{name}")}
                        if root.is_dir() else [])
         raise ResultsError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
                            "pass --storage if it lives elsewhere")
     return folder
+
+
+def _push_back(args: argparse.Namespace, folder: Path) -> None:
+    """A study on an object store gets what was written into its mirror (results/, report/) back."""
+    if args.storage and is_remote(args.storage) and not args.out:
+        push_record(folder, f"{args.storage.rstrip('/')}/{args.name}")
 
 
 def _print_report(name: str, written: dict[str, Path]) -> None:
@@ -81,6 +91,7 @@ def report(args: argparse.Namespace) -> int:
         print(f"study {args.name}: {study_state(folder, dataset.trials)}; no report written")
         return 0
     written = write_report(dataset, Path(args.out) if args.out else folder / "report", formats)
+    _push_back(args, folder)
     _print_report(args.name, written)
     if _no_finished_trial(dataset.trials):
         print(f"  no finished trial yet: {study_state(folder, dataset.trials)}")
@@ -99,6 +110,7 @@ def export(args: argparse.Namespace) -> int:
     else:
         study = study_folder(args.name, args.storage)
         folder = collect_study(study, Path(args.out) if args.out else None)
+        _push_back(args, study)
         trials = load_dataset(folder).trials
         if _no_finished_trial(trials):
             print(f"study {args.name}: {study_state(study, trials)}")

@@ -57,8 +57,20 @@ def resolve_spec(name_or_path: str) -> StudySpec:
 
 
 def study_dir(spec: StudySpec) -> Path:
-    """The study's local folder (absolute)."""
-    return Path(spec.study_dir).absolute()
+    """The study's local folder (absolute); for a study on an object store, its local mirror."""
+    from study.storage import is_remote, mirror_dir
+
+    return mirror_dir(spec.study_dir) if is_remote(spec.study_dir) else Path(spec.study_dir).absolute()
+
+
+def _tune_storage(spec: StudySpec) -> tuple[str, Any]:
+    """Tune's ``storage_path`` and ``storage_filesystem``: the study's folder, or its place on the store."""
+    from study.storage import is_remote, open_store
+
+    if not is_remote(spec.study_dir):
+        return str(study_dir(spec)), None
+    store = open_store(spec.study_dir)
+    return store.root, store.fs
 
 
 def _distribution(param: SearchParam) -> Any:
@@ -158,7 +170,8 @@ def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
                                   search_alg=ConcurrencyLimiter(searcher, spec.max_concurrent),
                                   scheduler=scheduler, num_samples=searcher.total, reuse_actors=True,
                                   time_budget_s=spec.budget.time_s)
-    run_config = tune.RunConfig(name=TUNE_DIR, storage_path=str(study_dir(spec)), verbose=0,
+    storage_path, filesystem = _tune_storage(spec)
+    run_config = tune.RunConfig(name=TUNE_DIR, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=2),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                 callbacks=_callbacks(spec, study, searcher.total))
@@ -181,8 +194,12 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 
 def init_ray(address: str | None) -> None:
-    """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off, token
+    authentication on: see :mod:`study.ray_auth`)."""
+    from study.ray_auth import configure, refresh_loaded_ray
+
+    configure(local=not address)
+    refresh_loaded_ray()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from study.failures import FATAL_ENV
@@ -205,7 +222,21 @@ def init_ray(address: str | None) -> None:
     ray.init(include_dashboard=False, **kwargs)
 
 
+def _check_store(spec: StudySpec, fresh: bool) -> None:
+    """A study on an object store: one already there is continued with resume, or emptied with --fresh."""
+    from study.storage import is_remote, open_store
+
+    if not is_remote(spec.study_dir):
+        return
+    store = open_store(spec.study_dir)
+    if store.names() and not fresh:
+        raise StudyError(f"study {spec.name!r} already exists in {spec.study_dir}: continue it with "
+                         f"`ocr-study resume {spec.name} --storage {spec.storage}`, or start over with --fresh")
+    store.fs.delete_dir_contents(store.root, missing_dir_ok=True)
+
+
 def _write_spec(spec: StudySpec, folder: Path, fresh: bool) -> None:
+    _check_store(spec, fresh)
     if (folder / SPEC_FILE).exists() or (folder / TUNE_DIR).exists():
         if not fresh:
             raise StudyError(f"study {spec.name!r} already exists in {folder}: continue it with "
@@ -241,13 +272,32 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
         if not existed:  # nothing half-made is left behind
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    _tuner(spec, study).fit()
+    try:
+        _tuner(spec, study).fit()
+    finally:
+        _push(spec)
     return folder
+
+
+def _push(spec: StudySpec) -> None:
+    """A study on an object store: its record goes there (Tune wrote its own experiment there itself)."""
+    from study.storage import is_remote, push_record
+
+    if is_remote(spec.study_dir):
+        push_record(study_dir(spec), spec.study_dir)
 
 
 def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
     """The spec saved in a study's folder, found by name under ``storage`` (default: the spec default)."""
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
+    from study.storage import is_remote, mirror_dir, pull_record
+
+    if storage and is_remote(storage):  # the record comes from the store into the study's mirror
+        uri = f"{storage.rstrip('/')}/{name}"
+        pull_record(uri, mirror_dir(uri))
+        if not (mirror_dir(uri) / SPEC_FILE).is_file():
+            raise UnknownStudyError(f"no study {name!r} in {storage} (no {SPEC_FILE} there); check the URI")
+        return dataclasses.replace(load_spec(mirror_dir(uri) / SPEC_FILE), storage=storage)
     root = Path(storage or DEFAULT_STORAGE).expanduser()
     path = root / name / SPEC_FILE
     if not path.is_file():
@@ -272,18 +322,22 @@ def resume_study(name: str, storage: str | None = None, address: str | None = No
     spec = load_study_spec(name, storage)
     check_tracking_uri(spec.tracking_uri)
     check_study_inputs(spec, plan(spec))
-    path = study_dir(spec) / TUNE_DIR
+    storage_path, filesystem = _tune_storage(spec)
+    path = f"{storage_path}/{TUNE_DIR}"
     hold_study(study_dir(spec))
     end_recorded(study_dir(spec))  # what a dead driver of this study left running
     init_ray(address)
     if not address:
         record_started(study_dir(spec))
-    if not tune.Tuner.can_restore(str(path)):
+    if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         raise UnknownStudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
     resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    tuner = tune.Tuner.restore(str(path), tune.with_resources(train_trial, resources),
-                               resume_unfinished=True, resume_errored=True)
-    tuner.fit()
+    tuner = tune.Tuner.restore(path, tune.with_resources(train_trial, resources), resume_unfinished=True,
+                               resume_errored=True, storage_filesystem=filesystem)
+    try:
+        tuner.fit()
+    finally:
+        _push(spec)
     return study_dir(spec)
 
 

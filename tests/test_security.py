@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +117,22 @@ def test_no_source_binds_every_interface() -> None:
     assert not bad, f"a server bound to every interface at {bad}"
 
 
-def test_local_ray_starts_without_a_dashboard(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_ray_starts_without_a_dashboard(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import ray
 
     from study.runner import init_ray
 
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # init_ray sets them: restored after the test
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("OCR_STUDY_RAY_TOKEN_FILE", str(tmp_path / "token"))
     seen: dict[str, Any] = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
     init_ray(None)
     assert seen.get("include_dashboard") is False
     assert seen.get("dashboard_host", "127.0.0.1") == "127.0.0.1"
+    assert os.environ["RAY_AUTH_MODE"] == "token" and os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "token")
 
 
 def test_mlflow_ui_binds_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

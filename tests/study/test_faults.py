@@ -44,7 +44,7 @@ class Processes:
 
     def __init__(self, tmp_path: Path, **env: str) -> None:
         self.ray_tmp = Path("/tmp") / f"ocr-faults-{os.getpid()}-{time.time_ns() % 10**8}"
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(self.ray_tmp), **env}
+        self.env = {**os.environ, "RAY_TMPDIR": str(self.ray_tmp), **env}
         self.cwd = tmp_path
         self.seen: dict[int, psutil.Process] = {}
 

@@ -4,6 +4,7 @@ GPU (``ray.cluster_utils.Cluster``); trials asking half a GPU run on both worker
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def two_gpu_nodes() -> Iterator[tuple[str, set[str]]]:
+def two_gpu_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, set[str]]]:
     import ray
     from ray.cluster_utils import Cluster
 
+    from study.ray_auth import configure, refresh_loaded_ray
+
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # the cluster and the driver share one token
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+        monkeypatch.delenv(key)
+    configure(local=True)
+    refresh_loaded_ray()  # this process talks to the cluster's GCS too
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = {cluster.add_node(num_cpus=1, num_gpus=1).node_id for _ in range(2)}
     try:
