@@ -150,8 +150,9 @@ class MLflowTracking(Callback):
         tags = {"mlflow.parentRunId": self._parent, f"{TAG}trial_id": trial.trial_id, f"{TAG}cell": cell,
                 f"{TAG}setting": str(meta.get("setting", "")), f"{TAG}seed": seed,
                 f"{TAG}study": self.study, f"{TAG}spec_hash": self.spec_hash,
-                f"{TAG}git_commit": self.commit, f"{TAG}version": self.version}
-        name = f"{cell} #{meta.get('setting', 0)} seed {seed}"
+                f"{TAG}git_commit": self.commit, f"{TAG}version": self.version,
+                f"{TAG}phase": str(meta.get("phase", "search"))}
+        name = f"{meta.get('phase', 'search')} {cell} #{meta.get('setting', 0)} seed {seed}"
         run = client.create_run(self._experiment_id, run_name=name, tags=tags)
         params = [Param(k, str(v)[:500]) for k, v in sorted(config.items()) if not k.startswith(META)]
         client.log_batch(run.info.run_id, params=params, tags=[RunTag("mlflow.note.content", name)])
