@@ -41,8 +41,7 @@ def _chosen(spec: StudySpec) -> dict[str, list[int]]:
 
 def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budget(
         local_ray: None, tmp_path: Path, shared_cache: Path) -> None:  # noqa: F811
-    from results import collect_study, load_dataset
-    from results._tables import ablation_table
+    from results import ablation_table, collect_study, load_dataset
 
     spec = load_spec(_doc(tmp_path, shared_cache, search={
         "samples": 3, "seed": 0, "params": {"ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}}))
