@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,16 @@ class UnknownStudyError(StudyError, ValueError):
     """No study of that name where it was looked for: bad input (the CLI exits 2)."""
 
 
-def resolve_spec(name_or_path: str) -> StudySpec:
-    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``)."""
+def resolve_spec(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
+    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``), with
+    ``key=value`` overrides applied before it is validated."""
     path = Path(name_or_path)
     if not path.is_file() and (SPECS_DIR / f"{name_or_path}.yaml").is_file():
         path = SPECS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         shipped = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
         raise SpecError("", f"{name_or_path!r} not found: give a YAML file or one of {shipped}")
-    return load_spec(path)
+    return load_spec(path, overrides)
 
 
 def study_dir(spec: StudySpec) -> Path:
