@@ -58,7 +58,7 @@ def _trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
 def _config(run: Any) -> dict[str, Any]:
     tags = run.data.tags
     config = {k: param_value(v) for k, v in run.data.params.items()}
-    for key in ("cell", "setting", "study", "spec_hash"):
+    for key in ("cell", "setting", "study", "spec_hash", "phase"):
         if f"{TAG}{key}" in tags:
             text = tags[f"{TAG}{key}"]
             config[f"{META}{key}"] = param_value(text) if key in NUMERIC_META else text
