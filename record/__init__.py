@@ -23,6 +23,7 @@ from record._facts import (
     value_text,
 )
 from record._layout import (
+    CONFIRM_TUNE_DIR,
     EPOCHS_FILE,
     RESULTS_DIR,
     SPEC_FILE,
@@ -38,6 +39,7 @@ from record._trial import append_epoch, read_epochs, read_trial, update_trial, w
 
 __all__ = [
     "BASE_CELL",
+    "CONFIRM_TUNE_DIR",
     "EPOCHS_FILE",
     "META",
     "OCR_OFF",

@@ -6,6 +6,7 @@
 <name>/trials/<trial id>/trial.json config, cell, seed, phase, status, stop reason, node, error
 <name>/trials/<trial id>/epochs.jsonl  one line of metrics per epoch, appended
 <name>/tune/                        Ray Tune's own storage (for resuming only; results never read it)
+<name>/tune-confirm/                the same for the confirm phase
 <name>/results/                     trials.parquet, curves.parquet (results.collect_study)
 ```
 """
@@ -21,6 +22,7 @@ TRIALS_DIR = "trials"
 TRIAL_FILE = "trial.json"
 EPOCHS_FILE = "epochs.jsonl"
 TUNE_DIR = "tune"
+CONFIRM_TUNE_DIR = "tune-confirm"
 RESULTS_DIR = "results"
 
 

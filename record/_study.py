@@ -5,7 +5,10 @@ Its fields: ``name``, ``spec_hash``, ``metric``, ``mode``, ``scheduler`` (``asha
 ``max_epochs``, ``epochs_planned`` (per trial), ``grid`` (axis → values, in the spec's order),
 ``defaults`` (each grid axis's value in the spec's trial), ``search_keys``, ``log_keys``, ``seeds``,
 ``gpus`` (per trial), ``planned_trials``, and ``phases``: a list of ``{"name", "trials", "cells"}`` where
-each cell is ``{"id", "values", "params", "settings", "trials"}``.
+each cell is ``{"id", "values", "params", "settings", "trials"}``. The search phase gets ``"done": true``
+when it has ended. The confirm phase (when the spec has one) plans ``trials`` from the spec at first;
+once the search has ended it holds the chosen settings (``cells``: ``{"id", "settings", "rule", "epoch"}``),
+the planned ``configs``, ``seeds``, ``epochs``, ``metric``, ``mode`` and ``"chosen": true``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,15 @@ from results._schema import SCHEMA_VERSION, Dataset, load_dataset
 from results._stats import PairedTest, paired_t_test
 from results._study_info import StudyInfo
 from results._synthetic import SyntheticStudy, write_synthetic_study
-from results._tables import Table, ablation_table, axis_tables, report_tables, sensitivity_table
+from results._tables import (
+    Table,
+    ablation_table,
+    axis_tables,
+    confirm_table,
+    report_tables,
+    search_ablation_table,
+    sensitivity_table,
+)
 
 __all__ = [
     "FORMATS",
@@ -27,11 +35,13 @@ __all__ = [
     "axis_tables",
     "collect_mlflow",
     "collect_study",
+    "confirm_table",
     "load_dataset",
     "paired_t_test",
     "parse_formats",
     "report_study",
     "report_tables",
+    "search_ablation_table",
     "sensitivity_table",
     "write_report",
     "write_synthetic_study",

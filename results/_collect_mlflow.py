@@ -62,7 +62,7 @@ def _config(run: Any) -> dict[str, Any]:
         config = dict(json.loads(tags[f"{TAG}config"]))
     else:
         config = {k: param_value(v) for k, v in run.data.params.items()}
-    for key in ("cell", "setting", "study", "spec_hash"):
+    for key in ("cell", "setting", "study", "spec_hash", "phase"):
         if f"{TAG}{key}" in tags:
             text = tags[f"{TAG}{key}"]
             config[f"{META}{key}"] = param_value(text) if key in NUMERIC_META else text

@@ -2,7 +2,8 @@
 
 ``trials.parquet`` columns, in order:
 
-- ``study``, ``trial_id``, ``cell``, ``setting`` (index of the sampled setting in its cell), ``seed``;
+- ``study``, ``trial_id``, ``phase`` (``search`` or ``confirm``), ``cell``, ``setting`` (index of the sampled
+  setting in its cell; in the confirm phase, of the search setting it confirms), ``seed``;
 - ``status`` (in Tune's words: TERMINATED, ERROR, RUNNING, PENDING, PAUSED) and ``stop_reason``: ``completed``,
   ``early_stopped`` (by ASHA; ``stop_rung`` is the rung's epoch), ``stopped`` (ended early otherwise, e.g.
   the time budget), ``failed`` (``error`` holds the exception line), ``running``, ``pending``, ``paused``;
@@ -44,13 +45,13 @@ META_VERSION = b"ocr_study.schema_version"
 META_SOURCE = b"ocr_study.source"
 META_INFO = b"ocr_study.study"
 
-ID_COLUMNS = ("study", "trial_id", "cell", "setting", "seed")
+ID_COLUMNS = ("study", "trial_id", "phase", "cell", "setting", "seed")
 STATE_COLUMNS = ("status", "stop_reason", "stop_rung", "error", "epochs", "epochs_planned", "best_epoch")
 RUN_COLUMNS = ("wall_s", "cpu_s", "gpu_s", "node_id", "hostname", "git_commit", "spec_hash", "artifacts")
 TRIAL_COLUMNS = (*ID_COLUMNS, *STATE_COLUMNS, *RUN_COLUMNS)
 INT_COLUMNS = ("setting", "seed", "stop_rung", "epochs", "epochs_planned", "best_epoch")
 FLOAT_COLUMNS = ("wall_s", "cpu_s", "gpu_s")
-CATEGORIES = ("study", "cell", "status", "stop_reason", "node_id", "hostname", "git_commit", "spec_hash")
+CATEGORIES = ("study", "phase", "cell", "status", "stop_reason", "node_id", "hostname", "git_commit", "spec_hash")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class StudyInfo:
     rungs: tuple[int, ...] = ()
     max_epochs: int | None = None
     gpus: float | None = None
+    confirm: dict[str, Any] = field(default_factory=dict)  # study.json's confirm phase, without its configs
 
     def to_json(self) -> str:
         """The facts as a JSON string."""
@@ -58,7 +59,12 @@ def info_from_study(doc: dict[str, Any], name: str) -> StudyInfo:
                      scheduler=str(doc.get("scheduler", "unknown")),
                      rungs=tuple(int(r) for r in doc.get("rungs") or ()),
                      max_epochs=int(doc["max_epochs"]) if doc.get("max_epochs") else None,
-                     gpus=float(doc.get("gpus", 0.0)))
+                     gpus=float(doc.get("gpus", 0.0)), confirm=_confirm_phase(doc))
+
+
+def _confirm_phase(doc: dict[str, Any]) -> dict[str, Any]:
+    phase = next((p for p in doc.get("phases") or [] if p.get("name") == "confirm"), None)
+    return {k: v for k, v in phase.items() if k != "configs"} if phase else {}
 
 
 def read_study_info(study_dir: Path) -> StudyInfo | None:

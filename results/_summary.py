@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from record import BASE_CELL, META, planned_epochs, stop_reason
+from record import BASE_CELL, META, PHASES, planned_epochs, stop_reason
 from results._schema import PARAM_PREFIX
 from results._study_info import StudyInfo
 
@@ -83,11 +83,14 @@ def _planned(config: dict[str, Any], info: StudyInfo) -> int | None:
     planned = config.get("seg.epochs")
     if not isinstance(planned, (int, float)) or isinstance(planned, bool):
         return info.max_epochs
+    if config.get(f"{META}phase") == PHASES[1]:  # the confirm phase runs without early stopping
+        return int(planned)
     return planned_epochs(int(planned), info.scheduler, info.max_epochs)
 
 
 def _identity(config: dict[str, Any], info: StudyInfo) -> dict[str, Any]:
-    return {"study": config.get(f"{META}study") or info.name, "cell": config.get(f"{META}cell", BASE_CELL),
+    return {"study": config.get(f"{META}study") or info.name, "phase": config.get(f"{META}phase") or PHASES[0],
+            "cell": config.get(f"{META}cell", BASE_CELL),
             "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"),
             "spec_hash": config.get(f"{META}spec_hash"),
             "epochs_planned": _planned(config, info)}
@@ -99,7 +102,7 @@ def build_trials(base: pd.DataFrame, curves: pd.DataFrame, info: StudyInfo) -> p
     base = base.reset_index(drop=True)
     configs = base["config"].tolist()
     ident = pd.DataFrame([_identity(c, info) for c in configs], index=base.index,
-                         columns=["study", "cell", "setting", "seed", "spec_hash", "epochs_planned"])
+                         columns=["study", "phase", "cell", "setting", "seed", "spec_hash", "epochs_planned"])
     frame = pd.concat([base.drop(columns=["config"]), ident], axis=1)
     frame = frame.join(summarize_curves(curves, info), on="trial_id")
     frame["epochs"] = frame["epochs"].fillna(0).astype("int64")

@@ -153,6 +153,13 @@ def _setting_text(row: pd.Series, keys: tuple[str, ...]) -> str:
 
 
 def ablation_table(ds: Dataset) -> Table:
+    """The study's ablation table: from the confirm phase when the study has one (:func:`confirm_table`),
+    else from the search phase (:func:`search_ablation_table`)."""
+    confirm = confirm_table(ds)
+    return confirm if confirm is not None else search_ablation_table(ds)
+
+
+def search_ablation_table(ds: Dataset) -> Table:
     """Rows per grid cell; val mIoU, OC rate and oracle-tag mIoU as mean ± std over seeds at each cell's best
     setting (chosen on val by the study's metric), and the paired difference to the baseline cell."""
     best = best_settings(ds)
@@ -283,13 +290,148 @@ def outcome_table(ds: Dataset) -> Table:
     return Table("outcomes", "Trials by outcome", notes, values, values.astype(str))
 
 
+def phase_trials(ds: Dataset, phase: str) -> pd.DataFrame:
+    """The trials of one phase (a dataset from before phases were recorded is all search)."""
+    if "phase" not in ds.trials:
+        return ds.trials if phase == "search" else ds.trials.iloc[0:0]
+    return ds.trials[ds.trials["phase"].astype(str) == phase]
+
+
+def search_only(ds: Dataset) -> Dataset:
+    """``ds`` with only its search-phase trials."""
+    return Dataset(phase_trials(ds, "search"), ds.curves, ds.info, ds.source)
+
+
+def _confirm_cells(ds: Dataset, confirm: pd.DataFrame) -> list[tuple[str, int]]:
+    """(cell, search setting) of every confirm row, best-ranked first; cells with nothing chosen get -1."""
+    planned = {str(c["id"]): [int(s) for s in c.get("settings") or []] for c in ds.info.confirm.get("cells", [])}
+    for (cell, setting), _ in confirm.groupby([confirm["cell"].astype(str), confirm["setting"]], sort=True):
+        if int(setting) not in planned.setdefault(str(cell), []):
+            planned[str(cell)].append(int(setting))
+    cells = cell_order(ds, sorted(set(planned) | {str(c) for c in ds.trials["cell"]}))
+    return [(c, s) for c in cells for s in (planned.get(c) or [-1])]
+
+
+def _confirm_values(confirm: pd.DataFrame, cell: str, setting: int, metric: str) -> pd.Series:
+    mine = confirm[(confirm["cell"].astype(str) == cell) & (confirm["setting"] == setting)]
+    done = mine[mine["stop_reason"].astype(str) == "completed"].drop_duplicates("seed", keep="last")
+    column = f"final_{metric}"
+    if column not in done:
+        return pd.Series(dtype="float64")
+    values = done.set_index(done["seed"].astype("int64"))[column].astype("float64")
+    return values[np.isfinite(values)]
+
+
+def _confirm_problems(confirm: pd.DataFrame, cell: str, setting: int, metric: str) -> str:
+    """What went wrong in a cell's confirm runs, in words ("failed in 2 of 5 seeds; diverged (NaN) in 1")."""
+    mine = confirm[(confirm["cell"].astype(str) == cell) & (confirm["setting"] == setting)]
+    if mine.empty:
+        return "no confirm run (no search trial of this cell reported a value)"
+    n = len(mine)
+    reasons = mine["stop_reason"].astype(str)
+    errors = mine["error"].astype(str) if "error" in mine else pd.Series("", index=mine.index)
+    final = pd.to_numeric(mine.get(f"final_{metric}"), errors="coerce") if f"final_{metric}" in mine else None
+    parts = []
+    nan = int((reasons == "failed").mul(errors.str.contains("NaN|nan|non-finite|diverg", regex=True)).sum())
+    if nan:
+        parts.append(f"diverged (NaN) in {nan} of {n} seeds")
+    if int((reasons == "failed").sum()) - nan:
+        parts.append(f"failed in {int((reasons == 'failed').sum()) - nan} of {n} seeds")
+    if final is not None and int(((reasons == "completed") & ~np.isfinite(final)).sum()):
+        parts.append(f"no finite {metric} in {int(((reasons == 'completed') & ~np.isfinite(final)).sum())} of {n}")
+    unfinished = int((~reasons.isin(["completed", "failed"])).sum())
+    if unfinished:
+        parts.append(f"{unfinished} of {n} not finished")
+    return "; ".join(parts)
+
+
+def _confirm_row(ds: Dataset, confirm: pd.DataFrame, cell: str, setting: int, base: pd.Series | None
+                 ) -> dict[str, object]:
+    metric = ds.info.metric
+    row: dict[str, object] = {"cell": cell, **parse_cell(cell), "setting": setting}
+    chosen = confirm[(confirm["cell"].astype(str) == cell) & (confirm["setting"] == setting)]
+    selection = parse_cell(cell).get("ocr.selection")
+    for key in ds.info.search_keys:
+        column = f"{PARAM_PREFIX}{key}"
+        if ocr_applies(key, selection) and column in chosen and chosen[column].notna().any():
+            row[key] = chosen[column].dropna().iloc[0]
+    for name, _ in METRICS:
+        values = _confirm_values(confirm, cell, setting, name)
+        row.update({f"{name}_mean": values.mean() if len(values) else np.nan,
+                    f"{name}_std": values.std(ddof=1) if len(values) > 1 else np.nan, f"{name}_n": len(values)})
+    row["problems"] = _confirm_problems(confirm, cell, setting, metric)
+    if base is not None:
+        mine = _confirm_values(confirm, cell, setting, metric)
+        shared = mine.index.intersection(base.index)
+        test = paired_t_test((mine[shared] - base[shared]).tolist())
+        row.update({"diff_mean": test.mean, "diff_n": test.n, "p_value": test.p, "ci_low": test.ci_low,
+                    "ci_high": test.ci_high, "wilcoxon_p": test.wilcoxon_p})
+    return row
+
+
+def confirm_table(ds: Dataset) -> Table | None:
+    """The ablation table from the confirm phase: a row for every cell (each chosen setting of it), val
+    mIoU, OC rate and oracle-tag mIoU as mean ± std over the confirm seeds, and Δ against the baseline over
+    the same seeds (paired t-test: 95% CI and p; Wilcoxon signed-rank p when n ≥ 5); None without a
+    confirm phase."""
+    confirm = phase_trials(ds, "confirm")
+    if confirm.empty and not ds.info.confirm:
+        return None
+    pairs = _confirm_cells(ds, confirm)
+    base_cell = baseline_cell(ds, [c for c, _ in pairs])
+    base_setting = next(s for c, s in pairs if c == base_cell)
+    base = _confirm_values(confirm, base_cell, base_setting, ds.info.metric)
+    rows = [_confirm_row(ds, confirm, c, s, None if c == base_cell else base) for c, s in pairs]
+    values = pd.DataFrame(rows)
+    display = _ablation_display(ds, values)
+    display["best setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
+    if "wilcoxon_p" in values:
+        display["Wilcoxon p"] = ["" if pd.isna(r.get("diff_n")) else
+                                 ("—" if pd.isna(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3g}")
+                                 for _, r in values.iterrows()]
+    display["notes"] = values["problems"].fillna("").astype(str).tolist()
+    return Table("ablation", "Ablation (confirm phase): each cell's chosen setting on every confirm seed",
+                 _confirm_notes(ds, base_cell), values, display)
+
+
+def _rule_text(ds: Dataset) -> str:
+    rules = {(c.get("rule"), c.get("epoch")) for c in ds.info.confirm.get("cells", []) if c.get("rule") != "none"}
+    words = []
+    for rule, epoch in sorted(rules, key=str):
+        words.append("among search trials that completed every epoch" if rule == "completed"
+                     else f"by {ds.info.metric} at epoch {epoch}, the highest rung every ranked setting reached")
+    return "; ".join(words) or "no setting was chosen"
+
+
+def _confirm_notes(ds: Dataset, base_cell: str) -> str:
+    confirm = ds.info.confirm
+    seeds = confirm.get("seeds", [])
+    return (f"Mean ± sample std over the confirm seeds {seeds} (n = seeds behind each figure), in %, at the last "
+            f"of {confirm.get('epochs', '?')} epochs, run without early stopping. Settings chosen in the search "
+            f"phase on val by {confirm.get('metric', ds.info.metric)} ({confirm.get('mode', ds.info.mode)}), "
+            f"{_rule_text(ds)}; measured on val in the confirm phase. Δ: mean per-seed difference to the "
+            f"baseline cell ({base_cell}) over the seeds both have, two-sided paired t-test (95% t confidence "
+            "interval and p-value; none for n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5).")
+
+
 def report_tables(ds: Dataset) -> list[Table]:
-    """The tables of a report: ablation (per cell, then per grid axis), sensitivity to each searched
-    parameter, outcomes."""
-    tables = [ablation_table(ds), *axis_tables(ds)]
+    """The tables of a report: with a confirm phase, its ablation table first, then the search phase's
+    tables as sensitivity and budget sections; ablation (per cell, then per grid axis), sensitivity to each
+    searched parameter, outcomes."""
+    confirm = confirm_table(ds)
+    if confirm is not None:
+        search = search_only(ds)
+        first = search_ablation_table(search)
+        first = Table("search_ablation", f"Search phase: {first.title} (selection, not measurement)",
+                      first.notes, first.values, first.display)
+        return [confirm, first, *_search_tables(search), outcome_table(ds)]
+    return [search_ablation_table(ds), *_search_tables(ds), outcome_table(ds)]
+
+
+def _search_tables(ds: Dataset) -> list[Table]:
+    tables = [*axis_tables(ds)]
     for key in ds.info.search_keys or tuple(k for k in ("ocr.delta", "ocr.tau") if f"{PARAM_PREFIX}{k}" in ds.trials):
         table = sensitivity_table(ds, key)
         if table is not None:
             tables.append(table)
-    tables.append(outcome_table(ds))
     return tables

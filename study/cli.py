@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--out", type=Path, required=True, help="the folder to write <image id>.png into")
     run = sub.add_parser("run", help="run a study on Ray Tune (a local Ray unless --address)")
     run.add_argument("spec", help="a study spec YAML, or a shipped spec: quick, paper, voc, voc-masks")
+    run.add_argument("overrides", nargs="*", help="key=value over the spec, e.g. trial.seg.epochs=8 "
+                     "seeds=[0,1,2] confirm.seeds=[0,1,2,3,4] scheduler.type=none (saved in the study's spec.yaml)")
     run.add_argument("--dry-run", action="store_true",
                      help="print cells, trials, budgets and resources, then exit")
     run.add_argument("--address", help="a Ray cluster address, e.g. 10.0.0.5:6379 (default: start one here)")

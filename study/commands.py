@@ -14,8 +14,8 @@ from study.spec import DEFAULT_STORAGE, StudySpec
 
 
 def run(args: argparse.Namespace) -> int:
-    """``ocr-study run SPEC [--dry-run] [--address ADDR] [--fresh]``."""
-    spec = resolve_spec(args.spec)
+    """``ocr-study run SPEC [key=value ...] [--dry-run] [--address ADDR] [--fresh]``."""
+    spec = resolve_spec(args.spec, getattr(args, "overrides", ()))
     if args.dry_run:
         print(format_plan(plan(spec)))
         return 0

@@ -48,6 +48,8 @@ class StudyPlan:
     rungs: tuple[int, ...]
     epochs_full: int
     epochs_expected: float
+    confirm_trials: int = 0
+    confirm_epochs: int = 0
 
     @property
     def capped(self) -> bool:
@@ -168,9 +170,13 @@ def plan(spec: StudySpec) -> StudyPlan:
     rungs = asha_rungs(sched.grace_period, sched.reduction_factor, sched.max_epochs) if asha else ()
     per_trial = (asha_epochs_per_trial(sched.grace_period, sched.reduction_factor, sched.max_epochs)
                  if asha else float(sched.max_epochs))
+    confirm = spec.confirm
+    confirm_trials = (sum(min(confirm.top_k, c.settings) for c in cells) * len(confirm.seeds)
+                      if confirm is not None else 0)
     return StudyPlan(spec=spec, cells=cells, requested_trials=requested, trials=trials,
                      max_epochs=sched.max_epochs, rungs=rungs, epochs_full=trials * sched.max_epochs,
-                     epochs_expected=trials * per_trial)
+                     epochs_expected=trials * per_trial, confirm_trials=confirm_trials,
+                     confirm_epochs=confirm_trials * (confirm.epochs if confirm is not None else 0))
 
 
 def study_record(study: StudyPlan) -> dict[str, Any]:
@@ -188,8 +194,19 @@ def study_record(study: StudyPlan) -> dict[str, Any]:
             "defaults": {axis.key: trial.get(axis.key) for axis in spec.grid},
             "search_keys": sorted(p.key for p in search),
             "log_keys": sorted(p.key for p in search if p.type == "loguniform" or p.log),
-            "seeds": list(spec.seeds), "gpus": spec.resources.gpus, "planned_trials": study.trials,
-            "phases": [{"name": PHASES[0], "trials": study.trials, "cells": cells}]}
+            "seeds": list(spec.seeds), "gpus": spec.resources.gpus,
+            "planned_trials": study.trials + study.confirm_trials,
+            "phases": [{"name": PHASES[0], "trials": study.trials, "cells": cells, "done": False},
+                       *_confirm_record(study)]}
+
+
+def _confirm_record(study: StudyPlan) -> list[dict[str, Any]]:
+    confirm = study.spec.confirm
+    if confirm is None:
+        return []
+    return [{"name": PHASES[1], "trials": study.confirm_trials, "seeds": list(confirm.seeds),
+             "top_k": confirm.top_k, "epochs": confirm.epochs, "metric": confirm.metric, "mode": confirm.mode,
+             "chosen": False}]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -268,11 +285,21 @@ def _resources_lines(study: StudyPlan) -> list[str]:
     ]
 
 
+def _confirm_lines(study: StudyPlan) -> list[str]:
+    confirm = study.spec.confirm
+    if confirm is None:
+        return ["confirm phase: none (add a `confirm:` section to measure the chosen settings on several seeds)"]
+    return [f"confirm phase: each cell's best {_count(confirm.top_k, 'setting')} by {confirm.metric} "
+            f"({confirm.mode}) × seeds {list(confirm.seeds)}, {confirm.epochs} epochs, no early stopping",
+            f"        trials: {study.confirm_trials}; epochs: {study.confirm_epochs}"]
+
+
 def format_plan(study: StudyPlan) -> str:
-    """The dry run's text: a table of cells, then totals, epoch budgets, resources, and the placeholder
-    values a user must set before a real run."""
-    lines = [*_header(study), "", *_cells_table(study), "", _trials_line(study), *_epochs_lines(study),
-             *_iterations_lines(study), *_resources_lines(study), *_placeholder_lines(study.spec)]
+    """The dry run's text: a table of cells, then totals, epoch budgets and resources of both phases, and
+    the placeholder values a user must set before a real run."""
+    lines = [*_header(study), "", *_cells_table(study), "", "search phase:", _trials_line(study),
+             *_epochs_lines(study), *_iterations_lines(study), "", *_confirm_lines(study), "",
+             *_resources_lines(study), *_placeholder_lines(study.spec)]
     return "\n".join(lines)
 
 

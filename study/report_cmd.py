@@ -149,7 +149,7 @@ def run_then_report(args: argparse.Namespace) -> int:
 
     code = commands.run(args)
     if not args.dry_run:  # failed trials (exit 1) still get the report of the others
-        _report_after(Path(resolve_spec(args.spec).study_dir))
+        _report_after(Path(resolve_spec(args.spec, getattr(args, "overrides", ())).study_dir))
     return code
 
 

@@ -8,12 +8,24 @@ import os
 import shutil
 import socket
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from record import META, PHASES, SPEC_FILE, TUNE_DIR, read_epochs, read_trial, trial_folders, write_study
+from record import (
+    CONFIRM_TUNE_DIR,
+    META,
+    PHASES,
+    SPEC_FILE,
+    TUNE_DIR,
+    read_epochs,
+    read_study,
+    read_trial,
+    trial_folders,
+    write_study,
+)
 from study.guard import (
     check_study_inputs,
     clear_folder,
@@ -45,15 +57,16 @@ class UnknownStudyError(StudyError, ValueError):
     """No study of that name where it was looked for: bad input (the CLI exits 2)."""
 
 
-def resolve_spec(name_or_path: str) -> StudySpec:
-    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``, ``voc-masks``)."""
+def resolve_spec(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
+    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``,
+    ``voc-masks``), with ``key=value`` overrides applied before it is validated."""
     path = Path(name_or_path)
     if not path.is_file() and (SPECS_DIR / f"{name_or_path}.yaml").is_file():
         path = SPECS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         shipped = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
         raise SpecError("", f"{name_or_path!r} not found: give a YAML file or one of {shipped}")
-    return load_spec(path)
+    return load_spec(path, overrides)
 
 
 def study_dir(spec: StudySpec) -> Path:
@@ -113,7 +126,7 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
                             metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 
-def _tracking(spec: StudySpec) -> Any:
+def _tracking(spec: StudySpec, scheduler: str | None = None, max_epochs: int | None = None) -> Any:
     from study.tracking import MLflowTracking
 
     experiment = spec.tracking.experiment or spec.name
@@ -121,7 +134,8 @@ def _tracking(spec: StudySpec) -> Any:
     # default would be ./mlruns in whatever folder the driver was started from).
     artifacts = None if spec.tracking.uri else (study_dir(spec) / "mlartifacts").as_uri()
     return MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts,
-                          spec.scheduler.type, spec.scheduler.max_epochs, spec.to_dict())
+                          scheduler or spec.scheduler.type, max_epochs or spec.scheduler.max_epochs,
+                          spec.to_dict())
 
 
 def _callbacks(spec: StudySpec, study: StudyPlan, total: int) -> list[Any]:
@@ -177,6 +191,69 @@ def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
                                 callbacks=_callbacks(spec, study, searcher.total))
     return tune.Tuner(tune.with_resources(train_trial, resources), tune_config=tune_config,
                       run_config=run_config)
+
+
+def _confirm_tuner(spec: StudySpec, phase: dict[str, Any], restore: bool) -> Any:
+    """The confirm phase's Tune run: the planned configs in order, no early stopping."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from study.failures import FailFast
+    from study.progress import ProgressLine
+    from study.searcher import PlannedSearcher
+    from study.trainable import train_trial
+    from study.trial_record import RecordCallback
+
+    trainable = tune.with_resources(train_trial, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})
+    storage_path, filesystem = _tune_storage(spec)
+    if restore:
+        return tune.Tuner.restore(f"{storage_path}/{CONFIRM_TUNE_DIR}", trainable, resume_unfinished=True,
+                                  resume_errored=True, storage_filesystem=filesystem)
+    configs, epochs = list(phase["configs"]), int(phase["epochs"])
+    searcher = PlannedSearcher(configs)
+    callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(spec, "none", epochs),
+                 ProgressLine(len(configs), phase["metric"], phase["mode"])]
+    tune_config = tune.TuneConfig(metric=phase["metric"], mode=phase["mode"], scheduler=FIFOScheduler(),
+                                  search_alg=ConcurrencyLimiter(searcher, spec.max_concurrent),
+                                  num_samples=len(configs), reuse_actors=True)
+    run_config = tune.RunConfig(name=CONFIRM_TUNE_DIR, storage_path=storage_path, storage_filesystem=filesystem,
+                                verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=2),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _phase(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((p for p in doc.get("phases", []) if p.get("name") == name), None)
+
+
+def _run_confirm(spec: StudySpec, resume: bool) -> None:
+    """After the search: mark it done, choose the settings (once), run or continue the confirm phase."""
+    from study.confirm import choose
+
+    folder = study_dir(spec)
+    doc = read_study(folder) or {}
+    search = _phase(doc, "search")
+    if search is not None:
+        search["done"] = True
+    phase = _phase(doc, "confirm")
+    if spec.confirm is None or phase is None:
+        write_study(folder, doc)
+        return
+    if not phase.get("chosen"):
+        phase.clear()
+        phase.update({**choose(spec, folder), "chosen": True})
+        doc["planned_trials"] = int((search or {}).get("trials", 0)) + int(phase["trials"])
+    write_study(folder, doc)
+    if not phase["configs"]:
+        log.warning("confirm phase: no cell has a search result to confirm")
+        return
+    from ray import tune
+
+    storage_path, filesystem = _tune_storage(spec)
+    restore = resume and tune.Tuner.can_restore(f"{storage_path}/{CONFIRM_TUNE_DIR}", storage_filesystem=filesystem)
+    _confirm_tuner(spec, phase, restore).fit()
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -274,6 +351,7 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
         raise
     try:
         _tuner(spec, study).fit()
+        _run_confirm(spec, resume=False)
     finally:
         _push(spec)
     return folder
@@ -331,11 +409,14 @@ def resume_study(name: str, storage: str | None = None, address: str | None = No
         record_started(study_dir(spec))
     if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         raise UnknownStudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
-    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    tuner = tune.Tuner.restore(path, tune.with_resources(train_trial, resources), resume_unfinished=True,
-                               resume_errored=True, storage_filesystem=filesystem)
+    search = _phase(read_study(study_dir(spec)) or {}, "search")
     try:
-        tuner.fit()
+        if not (search or {}).get("done"):  # a driver killed between the phases goes straight on to confirm
+            resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+            tuner = tune.Tuner.restore(path, tune.with_resources(train_trial, resources), resume_unfinished=True,
+                                       resume_errored=True, storage_filesystem=filesystem)
+            tuner.fit()
+        _run_confirm(spec, resume=True)
     finally:
         _push(spec)
     return study_dir(spec)
@@ -362,7 +443,8 @@ def _trial_row(doc: dict[str, Any], epochs: list[dict[str, Any]], metric: str) -
     by_epoch = {int(line["epoch"]): line for line in epochs if isinstance(line.get("epoch"), (int, float))}
     last = by_epoch[max(by_epoch)] if by_epoch else {}
     config = doc.get("config") or {}
-    return {"trial_id": doc["trial_id"], "cell": config.get(f"{META}cell", ""),
+    return {"trial_id": doc["trial_id"], "phase": config.get(f"{META}phase", "search"),
+            "cell": config.get(f"{META}cell", ""),
             "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"), "status": doc.get("status"),
             "epochs": max(by_epoch, default=0), metric: last.get(metric), "config": config,
             "error": doc.get("error") or ""}

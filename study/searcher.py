@@ -176,3 +176,50 @@ class GridCellSearcher(Searcher):
         """Read what :meth:`save` wrote."""
         with open(checkpoint_path) as f:
             self.set_state(json.load(f))
+
+
+class PlannedSearcher(Searcher):
+    """The confirm phase's searcher: a fixed list of flat configs, each suggested once, in order.
+
+    Its state (how many were suggested) is saved with the Tune experiment, so a resumed confirm phase
+    runs exactly the planned trials.
+    """
+
+    def __init__(self, configs: list[dict[str, Any]], metric: str | None = None, mode: str | None = None) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.configs = [dict(c) for c in configs]
+        self.cursor = 0
+
+    @property
+    def total(self) -> int:
+        """How many trials the searcher will suggest in all."""
+        return len(self.configs)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        """Accept Tune's metric and mode (the configs are fixed, nothing is sampled)."""
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next planned config, or ``Searcher.FINISHED``."""
+        if self.cursor >= len(self.configs):
+            return Searcher.FINISHED  # type: ignore[return-value]
+        self.cursor += 1
+        return dict(self.configs[self.cursor - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        """Nothing to learn: the confirm phase only measures."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the cursor and the configs as JSON."""
+        with open(checkpoint_path, "w") as f:
+            json.dump({"cursor": self.cursor, "configs": self.configs}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read what :meth:`save` wrote."""
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        self.cursor, self.configs = int(state["cursor"]), list(state["configs"])

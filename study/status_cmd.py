@@ -16,6 +16,8 @@ STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR
 
 def _planned(spec: StudySpec, row: dict[str, Any]) -> int:
     epochs = config_reports(row["config"]) or 0
+    if row.get("phase") == "confirm":  # the confirm phase runs without early stopping
+        return epochs
     return planned_epochs(epochs, spec.scheduler.type, spec.scheduler.max_epochs) or 0
 
 
@@ -68,14 +70,20 @@ def _counts(rows: list[dict[str, Any]]) -> str:
 
 
 def format_status(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
-    """A line per cell: trials by state, and the best setting (mean over its completed seeds)."""
+    """Per phase (search, then confirm), a line per cell: trials by state, and the best setting (mean over
+    its completed seeds)."""
     rows = [{**r, "state": trial_state(spec, r)} for r in rows]
-    cells: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        cells[row["cell"]].append(row)
     lines = [f"study {spec.name}: {len(rows)} trials known — {_counts(rows)}"]
-    for cell, group in sorted(cells.items()):
-        lines.append(f"  {cell}: {_counts(group)}{_best_text(spec, group)}")
+    phases = sorted({r.get("phase", "search") for r in rows}, key=lambda p: p != "search")
+    for phase in phases:
+        mine = [r for r in rows if r.get("phase", "search") == phase]
+        cells: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in mine:
+            cells[row["cell"]].append(row)
+        if len(phases) > 1 or spec.confirm is not None:
+            lines.append(f" {phase} phase: {len(mine)} trials — {_counts(mine)}")
+        for cell, group in sorted(cells.items()):
+            lines.append(f"  {cell}: {_counts(group)}{_best_text(spec, group)}")
     failed = [r for r in rows if r["status"] == "ERROR"]
     for row in failed[:MAX_ERRORS]:
         lines.append(f"  failed {row['trial_id']} ({row['cell']}, seed {row['seed']}): {row.get('error') or '?'}")

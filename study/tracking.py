@@ -285,9 +285,8 @@ class MLflowTracking(Callback):
         tags = {"mlflow.parentRunId": self._parent, f"{TAG}trial_id": trial.trial_id, f"{TAG}cell": cell,
                 f"{TAG}setting": str(meta.get("setting", "")), f"{TAG}seed": seed,
                 f"{TAG}study": self.study, f"{TAG}spec_hash": self.spec_hash,
-                f"{TAG}git_commit": self.commit, f"{TAG}version": self.version}
-        if meta.get("phase"):
-            tags[f"{TAG}phase"] = str(meta["phase"])
+                f"{TAG}git_commit": self.commit, f"{TAG}version": self.version,
+                f"{TAG}phase": str(meta.get("phase", "search"))}
         exact = json.dumps({k: v for k, v in config.items() if not k.startswith(META)}, sort_keys=True)
         if len(exact) <= MAX_TAG:  # the config unrounded, for rebuilding the dataset from MLflow
             tags[f"{TAG}config"] = exact

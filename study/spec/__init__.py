@@ -24,6 +24,7 @@ from study.spec._load import load_spec, shipped_specs, spec_hash
 from study.spec._model import (
     BudgetSpec,
     Condition,
+    ConfirmSpec,
     GridAxis,
     ResourcesSpec,
     SchedulerSpec,
@@ -39,6 +40,7 @@ __all__ = [
     "TRIAL_KEYS",
     "BudgetSpec",
     "Condition",
+    "ConfirmSpec",
     "GridAxis",
     "ResourcesSpec",
     "Scalar",

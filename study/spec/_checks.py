@@ -28,8 +28,9 @@ MAX_DEPTH = 8
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 METRIC_PATTERN = re.compile(r"[A-Za-z0-9_./-]{1,128}")
 
-TOP_KEYS = ("name", "trial", "grid", "search", "seeds", "scheduler", "max_concurrent", "resources",
+TOP_KEYS = ("name", "trial", "grid", "search", "seeds", "scheduler", "confirm", "max_concurrent", "resources",
             "tracking", "storage", "budget")
+CONFIRM_KEYS = ("seeds", "top_k", "epochs", "metric", "mode")
 SEARCH_KEYS = ("samples", "sampler", "seed", "params", "conditions")
 PARAM_KEYS = {
     "uniform": ("type", "low", "high"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from study.spec._checks import (
 from study.spec._model import (
     StudySpec,
 )
+from study.spec._overrides import apply_overrides
 from study.spec._parse import _parse
 
 
@@ -61,19 +62,23 @@ def _parse_yaml(text: str, origin: str) -> Any:
         raise SpecError("", f"{origin} is nested too deeply") from err
 
 
-def load_spec(source: str | Path | Mapping[str, Any]) -> StudySpec:
+def load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> StudySpec:
     """Read and validate a study spec; raises :class:`SpecError` naming the key path of the first problem.
 
     Args:
         source: a path to a YAML file (a ``Path``, or a string ending in ``.yaml``/``.yml`` or naming an
             existing file), the name of a shipped spec (``"quick"``), YAML text, or an already parsed mapping.
+        overrides: ``key=value`` texts applied over the document before it is validated
+            (:func:`study.spec._overrides.apply_overrides`).
     """
     if isinstance(source, Mapping):
-        return _parse(source)
-    if not isinstance(source, (str, Path)):
+        doc: Any = source
+    elif isinstance(source, (str, Path)):
+        text, origin = _source_text(source)
+        doc = _parse_yaml(text, origin)
+    else:
         raise SpecError("", f"expected a path, YAML text or a mapping, got {type(source).__name__}")
-    text, origin = _source_text(source)
-    return _parse(_parse_yaml(text, origin))
+    return _parse(apply_overrides(doc, overrides) if overrides else doc)
 
 
 def spec_hash(spec: StudySpec) -> str:

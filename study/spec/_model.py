@@ -202,6 +202,39 @@ class SchedulerSpec:
 
 
 @dataclass(frozen=True)
+class ConfirmSpec:
+    """The confirm phase: each cell's ``top_k`` best search settings, run on every seed of ``seeds`` for
+    ``epochs`` epochs without early stopping, ranked by ``metric`` (``mode``); the ablation table uses it.
+
+    ``epochs``, ``metric`` and ``mode`` are filled from the trial's ``seg.epochs`` and the scheduler's
+    metric and mode when the spec leaves them out.
+    """
+
+    seeds: tuple[int, ...]
+    top_k: int = 1
+    epochs: int = 1
+    metric: str = "val_miou"
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seeds, tuple) or not self.seeds:
+            raise SpecError("confirm.seeds", f"must be a non-empty list of seeds, got {_show(self.seeds)}")
+        for i, seed in enumerate(self.seeds):
+            _check_int(f"confirm.seeds[{i}]", seed, 0, MAX_SEED)
+            if seed in self.seeds[:i]:
+                raise SpecError(f"confirm.seeds[{i}]", f"seed {seed} is given twice")
+        _check_int("confirm.top_k", self.top_k, 1)
+        _check_int("confirm.epochs", self.epochs, 1)
+        _check_text("confirm.metric", self.metric, METRIC_PATTERN, "a metric name such as 'val_miou'")
+        _check_choice("confirm.mode", self.mode, MODES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The confirm phase as plain data, in the spec's format."""
+        return {"seeds": list(self.seeds), "top_k": self.top_k, "epochs": self.epochs, "metric": self.metric,
+                "mode": self.mode}
+
+
+@dataclass(frozen=True)
 class ResourcesSpec:
     """What one trial asks of the cluster. Fractions are allowed (``gpus=0.5`` shares a GPU by two)."""
 
@@ -269,6 +302,7 @@ class StudySpec:
     tracking: TrackingSpec
     storage: str
     budget: BudgetSpec
+    confirm: ConfirmSpec | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -411,6 +445,7 @@ class StudySpec:
             "search": self.search.to_dict() if self.search is not None else None,
             "seeds": list(self.seeds),
             "scheduler": self.scheduler.to_dict(),
+            "confirm": self.confirm.to_dict() if self.confirm is not None else None,
             "max_concurrent": self.max_concurrent,
             "resources": self.resources.to_dict(),
             "tracking": self.tracking.to_dict(),

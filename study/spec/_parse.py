@@ -14,6 +14,7 @@ from pipelines.config import (
 from study.spec._checks import (
     ASHA_KEYS,
     BUDGET_KEYS,
+    CONFIRM_KEYS,
     DEFAULT_STORAGE,
     MAX_DEPTH,
     MAX_SEED,
@@ -40,6 +41,7 @@ from study.spec._checks import (
 from study.spec._model import (
     BudgetSpec,
     Condition,
+    ConfirmSpec,
     GridAxis,
     ResourcesSpec,
     SchedulerSpec,
@@ -196,6 +198,18 @@ def _parse_scheduler(raw: Any, trial: TrialConfig) -> SchedulerSpec:
     return SchedulerSpec(type=kind, **options)
 
 
+def _parse_confirm(raw: Any, trial: TrialConfig, scheduler: SchedulerSpec) -> ConfirmSpec | None:
+    if raw is None:
+        return None
+    mapping = _given(_section(raw, "confirm", CONFIRM_KEYS))
+    if "seeds" not in mapping:
+        raise SpecError("confirm.seeds", "is required in `confirm`: the seeds every chosen setting runs on, "
+                                         "e.g. [0, 1, 2, 3, 4]")
+    return ConfirmSpec(seeds=_as_tuple(mapping["seeds"], "confirm.seeds"), top_k=mapping.get("top_k", 1),
+                       epochs=mapping.get("epochs", trial.seg.epochs),
+                       metric=mapping.get("metric", scheduler.metric), mode=mapping.get("mode", scheduler.mode))
+
+
 def _given(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``mapping`` that are not null (null reads as "the default")."""
     return {key: value for key, value in mapping.items() if value is not None}
@@ -219,9 +233,10 @@ def _parse(raw: Any) -> StudySpec:
         _check_int("trial.seed", trial.seed, 0, MAX_SEED)
         seeds = (trial.seed,)
     tracking = _section(doc.get("tracking"), "tracking", TRACKING_KEYS)
+    scheduler = _parse_scheduler(doc.get("scheduler"), trial)
     return StudySpec(
         name=doc["name"], trial=trial, grid=_parse_grid(doc), search=_parse_search(doc.get("search")),
-        seeds=seeds, scheduler=_parse_scheduler(doc.get("scheduler"), trial),
+        seeds=seeds, scheduler=scheduler, confirm=_parse_confirm(doc.get("confirm"), trial, scheduler),
         max_concurrent=_default(doc, "max_concurrent", 1),
         resources=ResourcesSpec(**_given(_section(doc.get("resources"), "resources", RESOURCE_KEYS))),
         tracking=TrackingSpec(tracking.get("uri"), _default(tracking, "experiment", doc["name"])),

@@ -135,7 +135,7 @@ def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.Monk
 
     folder = make_study(tmp_path, name="done")
     monkeypatch.setattr(commands, "run", lambda args: 0)
-    monkeypatch.setattr(runner, "resolve_spec", lambda name: SimpleNamespace(study_dir=str(folder)))
+    monkeypatch.setattr(runner, "resolve_spec", lambda name, overrides=(): SimpleNamespace(study_dir=str(folder)))
     assert main(["run", "done"]) == 0
     out = capsys.readouterr().out
     assert f"report of study done: {folder / 'report'}" in out and (folder / "report" / "report.html").is_file()

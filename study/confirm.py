@@ -1,0 +1,111 @@
+"""The confirm phase: choose each cell's best search settings fairly, and plan their confirm trials.
+
+Under early stopping the search phase's trials ran different numbers of epochs, so their last values are
+not comparable. :func:`rank_settings` ranks a cell's settings among those that completed every seed when
+there are at least ``top_k`` of them, else by the metric at the highest epoch that every ranked setting
+reached on every seed (an ASHA rung). :func:`confirm_trials` turns the chosen settings into the flat
+configs of the confirm phase: each chosen setting × every confirm seed, to the full budget.
+Plain data over the study's record: no Ray, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from record import META, cell_id, read_epochs, read_trial, trial_folders
+from study.spec import ConfirmSpec, StudySpec
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One search trial of a setting: its metric per epoch and whether it ran every planned epoch."""
+
+    values: dict[int, float]
+    completed: bool
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The chosen settings of a cell (best first) and how they were ranked: ``rule`` is ``completed``
+    (final values of settings that completed every seed) or ``epoch`` (values at ``epoch``)."""
+
+    settings: tuple[int, ...]
+    rule: str
+    epoch: int | None
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _ordered(scores: Mapping[int, float], mode: str) -> list[int]:
+    """Settings best first; ties go to the lower setting index."""
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(scores, key=lambda s: (sign * scores[s], s))
+
+
+def rank_settings(runs: Mapping[int, Sequence[SeedRun]], mode: str, top_k: int) -> Ranking:
+    """Rank one cell's settings by the mean over seeds, fairly under early stopping.
+
+    Args:
+        runs: per setting index, its search trials (one per seed; failed trials have no values).
+        mode: ``max`` or ``min``.
+        top_k: how many settings to choose.
+    """
+    reached = {s: [r for r in rs if r.values] for s, rs in runs.items()}
+    reached = {s: rs for s, rs in reached.items() if rs}
+    if not reached:
+        return Ranking((), "none", None)
+    complete = {s: _mean([r.values[max(r.values)] for r in rs]) for s, rs in reached.items()
+                if len(rs) == len(runs[s]) and all(r.completed for r in rs)}
+    if len(complete) >= top_k:
+        return Ranking(tuple(_ordered(complete, mode)[:top_k]), "completed", None)
+    epoch = min(max(r.values) for rs in reached.values() for r in rs)
+    scores = {s: _mean([r.values[epoch] for r in rs if epoch in r.values]) for s, rs in reached.items()}
+    return Ranking(tuple(_ordered(scores, mode)[:top_k]), "epoch", epoch)
+
+
+def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]]:
+    """The search phase's trials in a study's record, per cell and setting."""
+    out: dict[str, dict[int, list[SeedRun]]] = {}
+    for path in trial_folders(folder):
+        doc = read_trial(path)
+        if doc is None or doc.get("phase", "search") != "search":
+            continue
+        values = {int(e["epoch"]): float(e[metric]) for e in read_epochs(path)
+                  if isinstance(e.get("epoch"), (int, float)) and isinstance(e.get(metric), (int, float))}
+        run = SeedRun(values, doc.get("stop_reason") == "completed", dict(doc.get("config") or {}))
+        out.setdefault(str(doc.get("cell")), {}).setdefault(int(doc.get("setting") or 0), []).append(run)
+    return out
+
+
+def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int) -> dict[str, Any]:
+    """A search trial's config on another seed, to the confirm budget, tagged with the confirm phase."""
+    return {**run.config, "seed": seed, "seg.epochs": confirm.epochs, f"{META}phase": "confirm",
+            f"{META}rank": rank}
+
+
+def choose(spec: StudySpec, folder: Path) -> dict[str, Any]:
+    """The confirm phase's plan from the search phase's record: per cell the chosen settings and how they
+    were ranked, and every confirm trial's flat config (cells in the spec's order, then rank, then seed).
+
+    A cell none of whose search trials reported a value gets no confirm trial and says so (``rule: none``).
+    """
+    if spec.confirm is None:
+        raise ValueError("the spec has no `confirm` section")
+    confirm = spec.confirm
+    runs = search_runs(folder, confirm.metric)
+    cells, trials = [], []
+    for cell in spec.cells:
+        cid = cell_id(cell)
+        ranking = rank_settings(runs.get(cid, {}), confirm.mode, confirm.top_k)
+        cells.append({"id": cid, "settings": list(ranking.settings), "rule": ranking.rule, "epoch": ranking.epoch})
+        for rank, setting in enumerate(ranking.settings):
+            template = next(r for r in runs[cid][setting] if r.config)
+            trials += [_confirm_config(confirm, template, seed, rank) for seed in confirm.seeds]
+    return {"name": "confirm", "trials": len(trials), "cells": cells, "configs": trials,
+            "seeds": list(confirm.seeds), "epochs": confirm.epochs, "metric": confirm.metric, "mode": confirm.mode}

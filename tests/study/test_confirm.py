@@ -1,0 +1,88 @@
+"""Choosing each cell's settings for the confirm phase, fairly under early stopping, and planning its trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from record import append_epoch, trial_folder, write_trial
+from study.confirm import SeedRun, choose, rank_settings
+from study.searcher import PlannedSearcher
+from study.spec import load_spec
+
+
+def _run(values: list[float], completed: bool) -> SeedRun:
+    return SeedRun({i + 1: v for i, v in enumerate(values)}, completed, {})
+
+
+def test_completed_settings_are_ranked_by_their_final_mean() -> None:
+    runs = {0: [_run([0.1, 0.2, 0.3], True), _run([0.1, 0.2, 0.5], True)],  # mean 0.4
+            1: [_run([0.6], False), _run([0.6], False)],  # stopped early: ahead at epoch 1, not ranked
+            2: [_run([0.1, 0.1, 0.35], True), _run([0.1, 0.1, 0.35], True)]}  # mean 0.35
+    ranking = rank_settings(runs, "max", 2)
+    assert ranking.settings == (0, 2) and ranking.rule == "completed"
+    assert rank_settings(runs, "min", 1).settings == (2,)
+
+
+def test_too_few_completed_ranks_at_the_highest_epoch_every_setting_reached() -> None:
+    runs = {0: [_run([0.1, 0.2, 0.9, 0.9], True)],
+            1: [_run([0.3, 0.4], False)],
+            2: [_run([0.2, 0.5], False)]}
+    ranking = rank_settings(runs, "max", 2)
+    assert ranking.rule == "epoch" and ranking.epoch == 2
+    assert ranking.settings == (2, 1)  # at epoch 2: 0.5, 0.4, 0.2 (not setting 0's final 0.9)
+
+
+def test_failed_trials_are_left_out_and_a_cell_without_values_chooses_nothing() -> None:
+    runs = {0: [_run([], False)], 1: [_run([0.2, 0.3], True)]}
+    assert rank_settings(runs, "max", 1).settings == (1,)
+    nothing = rank_settings({0: [_run([], False)]}, "max", 1)
+    assert nothing.settings == () and nothing.rule == "none"
+
+
+def _record(folder: Path, trial_id: str, cell: str, setting: int, delta: float, values: list[float]) -> None:
+    config = {"seed": 0, "seg.epochs": 3, "ocr.selection": cell.split("=")[1], "ocr.delta": delta,
+              "meta.cell": cell, "meta.setting": setting, "meta.phase": "search"}
+    path = trial_folder(folder, trial_id)
+    write_trial(path, {"trial_id": trial_id, "phase": "search", "cell": cell, "setting": setting, "seed": 0,
+                       "config": config, "stop_reason": "completed" if len(values) == 3 else "early_stopped"})
+    for epoch, value in enumerate(values, 1):
+        append_epoch(path, {"epoch": epoch, "val_miou": value})
+
+
+def test_choose_plans_the_best_settings_on_every_confirm_seed(tmp_path: Path) -> None:
+    spec = load_spec("quick", ["grid.ocr.selection=[none,oc]", "confirm.seeds=[5,6,7]", "confirm.epochs=9"])
+    _record(tmp_path, "t0", "ocr.selection=none", 0, 0.0, [0.1, 0.2, 0.3])
+    _record(tmp_path, "t1", "ocr.selection=oc", 0, 1.0, [0.1, 0.2, 0.3])
+    _record(tmp_path, "t2", "ocr.selection=oc", 1, 2.0, [0.1, 0.2, 0.4])
+    _record(tmp_path, "t3", "ocr.selection=oc", 2, 3.0, [0.5])
+    phase = choose(spec, tmp_path)
+    assert [(c["id"], c["settings"], c["rule"]) for c in phase["cells"]] == [
+        ("ocr.selection=none", [0], "completed"), ("ocr.selection=oc", [1], "completed")]
+    configs = phase["configs"]
+    assert phase["trials"] == len(configs) == 6
+    assert [(c["meta.cell"], c["ocr.delta"], c["seed"]) for c in configs] == [
+        ("ocr.selection=none", 0.0, 5), ("ocr.selection=none", 0.0, 6), ("ocr.selection=none", 0.0, 7),
+        ("ocr.selection=oc", 2.0, 5), ("ocr.selection=oc", 2.0, 6), ("ocr.selection=oc", 2.0, 7)]
+    assert {c["seg.epochs"] for c in configs} == {9} and {c["meta.phase"] for c in configs} == {"confirm"}
+
+
+def test_planned_searcher_resumes_where_it_stopped(tmp_path: Path) -> None:
+    configs = [{"seed": s} for s in range(3)]
+    first = PlannedSearcher(configs)
+    assert first.suggest("a") == {"seed": 0} and first.suggest("b") == {"seed": 1}
+    first.save(str(tmp_path / "state.json"))
+    again = PlannedSearcher([])
+    again.restore(str(tmp_path / "state.json"))
+    assert again.suggest("c") == {"seed": 2} and again.suggest("d") == PlannedSearcher.FINISHED
+
+
+def test_confirm_section_is_checked() -> None:
+    from study.spec import SpecError
+
+    with pytest.raises(SpecError, match=r"confirm\.seeds\[1\]: seed 0 is given twice"):
+        load_spec("quick", ["confirm.seeds=[0,0]"])
+    spec = load_spec("quick", ["confirm.seeds=[1]"])
+    assert spec.confirm is not None and spec.confirm.epochs == spec.trial.seg.epochs
+    assert spec.confirm.metric == spec.scheduler.metric and spec.confirm.top_k == 1

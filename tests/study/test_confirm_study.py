@@ -1,0 +1,93 @@
+"""The search → confirm phases end to end on a tiny study (local Ray, 2 CPUs), and a driver killed with
+SIGKILL during the confirm phase, then resumed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from record import read_study
+from study.runner import run_study, trial_table
+from study.spec import StudySpec, load_spec
+from tests.study.test_faults import Processes, _finish, _mlflow_trial_runs, _wait_for, procs  # noqa: F401
+from tests.study.test_tune_study import local_ray, tiny_doc  # noqa: F401
+
+pytestmark = pytest.mark.slow
+CONFIRM_SEEDS = [3, 4, 5]
+
+
+def _doc(tmp_path: Path, cache: Path, epochs: int = 4, **extra: Any) -> dict[str, Any]:
+    doc = tiny_doc(tmp_path, cache, seeds=[0],
+                   scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_epochs": epochs},
+                   confirm={"seeds": CONFIRM_SEEDS}, **extra)
+    doc["trial"]["seg.epochs"] = epochs
+    return doc
+
+
+def _confirm_rows(spec: StudySpec) -> list[dict[str, Any]]:
+    return [r for r in trial_table(spec) if r["phase"] == "confirm"]
+
+
+def _chosen(spec: StudySpec) -> dict[str, list[int]]:
+    doc = read_study(Path(spec.study_dir)) or {}
+    phase = next(p for p in doc["phases"] if p["name"] == "confirm")
+    return {c["id"]: c["settings"] for c in phase["cells"]}
+
+
+def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budget(
+        local_ray: None, tmp_path: Path, shared_cache: Path) -> None:  # noqa: F811
+    from results import ablation_table, collect_study, load_dataset
+
+    spec = load_spec(_doc(tmp_path, shared_cache, search={
+        "samples": 3, "seed": 0, "params": {"ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}}))
+    run_study(spec)
+    search = [r for r in trial_table(spec) if r["phase"] == "search"]
+    assert len(search) == 4  # none × 1 + oc × 3 settings, one seed
+    chosen = _chosen(spec)
+    assert {cell: len(s) for cell, s in chosen.items()} == {"ocr.selection=none": 1, "ocr.selection=oc": 1}
+    rows = _confirm_rows(spec)
+    assert Counter((r["cell"], r["setting"]) for r in rows) == {
+        (cell, settings[0]): len(CONFIRM_SEEDS) for cell, settings in chosen.items()}
+    assert sorted(r["seed"] for r in rows) == sorted(CONFIRM_SEEDS * 2)
+    assert {r["epochs"] for r in rows} == {4}  # no early stopping in the confirm phase
+    picked = {r["config"]["ocr.delta"] for r in rows if r["cell"] == "ocr.selection=oc"}
+    searched = {r["setting"]: r["config"]["ocr.delta"] for r in search if r["cell"] == "ocr.selection=oc"}
+    assert picked == {searched[chosen["ocr.selection=oc"][0]]}
+
+    table = ablation_table(load_dataset(collect_study(Path(spec.study_dir))))
+    assert list(table.values["val_miou_n"]) == [len(CONFIRM_SEEDS)] * 2
+    assert "confirm" in table.notes
+
+
+def test_driver_killed_during_confirm_then_resume_runs_exactly_the_planned_trials(
+        procs: Processes, tmp_path: Path, shared_cache: Path) -> None:  # noqa: F811
+    doc = _doc(tmp_path, shared_cache, epochs=5)
+    doc["trial"]["data.digits.train_size"] = 320
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    spec = load_spec(doc)
+    proc = procs.start("run", str(path))
+    _wait_for("a confirm trial", lambda: bool(_confirm_rows(spec)) if Path(spec.study_dir, "trials").is_dir()
+              else False, proc, procs, timeout=400)
+    procs.kill_all()  # SIGKILL to the driver and the local Ray it started, mid confirm phase
+    search_before = sorted(r["trial_id"] for r in trial_table(spec) if r["phase"] == "search")
+
+    out = _finish(procs.start("resume", spec.name, "--storage", spec.storage))
+    rows = trial_table(spec)
+    assert sorted(r["trial_id"] for r in rows if r["phase"] == "search") == search_before  # not rerun
+    confirm = _confirm_rows(spec)
+    chosen = _chosen(spec)
+    assert Counter((r["cell"], r["setting"], r["seed"]) for r in confirm) == Counter(
+        (cell, s[0], seed) for cell, s in chosen.items() for seed in CONFIRM_SEEDS)
+    assert {r["status"] for r in confirm} == {"TERMINATED"} and {r["epochs"] for r in confirm} == {5}
+    runs = _mlflow_trial_runs(spec)
+    assert sorted(runs["tags.ocr_study.trial_id"]) == sorted(r["trial_id"] for r in rows)  # one run each
+    assert Counter(runs["tags.ocr_study.phase"]) == {"search": len(search_before), "confirm": len(confirm)}
+    import pandas as pd
+
+    trials = pd.read_parquet(Path(spec.study_dir) / "results" / "trials.parquet")
+    assert len(trials) == len(rows), out
