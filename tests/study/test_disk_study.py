@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ from tests.pipelines import trees
 from tests.pipelines.test_disk_trial import TINY_DISK
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    import ray
-
-    from study.runner import init_ray
-
-    init_ray(None)
-    yield
-    ray.shutdown()
 
 
 def test_study_on_a_pseudo_mask_folder(local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +39,6 @@ def tiny_doc(tmp_path: Path, cache: Path, **overrides: Any) -> dict[str, Any]:
     }
     doc.update(overrides)
     return doc
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    import ray
-
-    from study.runner import init_ray
-
-    init_ray(None)
-    yield
-    ray.shutdown()
 
 
 def _runs(spec: StudySpec) -> Any:
