@@ -14,7 +14,7 @@ from record import read_study
 from study.runner import run_study, trial_table
 from study.spec import StudySpec, load_spec
 from tests.study.test_faults import Processes, _finish, _mlflow_trial_runs, _wait_for, procs  # noqa: F401
-from tests.study.test_tune_study import local_ray, tiny_doc  # noqa: F401
+from tests.study.test_tune_study import tiny_doc
 
 pytestmark = pytest.mark.slow
 CONFIRM_SEEDS = [3, 4, 5]
