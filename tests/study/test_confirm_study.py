@@ -39,7 +39,7 @@ def _chosen(spec: StudySpec) -> dict[str, list[int]]:
 
 
 def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budget(
-        local_ray: None, tmp_path: Path, shared_cache: Path) -> None:  # noqa: F811
+        local_ray: None, tmp_path: Path, shared_cache: Path) -> None:
     from results import ablation_table, collect_study, load_dataset
 
     spec = load_spec(_doc(tmp_path, shared_cache, search={
