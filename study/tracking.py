@@ -25,7 +25,8 @@ from record import META, config_reports, ocr_applies, parse_cell, planned_epochs
 log = logging.getLogger(__name__)
 TAG = "ocr_study."
 METRIC_PREFIXES = ("val_", "train_")
-METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s", "trial_wall_s")
+METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s", "trial_wall_s",
+               "iteration")
 IOU_PREFIX = "iou/"  # per-class validation IoU, one metric per class
 # MLflow 3's UI opens an experiment on its training view (runs table) only with this tag; without it,
 # on the GenAI overview (traces, latency, tokens).

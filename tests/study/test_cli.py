@@ -26,7 +26,7 @@ def _files(root: Path) -> set[str]:
 def test_dry_run_prints_the_plan_and_writes_nothing(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "quick", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "trials: 5" in out and "ocr.selection=oc" in out and "ASHA" in out and "trials: 9; epochs: 36" in out
+    assert "trials: 5" in out and "ocr.selection=oc" in out and "ASHA" in out and "trials: 9; epochs: 27" in out
     assert _files(in_tmp) == set()
 
 
