@@ -85,7 +85,9 @@ def test_any_text_as_a_spec_exits_0_or_2_without_a_traceback(text: str, tmp_path
         assert err.startswith("ocr-study: error:")
 
 
-def test_unreachable_cluster_fails_fast_and_leaves_no_study(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_cluster_fails_fast_and_leaves_no_study(in_tmp: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a-token-for-the-cluster")  # else the missing token is named first
     (in_tmp / "spec.yaml").write_text(yaml.safe_dump({"name": "x", "storage": str(in_tmp / "studies")}))
     assert main(["run", "spec.yaml", "--address", "127.0.0.1:1"]) == 1
     assert "no Ray cluster answers at 127.0.0.1:1" in capsys.readouterr().err
