@@ -35,9 +35,19 @@ from record._layout import (
     trial_folders,
 )
 from record._study import read_study, write_study
-from record._trial import append_epoch, read_epochs, read_trial, update_trial, write_trial
+from record._trial import (
+    ABANDONED,
+    abandon_trials,
+    append_epoch,
+    read_epochs,
+    read_trial,
+    study_trials,
+    update_trial,
+    write_trial,
+)
 
 __all__ = [
+    "ABANDONED",
     "BASE_CELL",
     "CONFIRM_TUNE_DIR",
     "EPOCHS_FILE",
@@ -50,6 +60,7 @@ __all__ = [
     "TRIALS_DIR",
     "TRIAL_FILE",
     "TUNE_DIR",
+    "abandon_trials",
     "append_epoch",
     "asha_rungs",
     "best_setting",
@@ -62,6 +73,7 @@ __all__ = [
     "read_study",
     "read_trial",
     "stop_reason",
+    "study_trials",
     "trial_folder",
     "trial_folders",
     "trial_reports",

@@ -6,8 +6,9 @@ file opened with ``O_APPEND``; a line cut short by a crash has no newline, and r
 
 Fields of ``trial.json``: ``trial_id``, ``study``, ``phase``, ``cell``, ``setting``, ``seed``,
 ``config`` (the flat trial config with its ``meta.*`` keys), ``status`` (Tune's words: RUNNING,
-TERMINATED, ERROR), ``stop_reason``, ``epochs_planned``, ``node_id``, ``hostname``, ``error`` (the
-exception line of a failed trial), ``wall_s``, ``artifacts``, ``updated`` (Unix time).
+TERMINATED, ERROR; or ABANDONED, see :func:`abandon_trials`), ``stop_reason``, ``epochs_planned``,
+``node_id``, ``hostname``, ``error`` (the exception line of a failed trial), ``wall_s``, ``artifacts``,
+``updated`` (Unix time).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from record._layout import EPOCHS_FILE, TRIAL_FILE
+from record._layout import EPOCHS_FILE, TRIAL_FILE, trial_folders
+
+ABANDONED = "ABANDONED"
 
 
 def _plain(value: Any) -> Any:
@@ -93,3 +96,33 @@ def parse_lines(data: bytes) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def study_trials(study_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Each trial of a study with its ``trial.json``, by trial id: the trials that count.
+
+    Left out: folders without a readable ``trial.json``, and abandoned trials (see :func:`abandon_trials`).
+    """
+    out = []
+    for folder in trial_folders(study_dir):
+        doc = read_trial(folder)
+        if doc is not None and doc.get("trial_id") and doc.get("status") != ABANDONED:
+            out.append((folder, doc))
+    return out
+
+
+def abandon_trials(study_dir: Path, phase: str, known: set[str]) -> list[str]:
+    """Mark as ABANDONED the trials of ``phase`` that Tune's finished experiment does not hold.
+
+    A driver killed after Tune started a trial but before Tune saved its experiment state leaves that
+    trial's record behind; on resume Tune plans the same work again under a new trial id. The old record
+    is kept (for its logs) but no longer counts. Returns the ids marked.
+    """
+    marked = []
+    for folder, doc in study_trials(study_dir):
+        if doc.get("phase", "search") == phase and str(doc["trial_id"]) not in known:
+            update_trial(folder, status=ABANDONED, stop_reason="abandoned",
+                         error="started by a driver that was killed before Tune saved it; Tune ran the work "
+                               "again as another trial")
+            marked.append(str(doc["trial_id"]))
+    return marked

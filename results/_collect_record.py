@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from record import EPOCHS_FILE, META, read_trial, trial_folders
+from record import EPOCHS_FILE, META, study_trials
 from record._trial import complete_lines, parse_lines
 from results._errors import ResultsError
 from results._schema import write_dataset
@@ -64,16 +64,9 @@ def _base_row(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_trial_docs(study_dir: Path) -> tuple[list[dict[str, Any]], list[Path]]:
-    """The ``trial.json`` of every trial that has one, and the trials' folders."""
-    docs, folders = [], []
-    for folder in trial_folders(study_dir):
-        doc = read_trial(folder)
-        if doc is None or not doc.get("trial_id"):
-            log.warning("skipping %s: no readable trial.json", folder)
-            continue
-        docs.append(doc)
-        folders.append(folder)
-    return docs, folders
+    """The ``trial.json`` of every trial that counts (see :func:`record.study_trials`), and their folders."""
+    pairs = study_trials(study_dir)
+    return [doc for _, doc in pairs], [folder for folder, _ in pairs]
 
 
 def read_record_study(study_dir: Path, info: StudyInfo | None) -> tuple[pd.DataFrame, pd.DataFrame, StudyInfo]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from record import META, cell_id, read_epochs, read_trial, trial_folders
+from record import META, cell_id, read_epochs, study_trials
 from study.spec import ConfirmSpec, StudySpec
 
 
@@ -72,9 +72,8 @@ def rank_settings(runs: Mapping[int, Sequence[SeedRun]], mode: str, top_k: int) 
 def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]]:
     """The search phase's trials in a study's record, per cell and setting."""
     out: dict[str, dict[int, list[SeedRun]]] = {}
-    for path in trial_folders(folder):
-        doc = read_trial(path)
-        if doc is None or doc.get("phase", "search") != "search":
+    for path, doc in study_trials(folder):
+        if doc.get("phase", "search") != "search":
             continue
         values = {int(e["epoch"]): float(e[metric]) for e in read_epochs(path)
                   if isinstance(e.get("epoch"), (int, float)) and isinstance(e.get(metric), (int, float))}

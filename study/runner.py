@@ -22,7 +22,7 @@ from record import (
     TUNE_DIR,
     read_epochs,
     read_study,
-    read_trial,
+    study_trials,
     trial_folders,
     write_study,
 )
@@ -431,10 +431,7 @@ def trial_table(spec: StudySpec) -> list[dict[str, Any]]:
     if not (folder / TUNE_DIR).is_dir() and not trial_folders(folder):
         raise StudyError(f"study {spec.name!r} has not started yet: no trial in {folder}")
     rows = []
-    for path in trial_folders(folder):
-        doc = read_trial(path)
-        if doc is None:
-            continue
+    for path, doc in study_trials(folder):
         rows.append(_trial_row(doc, read_epochs(path), spec.scheduler.metric))
     return rows
 

@@ -398,7 +398,27 @@ class MLflowTracking(Callback):
         summary = [Metric(k, v, now, 0) for k, v in self.cell_summary(trials).items()]
         if summary:
             self.client.log_batch(self.parent_run_id, metrics=summary)
+        self.retire_unknown(trials)
         self.client.set_terminated(self.parent_run_id, status="FINISHED")
+
+    def retire_unknown(self, trials: list[Any]) -> list[str]:
+        """Runs of this phase whose trial Tune does not hold (started by a driver killed before Tune saved
+        them; Tune ran the work again under a new id): marked KILLED and abandoned, then deleted (MLflow
+        keeps deleted runs restorable), so that the runs table holds one run per trial."""
+        phases = {str(dict(t.config).get(f"{META}phase", "search")) for t in trials}
+        known = {t.trial_id for t in trials}
+        gone = []
+        for phase in phases:
+            query = f"tags.`{TAG}study` = '{self.study}' and tags.`{TAG}phase` = '{phase}'"
+            for run in self.client.search_runs([self._experiment_id], filter_string=query, max_results=50000):
+                trial_id = run.data.tags.get(f"{TAG}trial_id")
+                if trial_id and trial_id not in known:
+                    if run.info.status == "RUNNING":
+                        self.client.set_terminated(run.info.run_id, status="KILLED")
+                    self.client.set_tag(run.info.run_id, f"{TAG}abandoned", "true")
+                    self.client.delete_run(run.info.run_id)
+                    gone.append(trial_id)
+        return gone
 
 
 def find_run(client: Any, experiment_id: str, tags: dict[str, str]) -> str | None:

@@ -9,6 +9,7 @@ reason with the planned epochs, the artifacts folder, and the error of a trial w
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from ray.tune import Callback
 from record import (
     META,
     PHASES,
+    abandon_trials,
     append_epoch,
     config_reports,
     planned_epochs,
@@ -29,6 +31,7 @@ from record import (
     update_trial,
 )
 
+log = logging.getLogger(__name__)
 RECORD_KEY = f"{META}record"  # the config key holding the study folder the record is written into
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)\b.*")
@@ -130,3 +133,23 @@ class RecordCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """``trial`` failed after its retries."""
         self.errored(trial.trial_id, trial.config, getattr(trial, "error_file", None))
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        """The phase ended: a record of this phase that Tune does not hold is a trial a killed driver
+        started before Tune saved it (Tune ran that work again under a new id), so it no longer counts."""
+        retire_unknown([(t.trial_id, t.config) for t in trials])
+
+
+def retire_unknown(trials: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Abandon the records of each phase (and study folder) in ``trials`` whose ids are not among them."""
+    known: dict[tuple[str, str], set[str]] = {}
+    for trial_id, config in trials:
+        root = config.get(RECORD_KEY)
+        if root:
+            known.setdefault((str(root), str(config.get(f"{META}phase", PHASES[0]))), set()).add(trial_id)
+    marked = []
+    for (root, phase), ids in known.items():
+        marked += abandon_trials(Path(root), phase, ids)
+    if marked:
+        log.warning("%d trial record(s) left by a killed driver no longer count: %s", len(marked), ", ".join(marked))
+    return marked

@@ -123,3 +123,17 @@ def test_record_imports_only_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_trials_a_killed_driver_left_unsaved_are_abandoned_and_no_longer_count(tmp_path: Path) -> None:
+    """Issue 14.1: Tune re-plans a trial it never saved under a new id; the old record must not count."""
+    from record import ABANDONED, abandon_trials, study_trials
+
+    for trial_id, phase, status in [("a", "search", "TERMINATED"), ("b", "search", "RUNNING"),
+                                    ("c", "search", "RUNNING"), ("d", "confirm", "RUNNING")]:
+        write_trial(trial_folder(tmp_path, trial_id), {"trial_id": trial_id, "phase": phase, "status": status})
+    assert abandon_trials(tmp_path, "search", {"a", "c"}) == ["b"]
+    assert [doc["trial_id"] for _, doc in study_trials(tmp_path)] == ["a", "c", "d"]  # other phases untouched
+    doc = read_trial(trial_folder(tmp_path, "b"))
+    assert doc is not None and doc["status"] == ABANDONED and "killed" in doc["error"]
+    assert abandon_trials(tmp_path, "search", {"a", "c"}) == []  # once
