@@ -90,6 +90,7 @@ class DigitsConfig:
     noise_std: float = 0.05
     train_size: int = 3000
     val_size: int = 500
+    test_size: int = 500  # 0: no test split
     glyph_split: float = 0.8
     seed: int = 0
 
@@ -109,6 +110,7 @@ class DigitsConfig:
         _at_least(o, "noise_std", self.noise_std, 0.0)
         _at_least(o, "train_size", self.train_size, 1)
         _at_least(o, "val_size", self.val_size, 1)
+        _at_least(o, "test_size", self.test_size, 0)
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,9 @@ class EvalConfig:
     The input scales run from ``scale_min`` to ``scale_max`` in steps of ``scale_step`` (0.5, 1.5, 0.25:
     the usual 0.5, 0.75, 1.0, 1.25, 1.5; the default is 1.0 alone); with ``flip`` each scale is also run
     mirrored; the class probabilities of all views are averaged. ``crf`` adds dense-CRF post-processing
-    (needs the optional ``pydensecrf2``), reported next to the raw figures.
+    (needs the optional ``pydensecrf2``), reported next to the raw figures. With ``test`` the last report also
+    scores the data set's held-out test split (``test_*`` metrics; the digit scenes have one, VOC and COCO
+    report on val as papers do): the confirm phase sets it, so settings chosen on val are measured on test.
     """
 
     every: int = 1
@@ -181,6 +185,7 @@ class EvalConfig:
     scale_step: float = 0.25
     flip: bool = False
     crf: bool = False
+    test: bool = False
 
     def __post_init__(self) -> None:
         _at_least("eval", "every", self.every, 1)

@@ -81,11 +81,23 @@ def cam_network(cfg: TrialConfig) -> dict[str, object]:
             "poly_power": m.poly_power}
 
 
+def stage1_entry(cfg: TrialConfig) -> Path:
+    """Where this config's stage-1 cache entry lives: a ``.pt`` file (data in memory) or a folder of PNGs
+    (data on disk), both named after :func:`stage_key`."""
+    return cfg.cache_path / "stage1" / f"cam-{stage_key(cfg)}"
+
+
+def stage1_ready(cfg: TrialConfig) -> bool:
+    """Whether stage 1 needs no building: masks from a folder, or the cache entry is on this machine."""
+    entry = stage1_entry(cfg)
+    return cfg.stage1.source == "masks" or entry.is_dir() or entry.with_suffix(".pt").is_file()
+
+
 def run_cam_stage(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamResult:
     """Stage 1 from the cache, or computed (and cached) once: see the module docstring."""
     if cfg.stage1.source == "masks":
         return _from_folder(cfg, data)
-    folder = cfg.cache_path / "stage1" / f"cam-{stage_key(cfg)}"
+    folder = stage1_entry(cfg)
     if isinstance(data, DiskData):
         return cached_folder(folder, lambda tmp: _build_folder(cfg, data, reporter, tmp), _load_folder)
     return cached(folder.with_suffix(".pt"), lambda: _build_tensor(cfg, data, reporter), _save, _load)

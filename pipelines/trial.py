@@ -11,7 +11,7 @@ import torch
 from pipelines.config import TrialConfig
 from pipelines.data import check_data, open_data
 from pipelines.models import check_weights
-from pipelines.reporter import Reporter
+from pipelines.reporter import ListReporter, Reporter
 from pipelines.stage_cam import run_cam_stage
 from pipelines.stage_seg import run_seg_stage
 
@@ -38,3 +38,13 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
     extra = {k: v for k, v in stage1.metrics.items() if k == "pseudo_miou"}
     return run_seg_stage(cfg, data, stage1.pseudo_masks, reporter, work_dir, resume_from,
                          extra=extra, encoder=stage1.encoder)
+
+
+def prepare_stage1(cfg: TrialConfig) -> dict[str, float]:
+    """Build (or find) this config's stage-1 cache with ``cfg.threads`` threads, so that trials find it
+    ready; returns stage 1's metrics. A study runs this ahead of a phase, once per distinct stage-1 key."""
+    torch.set_num_threads(cfg.threads)
+    check_data(cfg)
+    data = open_data(cfg)
+    check_weights(cfg, data.in_channels)
+    return run_cam_stage(cfg, data, ListReporter()).metrics

@@ -178,7 +178,8 @@ def search_ablation_table(ds: Dataset) -> Table:
                  _ablation_display(ds, values))
 
 
-def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None = None) -> pd.DataFrame:
+def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None = None,
+                      split: str = "val") -> pd.DataFrame:
     shown = [axis for axis in (ds.info.grid if axes is None else axes) if axis in values]
     out = pd.DataFrame({axis.rsplit(".", 1)[-1]: values[axis].astype(object).where(values[axis].notna(), "—")
                         for axis in shown})
@@ -187,10 +188,11 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
     out["best setting"] = [r["incomplete"] if isinstance(r.get("incomplete"), str)
                            else _setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
     for metric, label in METRICS:
-        out[f"{label} (%)"] = [mean_std_text(r[f"{metric}_mean"], r[f"{metric}_std"], int(r[f"{metric}_n"]))
-                               for _, r in values.iterrows()]
+        key = _on_split(metric, split)
+        out[f"{label.replace('val ', f'{split} ')} (%)"] = [
+            mean_std_text(r[f"{key}_mean"], r[f"{key}_std"], int(r[f"{key}_n"])) for _, r in values.iterrows()]
     if "diff_mean" in values:
-        out["Δ val mIoU vs baseline (95% CI, paired t)"] = [
+        out[f"Δ {split} mIoU vs baseline (95% CI, paired t)"] = [
             "baseline" if pd.isna(r.get("diff_n")) else _diff_text(r) for _, r in values.iterrows()]
     return out.reset_index(drop=True)
 
@@ -312,10 +314,22 @@ def _confirm_cells(ds: Dataset, confirm: pd.DataFrame) -> list[tuple[str, int]]:
     return [(c, s) for c in cells for s in (planned.get(c) or [-1])]
 
 
+def measured_split(confirm: pd.DataFrame) -> str:
+    """Where the confirm phase measured: ``test`` when its trials scored a held-out test split (the digit
+    scenes), else ``val`` (VOC and COCO, as papers report)."""
+    column = "final_test_miou"
+    return "test" if column in confirm and confirm[column].notna().any() else "val"
+
+
+def _on_split(metric: str, split: str) -> str:
+    """``val_miou`` → ``test_miou`` when measuring on test; other names unchanged."""
+    return f"{split}_{metric[4:]}" if metric.startswith("val_") else metric
+
+
 def _confirm_values(confirm: pd.DataFrame, cell: str, setting: int, metric: str) -> pd.Series:
     mine = confirm[(confirm["cell"].astype(str) == cell) & (confirm["setting"] == setting)]
     done = mine[mine["stop_reason"].astype(str) == "completed"].drop_duplicates("seed", keep="last")
-    column = f"final_{metric}"
+    column = f"final_{_on_split(metric, measured_split(confirm))}"
     if column not in done:
         return pd.Series(dtype="float64")
     values = done.set_index(done["seed"].astype("int64"))[column].astype("float64")
@@ -355,8 +369,10 @@ def _confirm_row(ds: Dataset, confirm: pd.DataFrame, cell: str, setting: int, ba
         column = f"{PARAM_PREFIX}{key}"
         if ocr_applies(key, selection) and column in chosen and chosen[column].notna().any():
             row[key] = chosen[column].dropna().iloc[0]
-    for name, _ in METRICS:
-        values = _confirm_values(confirm, cell, setting, name)
+    split = measured_split(confirm)
+    for measure, _ in METRICS:
+        values = _confirm_values(confirm, cell, setting, measure)
+        name = _on_split(measure, split)  # the key says where it was measured
         row.update({f"{name}_mean": values.mean() if len(values) else np.nan,
                     f"{name}_std": values.std(ddof=1) if len(values) > 1 else np.nan, f"{name}_n": len(values)})
     row["problems"] = _confirm_problems(confirm, cell, setting, metric)
@@ -383,15 +399,16 @@ def confirm_table(ds: Dataset) -> Table | None:
     base = _confirm_values(confirm, base_cell, base_setting, ds.info.metric)
     rows = [_confirm_row(ds, confirm, c, s, None if c == base_cell else base) for c, s in pairs]
     values = pd.DataFrame(rows)
-    display = _ablation_display(ds, values)
+    split = measured_split(confirm)
+    display = _ablation_display(ds, values, split=split)
     display["best setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
     if "wilcoxon_p" in values:
         display["Wilcoxon p"] = ["" if pd.isna(r.get("diff_n")) else
                                  ("—" if pd.isna(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3g}")
                                  for _, r in values.iterrows()]
     display["notes"] = values["problems"].fillna("").astype(str).tolist()
-    return Table("ablation", "Ablation (confirm phase): each cell's chosen setting on every confirm seed",
-                 _confirm_notes(ds, base_cell), values, display)
+    return Table("ablation", f"Ablation (confirm phase, measured on {split}): each cell's chosen setting on every "
+                 "confirm seed", _confirm_notes(ds, base_cell, split), values, display)
 
 
 def _rule_text(ds: Dataset) -> str:
@@ -403,15 +420,20 @@ def _rule_text(ds: Dataset) -> str:
     return "; ".join(words) or "no setting was chosen"
 
 
-def _confirm_notes(ds: Dataset, base_cell: str) -> str:
+def _confirm_notes(ds: Dataset, base_cell: str, split: str = "val") -> str:
     confirm = ds.info.confirm
     seeds = confirm.get("seeds", [])
     return (f"Mean ± sample std over the confirm seeds {seeds} (n = seeds behind each figure), in %, at the last "
             f"of {confirm.get('epochs', '?')} epochs, run without early stopping. Settings chosen in the search "
             f"phase on val by {confirm.get('metric', ds.info.metric)} ({confirm.get('mode', ds.info.mode)}), "
-            f"{_rule_text(ds)}; measured on val in the confirm phase. Δ: mean per-seed difference to the "
-            f"baseline cell ({base_cell}) over the seeds both have, two-sided paired t-test (95% t confidence "
+            f"{_rule_text(ds)}; measured on {_split_words(split)} in the confirm phase. Δ: mean per-seed difference "
+            f"to the baseline cell ({base_cell}) over the seeds both have, two-sided paired t-test (95% t confidence "
             "interval and p-value; none for n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5).")
+
+
+def _split_words(split: str) -> str:
+    return ("the held-out test split (images and glyphs no setting was chosen on)" if split == "test"
+            else "val (the split papers report on VOC and COCO)")
 
 
 def report_tables(ds: Dataset) -> list[Table]:

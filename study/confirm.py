@@ -83,8 +83,9 @@ def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]
 
 
 def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int) -> dict[str, Any]:
-    """A search trial's config on another seed, to the confirm budget, tagged with the confirm phase."""
-    return {**run.config, "seed": seed, "seg.epochs": confirm.epochs, f"{META}phase": "confirm",
+    """A search trial's config on another seed, to the confirm budget, tagged with the confirm phase, and
+    scored at its end on the data set's held-out test split where it has one (chosen on val, measured on test)."""
+    return {**run.config, "seed": seed, "seg.epochs": confirm.epochs, "eval.test": True, f"{META}phase": "confirm",
             f"{META}rank": rank}
 
 

@@ -126,6 +126,24 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
                             metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 
+def _search_configs(spec: StudySpec, study: StudyPlan) -> list[dict[str, Any]]:
+    """Each search cell's config on each seed, without sampled values (what stage 1 depends on); cells whose
+    stage 1 depends on the sampled OCR values (``ocr.stage`` cam or both) are left out."""
+    out = []
+    for cell in study.cells:
+        base = _absolute(cell_config(spec, cell))
+        if cell_search_params(spec, cell) and base.get("ocr.stage") in ("cam", "both"):
+            continue
+        out += [{**base, "seed": seed} for seed in spec.seeds]
+    return out
+
+
+def _prebuild(spec: StudySpec, configs: list[dict[str, Any]]) -> None:
+    from study.stage1_prep import prebuild_stage1
+
+    prebuild_stage1(configs, spec.resources.gpus)
+
+
 def _tracking(spec: StudySpec, scheduler: str | None = None, max_epochs: int | None = None) -> Any:
     from study.tracking import MLflowTracking
 
@@ -253,6 +271,7 @@ def _run_confirm(spec: StudySpec, resume: bool) -> None:
 
     storage_path, filesystem = _tune_storage(spec)
     restore = resume and tune.Tuner.can_restore(f"{storage_path}/{CONFIRM_TUNE_DIR}", storage_filesystem=filesystem)
+    _prebuild(spec, list(phase["configs"]))
     _confirm_tuner(spec, phase, restore).fit()
 
 
@@ -350,6 +369,7 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
             shutil.rmtree(folder, ignore_errors=True)
         raise
     try:
+        _prebuild(spec, _search_configs(spec, study))
         _tuner(spec, study).fit()
         _run_confirm(spec, resume=False)
     finally:
@@ -412,6 +432,7 @@ def resume_study(name: str, storage: str | None = None, address: str | None = No
     search = _phase(read_study(study_dir(spec)) or {}, "search")
     try:
         if not (search or {}).get("done"):  # a driver killed between the phases goes straight on to confirm
+            _prebuild(spec, _search_configs(spec, plan(spec)))
             resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
             tuner = tune.Tuner.restore(path, tune.with_resources(train_trial, resources), resume_unfinished=True,
                                        resume_errored=True, storage_filesystem=filesystem)

@@ -12,7 +12,7 @@ calling them background would teach and score "ink here is background", while ig
 truthful and the tags-from-masks rule exact (a digit is tagged iff it has a pixel in the mask).
 
 Everything is drawn from numpy generators seeded with ``(seed, stream)``, so the same config gives
-bit-identical tensors, and the val split does not depend on ``train_size``.
+bit-identical tensors, and the val and test splits depend neither on ``train_size`` nor on each other's size.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pipelines.data._types import IGNORE, SegData, Split, class_pixel_counts, ta
 
 log = logging.getLogger(__name__)
 
-DIGITS_VERSION = 1  # bump whenever the generator changes: it is part of the cache key
-TRAIN_STREAM, VAL_STREAM = 1, 2
+DIGITS_VERSION = 2  # bump whenever the generator changes: it is part of the cache key
+TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 1, 2, 3
 INK_RANGE = (0.65, 1.0)  # grey level of a glyph's ink
 GAIN_RANGE = (1.0, 1.6)  # contrast: opacity = min(1, glyph intensity × gain)
 
@@ -135,10 +135,11 @@ def build_digits(cfg: DigitsConfig) -> SegData:
     """
     start = time.perf_counter()
     _, targets = load_glyphs()
-    train_pool, val_pool = glyph_pools(targets, cfg.num_classes, cfg.glyph_split, cfg.seed)
+    train_pool, val_pool, test_pool = glyph_pools(targets, cfg.num_classes, cfg.glyph_split, cfg.seed)
+    test = _make_split(cfg, cfg.test_size, TEST_STREAM, test_pool) if cfg.test_size else None
     data = SegData(name="digits", class_names=digit_names(cfg.num_classes),
                    train=_make_split(cfg, cfg.train_size, TRAIN_STREAM, train_pool),
-                   val=_make_split(cfg, cfg.val_size, VAL_STREAM, val_pool))
-    log.info("generated digit scenes (%d train, %d val) in %.2f s",
-             cfg.train_size, cfg.val_size, time.perf_counter() - start)
+                   val=_make_split(cfg, cfg.val_size, VAL_STREAM, val_pool), test=test)
+    log.info("generated digit scenes (%d train, %d val, %d test) in %.2f s",
+             cfg.train_size, cfg.val_size, cfg.test_size, time.perf_counter() - start)
     return data

@@ -1,7 +1,8 @@
 """The glyph bank of the digit scenes: scikit-learn's 1,797 real 8×8 handwritten digits.
 
-The glyphs of each class are split once, by a seeded permutation, into a train pool and a val pool
-that share no glyph, so validation scenes show handwriting the networks never saw.
+The glyphs of each class are split once, by a seeded permutation, into a train pool, a val pool and a
+test pool that share no glyph, so validation and test scenes show handwriting the networks never saw (and
+the test scenes handwriting that no setting was chosen on).
 """
 
 from __future__ import annotations
@@ -26,27 +27,32 @@ def load_glyphs() -> tuple[np.ndarray, np.ndarray]:
     return glyphs, targets
 
 
-def glyph_pools(targets: np.ndarray, num_classes: int, fraction: float,
-                seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Split the glyph indices of digits ``0..num_classes-1`` into disjoint train and val pools.
+Pools = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+
+def glyph_pools(targets: np.ndarray, num_classes: int, fraction: float, seed: int) -> Pools:
+    """Split the glyph indices of digits ``0..num_classes-1`` into disjoint train, val and test pools.
 
     Args:
         targets: ``[K]`` the digit of every glyph.
         num_classes: how many digits are used (the first ones).
-        fraction: the share of each digit's glyphs that goes to train; each pool keeps at least one.
+        fraction: the share of each digit's glyphs that goes to train; the rest is halved between val and
+            test (val takes the odd one); each pool keeps at least one.
         seed: the data seed; the split depends on it and on nothing else.
 
     Returns:
-        ``(train, val)``: per digit, a sorted array of glyph indices.
+        ``(train, val, test)``: per digit, a sorted array of glyph indices.
     """
     rng = np.random.default_rng([seed, POOL_STREAM])
-    train, val = [], []
+    train, val, test = [], [], []
     for digit in range(num_classes):
         members = rng.permutation(np.flatnonzero(targets == digit))
-        cut = int(np.clip(round(fraction * len(members)), 1, len(members) - 1))
+        cut = int(np.clip(round(fraction * len(members)), 1, len(members) - 2))
+        half = cut + (len(members) - cut + 1) // 2
         train.append(np.sort(members[:cut]))
-        val.append(np.sort(members[cut:]))
-    return train, val
+        val.append(np.sort(members[cut:half]))
+        test.append(np.sort(members[half:]))
+    return train, val, test
 
 
 def bilinear_matrix(src: int, dst: int) -> np.ndarray:

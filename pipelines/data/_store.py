@@ -8,17 +8,17 @@ from pipelines.cache import load_tensors, save_tensors
 from pipelines.data._types import SegData, Split
 
 _FIELDS = ("images", "masks", "tags")
-_SPLITS = ("train", "val")
 
 
 def save_segdata(path: Path, data: SegData) -> None:
     """Write ``data`` to ``path`` atomically (a temporary file, then a rename)."""
-    tensors = {f"{s}.{f}": getattr(getattr(data, s), f).contiguous() for s in _SPLITS for f in _FIELDS}
+    tensors = {f"{s}.{f}": getattr(split, f).contiguous() for s, split in data.splits.items() for f in _FIELDS}
     save_tensors(path, tensors, {"name": data.name, "class_names": list(data.class_names)})
 
 
 def load_segdata(path: Path) -> SegData:
     """Read what :func:`save_segdata` wrote."""
     tensors, meta = load_tensors(path)
-    splits = {s: Split(**{f: tensors[f"{s}.{f}"] for f in _FIELDS}) for s in _SPLITS}
+    names = sorted({key.split(".", 1)[0] for key in tensors})
+    splits = {s: Split(**{f: tensors[f"{s}.{f}"] for f in _FIELDS}) for s in names}
     return SegData(name=meta["name"], class_names=tuple(meta["class_names"]), **splits)

@@ -84,6 +84,9 @@ class TrialData(Protocol):
     def val_loader(self, batch_size: int, device: torch.device) -> Loader:
         """Every validation image whole, in order, with its ground-truth mask."""
 
+    def test_loader(self, batch_size: int, device: torch.device) -> Loader | None:
+        """Every held-out test image whole, in order, with its mask; ``None`` without a test split."""
+
     def picture(self, images: Tensor) -> np.ndarray:
         """One input image ``(C_in, H, W)`` as something ``imshow`` shows."""
 
@@ -137,6 +140,11 @@ class MemoryData:
         """The validation split in order, with its masks."""
         val = self.data.val
         return _IndexLoader(val.images, val.masks, val.tags, batch_size, None, device)
+
+    def test_loader(self, batch_size: int, device: torch.device) -> Loader | None:
+        """The held-out test split in order, with its masks (``None`` when the data set has none)."""
+        test = self.data.test
+        return None if test is None else _IndexLoader(test.images, test.masks, test.tags, batch_size, None, device)
 
     def picture(self, images: Tensor) -> np.ndarray:
         """The grey level (channel mean) of a 0..1 input."""
@@ -212,6 +220,11 @@ class DiskData:
             dataset = SegDataset(self.val.images, self.val.masks, self.val_tags, None)
             self._val[device] = self._loader(dataset, 1, None, device, with_masks=True)
         return self._val[device]
+
+    def test_loader(self, batch_size: int, device: torch.device) -> Loader | None:
+        """None: VOC's test masks are not public and COCO's val is what papers report, so val is the split
+        these data sets are measured on."""
+        return None
 
     def picture(self, images: Tensor) -> np.ndarray:
         """The RGB image ``(H, W, 3)`` in 0..1."""

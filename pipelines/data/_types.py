@@ -71,20 +71,27 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class SegData:
-    """A weakly-supervised segmentation data set: a train and a val split over ``C`` foreground classes."""
+    """A weakly-supervised segmentation data set: a train and a val split over ``C`` foreground classes, and
+    optionally a held-out test split (settings are chosen on val and measured on test)."""
 
     name: str
     class_names: tuple[str, ...]  # the C foreground classes, background not included
     train: Split
     val: Split
+    test: Split | None = None
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        """The splits by name: train, val, and test when there is one."""
+        return {"train": self.train, "val": self.val, **({"test": self.test} if self.test is not None else {})}
 
     def __post_init__(self) -> None:
-        for split_name, split in (("train", self.train), ("val", self.val)):
+        for split_name, split in self.splits.items():
             if split.tags.shape[1] != len(self.class_names):
                 raise ValueError(f"SegData {self.name!r}: {split_name}.tags has {split.tags.shape[1]} "
                                  f"columns but there are {len(self.class_names)} class names")
-        if self.train.images.shape[1] != self.val.images.shape[1]:
-            raise ValueError(f"SegData {self.name!r}: train and val images differ in channels")
+        if len({split.images.shape[1] for split in self.splits.values()}) > 1:
+            raise ValueError(f"SegData {self.name!r}: its splits' images differ in channels")
 
     @property
     def num_classes(self) -> int:

@@ -42,7 +42,7 @@ def small() -> SegData:
 
 
 def _splits(data: SegData) -> list[Split]:
-    return [data.train, data.val]
+    return list(data.splits.values())
 
 
 def _same(a: SegData, b: SegData) -> bool:
@@ -84,12 +84,26 @@ def test_val_does_not_depend_on_train_size(small: SegData) -> None:
 @pytest.mark.parametrize(("seed", "fraction"), [(0, 0.8), (3, 0.5), (7, 0.0), (7, 1.0)])
 def test_glyph_pools_are_disjoint(seed: int, fraction: float) -> None:
     _, targets = load_glyphs()
-    train, val = glyph_pools(targets, 10, fraction, seed)
-    for digit, (tr, va) in enumerate(zip(train, val, strict=True)):
-        assert len(tr) >= 1 and len(va) >= 1
-        assert not set(tr.tolist()) & set(va.tolist())
-        assert sorted([*tr.tolist(), *va.tolist()]) == np.flatnonzero(targets == digit).tolist()
-        assert (targets[tr] == digit).all() and (targets[va] == digit).all()
+    train, val, test = glyph_pools(targets, 10, fraction, seed)
+    for digit, pools in enumerate(zip(train, val, test, strict=True)):
+        members = [set(pool.tolist()) for pool in pools]
+        assert all(len(pool) >= 1 for pool in pools)
+        assert not (members[0] & members[1] or members[0] & members[2] or members[1] & members[2])
+        assert sorted(set().union(*members)) == np.flatnonzero(targets == digit).tolist()
+        assert all((targets[pool] == digit).all() for pool in pools)
+    if fraction == 0.8:  # the held-out fifth is halved: val and test differ by at most one glyph per digit
+        assert all(abs(len(v) - len(t)) <= 1 for v, t in zip(val, test, strict=True))
+
+
+def test_the_test_split_is_held_out_and_optional() -> None:
+    cfg = DigitsConfig(train_size=32, val_size=16, test_size=12)
+    data = build_digits(cfg)
+    assert data.test is not None and len(data.test) == 12
+    assert not torch.equal(data.test.images[:12], data.val.images[:12])
+    without = build_digits(DigitsConfig(train_size=32, val_size=16, test_size=0))
+    assert without.test is None
+    assert torch.equal(without.val.images, data.val.images)  # val does not depend on the test split
+    assert torch.equal(without.train.images, data.train.images)
 
 
 @pytest.mark.parametrize("tag_min_pixels", [10, 80])

@@ -46,6 +46,17 @@ def test_trial_reports_every_epoch_and_checkpoints(tiny_config: TrialConfig, tmp
     assert (artifacts / "prior.csv").read_text().count("\n") == 12
 
 
+def test_the_test_split_is_scored_once_at_the_last_report(tiny_config: TrialConfig, tmp_path: Path) -> None:
+    """Issue 10: with ``eval.test`` the last report adds the held-out split's figures; val ones stay."""
+    reporter = ListReporter()
+    run_trial(_with(tiny_config, eval__test=True), reporter, tmp_path)
+    first, last = reporter.reports
+    assert not any(key.startswith("test_") for key in first)
+    assert {"test_miou", "test_oc_rate", "test_oracle_miou"} <= last.keys()
+    assert 0.0 <= last["test_miou"] <= 1.0 and last["test_miou"] != last["val_miou"]
+    assert (tmp_path / "checkpoint" / "artifacts" / "class_iou_test.json").is_file()
+
+
 class _Crash(RuntimeError):
     pass
 

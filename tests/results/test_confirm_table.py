@@ -58,3 +58,22 @@ def test_search_tables_stay_apart_from_the_confirm_table() -> None:
     assert list(tables)[:2] == ["ablation", "search_ablation"]
     search = tables["search_ablation"].values.set_index("cell")
     assert search.loc["ocr.selection=oc", "val_miou_n"] == 1  # only the search trial, no confirm run mixed in
+
+
+def test_confirm_runs_scored_on_a_test_split_are_reported_on_it() -> None:
+    """Issue 10: chosen on val, measured on the held-out test split when the confirm runs scored one."""
+    ds = _dataset()
+    trials = ds.trials.copy()
+    confirm = trials["phase"] == "confirm"
+    trials.loc[confirm, "final_test_miou"] = trials.loc[confirm, "final_val_miou"] - 0.1
+    trials.loc[confirm, "final_test_oc_rate"] = 0.2
+    trials.loc[confirm, "final_test_oracle_miou"] = 0.5
+    table = ablation_table(Dataset(trials, ds.curves, ds.info, ds.source))
+    oc = table.values.set_index("cell").loc["ocr.selection=oc"]
+    assert oc["test_miou_mean"] == pytest.approx(sum(OC) / 5 - 0.1) and oc["test_miou_n"] == 5
+    assert oc["test_oc_rate_mean"] == pytest.approx(0.2) and "val_miou_mean" not in table.values
+    assert "test mIoU (%)" in table.display and "val mIoU (%)" not in table.display
+    assert "Δ test mIoU vs baseline (95% CI, paired t)" in table.display
+    assert "measured on the held-out test split" in table.notes and "on val by val_miou" in table.notes
+    assert "measured on test" in table.title
+    assert "measured on val" in ablation_table(ds).title  # without test figures: val, as before
