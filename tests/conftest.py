@@ -17,6 +17,7 @@ TINY: dict[str, Any] = {
     "data.digits.tag_min_pixels": 4,
     "data.digits.train_size": 48,
     "data.digits.val_size": 16,
+    "data.digits.test_size": 16,
     "cam.width": 4,
     "cam.epochs": 1,
     "cam.batch_size": 16,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from record import read_study
+from record import read_epochs, read_study, study_trials
 from study.runner import run_study, trial_table
 from study.spec import StudySpec, load_spec
 from tests.study.test_faults import Processes, _finish, _mlflow_trial_runs, _wait_for, procs  # noqa: F401
@@ -58,9 +58,33 @@ def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budg
     searched = {r["setting"]: r["config"]["ocr.delta"] for r in search if r["cell"] == "ocr.selection=oc"}
     assert picked == {searched[chosen["ocr.selection=oc"][0]]}
 
-    table = ablation_table(load_dataset(collect_study(Path(spec.study_dir))))
-    assert list(table.values["val_miou_n"]) == [len(CONFIRM_SEEDS)] * 2
-    assert "confirm" in table.notes
+    folder = Path(spec.study_dir)
+    last = {doc["trial_id"]: read_epochs(path)[-1] for path, doc in study_trials(folder)}
+    assert all("test_miou" in last[r["trial_id"]] for r in rows)  # chosen on val, measured on test
+    assert not any("test_miou" in last[r["trial_id"]] for r in search)
+    table = ablation_table(load_dataset(collect_study(folder)))
+    assert list(table.values["test_miou_n"]) == [len(CONFIRM_SEEDS)] * 2
+    assert "confirm" in table.notes and "measured on test" in table.title
+
+
+def test_stage1_is_built_ahead_once_per_missing_entry(local_ray: None, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 10: the distinct stage-1 entries a phase needs are built at once, as Ray tasks, before trials."""
+    from pipelines.config import from_flat
+    from pipelines.stage_cam import stage1_ready
+    from study.stage1_prep import missing_stage1, prebuild_stage1
+    from tests.conftest import TINY
+
+    configs = [{**TINY, "cache_dir": str(tmp_path), "seed": seed, "ocr.delta": delta, "meta.cell": "x"}
+               for seed in (0, 1) for delta in (1.0, 2.0)]  # OCR values on seg only: one entry per seed
+    assert [cfg.seed for cfg in missing_stage1(configs)] == [0, 1]
+    import ray
+
+    threads = max(1, int(ray.cluster_resources()["CPU"] // 2))  # the CPUs shared by the two entries
+    assert prebuild_stage1(configs) == 2
+    assert f"building 2 cache entries (seeds [0, 1]), {threads} thread" in capsys.readouterr().out
+    assert all(stage1_ready(from_flat({k: v for k, v in c.items() if k != "meta.cell"})) for c in configs)
+    assert missing_stage1(configs) == [] and prebuild_stage1(configs) == 0
 
 
 def test_driver_killed_during_confirm_then_resume_runs_exactly_the_planned_trials(
