@@ -34,10 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-SELECTIONS = ("oc", "all", "none")
-GROUPS = ("paper", "top1", "rank_bg")
-IC_MASKINGS = ("zero", "drop")
-REDUCTIONS = ("pixels", "selected")
+from ocr.options import GROUPS, IC_MASKINGS, REDUCTIONS, SELECTIONS
+
 PACK_BELOW = 0.5  # selection="oc" packs the OC pixels before the loss when they are at most this share
 
 

@@ -11,15 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-PRIOR_VARIANTS = (
-    "cooc_raw",
-    "cooc_minmax",
-    "cooc_conditional",
-    "uniform",
-    "identity",
-    "posterior",
-    "shuffled",
-)
+from ocr.options import PRIOR_VARIANTS
 
 
 def cooccurrence_counts(tags: Tensor) -> Tensor:

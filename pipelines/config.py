@@ -17,21 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ocr.options import GROUPS, IC_MASKINGS, PRIOR_VARIANTS, REDUCTIONS, SELECTIONS
 from record import trial_reports
 
-SELECTIONS = ("oc", "all", "none")
-GROUPS = ("paper", "top1", "rank_bg")
-IC_MASKINGS = ("zero", "drop")
-REDUCTIONS = ("pixels", "selected")
-PRIORS = (
-    "cooc_raw",
-    "cooc_minmax",
-    "cooc_conditional",
-    "uniform",
-    "identity",
-    "posterior",
-    "shuffled",
-)
+PRIORS = PRIOR_VARIANTS
 OCR_STAGES = ("seg", "cam", "both")
 DATASETS = ("digits", "voc", "coco", "folder")
 STAGE1_SOURCES = ("cam", "masks")

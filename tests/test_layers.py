@@ -7,6 +7,8 @@ study facts and record files both sides share) stands on the standard library al
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,12 +63,13 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert imported_roots(path) == {"ray", "torch", "mlflow"}
 
 
-def test_the_loss_options_of_the_config_are_the_loss_s_own() -> None:
-    """The config validates against tuples equal to ocr's (it cannot import ocr: torch would load with every
-    spec the CLI reads)."""
-    import ocr
-    from pipelines import config
-
-    assert config.SELECTIONS == ocr.SELECTIONS and config.GROUPS == ocr.GROUPS
-    assert config.IC_MASKINGS == ocr.IC_MASKINGS and config.REDUCTIONS == ocr.REDUCTIONS
-    assert config.PRIORS == ocr.PRIOR_VARIANTS
+def test_loss_options_are_defined_once_and_load_without_torch() -> None:
+    """Issue 11: the config validates against ocr's own tuples, and reading them does not load torch (every
+    spec the CLI reads would pay for it)."""
+    code = ("import sys; import pipelines.config as c, ocr.options as o; "
+            "assert c.SELECTIONS is o.SELECTIONS and c.GROUPS is o.GROUPS and c.PRIORS is o.PRIOR_VARIANTS; "
+            "assert c.IC_MASKINGS is o.IC_MASKINGS and c.REDUCTIONS is o.REDUCTIONS; "
+            "assert 'torch' not in sys.modules, 'torch loaded'; "
+            "import ocr; ocr.OCRLoss; assert 'torch' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
