@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from record import META, cell_id, read_epochs, study_trials
+from record import META, read_epochs, study_trials
+from study.plan import plan
 from study.spec import ConfirmSpec, StudySpec
 
 
@@ -100,8 +101,8 @@ def choose(spec: StudySpec, folder: Path) -> dict[str, Any]:
     confirm = spec.confirm
     runs = search_runs(folder, confirm.metric)
     cells, trials = [], []
-    for cell in spec.cells:
-        cid = cell_id(cell)
+    for cell in plan(spec).cells:
+        cid = cell.id
         ranking = rank_settings(runs.get(cid, {}), confirm.mode, confirm.top_k)
         cells.append({"id": cid, "settings": list(ranking.settings), "rule": ranking.rule, "epoch": ranking.epoch})
         for rank, setting in enumerate(ranking.settings):

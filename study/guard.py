@@ -29,7 +29,7 @@ def check_study_inputs(spec: StudySpec, study: StudyPlan) -> None:
     check_placeholders(spec)  # a shipped spec's "<set: ...>" values name their keys, not a missing path
     checked: set[str] = set()
     for cell in study.cells:
-        flat = cell_config(spec, cell)
+        flat = cell_config(cell)
         flat["cache_dir"] = str(Path(flat["cache_dir"]).expanduser().absolute())
         cfg = from_flat(flat)
         inputs = repr((cfg.data, cfg.stage1, cfg.model.weights, cfg.model.cam_weights))

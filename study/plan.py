@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.config import to_flat
@@ -18,22 +18,30 @@ from study.spec import Scalar, SearchParam, SpecError, StudySpec, spec_hash
 
 @dataclass(frozen=True)
 class CellPlan:
-    """One cell of the grid: its values, the search parameters sampled in it and its trial count.
+    """One cell of the grid, the one cell type of a study: its id, grid values, flat base config, the search
+    parameters sampled in it, and its trial count.
 
     ``settings`` is ``search.samples`` where a parameter applies and 1 where none does; ``trials`` is
-    ``settings × len(seeds)``, before any ``budget.max_trials`` cap.
+    ``settings × len(seeds)``, before any ``budget.max_trials`` cap. ``base`` is the spec's trial with the
+    cell's grid values as flat dotted keys (the searcher adds the sampled values and the seed).
     """
 
     id: str
     values: tuple[tuple[str, Scalar], ...]
-    params: tuple[str, ...]
+    search: tuple[SearchParam, ...]
     settings: int
     trials: int
+    base: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def grid_values(self) -> dict[str, Scalar]:
         """The cell's grid values as ``{key: value}``."""
         return dict(self.values)
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The keys of the parameters sampled in this cell."""
+        return tuple(p.key for p in self.search)
 
 
 @dataclass(frozen=True)
@@ -127,32 +135,19 @@ def asha_epochs_per_trial(grace_period: int, reduction_factor: int, max_epochs: 
     return epochs
 
 
-def cell_config(spec: StudySpec, cell: Mapping[str, Any] | CellPlan,
-                seed: int | None = None) -> dict[str, Any]:
-    """The base trial config of a cell as flat dotted keys: the spec's trial with the cell's grid values.
-
-    Args:
-        spec: the study.
-        cell: a cell as ``{grid key: value}`` (from ``spec.cells``) or a :class:`CellPlan`.
-        seed: sets ``seed`` when given (else it is the study's first seed).
-    """
-    values = cell.grid_values if isinstance(cell, CellPlan) else cell
-    flat = {**to_flat(spec.trial), **values}
+def cell_config(cell: CellPlan, seed: int | None = None) -> dict[str, Any]:
+    """The base trial config of a cell as flat dotted keys (a copy), with ``seed`` set when given."""
+    flat = dict(cell.base)
     if seed is not None:
         flat["seed"] = seed
     return flat
 
 
-def cell_search_params(spec: StudySpec, cell: Mapping[str, Any] | CellPlan) -> tuple[SearchParam, ...]:
-    """The search parameters Optuna samples in a cell (empty: the cell runs its base config once per seed)."""
-    return spec.cell_params(cell.grid_values if isinstance(cell, CellPlan) else cell)
-
-
 def _plan_cell(spec: StudySpec, cell: dict[str, Scalar]) -> CellPlan:
-    params = tuple(p.key for p in spec.cell_params(cell))
-    settings = spec.search.samples if params and spec.search is not None else 1
-    return CellPlan(id=cell_id(cell), values=tuple(cell.items()), params=params, settings=settings,
-                    trials=settings * len(spec.seeds))
+    search = spec.cell_params(cell)
+    settings = spec.search.samples if search and spec.search is not None else 1
+    return CellPlan(id=cell_id(cell), values=tuple(cell.items()), search=search, settings=settings,
+                    trials=settings * len(spec.seeds), base={**to_flat(spec.trial), **cell})
 
 
 def plan(spec: StudySpec) -> StudyPlan:

@@ -34,10 +34,9 @@ from study.guard import (
     record_started,
     release_study,
 )
-from study.plan import StudyPlan, cell_config, cell_search_params, plan, study_record
+from study.plan import StudyPlan, cell_config, plan, study_record
 from study.spec import (
     DEFAULT_STORAGE,
-    SearchParam,
     SpecError,
     StudySpec,
     check_study_name,
@@ -86,16 +85,6 @@ def _tune_storage(spec: StudySpec) -> tuple[str, Any]:
     return store.root, store.fs
 
 
-def _distribution(param: SearchParam) -> Any:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if param.type == "choice":
-        return CategoricalDistribution(list(param.values))
-    if param.type == "int":
-        return IntDistribution(int(param.low or 0), int(param.high or 0), step=param.step, log=param.log)
-    return FloatDistribution(float(param.low or 0.0), float(param.high or 0.0), log=param.type == "loguniform")
-
-
 def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
     """Paths made absolute in the driver: trials run with the trial folder as working directory."""
     out = dict(flat)
@@ -108,16 +97,12 @@ def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
 
 def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     """The grid × Optuna × seeds searcher for this study."""
-    from study.searcher import CellSpec, GridCellSearcher
+    from study.searcher import GridCellSearcher
     from study.tracking import git_commit
 
     threads = max(1, int(spec.resources.cpus))
-    cells = []
-    for cell in study.cells:
-        base = _absolute({**cell_config(spec, cell), "threads": threads})
-        base.pop("seed", None)
-        params = {p.key: _distribution(p) for p in cell_search_params(spec, cell)}
-        cells.append(CellSpec(cell.id, base, params, cell.settings))
+    cells = [dataclasses.replace(cell, base=_absolute({**cell_config(cell), "threads": threads}))
+             for cell in study.cells]
     search = spec.search
     return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
                             seed=search.seed if search else 0, max_trials=spec.budget.max_trials,
@@ -131,8 +116,8 @@ def _search_configs(spec: StudySpec, study: StudyPlan) -> list[dict[str, Any]]:
     stage 1 depends on the sampled OCR values (``ocr.stage`` cam or both) are left out."""
     out = []
     for cell in study.cells:
-        base = _absolute(cell_config(spec, cell))
-        if cell_search_params(spec, cell) and base.get("ocr.stage") in ("cam", "both"):
+        base = _absolute(cell_config(cell))
+        if cell.search and base.get("ocr.stage") in ("cam", "both"):
             continue
         out += [{**base, "seed": seed} for seed in spec.seeds]
     return out

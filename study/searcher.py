@@ -16,22 +16,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from ray.tune.search import Searcher
 
 from record import META
+from study.plan import CellPlan
+from study.spec import SearchParam
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CellSpec:
-    """One grid cell: its flat base config, the search distributions that apply, and how many settings."""
-
-    cell_id: str
-    base: dict[str, Any]
-    params: dict[str, BaseDistribution]
-    settings: int
+def distribution(param: SearchParam) -> BaseDistribution:
+    """Optuna's distribution for a spec's search parameter."""
+    if param.type == "choice":
+        return CategoricalDistribution(list(param.values))
+    if param.type == "int":
+        return IntDistribution(int(param.low or 0), int(param.high or 0), step=param.step, log=param.log)
+    return FloatDistribution(float(param.low or 0.0), float(param.high or 0.0), log=param.type == "loguniform")
 
 
 @dataclass
@@ -43,7 +44,7 @@ class _Setting:
     told: bool = False
 
 
-def _queue(cells: list[CellSpec], seeds: list[int], max_trials: int | None) -> list[tuple[int, int, int]]:
+def _queue(cells: list[CellPlan], seeds: list[int], max_trials: int | None) -> list[tuple[int, int, int]]:
     order = [(c, s, seed) for c, cell in enumerate(cells) for s in range(cell.settings) for seed in seeds]
     return order[:max_trials] if max_trials is not None else order
 
@@ -51,11 +52,12 @@ def _queue(cells: list[CellSpec], seeds: list[int], max_trials: int | None) -> l
 class GridCellSearcher(Searcher):
     """Grid cells × Optuna samples per cell × seeds, as one Tune search algorithm."""
 
-    def __init__(self, cells: list[CellSpec], seeds: list[int], *, sampler: str = "tpe", seed: int = 0,
+    def __init__(self, cells: list[CellPlan], seeds: list[int], *, sampler: str = "tpe", seed: int = 0,
                  max_trials: int | None = None, meta: dict[str, Any] | None = None,
                  metric: str | None = None, mode: str | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.cells, self.seeds = cells, list(seeds)
+        self.cells, self.seeds = list(cells), list(seeds)
+        self.spaces = [{p.key: distribution(p) for p in cell.search} for cell in self.cells]
         self.sampler_name, self.sampler_seed = sampler, seed
         self.meta = dict(meta or {})
         self.queue = _queue(cells, self.seeds, max_trials)
@@ -96,12 +98,12 @@ class GridCellSearcher(Searcher):
     def _setting(self, cell: int, index: int) -> _Setting:
         key = f"{cell}/{index}"
         if key not in self.settings:
-            spec = self.cells[cell]
+            space = self.spaces[cell]
             params: dict[str, Any] = {}
-            if spec.params:
+            if space:
                 study = self._study(cell)
                 study.sampler = self._sampler(cell, index)
-                trial = study.ask(spec.params)
+                trial = study.ask(space)
                 params = dict(trial.params)
                 self._asked[key] = trial
             self.settings[key] = _Setting(cell, index, params)
@@ -115,8 +117,8 @@ class GridCellSearcher(Searcher):
         self.cursor += 1
         setting = self._setting(cell, index)
         self.trials[trial_id] = (cell, index, seed)
-        spec = self.cells[cell]
-        return {**spec.base, **setting.params, "seed": seed, f"{META}cell": spec.cell_id,
+        base = self.cells[cell]
+        return {**base.base, **setting.params, "seed": seed, f"{META}cell": base.id,
                 f"{META}setting": index, **{f"{META}{k}": v for k, v in self.meta.items()}}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
@@ -156,12 +158,12 @@ class GridCellSearcher(Searcher):
         self.settings = {k: _Setting(**v) for k, v in state["settings"].items()}
         self._studies, self._asked = {}, {}
         for key, setting in self.settings.items():
-            spec = self.cells[setting.cell]
-            if not spec.params:
+            space = self.spaces[setting.cell]
+            if not space:
                 continue
             study = self._study(setting.cell)
             study.enqueue_trial(setting.params)
-            trial = study.ask(spec.params)
+            trial = study.ask(space)
             self._asked[key] = trial
             if setting.told:
                 setting.told = False

@@ -13,7 +13,6 @@ from study.plan import (
     asha_epochs_per_trial,
     asha_rungs,
     cell_config,
-    cell_search_params,
     format_plan,
     plan,
 )
@@ -108,15 +107,14 @@ def test_resources_at_max_concurrent() -> None:
 def test_cell_config_is_the_base_with_the_grid_values() -> None:
     spec = load_spec(QUICKISH)
     cell = plan(spec).cells[-1]
-    flat = cell_config(spec, cell, seed=1)
+    flat = cell_config(cell, seed=1)
     assert flat["ocr.selection"] == "oc" and flat["ocr.prior"] == "uniform"
     assert flat["seg.epochs"] == 6 and flat["data.digits.train_size"] == 100 and flat["seed"] == 1
     assert from_flat(flat).ocr.prior == "uniform"
-    assert cell_config(spec, cell.grid_values) == {**flat, "seed": 0}
-    assert [p.key for p in cell_search_params(spec, cell)] == ["ocr.delta", "ocr.tau"]
+    assert cell_config(cell) == {**flat, "seed": 0} and cell.base["seed"] == 0  # a copy: the plan is untouched
+    assert cell.params == ("ocr.delta", "ocr.tau")
     none_cell = plan(spec).cells[0]
-    assert cell_config(spec, none_cell)["ocr.selection"] == "none"
-    assert cell_search_params(spec, none_cell) == ()
+    assert cell_config(none_cell)["ocr.selection"] == "none" and none_cell.search == ()
 
 
 def test_format_plan_lists_cells_totals_budgets_and_resources() -> None:

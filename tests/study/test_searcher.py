@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from optuna.distributions import FloatDistribution
 from ray.tune.search import Searcher
 
-from study.searcher import CellSpec, GridCellSearcher
+from study.plan import CellPlan
+from study.searcher import GridCellSearcher
+from study.spec import SearchParam
 
 
 def _searcher(max_trials: int | None = None) -> GridCellSearcher:
-    cells = [CellSpec("sel=none", {"ocr.selection": "none"}, {}, 1),
-             CellSpec("sel=oc", {"ocr.selection": "oc"}, {"ocr.delta": FloatDistribution(0.0, 8.0)}, 3)]
+    delta = SearchParam("ocr.delta", "uniform", 0.0, 8.0)
+    cells = [CellPlan("sel=none", (("ocr.selection", "none"),), (), 1, 2, {"ocr.selection": "none"}),
+             CellPlan("sel=oc", (("ocr.selection", "oc"),), (delta,), 3, 6, {"ocr.selection": "oc"})]
     searcher = GridCellSearcher(cells, [0, 1], seed=0, max_trials=max_trials, meta={"study": "unit"})
     searcher.set_search_properties("val_miou", "max", {})
     return searcher
