@@ -131,14 +131,9 @@ def metric_key(text: str) -> str:
 
 def flat_params(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """A nested spec as ``{"scheduler.type": "asha", ...}`` (lists as text), for the parent run's params."""
-    out: dict[str, str] = {}
-    for key, value in doc.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flat_params(value, f"{name}."))
-        elif value is not None:
-            out[name] = param_text(value)
-    return out
+    from pipelines.config import nested_to_flat
+
+    return {key: param_text(value) for key, value in nested_to_flat(doc, prefix).items() if value is not None}
 
 
 def describe(spec: dict[str, Any], spec_hash: str) -> str:
