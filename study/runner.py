@@ -106,6 +106,13 @@ def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _shared_cache(spec: StudySpec) -> dict[str, str]:
+    """A study on an object store shares its stage-1 cache through it, under its own prefix."""
+    from study.storage import SHARED_CACHE, is_remote
+
+    return {"shared_cache": f"{spec.study_dir}/{SHARED_CACHE}"} if is_remote(spec.study_dir) else {}
+
+
 def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     """The grid × Optuna × seeds searcher for this study."""
     from study.searcher import CellSpec, GridCellSearcher
@@ -114,7 +121,7 @@ def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     threads = max(1, int(spec.resources.cpus))
     cells = []
     for cell in study.cells:
-        base = _absolute({**cell_config(spec, cell), "threads": threads})
+        base = _absolute({**cell_config(spec, cell), "threads": threads, **_shared_cache(spec)})
         base.pop("seed", None)
         params = {p.key: _distribution(p) for p in cell_search_params(spec, cell)}
         cells.append(CellSpec(cell.id, base, params, cell.settings))
