@@ -27,6 +27,7 @@ from pipelines.store import (
 
 __all__ = [
     "MIRRORS",
+    "MLFLOW_ARTIFACTS",
     "LeaseLostError",
     "StorageError",
     "Store",
@@ -35,6 +36,7 @@ __all__ = [
     "fetch_or_build",
     "is_remote",
     "mirror_dir",
+    "mlflow_artifacts",
     "open_store",
     "pull_record",
     "push_record",
@@ -46,7 +48,13 @@ __all__ = [
 # pulled from it before resume, status, report and export.
 MIRRORS = Path(".ocr-study") / "mirrors"
 SHARED_CACHE = "cache"  # the stage-1 cache of a study on a remote store, under its prefix
-_NOT_SYNCED = ("tune", "mlartifacts", "mlflow.db", f"{SHARED_CACHE}/")
+MLFLOW_ARTIFACTS = "mlflow-artifacts"  # MLflow's artifacts of a study on a remote store, under its prefix
+_NOT_SYNCED = ("tune", "mlartifacts", "mlflow.db", f"{SHARED_CACHE}/", f"{MLFLOW_ARTIFACTS}/")
+
+
+def mlflow_artifacts(study_uri: str) -> str:
+    """Where MLflow keeps the artifacts of the study at ``study_uri`` (a remote store): under its prefix."""
+    return f"{study_uri.rstrip('/')}/{MLFLOW_ARTIFACTS}"
 
 
 def mirror_dir(study_uri: str) -> Path:
