@@ -29,10 +29,11 @@ from pipelines.store import BUILDS_SUFFIX, open_store
 from study.storage import mirror_dir
 from tests.conftest import TINY
 from tests.docker.services import BIN, Processes, free_port, ray_env, ray_node_cmd, wait_until
+from tests.docker.test_cluster_loopback import _ray_nodes
 from tests.study.test_storage import KEYS
 
 pytestmark = pytest.mark.slow
-EPOCHS = 4
+EPOCHS = 5
 BUCKET = "cluster"
 STORAGE = f"s3://{BUCKET}/studies"
 
@@ -86,10 +87,11 @@ def _trial_worker(procs: Processes, trial_id: str) -> psutil.Process | None:
 
 
 def _victim(procs: Processes, record: Path) -> psutil.Process | None:
-    """The worker of a trial that has written at least one epoch and has at least two to go."""
+    """The worker of a trial that has written at least two epochs (so Tune has one of its checkpoints for
+    sure: a report it had not yet fetched dies with the worker) and has at least two to go."""
     for path in record.glob("trials/*/epochs.jsonl"):
         lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if 1 <= len(lines) <= EPOCHS - 2:
+        if 2 <= len(lines) <= EPOCHS - 2:
             return _trial_worker(procs, path.parent.name)
     return None
 
@@ -123,6 +125,8 @@ def test_nodes_sharing_only_a_bucket_build_stage1_once_and_resume_a_killed_worke
             env = {**ray_env(), **aws, "OCR_STUDY_CACHE_DIR": str(root / f"node{i}" / "cache")}
             _start(procs, f"ray-worker-{i}", ray_node_cmd(root / "ray", cpus=1, gpus=0, address=f"127.0.0.1:{port}"),
                    env, root / f"node{i}")
+        nodes = _ray_nodes(f"127.0.0.1:{port}", 3, timeout=60)
+        assert sorted(n["resources"].get("CPU", 0) for n in nodes) == [0, 1, 1], nodes
         spec_path = root / "driver" / "bucketed.yaml"
         spec_path.write_text(yaml.safe_dump(_spec(root)))
         env = {**ray_env(), **aws, "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
@@ -162,12 +166,14 @@ def _check(root: Path, endpoint: str, victim: int) -> None:
         results = _results(study)
         assert len(results) == 2, list(results)
         nodes = {line["node_id"] for lines in results.values() for line in lines}
-        assert len(nodes) == 2, nodes  # one trial on each worker (at least before the kill)
+        seen = {name[:20]: [(line["node_id"][:6], line["pid"], line["epoch"], round(line["timestamp"]))
+                            for line in lines] for name, lines in results.items()}
+        assert len(nodes) == 2, seen  # one trial on each worker (at least before the kill)
         for lines in results.values():
             epochs = [int(line["epoch"]) for line in lines]
             assert epochs[-1] == EPOCHS and epochs == sorted(set(epochs)), epochs  # continued, never restarted
         resumed = [lines for lines in results.values() if len({line["pid"] for line in lines}) == 2]
-        assert len(resumed) == 1 and victim in {line["pid"] for line in resumed[0]}, results
+        assert len(resumed) == 1 and victim in {line["pid"] for line in resumed[0]}, (victim, seen)
         stage1 = study.child("cache", "stage1")
         entries = [n for n in stage1.names() if n.endswith(".pt")]
         assert len(entries) == 1, stage1.names()
