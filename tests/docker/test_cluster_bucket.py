@@ -69,7 +69,7 @@ def _moto(procs: Processes) -> str:
 def _spec(root: Path) -> dict[str, Any]:
     """Two trials (selection none/oc, seed 0) that share one stage 1; long enough to be killed mid-way."""
     trial = {**TINY, "cache_dir": str(root / "driver" / "cache"), "seg.epochs": EPOCHS,
-             "data.digits.train_size": 320}
+             "data.digits.train_size": 160}
     return {"name": "bucketed", "trial": trial, "grid": {"ocr.selection": ["none", "oc"]}, "seeds": [0],
             "scheduler": {"type": "none"}, "max_concurrent": 2, "resources": {"cpus": 1, "gpus": 0},
             "tracking": {"uri": f"sqlite:///{root / 'driver' / 'mlflow.db'}"}, "storage": STORAGE}
