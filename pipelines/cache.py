@@ -10,6 +10,11 @@ passes for a whole one. An entry that is missing its checksum, does not match it
 
 The lock is ``flock(2)`` on ``<entry>.lock``: the kernel releases it when its holder dies, however it
 dies, and the holder deletes the file when it is done, so no lock outlives its holder.
+
+An entry can also be :class:`Shared` through an object store (the nodes of a cluster that share no
+filesystem): a node that misses it locally takes the store's lease on it, builds and publishes it
+whole, or waits for the node that holds the lease and downloads what it published
+(:func:`pipelines.store.fetch_or_build`). Each node keeps its local copy as above.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import json
 import logging
 import os
 import shutil
+import tarfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +39,26 @@ T = TypeVar("T")
 CHECKSUM_SUFFIX = ".sha256"
 LOCK_SUFFIX = ".lock"
 _CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Where a cache entry is shared across nodes: a store URI and the object's name under it."""
+
+    uri: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if "://" not in self.uri or not self.name:
+            raise ValueError(f"Shared({self.uri!r}, {self.name!r}): give a store URI and an object name")
+
+    def fetch_or_build(self, target: Path, build: Callable[[Path], None]) -> bool:
+        """``target`` as a copy of the shared object, built by ``build(tmp)`` on one node only."""
+        from pipelines.store import fetch_or_build, open_store
+
+        built = fetch_or_build(open_store(self.uri), self.name, target, build)
+        log.info("stage shared through %s/%s: %s", self.uri, self.name, "built here" if built else "downloaded")
+        return built
 
 
 class CorruptEntryError(RuntimeError):
@@ -97,10 +124,15 @@ def verify(path: Path) -> None:
 
 def _write(path: Path, value: T, save: Callable[[Path, T], None]) -> None:
     """Save ``value`` with its checksum: both to temporary files, then renamed (the entry last)."""
+    _install(path, lambda tmp: save(tmp, value))
+
+
+def _install(path: Path, make: Callable[[Path], object]) -> None:
+    """Have ``make(tmp)`` write the entry, then put it and its checksum in place (the entry last)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.build")
     tmp_sum = path.with_name(f".{path.name}.{os.getpid()}{CHECKSUM_SUFFIX}")
     try:
-        save(tmp, value)
+        make(tmp)
         tmp_sum.write_text(file_sha256(tmp) + "\n")
         os.replace(tmp_sum, checksum_path(path))
         os.replace(tmp, path)
@@ -153,8 +185,12 @@ def entry_lock(path: Path) -> Iterator[None]:
 
 
 def cached(path: Path, build: Callable[[], T], save: Callable[[Path, T], None],
-           load: Callable[[Path], T]) -> T:
-    """Return the entry at ``path``; build and save it under the entry's lock if it is missing or bad."""
+           load: Callable[[Path], T], shared: Shared | None = None) -> T:
+    """Return the entry at ``path``; build and save it under the entry's lock if it is missing or bad.
+
+    With ``shared``, a missing entry is first looked for in the store, and built (on one node of all)
+    and published there when it is not: see :class:`Shared`.
+    """
     value = _read(path, load)
     if value is not _MISSING:
         return value
@@ -165,17 +201,24 @@ def cached(path: Path, build: Callable[[], T], save: Callable[[Path, T], None],
             log.info("cache hit after waiting: %s", path)
             return value
         log.info("cache miss, building: %s", path)
+        if shared is not None:
+            _install(path, lambda tmp: shared.fetch_or_build(tmp, lambda out: save(out, build())))
+            return load(path)
         value = build()
         _write(path, value, save)
         return value
 
 
-def cached_folder(folder: Path, fill: Callable[[Path], None], load: Callable[[Path], T]) -> T:
+def cached_folder(folder: Path, fill: Callable[[Path], None], load: Callable[[Path], T],
+                  shared: Shared | None = None) -> T:
     """Return ``load(folder)``, first filling the folder under a file lock if it is missing.
 
     ``fill`` writes into a temporary sibling folder, which is then renamed into place: a folder that
-    exists is always complete, and a crash leaves only a temporary folder behind.
+    exists is always complete, and a crash leaves only a temporary folder behind. With ``shared``, the
+    folder travels through the store as one tar object (see :class:`Shared`).
     """
+    if shared is not None:
+        fill = _shared_fill(fill, shared)
     if folder.is_dir():
         return load(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -191,3 +234,29 @@ def cached_folder(folder: Path, fill: Callable[[Path], None], load: Callable[[Pa
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return load(folder)
+
+
+def _shared_fill(fill: Callable[[Path], None], shared: Shared) -> Callable[[Path], None]:
+    """``fill`` through the store: the folder is built on one node, published as a tar, unpacked here."""
+
+    def build_tar(out: Path) -> None:
+        work = out.with_name(f"{out.name}.dir")
+        work.mkdir()
+        try:
+            fill(work)
+            with tarfile.open(out, "w") as tar:
+                for path in sorted(work.iterdir()):
+                    tar.add(path, arcname=path.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def shared_fill(tmp: Path) -> None:
+        archive = tmp.with_name(f"{tmp.name}.tar")
+        try:
+            shared.fetch_or_build(archive, build_tar)
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        finally:
+            archive.unlink(missing_ok=True)
+
+    return shared_fill

@@ -375,7 +375,9 @@ def _check_model(cfg: TrialConfig) -> None:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials."""
+    """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials;
+    ``shared_cache`` (a store URI such as ``s3://bucket/studies/x/cache``, empty for none) shares stage 1
+    with the other nodes of a cluster through the store, ``cache_dir`` keeping each node's local copy."""
 
     data: DataConfig = field(default_factory=DataConfig)
     cam: CamConfig = field(default_factory=CamConfig)
@@ -388,6 +390,7 @@ class TrialConfig:
     threads: int = 1
     amp: bool = True
     cache_dir: str = ".ocr-study/cache"
+    shared_cache: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -400,6 +403,9 @@ class TrialConfig:
         _choice("trial", "device", self.device, DEVICES)
         _at_least("trial", "threads", self.threads, 1)
         _check_stage1(self)
+        if self.shared_cache and "://" not in self.shared_cache:
+            raise ConfigError("shared_cache", f"shared_cache = {self.shared_cache!r} is not a store URI: give "
+                                              "s3://BUCKET/PREFIX (or another URI), or leave it empty")
 
     @property
     def cache_path(self) -> Path:

@@ -5,7 +5,8 @@ pseudo-masks. For the digit scenes they are one in-memory tensor; for disk data 
 training image at full resolution, in a cache folder (written to a temporary folder, then renamed). The
 result depends on the data, the CAM config, the seed and, only when OCR acts on the CAM network
 (``ocr.stage`` = ``cam`` or ``both``), on the OCR config; every trial that shares them reads one copy,
-and concurrent trials compute it once.
+and concurrent trials compute it once. With ``shared_cache`` (a study on an object store) the nodes of
+a cluster compute it once between them, through the store.
 
 ``stage1.source = masks``: the pseudo-masks of another WSSS method, a folder of PNGs. Every mask is read
 once (values checked, mIoU against the ground truth where it exists), cached under a key that covers the
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from ocr import confusion_matrix, mean_iou
 from pipelines.accel import configure_backend, place_model
-from pipelines.cache import cached, cached_folder, config_key, load_tensors, save_tensors
+from pipelines.cache import Shared, cached, cached_folder, config_key, load_tensors, save_tensors
 from pipelines.config import TrialConfig
 from pipelines.data import IGNORE, Batch, DiskData, MemoryData, TrialData, folder_fingerprint, write_index_png
 from pipelines.data._disk import read_mask
@@ -99,8 +100,15 @@ def run_cam_stage(cfg: TrialConfig, data: TrialData, reporter: Reporter) -> CamR
         return _from_folder(cfg, data)
     folder = stage1_entry(cfg)
     if isinstance(data, DiskData):
-        return cached_folder(folder, lambda tmp: _build_folder(cfg, data, reporter, tmp), _load_folder)
-    return cached(folder.with_suffix(".pt"), lambda: _build_tensor(cfg, data, reporter), _save, _load)
+        return cached_folder(folder, lambda tmp: _build_folder(cfg, data, reporter, tmp), _load_folder,
+                             _shared(cfg, f"{folder.name}.tar"))
+    path = folder.with_suffix(".pt")
+    return cached(path, lambda: _build_tensor(cfg, data, reporter), _save, _load, _shared(cfg, path.name))
+
+
+def _shared(cfg: TrialConfig, name: str) -> Shared | None:
+    """Where stage 1 is shared across nodes: ``<shared_cache>/stage1/<name>`` (none without ``shared_cache``)."""
+    return Shared(cfg.shared_cache, f"stage1/{name}") if cfg.shared_cache else None
 
 
 def _save(path: Path, result: CamResult) -> None:

@@ -85,16 +85,44 @@ def _latest_study(storage: Path) -> str:
 
 def ui(args: argparse.Namespace) -> int:
     """``ocr-study ui [NAME]``: the MLflow UI on 127.0.0.1, until Ctrl-C."""
+    from study.storage import is_remote
+
+    if not args.name and args.storage and is_remote(args.storage):
+        raise UnknownStudyError(f"name the study: `ocr-study ui NAME --storage {args.storage}`")
     storage = Path(args.storage or DEFAULT_STORAGE)
     spec = load_study_spec(args.name or _latest_study(storage), args.storage)
     from study.tracking import runs_url
 
     url = runs_url(f"http://127.0.0.1:{args.port}", spec.tracking_uri, spec.tracking.experiment or spec.name)
+    cmd, env = mlflow_server(spec, args.port)
     print(f"MLflow UI for study {spec.name}: {url}  (Ctrl-C stops it)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", spec.tracking_uri,
-           "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
     from study.processes import call_in_own_group  # ended as a group: mlflow, uvicorn/gunicorn workers
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it even when started in the background
 
-    return call_in_own_group(cmd, {**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    return call_in_own_group(cmd, env)
+
+
+def mlflow_server(spec: StudySpec, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command line and environment that serve a study's tracking store.
+
+    For a study on an object store, artifacts uploaded through the server go to the same store, under
+    ``<study>/mlflow-artifacts`` (``--artifacts-destination``), and the store's endpoint is passed on to
+    MLflow's S3 client (``MLFLOW_S3_ENDPOINT_URL``); credentials come from the AWS variables as for the
+    study. A tracking server (``tracking.uri: http://...``) is not served again: that is an error.
+    """
+    import os
+
+    from study.storage import is_remote, mlflow_artifacts, open_store
+
+    if spec.tracking_uri.startswith(("http://", "https://")):
+        raise UnknownStudyError(f"study {spec.name!r} is tracked by the server {spec.tracking_uri}: open it there")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", spec.tracking_uri,
+           "--host", host, "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if is_remote(spec.study_dir):
+        cmd += ["--artifacts-destination", mlflow_artifacts(spec.study_dir)]
+        endpoint = open_store(spec.study_dir).endpoint_url
+        if endpoint:
+            env.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    return cmd, env

@@ -95,13 +95,21 @@ def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _shared_cache(spec: StudySpec) -> dict[str, str]:
+    """A study on an object store shares its stage-1 cache through it, under its own prefix."""
+    from study.storage import SHARED_CACHE, is_remote
+
+    return {"shared_cache": f"{spec.study_dir}/{SHARED_CACHE}"} if is_remote(spec.study_dir) else {}
+
+
 def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
     """The grid × Optuna × seeds searcher for this study."""
     from study.searcher import GridCellSearcher
     from study.tracking import git_commit
 
     threads = max(1, int(spec.resources.cpus))
-    cells = [dataclasses.replace(cell, base=_absolute({**cell_config(cell), "threads": threads}))
+    cells = [dataclasses.replace(cell, base=_absolute({**cell_config(cell), "threads": threads,
+                                                         **_shared_cache(spec)}))
              for cell in study.cells]
     search = spec.search
     return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
@@ -116,7 +124,7 @@ def _search_configs(spec: StudySpec, study: StudyPlan) -> list[dict[str, Any]]:
     stage 1 depends on the sampled OCR values (``ocr.stage`` cam or both) are left out."""
     out = []
     for cell in study.cells:
-        base = _absolute(cell_config(cell))
+        base = _absolute({**cell_config(cell), **_shared_cache(spec)})
         if cell.search and base.get("ocr.stage") in ("cam", "both"):
             continue
         out += [{**base, "seed": seed} for seed in spec.seeds]
@@ -136,9 +144,28 @@ def _tracking(spec: StudySpec, scheduler: str | None = None, max_epochs: int | N
     # With the default SQLite store, artifacts live beside it in the study folder (MLflow's own
     # default would be ./mlruns in whatever folder the driver was started from).
     artifacts = None if spec.tracking.uri else (study_dir(spec) / "mlartifacts").as_uri()
+    if _direct_to_store(spec):  # no server between: the driver writes them to the study's store itself
+        artifacts = _store_artifacts(spec)
     return MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts,
                           scheduler or spec.scheduler.type, max_epochs or spec.scheduler.max_epochs,
                           spec.to_dict())
+
+
+def _direct_to_store(spec: StudySpec) -> bool:
+    """A study on an object store tracked in a database (not through a server) logs its artifacts there."""
+    from study.storage import is_remote
+
+    return is_remote(spec.study_dir) and not spec.tracking_uri.startswith(("http://", "https://"))
+
+
+def _store_artifacts(spec: StudySpec) -> str:
+    """``<study>/mlflow-artifacts`` on the study's store; MLflow's S3 client gets the store's endpoint."""
+    from study.storage import mlflow_artifacts, open_store
+
+    endpoint = open_store(spec.study_dir).endpoint_url
+    if endpoint:
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    return mlflow_artifacts(spec.study_dir)
 
 
 def _callbacks(spec: StudySpec, study: StudyPlan, total: int) -> list[Any]:

@@ -364,7 +364,16 @@ class MLflowTracking(Callback):
         checkpoint = getattr(trial, "checkpoint", None)
         if checkpoint is None:
             return
-        folder = Path(checkpoint.path) / "artifacts"
+        import pyarrow.fs as pafs
+
+        fs = getattr(checkpoint, "filesystem", None)
+        if fs is None or isinstance(fs, pafs.LocalFileSystem):
+            self._log_folder(run_id, Path(checkpoint.path) / "artifacts")
+            return
+        with checkpoint.as_directory() as local:  # a checkpoint on an object store: downloaded first
+            self._log_folder(run_id, Path(local) / "artifacts")
+
+    def _log_folder(self, run_id: str, folder: Path) -> None:
         if folder.is_dir():
             self.client.log_artifacts(run_id, str(folder))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from study.failures import fatal_report
 from study.trial_record import TrialRecorder
 
 log = logging.getLogger(__name__)
+NODE_CACHE_ENV = "OCR_STUDY_CACHE_DIR"  # set on a Ray node (ray start's environment): its own cache folder
 
 
 class TuneReporter:
@@ -65,6 +67,8 @@ def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 def train_trial(config: dict[str, Any]) -> None:
     """The Tune trainable: one trial, resumed from Tune's checkpoint when there is one."""
     values, _meta = split_config(config)
+    if os.environ.get(NODE_CACHE_ENV):  # a node of a cluster keeps its caches where it was told to
+        values["cache_dir"] = os.environ[NODE_CACHE_ENV]
     cfg = from_flat(values)
     work_dir = Path(tune.get_context().get_trial_dir())
     checkpoint = tune.get_checkpoint()

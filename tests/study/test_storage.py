@@ -119,11 +119,7 @@ def test_conditional_create_and_leases(where: str, request: pytest.FixtureReques
     assert store.exists("other.lease")
 
 
-@pytest.mark.parametrize("where", [
-    pytest.param("s3", marks=pytest.mark.xfail(strict=False, reason="open (issue 13): failed about 1 run in 4 on "
-                                               "the final tree; the S3 lease is not yet used by the stage-1 cache")),
-    "local",
-])
+@pytest.mark.parametrize("where", ["s3", "local"])
 def test_an_entry_is_built_once_by_many_concurrent_askers(where: str, request: pytest.FixtureRequest,
                                                           tmp_path: Path) -> None:
     uri = f"s3://{request.getfixturevalue('bucket')}/cache" if where == "s3" else str(tmp_path)
@@ -145,6 +141,30 @@ def test_an_entry_is_built_once_by_many_concurrent_askers(where: str, request: p
         thread.join()
     assert len(builds) == 1 and len(got) == 6 and set(got) == {b"stage-1 " * 1000}
     assert not open_store(uri).exists("stage1/cam.bin.lease")  # the lease is gone once published
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_an_expired_lease_is_taken_over_by_exactly_one_of_many_takers(where: str, request: pytest.FixtureRequest,
+                                                                     tmp_path: Path) -> None:
+    uri = f"s3://{request.getfixturevalue('bucket')}/t" if where == "s3" else str(tmp_path)
+    store = open_store(uri)
+    for round_ in range(3):
+        name = f"entry{round_}"
+        store.write_bytes(b'{"owner": "dead", "expires": 0}', f"{name}.lease")  # its holder died
+        won: list[bool] = []
+        barrier = threading.Barrier(6)
+
+        def take(name: str = name, won: list[bool] = won, barrier: threading.Barrier = barrier) -> None:
+            lease = StoreLease(open_store(uri), name, lease_s=60)
+            barrier.wait()
+            won.append(lease.try_acquire())
+
+        threads = [threading.Thread(target=take) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 6 and sum(won) == 1, won
 
 
 def test_a_record_goes_to_the_store_and_comes_back_without_tunes_folder(bucket: str, tmp_path: Path) -> None:

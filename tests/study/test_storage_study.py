@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 import yaml
 
@@ -41,6 +42,9 @@ def test_a_study_on_s3_keeps_tune_and_its_record_in_the_bucket(bucket: str, endp
     assert {"spec.yaml", "study.json", "trials", "tune"} <= set(store.names())
     assert any(name.endswith(".json") or name.endswith(".pkl") for name in store.names("tune"))
     assert len(store.names("trials")) == 2
+    artifacts = store.child("mlflow-artifacts")  # the driver tracks into SQLite and logs artifacts to the bucket
+    listing = artifacts.fs.get_file_info(pafs.FileSelector(artifacts.root, recursive=True))
+    assert sum(info.base_name == "class_iou.json" for info in listing) == 2, [i.path for i in listing]
     mirror = tmp_path / mirror_dir(f"{storage}/tiny").relative_to(Path.cwd())
     shutil.rmtree(mirror)  # what status shows comes from the bucket
     monkeypatch.chdir(tmp_path)
