@@ -55,11 +55,20 @@ def cell_importance(group: pd.DataFrame, metric: str, seed: int = 0) -> dict[str
     return {name: float(v) for name, v in found.items()}
 
 
-def param_importance(trials: pd.DataFrame, metric: str = "val_miou") -> pd.DataFrame:
+def param_importance(trials: pd.DataFrame, metric: str = "val_miou", keys: Sequence[str] = ()) -> pd.DataFrame:
     """Per cell, the importance of each sampled param over its completed trials (their final ``metric``):
-    columns ``cell``,
-    ``param``, ``importance`` (0–1, summing to 1 per cell) and ``n`` (trials used)."""
+    columns ``cell``, ``param``, ``importance`` (0–1, summing to 1 per cell) and ``n`` (trials used).
+
+    Args:
+        trials: the collected trials (``params.*`` columns, ``cell``, ``stop_reason``, the metric).
+        metric: the metric whose variance is split.
+        keys: the searched parameters (the study's ``search_keys``); empty: every param that varies but
+            the seed (which no sampler chose).
+    """
     rows = []
+    wanted = [f"{PARAM_PREFIX}{k}" for k in keys] if keys else \
+        [c for c in trials.columns if c.startswith(PARAM_PREFIX) and c != f"{PARAM_PREFIX}seed"]
+    trials = trials[[c for c in trials.columns if not c.startswith(PARAM_PREFIX) or c in wanted]]
     metric = f"final_{metric}" if f"final_{metric}" in trials else metric  # the collected trials' column
     done = trials[trials["stop_reason"].astype(str) == "completed"] if "stop_reason" in trials else trials
     for cell, group in done.groupby("cell", observed=True, sort=True):
@@ -72,18 +81,20 @@ def param_importance(trials: pd.DataFrame, metric: str = "val_miou") -> pd.DataF
 def importance_table(ds: Dataset) -> Table | None:
     """The report's table of parameter importance per cell (percent of the metric's variance), or ``None``
     when no cell has enough completed trials with a varying parameter."""
-    from results._tables import Table
+    from results._tables import SYMBOLS, Table
 
-    values = param_importance(ds.trials, ds.info.metric)
+    values = param_importance(ds.trials, ds.info.metric, ds.info.search_keys)
     if values.empty:
         return None
     wide = values.pivot(index="cell", columns="param", values="importance").reset_index()
     wide.columns.name = None
     n = values.groupby("cell")["n"].first()
-    display = wide.copy()
+    display = pd.DataFrame({"cell": [f"{c} (n = {n[c]})" for c in wide["cell"]]})
     for column in wide.columns[1:]:
-        display[column] = wide[column].map(lambda x: "—" if pd.isna(x) else f"{100 * x:.0f}")
-    display["cell"] = [f"{c} (n = {n[c]})" for c in wide["cell"]]
+        display[f"{SYMBOLS.get(column, column)} (% of variance)"] = wide[column].map(
+            lambda x: "—" if pd.isna(x) else f"{100 * x:.0f}")
     notes = (f"Share (%) of the variance of {ds.info.metric} over a cell's completed trials explained by each "
-             "sampled parameter (Optuna's fANOVA importance evaluator, seed 0); with few trials, a rough guide.")
-    return Table("importance", "Parameter importance per cell", notes, wide, display)
+             "sampled parameter (Optuna's fANOVA importance evaluator, seed 0); n = trials; with few trials, a "
+             "rough guide.")
+    return Table("importance", "Parameter importance per cell", notes, wide, display,
+                 tuple(str(c) for c in display.columns[1:]))

@@ -38,18 +38,77 @@ def test_markdown_has_the_tables_and_links_the_plots(report: dict[str, Path]) ->
         assert f"](plots/{name}.png)" in text
 
 
+TABLES = 5  # ablation, sensitivity to δ and to τ, parameter importance, outcomes
+
+
 def test_latex_is_booktabs_and_escaped(report: dict[str, Path]) -> None:
     text = report["tex"].read_text()
-    assert text.count(r"\toprule") == text.count(r"\bottomrule") == text.count(r"\begin{tabular}") == 4
+    assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == TABLES
+    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == TABLES
     assert r"$\pm$" in text and r"\%" in text and "±" not in text and "δ" not in text
     assert "ocr.selection=none" not in text.split(r"\caption")[0]
-    assert latex_escape("a_b & 50% ± 1, n < 2") == r"a\_b \& 50\% $\pm$ 1, n $<$ 2"
+    assert latex_escape("a_b & 50% ± 1, n < 2, n ≥ 5") == r"a\_b \& 50\% $\pm$ 1, n $<$ 2, n $\geq$ 5"
+    assert not re.search(r"[^\x00-\x7f]", text), "every non-ASCII character is escaped for pdflatex"
+    ablation = text.split(r"\end{table}")[0]
+    assert r"\begin{tabular}{llrrrr}" in ablation  # selection, setting: text; 3 metrics and Δ: numbers
+    assert ablation.count(r"\textbf{") == 4  # the best value of each metric column and of Δ
+    assert _balanced(text)
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in re.sub(r"\\[{}]", "", text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+@pytest.mark.slow
+def test_latex_compiles_with_booktabs(report: dict[str, Path], tmp_path: Path) -> None:
+    """The tables as a paper would ``\\input`` them compile with pdflatex (texlive-latex-recommended)."""
+    import subprocess
+
+    from tests.conftest import require_executable
+
+    pdflatex = require_executable("pdflatex")
+    doc = tmp_path / "paper.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   f"\\input{{{report['tex'].as_posix()}}}\n\\end{{document}}\n")
+    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 1000
+    assert "Undefined control sequence" not in done.stdout and "Missing $" not in done.stdout
+
+
+def test_the_best_value_of_each_metric_column_is_bold_and_numbers_right_aligned(report: dict[str, Path],
+                                                                                synthetic: Dataset) -> None:
+    ablation = report_tables(synthetic)[0]
+    best_cell = ablation.values["val_miou_mean"].idxmax()
+    lowest_oc = ablation.values["val_oc_rate_fg_mean"].idxmin()
+    md = report["md"].read_text().split("## Sensitivity")[0]
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rule = [c.strip() for c in lines[1].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    miou = header.index(next(h for h in header if h.startswith("val mIoU (%")))
+    oc = header.index("OC rate (% of foreground predictions)")
+    assert rule[miou].endswith(":") and rule[oc].endswith(":") and not rule[0].endswith(":")
+    assert [r[miou].startswith("**") for r in rows] == [i == best_cell for i in range(len(rows))]
+    assert [r[oc].startswith("**") for r in rows] == [i == lowest_oc for i in range(len(rows))]  # lower is better
+    page = report["html"].read_text()
+    assert '<th class="num">OC rate (% of foreground predictions)</th>' in page
+    assert "td.num" in page and "text-align:right" in page
+    best = ablation.display.iloc[best_cell][ablation.display.columns[miou]]
+    assert f'<td class="num"><strong>{best}</strong></td>' in page
 
 
 def test_csv_holds_the_numbers(report: dict[str, Path], synthetic: Dataset) -> None:
     tables = {t.name: t for t in report_tables(synthetic)}
     files = {p.stem: p for p in report["csv"].glob("*.csv")}
-    assert set(files) == set(tables) == {"ablation", "sensitivity_delta", "sensitivity_tau", "outcomes"}
+    assert set(files) == set(tables) == {"ablation", "sensitivity_delta", "sensitivity_tau", "importance",
+                                         "outcomes"}
     ablation = pd.read_csv(files["ablation"])
     assert ablation["val_miou_mean"].tolist() == pytest.approx(tables["ablation"].values["val_miou_mean"].tolist())
 
@@ -60,7 +119,8 @@ def test_html_is_one_self_contained_page(report: dict[str, Path]) -> None:
     assert len(images) == len(PLOTS)
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r'(src|href)="(http|file|/)', text)
-    assert text.count("<table>") == 4 and "21 trials" in text
+    assert text.count("<table>") == TABLES and "21 trials" in text
+    assert "Parameter importance per cell" in text
 
 
 def test_formats_are_checked() -> None:
