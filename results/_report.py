@@ -15,7 +15,7 @@ from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
 from results._plots import report_plots
 from results._schema import Dataset, load_dataset
-from results._tables import report_tables
+from results._tables import OC_DEFAULT, report_tables
 
 FORMATS = ("md", "tex", "csv", "html")
 
@@ -55,19 +55,22 @@ def _failures(ds: Dataset) -> str:
     return "".join(f"\nFailed: {n} × {reason}" for reason, n in counts.items())
 
 
-def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS, oc: str = OC_DEFAULT
+                 ) -> dict[str, Path]:
     """Write the report of a collected study; returns each format's file (``csv``: its folder).
 
     Args:
         ds: the collected study (:func:`results.load_dataset`).
         out: the report folder (created).
         formats: any of ``md``, ``tex``, ``csv``, ``html``.
+        oc: the OC rate the tables and plots show: ``fg`` (share of foreground predictions, the paper's) or
+            ``pixels`` (share of valid pixels); the CSV holds both.
     """
     if ds.trials.empty:
         raise ResultsError(f"study {ds.info.name!r} has no trials to report yet")
+    tables = report_tables(ds, oc)  # checks ``oc`` before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    tables = report_tables(ds)
-    plots = report_plots(ds, out / "plots")
+    plots = report_plots(ds, out / "plots", oc)
     title = f"ocr-study report: {ds.info.name}"
     written: dict[str, Path] = {}
     if "md" in formats:

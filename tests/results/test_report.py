@@ -14,7 +14,8 @@ from results._export import latex_escape
 from study.cli import main
 from tests.results.conftest import make_study
 
-PLOTS = {"miou_vs_delta", "miou_vs_tau", "oc_vs_miou", "learning_curves", "priors", "asha_budget"}
+PLOTS = {"miou_vs_delta", "miou_vs_tau", "parallel_coordinates", "importance", "oc_vs_miou", "learning_curves",
+         "priors", "asha_budget"}
 
 
 @pytest.fixture(scope="module")
