@@ -35,14 +35,17 @@ def _cell(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
-def _cells(table: Table, render: Callable[[str, bool], str]) -> list[list[str]]:
-    """Each row's cells as ``render(text, bold)`` makes them (bold: the column's best value)."""
+def _cells(table: Table, render: Callable[[str, bool, str | None], str]) -> list[list[str]]:
+    """Each row's cells as ``render(text, bold, url)`` makes them (bold: the column's best value; url: the
+    cell's link, or None)."""
     bold = set(table.bold)
-    return [[render(_cell(v), (i, str(c)) in bold) for c, v in zip(table.display.columns, row, strict=True)]
+    urls = {(i, c): url for i, c, url in table.links}
+    return [[render(_cell(v), (i, str(c)) in bold, urls.get((i, str(c))))
+             for c, v in zip(table.display.columns, row, strict=True)]
             for i, row in enumerate(table.display.itertuples(index=False))]
 
 
-def _latex_cell(text: str, bold: bool) -> str:
+def _latex_cell(text: str, bold: bool, url: str | None = None) -> str:
     return rf"\textbf{{{latex_escape(text)}}}" if bold and text else latex_escape(text)
 
 
@@ -71,12 +74,17 @@ def to_latex(tables: Sequence[Table]) -> str:
     return "% ocr-study report: \\usepackage{booktabs}\n" + "\n".join(table_latex(t) for t in tables)
 
 
+def _markdown_cell(text: str, bold: bool, url: str | None) -> str:
+    text = f"[{text}]({url})" if url and text else text
+    return f"**{text}**" if bold and text else text
+
+
 def _markdown_table(table: Table) -> str:
     """A pipe table: numbers right-aligned (``---:``), each metric column's best value in ``**bold**``."""
     frame = table.display
     if frame.empty:
         return "_(no data)_"
-    rows = _cells(table, lambda text, bold: f"**{text}**" if bold and text else text)
+    rows = _cells(table, _markdown_cell)
     align = ["right" if str(c) in table.numeric else "left" for c in frame.columns]
     return str(pd.DataFrame(rows, columns=frame.columns).to_markdown(index=False, colalign=align))
 
@@ -103,15 +111,22 @@ def write_csv(tables: Sequence[Table], folder: Path) -> list[Path]:
     return paths
 
 
+def _html_cell(text: str, bold: bool, url: str | None) -> str:
+    shown = html.escape(text)
+    if url and text:
+        shown = f'<a href="{html.escape(url, quote=True)}">{shown}</a>'
+    return f"<strong>{shown}</strong>" if bold and text else shown
+
+
 def _html_table(table: Table) -> str:
-    """An HTML table: numeric columns of class ``num`` (right-aligned), best values in ``<strong>``."""
+    """An HTML table: numeric columns of class ``num`` (right-aligned), best values in ``<strong>``, linked
+    cells as ``<a href>``."""
     frame = table.display
     if frame.empty:
         return "<p><em>(no data)</em></p>"
     kind = [' class="num"' if str(c) in table.numeric else "" for c in frame.columns]
     head = "".join(f"<th{k}>{html.escape(str(c))}</th>" for c, k in zip(frame.columns, kind, strict=True))
-    rows = _cells(table, lambda text, bold: f"<strong>{html.escape(text)}</strong>" if bold and text
-                  else html.escape(text))
+    rows = _cells(table, _html_cell)
     body = "".join("<tr>" + "".join(f"<td{k}>{c}</td>" for c, k in zip(cells, kind, strict=True)) + "</tr>"
                    for cells in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -122,9 +137,13 @@ def _html_image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def to_html(title: str, tables: Sequence[Table], plots: Sequence[Path], summary: str) -> str:
-    """One self-contained HTML page: the tables, then the plots embedded as base64 PNG."""
+def to_html(title: str, tables: Sequence[Table], plots: Sequence[Path], summary: str,
+            mlflow_url: str | None = None) -> str:
+    """One self-contained HTML page: the tables, then the plots embedded as base64 PNG; with ``mlflow_url``
+    (the study's runs table on an MLflow server), a link to it under the summary."""
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
+    if mlflow_url:
+        parts.append(f'<p><a href="{html.escape(mlflow_url, quote=True)}">The study\'s runs in MLflow</a></p>')
     for table in tables:
         parts += [f"<h2>{html.escape(table.title)}</h2>", _html_table(table),
                   f'<p class="notes">{html.escape(table.notes)}</p>']

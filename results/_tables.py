@@ -40,7 +40,8 @@ class Table:
     """A report table: a file stem, a title, notes saying how it was computed, numbers and their text.
 
     ``numeric`` names the ``display`` columns holding numbers (right-aligned by every renderer); ``bold``
-    holds the (row position, column) of each metric column's best value (bold in Markdown, LaTeX, HTML)."""
+    holds the (row position, column) of each metric column's best value (bold in Markdown, LaTeX, HTML);
+    ``links`` (row position, column, URL) make cells links in Markdown and HTML."""
 
     name: str
     title: str
@@ -49,16 +50,19 @@ class Table:
     display: pd.DataFrame
     numeric: tuple[str, ...] = ()
     bold: tuple[tuple[int, str], ...] = ()
+    links: tuple[tuple[int, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         columns = [str(c) for c in self.display.columns]
-        unknown = [c for c in (*self.numeric, *(c for _, c in self.bold)) if c not in columns]
+        named = (*self.numeric, *(c for _, c in self.bold), *(c for _, c, _ in self.links))
+        unknown = [c for c in named if c not in columns]
         if unknown:
             raise ValueError(f"Table {self.name!r}: numeric/bold name columns {unknown} not in its display "
                              f"columns {columns}")
-        rows = [r for r, _ in self.bold if not 0 <= r < len(self.display)]
+        rows = [r for r in (*(r for r, _ in self.bold), *(r for r, _, _ in self.links))
+                if not 0 <= r < len(self.display)]
         if rows:
-            raise ValueError(f"Table {self.name!r}: bold rows {rows} outside 0..{len(self.display) - 1}")
+            raise ValueError(f"Table {self.name!r}: bold/link rows {rows} outside 0..{len(self.display) - 1}")
 
 
 def completed(ds: Dataset) -> pd.DataFrame:
@@ -86,13 +90,19 @@ def setting_number(value: float) -> str:
     return f"{value:.2g}"
 
 
-def oc_metric(ds: Dataset, definition: str = OC_DEFAULT) -> tuple[str, str]:
-    """(metric, label) of the OC rate to show: ``fg`` (the paper's: share of foreground predictions) or
-    ``pixels`` (share of valid pixels); a study that logged only the other one shows that one, labelled."""
+def check_oc_rate(definition: str) -> str:
+    """``definition`` when it names an OC rate (``fg`` or ``pixels``), else a :class:`ResultsError` saying
+    which exist."""
     if definition not in OC_RATES:
         raise ResultsError(f"OC rate definition {definition!r}: use one of {', '.join(OC_RATES)} (fg: share of "
                            "foreground predictions, the paper's; pixels: share of valid pixels)")
-    metric, label = OC_RATES[definition]
+    return definition
+
+
+def oc_metric(ds: Dataset, definition: str = OC_DEFAULT) -> tuple[str, str]:
+    """(metric, label) of the OC rate to show: ``fg`` (the paper's: share of foreground predictions) or
+    ``pixels`` (share of valid pixels); a study that logged only the other one shows that one, labelled."""
+    metric, label = OC_RATES[check_oc_rate(definition)]
     if f"final_{metric}" not in ds.trials:
         other = next(v for k, v in OC_RATES.items() if k != definition)
         if f"final_{other[0]}" in ds.trials:

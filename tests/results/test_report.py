@@ -144,9 +144,19 @@ def test_report_and_export_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "trials.parquet" in capsys.readouterr().out
 
 
+def test_report_command_shows_the_oc_rate_asked_for(tmp_path: Path) -> None:
+    make_study(tmp_path, name="small")
+    for flag, label in (([], "OC rate (% of foreground predictions)"), (["--oc-rate", "pixels"],
+                                                                       "OC rate (% of valid pixels)")):
+        out = tmp_path / f"rep{len(flag)}"
+        assert main(["report", "small", "--storage", str(tmp_path), "--format", "md", "--out", str(out), *flag]) == 0
+        assert label in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["report", "nope"], "no study 'nope'.*known: \\['small'\\].*--storage"),
     (["report", "small", "--format", "pdf"], "unknown format pdf"),
+    (["report", "small", "--oc-rate", "all"], "OC rate definition 'all': use one of fg, pixels"),
 ])
 def test_command_errors_exit_2_and_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  argv: list[str], message: str) -> None:
