@@ -95,3 +95,24 @@ def test_an_unreachable_server_leaves_the_report_without_links(monkeypatch: pyte
 def test_links_must_point_at_a_server() -> None:
     with pytest.raises(ValueError, match="http"):
         RunLinks("sqlite:///x.db")
+
+
+def test_the_report_command_links_the_runs_of_a_study_tracked_on_a_server(
+        served: tuple[str, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from study import runner
+    from study.cli import main
+    from tests.results.conftest import make_study
+
+    folder = make_study(tmp_path / "studies", name="linked")
+    (folder / "spec.yaml").write_text("name: linked\n")  # the spec as the study saved it (read below)
+    spec = SimpleNamespace(name="linked", tracking_uri=SERVER, tracking=SimpleNamespace(experiment=None))
+    monkeypatch.setattr(runner, "load_study_spec", lambda name, storage=None: spec)
+    assert main(["report", "linked", "--storage", str(tmp_path / "studies"), "--format", "html"]) == 0
+    page = (folder / "report" / "report.html").read_text()
+    experiment, runs = served
+    assert f'/#/experiments/{experiment}/runs/{next(iter(runs.values()))}"' in page
+    spec.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the default store: no server, no links
+    assert main(["report", "linked", "--storage", str(tmp_path / "studies"), "--format", "html"]) == 0
+    assert "<a href=" not in (folder / "report" / "report.html").read_text()
