@@ -23,7 +23,8 @@ table{border-collapse:collapse;margin:0.5em 0 0.3em;font-size:14px}
 th,td{border-top:1px solid #bbb;border-bottom:1px solid #bbb;padding:4px 10px;text-align:left}
 th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f0f0f0}p.notes{font-size:12px;color:#555;max-width:1100px}
-img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}"""
+figure{display:inline-block;vertical-align:top;margin:0.5em 1em 0.5em 0}
+img{max-width:100%;border:1px solid #ddd}"""
 
 
 def latex_escape(text: str) -> str:

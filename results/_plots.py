@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from record import OCR_OFF, parse_cell
-from results._importance import param_importance
+from results._importance import study_importance
 from results._schema import PARAM_PREFIX, Dataset
 from results._tables import (
     OC_DEFAULT,
@@ -64,7 +64,7 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> Path:
     plt = _pyplot()
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # legends placed outside the axes stay whole
     plt.close(fig)
     return path
 
@@ -189,9 +189,10 @@ def _unit(values: pd.Series) -> pd.Series:
     return (values - values.min()) / span if span > 0 else values * 0 + 0.5
 
 
-def importance_plot(ds: Dataset, path: Path) -> Path | None:
-    """Per cell, horizontal bars of each searched parameter's share of the metric's variance (fANOVA)."""
-    table = param_importance(ds.trials, ds.info.metric, ds.info.search_keys)
+def importance_plot(ds: Dataset, path: Path, values: pd.DataFrame | None = None) -> Path | None:
+    """Per cell, horizontal bars of each searched parameter's share of the metric's variance (fANOVA;
+    ``values``: :func:`results._importance.study_importance` when already computed)."""
+    table = study_importance(ds) if values is None else values
     if table.empty:
         return None
     cells = cell_order(ds, sorted(table["cell"].unique()))
@@ -351,16 +352,19 @@ def asha_budget(ds: Dataset, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def report_plots(ds: Dataset, folder: Path, oc: str = OC_DEFAULT) -> list[Path]:
+def report_plots(ds: Dataset, folder: Path, oc: str = OC_DEFAULT, importance: pd.DataFrame | None = None
+                 ) -> list[Path]:
     """Draw every figure that has data into ``folder`` (``oc``: the OC rate's definition, see
-    :func:`results._tables.oc_metric`); returns the files written."""
+    :func:`results._tables.oc_metric`; ``importance``: the study's parameter importance when already
+    computed); returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     searched = ds.info.search_keys or PLOTTED_KEYS
     makers: list[tuple[str, Callable[[Dataset, Path], Path | None]]] = [
         (f"miou_vs_{key.rsplit('.', 1)[-1]}.png", lambda d, p, k=key: metric_vs_param(d, k, p))  # type: ignore[misc]
         for key in PLOTTED_KEYS if key in searched]
     makers += [
-        ("parallel_coordinates.png", parallel_coordinates), ("importance.png", importance_plot),
+        ("parallel_coordinates.png", parallel_coordinates),
+        ("importance.png", lambda d, p: importance_plot(d, p, importance)),
         ("oc_vs_miou.png", lambda d, p: oc_vs_miou(d, p, oc)), ("learning_curves.png", learning_curves),
         ("priors.png", priors), ("asha_budget.png", asha_budget)]
     written = [p for p in (maker(ds, folder / name) for name, maker in makers) if p is not None]

@@ -13,10 +13,11 @@ from pathlib import Path
 from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
+from results._importance import study_importance
 from results._links import RunLinks, report_runs_table
 from results._plots import report_plots
 from results._schema import Dataset, load_dataset
-from results._tables import OC_DEFAULT, report_tables
+from results._tables import OC_DEFAULT, check_oc_rate, report_tables
 
 FORMATS = ("md", "tex", "csv", "html")
 
@@ -71,9 +72,11 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS, oc: s
     """
     if ds.trials.empty:
         raise ResultsError(f"study {ds.info.name!r} has no trials to report yet")
-    tables = report_tables(ds, oc)  # checks ``oc`` before anything is written
+    check_oc_rate(oc)  # before anything is written
+    importance = study_importance(ds)  # once for its table and its plot: fANOVA takes seconds on large cells
+    tables = report_tables(ds, oc, importance)
     out.mkdir(parents=True, exist_ok=True)
-    plots = report_plots(ds, out / "plots", oc)
+    plots = report_plots(ds, out / "plots", oc, importance)
     pages = tables if links is None else [*tables, report_runs_table(ds, links)]  # links: HTML and Markdown
     title = f"ocr-study report: {ds.info.name}"
     written: dict[str, Path] = {}

@@ -546,7 +546,7 @@ def _confirm_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT) -> str:
             "n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5).")
 
 
-def report_tables(ds: Dataset, oc: str = OC_DEFAULT) -> list[Table]:
+def report_tables(ds: Dataset, oc: str = OC_DEFAULT, importance: pd.DataFrame | None = None) -> list[Table]:
     """The tables of a report: with a confirm phase, its ablation table first, then the search phase's
     tables as sensitivity and budget sections; ablation (per cell, then per grid axis), sensitivity to each
     searched parameter, parameter importance per cell (when a cell has enough trials), outcomes.
@@ -554,6 +554,8 @@ def report_tables(ds: Dataset, oc: str = OC_DEFAULT) -> list[Table]:
     Args:
         ds: the collected study.
         oc: which OC rate the ablation tables show (:func:`oc_metric`: ``fg``, the paper's, or ``pixels``).
+        importance: the study's parameter importance when already computed
+            (:func:`results._importance.study_importance`).
     """
     confirm = confirm_table(ds, oc)
     if confirm is not None:
@@ -561,15 +563,16 @@ def report_tables(ds: Dataset, oc: str = OC_DEFAULT) -> list[Table]:
         first = search_ablation_table(search, oc)
         first = Table("search_ablation", f"Search phase: {first.title} (selection, not measurement)",
                       first.notes, first.values, first.display, first.numeric, first.bold)
-        return [confirm, first, *_search_tables(search, oc), outcome_table(ds)]
-    return [search_ablation_table(ds, oc), *_search_tables(ds, oc), outcome_table(ds)]
+        return [confirm, first, *_search_tables(search, oc, importance), outcome_table(ds)]
+    return [search_ablation_table(ds, oc), *_search_tables(ds, oc, importance), outcome_table(ds)]
 
 
-def _search_tables(ds: Dataset, oc: str = OC_DEFAULT) -> list[Table]:
+def _search_tables(ds: Dataset, oc: str = OC_DEFAULT, importance_values: pd.DataFrame | None = None
+                   ) -> list[Table]:
     tables = [*axis_tables(ds, oc)]
     for key in ds.info.search_keys or tuple(k for k in ("ocr.delta", "ocr.tau") if f"{PARAM_PREFIX}{k}" in ds.trials):
         table = sensitivity_table(ds, key)
         if table is not None:
             tables.append(table)
-    importance = importance_table(ds)
+    importance = importance_table(ds, importance_values)
     return tables if importance is None else [*tables, importance]

@@ -70,22 +70,22 @@ def _seen(chromium: str, page: Path, probe: Path) -> dict[str, Any]:
     return dict(json.loads(html.unescape(found.group(1))))
 
 
-def test_a_reader_sees_right_aligned_numbers_the_best_in_bold_and_links_to_mlflow(synthetic: Dataset,
+def test_a_reader_sees_right_aligned_numbers_the_best_in_bold_and_links_to_mlflow(searched: Dataset,
                                                                                  tmp_path: Path) -> None:
     chromium = require_executable("chromium", "chromium-browser")
     runs = {str(t): f"http://mlflow.test:5000/#/experiments/3/runs/run{i}"
-            for i, t in enumerate(synthetic.trials["trial_id"])}
+            for i, t in enumerate(searched.trials["trial_id"])}
     links = RunLinks("http://mlflow.test:5000/#/experiments/3/runs", runs)
-    page = write_report(synthetic, tmp_path / "report", formats=("html",), links=links)["html"]
+    page = write_report(searched, tmp_path / "report", formats=("html",), links=links)["html"]
     seen = _seen(chromium, page, tmp_path / "probe.html")
     heads = seen["heads"]
     assert heads[:2] == ["selection", "best setting"] and heads[2].startswith("val mIoU (%")
-    assert heads[3] == "OC rate (% of foreground predictions)"
+    assert heads[3].startswith("OC rate (% of foreground predictions")
     for row in seen["cells"]:
         assert row[0]["left"] < row[0]["right"]  # text: flush left
         for cell in row[2:]:  # figures: flush right
             assert cell["right"] < cell["left"], cell
-    values = ablation_table(synthetic).values
+    values = ablation_table(searched).values
     weights = [row[2]["weight"] for row in seen["cells"]]
     assert [w >= 700 for w in weights] == [i == values["val_miou_mean"].idxmax() for i in range(len(values))]
     images = dict(seen["images"])

@@ -61,9 +61,9 @@ def test_parallel_coordinates_draw_one_line_per_completed_trial_through_the_sear
         assert [t.get_text() for t in ax.get_xticklabels()] == ["δ", "τ (log)", "val_miou (%)"]
 
 
-def test_the_importance_plot_has_a_panel_per_searched_cell(synthetic: Dataset, tmp_path: Path,
+def test_the_importance_plot_has_a_panel_per_searched_cell(searched: Dataset, tmp_path: Path,
                                                            figures: list[Any]) -> None:
-    assert plots.importance_plot(synthetic, tmp_path / "i.png") is not None
+    assert plots.importance_plot(searched, tmp_path / "i.png") is not None
     titles = [ax.get_title() for ax in figures[0].axes]
     assert [t.split(" (n = ")[0] for t in titles] == ["ocr.selection=all", "ocr.selection=oc"]
     for ax in figures[0].axes:
