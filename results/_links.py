@@ -72,14 +72,17 @@ def _trial_id(run: Any) -> str:
 
 
 def runs_table(trials: pd.DataFrame, links: RunLinks, order: list[str] | None = None) -> Table:
-    """Every trial with a link to its MLflow run: cell, setting, seed, why it stopped, its final val mIoU."""
+    """Every trial with a link to its MLflow run: its phase (when the study has two), cell, setting, seed, why
+    it stopped, its final val mIoU."""
     frame = trials.assign(cell=trials["cell"].astype(str))
     cells = order or sorted(frame["cell"].unique())
     frame = frame.assign(_order=frame["cell"].map({c: i for i, c in enumerate(cells)}))
     frame = frame.sort_values(["_order", "setting", "seed"], kind="stable").reset_index(drop=True)
     miou = frame["final_val_miou"] if "final_val_miou" in frame else pd.Series(float("nan"), index=frame.index)
+    phases = frame["phase"].astype(str) if "phase" in frame else pd.Series("search", index=frame.index)
     display = pd.DataFrame({
-        "trial": frame["trial_id"].astype(str), "cell": frame["cell"], "setting": frame["setting"].astype(str),
+        "trial": frame["trial_id"].astype(str), **({"phase": phases} if phases.nunique() > 1 else {}),
+        "cell": frame["cell"], "setting": frame["setting"].astype(str),
         "seed": frame["seed"].astype(str), "stop reason": frame["stop_reason"].astype(str),
         "final val mIoU (%)": ["—" if pd.isna(v) else f"{100 * v:.2f}" for v in miou]})
     urls = tuple((i, "trial", links.runs[t]) for i, t in enumerate(display["trial"]) if t in links.runs)

@@ -57,7 +57,7 @@ class Table:
         named = (*self.numeric, *(c for _, c in self.bold), *(c for _, c, _ in self.links))
         unknown = [c for c in named if c not in columns]
         if unknown:
-            raise ValueError(f"Table {self.name!r}: numeric/bold name columns {unknown} not in its display "
+            raise ValueError(f"Table {self.name!r}: numeric/bold/links name columns {unknown} not in its display "
                              f"columns {columns}")
         rows = [r for r in (*(r for r, _ in self.bold), *(r for r, _, _ in self.links))
                 if not 0 <= r < len(self.display)]
