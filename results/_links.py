@@ -8,6 +8,8 @@ to, so it gets no links. MLflow is imported here only, when called.
 from __future__ import annotations
 
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ from results._tables import Table, cell_order
 
 log = logging.getLogger(__name__)
 SERVER_SCHEMES = ("http", "https")
+HEALTH_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ def run_links(tracking_uri: str | None, experiment: str) -> RunLinks | None:
         return None
     server = str(tracking_uri).rstrip("/")
     try:
+        _answers(server)  # MLflow's client retries a dead server for minutes; the report should not wait
         client = _client(server)
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -65,6 +69,16 @@ def run_links(tracking_uri: str | None, experiment: str) -> RunLinks | None:
     exp = str(found.experiment_id)
     return RunLinks(f"{server}/#/experiments/{exp}/runs",
                     {_trial_id(r): run_url(server, exp, r.info.run_id) for r in runs})
+
+
+def _answers(server: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    """Raise ``OSError`` unless the server answers its ``/health`` (401/403 count: it is there)."""
+    try:
+        with urllib.request.urlopen(f"{server}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code not in (401, 403):
+            raise
 
 
 def _trial_id(run: Any) -> str:

@@ -39,6 +39,7 @@ def served(tmp_path: Path, synthetic: Dataset, monkeypatch: pytest.MonkeyPatch) 
         return MlflowClient(tracking_uri=uri)
 
     monkeypatch.setattr(links_module, "_client", client)
+    monkeypatch.setattr(links_module, "_answers", lambda server: None)  # as if its /health answered
     return experiment, runs
 
 
@@ -82,13 +83,19 @@ def test_the_html_and_markdown_reports_link_every_run(served: tuple[str, dict[st
     assert "mlflow.test" not in written["tex"].read_text()  # the paper's tables carry no links
 
 
-def test_an_unreachable_server_leaves_the_report_without_links(monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
-    def broken(uri: str) -> Any:
-        raise ConnectionError(f"cannot reach {uri}")
+def test_an_unreachable_server_leaves_the_report_without_links_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens on the port: no links and a warning, without MLflow's minutes of retries."""
+    import socket
+    import time
 
-    monkeypatch.setattr(links_module, "_client", broken)
-    assert run_links(SERVER, "linked") is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed
+    monkeypatch.setattr(links_module, "_client", lambda uri: pytest.fail("no client for a dead server"))
+    start = time.monotonic()
+    assert run_links(f"http://127.0.0.1:{port}", "linked") is None
+    assert time.monotonic() - start < links_module.HEALTH_TIMEOUT_S + 1
     assert "no links to MLflow runs" in caplog.text
 
 
