@@ -87,7 +87,8 @@ def _markdown_table(table: Table) -> str:
         return "_(no data)_"
     rows = _cells(table, _markdown_cell)
     align = ["right" if str(c) in table.numeric else "left" for c in frame.columns]
-    return str(pd.DataFrame(rows, columns=frame.columns).to_markdown(index=False, colalign=align))
+    frame = pd.DataFrame(rows, columns=frame.columns)
+    return str(frame.to_markdown(index=False, colalign=align, disable_numparse=True))  # "30.00" stays "30.00"
 
 
 def to_markdown(title: str, tables: Sequence[Table], plots: Sequence[Path], base: Path) -> str:

@@ -65,6 +65,16 @@ def _balanced(text: str) -> bool:
     return depth == 0
 
 
+def test_markdown_keeps_the_figures_as_written() -> None:
+    """tabulate would turn "30.00" into "30" and "0.0100" into "0.01"; the report's precision stays."""
+    from results import Table
+    from results._export import _markdown_table
+
+    frame = pd.DataFrame({"cell": ["a"], "val mIoU (%)": ["30.00"], "p": ["0.0100"]})
+    lines = _markdown_table(Table("t", "t", "", frame, frame, ("val mIoU (%)", "p"))).splitlines()
+    assert lines[1].endswith(":|") and [c.strip() for c in lines[2].strip("|").split("|")] == ["a", "30.00", "0.0100"]
+
+
 @pytest.mark.slow
 def test_latex_compiles_with_booktabs(report: dict[str, Path], tmp_path: Path) -> None:
     """The tables as a paper would ``\\input`` them compile with pdflatex (texlive-latex-recommended)."""
