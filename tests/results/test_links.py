@@ -108,13 +108,14 @@ def test_the_report_command_links_the_runs_of_a_study_tracked_on_a_server(
         served: tuple[str, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from study import runner
+    from study import commands, runner  # commands first: it binds runner's functions when imported
     from study.cli import main
     from tests.results.conftest import make_study
 
     folder = make_study(tmp_path / "studies", name="linked")
     (folder / "spec.yaml").write_text("name: linked\n")  # the spec as the study saved it (read below)
     spec = SimpleNamespace(name="linked", tracking_uri=SERVER, tracking=SimpleNamespace(experiment=None))
+    assert commands.load_study_spec is runner.load_study_spec  # the real one, bound before the patch below
     monkeypatch.setattr(runner, "load_study_spec", lambda name, storage=None: spec)
     assert main(["report", "linked", "--storage", str(tmp_path / "studies"), "--format", "html"]) == 0
     page = (folder / "report" / "report.html").read_text()
