@@ -7,6 +7,7 @@ training code (MLflow only inside :func:`collect_mlflow`).
 from results._collect_mlflow import collect_mlflow
 from results._collect_record import collect_study
 from results._errors import ResultsError
+from results._links import RunLinks, is_server, run_links
 from results._report import FORMATS, parse_formats, report_study, write_report
 from results._schema import SCHEMA_VERSION, Dataset, load_dataset
 from results._stats import PairedTest, paired_t_test
@@ -16,6 +17,7 @@ from results._tables import (
     Table,
     ablation_table,
     axis_tables,
+    check_oc_rate,
     confirm_table,
     report_tables,
     search_ablation_table,
@@ -28,19 +30,23 @@ __all__ = [
     "Dataset",
     "PairedTest",
     "ResultsError",
+    "RunLinks",
     "StudyInfo",
     "SyntheticStudy",
     "Table",
     "ablation_table",
     "axis_tables",
+    "check_oc_rate",
     "collect_mlflow",
     "collect_study",
     "confirm_table",
+    "is_server",
     "load_dataset",
     "paired_t_test",
     "parse_formats",
     "report_study",
     "report_tables",
+    "run_links",
     "search_ablation_table",
     "sensitivity_table",
     "write_report",

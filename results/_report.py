@@ -13,9 +13,11 @@ from pathlib import Path
 from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
+from results._importance import study_importance
+from results._links import RunLinks, report_runs_table
 from results._plots import report_plots
 from results._schema import Dataset, load_dataset
-from results._tables import report_tables
+from results._tables import OC_DEFAULT, check_oc_rate, report_tables
 
 FORMATS = ("md", "tex", "csv", "html")
 
@@ -55,24 +57,32 @@ def _failures(ds: Dataset) -> str:
     return "".join(f"\nFailed: {n} × {reason}" for reason, n in counts.items())
 
 
-def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS, oc: str = OC_DEFAULT,
+                 links: RunLinks | None = None) -> dict[str, Path]:
     """Write the report of a collected study; returns each format's file (``csv``: its folder).
 
     Args:
         ds: the collected study (:func:`results.load_dataset`).
         out: the report folder (created).
         formats: any of ``md``, ``tex``, ``csv``, ``html``.
+        oc: the OC rate the tables and plots show: ``fg`` (share of foreground predictions, the paper's) or
+            ``pixels`` (share of valid pixels); the CSV holds both.
+        links: the study's runs on an MLflow server (:func:`results.run_links`): the HTML and Markdown
+            reports then link the runs table and list every trial with a link to its run.
     """
     if ds.trials.empty:
         raise ResultsError(f"study {ds.info.name!r} has no trials to report yet")
+    check_oc_rate(oc)  # before anything is written
+    importance = study_importance(ds)  # once for its table and its plot: fANOVA takes seconds on large cells
+    tables = report_tables(ds, oc, importance)
     out.mkdir(parents=True, exist_ok=True)
-    tables = report_tables(ds)
-    plots = report_plots(ds, out / "plots")
+    plots = report_plots(ds, out / "plots", oc, importance)
+    pages = tables if links is None else [*tables, report_runs_table(ds, links)]  # links: HTML and Markdown
     title = f"ocr-study report: {ds.info.name}"
     written: dict[str, Path] = {}
     if "md" in formats:
         failed = _failures(ds).replace("\nFailed: ", "\n- ")
-        text = to_markdown(title, tables, plots, out) + (f"\n## Failed trials\n{failed}\n" if failed else "")
+        text = to_markdown(title, pages, plots, out) + (f"\n## Failed trials\n{failed}\n" if failed else "")
         written["md"] = _write_text(out / "report.md", text)
     if "tex" in formats:
         written["tex"] = _write_text(out / "report.tex", to_latex(tables))
@@ -80,17 +90,21 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS) -> di
         write_csv(tables, out / "csv")
         written["csv"] = out / "csv"
     if "html" in formats:
-        written["html"] = _write_text(out / "report.html", to_html(title, tables, plots, _summary(ds)))
+        runs_url = None if links is None else links.experiment_url
+        written["html"] = _write_text(out / "report.html", to_html(title, pages, plots, _summary(ds), runs_url))
     return written
 
 
-def report_study(study_dir: Path, out: Path | None = None, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+def report_study(study_dir: Path, out: Path | None = None, formats: Sequence[str] = FORMATS,
+                 links: RunLinks | None = None) -> dict[str, Path]:
     """Collect a study from its record (idempotent) and write its report.
 
     Args:
         study_dir: the study folder, ``<storage>/<name>``.
         out: the report folder (default ``study_dir / "report"``).
         formats: any of ``md``, ``tex``, ``csv``, ``html``.
+        links: the study's runs on an MLflow server, linked from the report (:func:`results.run_links`).
     """
     dataset = load_dataset(collect_study(Path(study_dir)))
-    return write_report(dataset, Path(out) if out is not None else Path(study_dir) / "report", formats)
+    return write_report(dataset, Path(out) if out is not None else Path(study_dir) / "report", formats,
+                        links=links)

@@ -15,10 +15,20 @@ import numpy as np
 import pandas as pd
 
 from record import OCR_OFF, best_setting, ocr_applies, parse_cell, value_text
+from results._errors import ResultsError
+from results._importance import importance_table
 from results._schema import PARAM_PREFIX, Dataset
 from results._stats import paired_t_test
 
-METRICS = (("val_miou", "val mIoU"), ("val_oc_rate", "OC rate"), ("val_oracle_miou", "oracle-tag mIoU"))
+# Two OC rates are logged: the paper's (out-of-candidate share of the pixels predicted foreground, the
+# default) and the share of all valid pixels; each is labelled by what it measures.
+OC_RATES = {"fg": ("val_oc_rate_fg", "OC rate (% of foreground predictions)"),
+            "pixels": ("val_oc_rate", "OC rate (% of valid pixels)")}
+OC_DEFAULT = "fg"
+# (metric, label, better): every metric a table computes (values, CSV); which one is better decides bold.
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("val_miou", "val mIoU", "max"), (*OC_RATES["fg"], "min"), (*OC_RATES["pixels"], "min"),
+    ("val_oracle_miou", "oracle-tag mIoU", "max"))
 SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}
 SELECTION = f"{PARAM_PREFIX}ocr.selection"
 EXACT_LIMIT = 6
@@ -27,13 +37,32 @@ BINS = 5
 
 @dataclass(frozen=True)
 class Table:
-    """A report table: a file stem, a title, notes saying how it was computed, numbers and their text."""
+    """A report table: a file stem, a title, notes saying how it was computed, numbers and their text.
+
+    ``numeric`` names the ``display`` columns holding numbers (right-aligned by every renderer); ``bold``
+    holds the (row position, column) of each metric column's best value (bold in Markdown, LaTeX, HTML);
+    ``links`` (row position, column, URL) make cells links in Markdown and HTML."""
 
     name: str
     title: str
     notes: str
     values: pd.DataFrame
     display: pd.DataFrame
+    numeric: tuple[str, ...] = ()
+    bold: tuple[tuple[int, str], ...] = ()
+    links: tuple[tuple[int, str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        columns = [str(c) for c in self.display.columns]
+        named = (*self.numeric, *(c for _, c in self.bold), *(c for _, c, _ in self.links))
+        unknown = [c for c in named if c not in columns]
+        if unknown:
+            raise ValueError(f"Table {self.name!r}: numeric/bold/links name columns {unknown} not in its display "
+                             f"columns {columns}")
+        rows = [r for r in (*(r for r, _ in self.bold), *(r for r, _, _ in self.links))
+                if not 0 <= r < len(self.display)]
+        if rows:
+            raise ValueError(f"Table {self.name!r}: bold/link rows {rows} outside 0..{len(self.display) - 1}")
 
 
 def completed(ds: Dataset) -> pd.DataFrame:
@@ -45,13 +74,46 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def mean_std_text(mean: float, std: float, n: int) -> str:
-    """``"45.12 ± 0.83 (n = 3)"`` in percent; no ± with one value; ``"—"`` with none."""
+def mean_std_text(mean: float, std: float, n: int, show_n: bool = True) -> str:
+    """``"45.12 ± 0.83 (n = 3)"`` in percent; no ± with one value; ``"—"`` with none; without ``(n = …)``
+    when ``show_n`` is false (the column's header says n)."""
+    suffix = f" (n = {n})" if show_n else ""
     if n == 0 or math.isnan(mean):
-        return "— (n = 0)"
+        return "—" + suffix
     if n == 1 or math.isnan(std):
-        return f"{_pct(mean)} (n = {n})"
-    return f"{_pct(mean)} ± {_pct(std)} (n = {n})"
+        return f"{_pct(mean)}{suffix}"
+    return f"{_pct(mean)} ± {_pct(std)}{suffix}"
+
+
+def setting_number(value: float) -> str:
+    """A sampled value as tables show it: 2 significant digits, as the MLflow run names (``7.7``, ``0.061``)."""
+    return f"{value:.2g}"
+
+
+def check_oc_rate(definition: str) -> str:
+    """``definition`` when it names an OC rate (``fg`` or ``pixels``), else a :class:`ResultsError` saying
+    which exist."""
+    if definition not in OC_RATES:
+        raise ResultsError(f"OC rate definition {definition!r}: use one of {', '.join(OC_RATES)} (fg: share of "
+                           "foreground predictions, the paper's; pixels: share of valid pixels)")
+    return definition
+
+
+def oc_metric(ds: Dataset, definition: str = OC_DEFAULT) -> tuple[str, str]:
+    """(metric, label) of the OC rate to show: ``fg`` (the paper's: share of foreground predictions) or
+    ``pixels`` (share of valid pixels); a study that logged only the other one shows that one, labelled."""
+    metric, label = OC_RATES[check_oc_rate(definition)]
+    if f"final_{metric}" not in ds.trials:
+        other = next(v for k, v in OC_RATES.items() if k != definition)
+        if f"final_{other[0]}" in ds.trials:
+            return other
+    return metric, label
+
+
+def shown_metrics(ds: Dataset, oc: str = OC_DEFAULT) -> list[tuple[str, str, str]]:
+    """The metric columns of the ablation tables: val mIoU, the chosen OC rate, oracle-tag mIoU."""
+    rate = oc_metric(ds, oc)[0]
+    return [m for m in METRICS if m[0] == rate or m[0] not in {v[0] for v in OC_RATES.values()}]
 
 
 def best_settings(ds: Dataset) -> pd.Series:
@@ -94,6 +156,8 @@ def baseline_cell(ds: Dataset, cells: list[str]) -> str:
 def _seed_values(ds: Dataset, cell: str, setting: int, metric: str) -> pd.Series:
     done = completed(ds)
     rows = done[(done["cell"].astype(str) == cell) & (done["setting"] == setting)].drop_duplicates("seed", keep="last")
+    if f"final_{metric}" not in rows:  # a metric this study never logged
+        return pd.Series(dtype="float64")
     return rows.set_index(rows["seed"].astype("int64"))[f"final_{metric}"].dropna()
 
 
@@ -108,7 +172,7 @@ def _cell_row(ds: Dataset, cell: str, setting: int, base: pd.Series | None) -> d
             continue  # no effect without OCR (the spec's built-in condition)
         if column in chosen and chosen[column].notna().any():
             row[key] = chosen[column].dropna().iloc[0]
-    for metric, _ in METRICS:
+    for metric, _, _ in METRICS:
         values = _seed_values(ds, cell, setting, metric)
         row.update({f"{metric}_mean": values.mean() if len(values) else np.nan,
                     f"{metric}_std": values.std(ddof=1) if len(values) > 1 else np.nan, f"{metric}_n": len(values)})
@@ -129,39 +193,71 @@ def _incomplete_row(ds: Dataset, cell: str, is_base: bool) -> dict[str, object]:
     fate = ", ".join(f"{n} {words.get(str(k), str(k))}" for k, n in counts.items())
     row: dict[str, object] = {"cell": cell, **parse_cell(cell), "setting": -1,
                               "incomplete": f"no completed trial ({fate})"}
-    for metric, _ in METRICS:
+    for metric, _, _ in METRICS:
         row.update({f"{metric}_mean": np.nan, f"{metric}_std": np.nan, f"{metric}_n": 0})
     if not is_base:
         row.update({"diff_mean": np.nan, "diff_n": 0, "p_value": np.nan, "ci_low": np.nan, "ci_high": np.nan})
     return row
 
 
-def _diff_text(row: pd.Series) -> str:
+DIFF_LABEL = "Δ val mIoU vs baseline (pp, 95% CI, paired t)"
+
+
+def _diff_text(row: pd.Series, show_n: bool = True) -> str:
     n = int(row["diff_n"]) if not pd.isna(row.get("diff_n")) else 0
+    suffix = f" (n = {n})" if show_n else ""
     if n == 0:
-        return "— (n = 0)"
+        return "—" + suffix
     text = f"{100 * row['diff_mean']:+.2f}"
     if n >= 2:
         text += f" [{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}], p = {row['p_value']:.3g}"
-    return f"{text} (n = {n})"
+    return text + suffix
 
 
 def _setting_text(row: pd.Series, keys: tuple[str, ...]) -> str:
-    parts = [f"{SYMBOLS.get(k, k)} = " + (f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k]))
+    parts = [f"{SYMBOLS.get(k, k)} = " + (setting_number(row[k]) if isinstance(row[k], float) else str(row[k]))
              for k in keys if k in row and not pd.isna(row[k])]
     return ", ".join(parts) or "—"
 
 
-def ablation_table(ds: Dataset) -> Table:
+def common_n(counts: pd.Series) -> int | None:
+    """The one n behind every figure of a column (rows without any ignored), else None."""
+    found = {int(n) for n in counts.dropna() if int(n) > 0}
+    return found.pop() if len(found) == 1 else None
+
+
+def header(label: str, n: int | None, unit: str = "%") -> str:
+    """A column header stating the unit (and n when one n holds for the whole column):
+    ``"val mIoU (%, n = 3)"``; a label that already names its unit keeps its words."""
+    text = label if f"({unit}" in label else f"{label} ({unit})"
+    return text if n is None else f"{text[:-1]}, n = {n})"
+
+
+def best_rows(means: pd.Series, counts: pd.Series, better: str, decimals: int = 2) -> list[int]:
+    """Positions of the best value (``better``: ``max`` or ``min``) among rows with data, ties at the shown
+    precision (``decimals`` in percent) included."""
+    shown = (100 * pd.to_numeric(means, errors="coerce")).round(decimals).where(counts.fillna(0) > 0)
+    if shown.notna().sum() == 0:
+        return []
+    target = shown.max() if better == "max" else shown.min()
+    return [i for i, v in enumerate(shown.tolist()) if v == target]
+
+
+def _better(ds: Dataset, metric: str, default: str) -> str:
+    return ds.info.mode if metric == ds.info.metric and ds.info.mode in ("max", "min") else default
+
+
+def ablation_table(ds: Dataset, oc: str = OC_DEFAULT) -> Table:
     """The study's ablation table: from the confirm phase when the study has one (:func:`confirm_table`),
     else from the search phase (:func:`search_ablation_table`)."""
-    confirm = confirm_table(ds)
-    return confirm if confirm is not None else search_ablation_table(ds)
+    confirm = confirm_table(ds, oc)
+    return confirm if confirm is not None else search_ablation_table(ds, oc)
 
 
-def search_ablation_table(ds: Dataset) -> Table:
-    """Rows per grid cell; val mIoU, OC rate and oracle-tag mIoU as mean ± std over seeds at each cell's best
-    setting (chosen on val by the study's metric), and the paired difference to the baseline cell."""
+def search_ablation_table(ds: Dataset, oc: str = OC_DEFAULT) -> Table:
+    """Rows per grid cell; val mIoU, OC rate (``oc``: see :func:`oc_metric`) and oracle-tag mIoU as mean ± std
+    over seeds at each cell's best setting (chosen on val by the study's metric), and the paired difference
+    to the baseline cell; the best value of each metric column in bold."""
     best = best_settings(ds)
     if best.empty:
         empty = pd.DataFrame()
@@ -174,12 +270,14 @@ def search_ablation_table(ds: Dataset) -> Table:
     rows = [_cell_row(ds, c, int(best[c]), None if c == base_cell else base) if c in best.index
             else _incomplete_row(ds, c, c == base_cell) for c in cells]
     values = pd.DataFrame(rows)
-    return Table("ablation", "Ablation: each cell at its best setting", _ablation_notes(base_cell), values,
-                 _ablation_display(ds, values))
+    return Table("ablation", "Ablation: each cell at its best setting", _ablation_notes(ds, base_cell, oc), values,
+                 *_ablation_display(ds, values, oc=oc))
 
 
-def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None = None,
-                      split: str = "val") -> pd.DataFrame:
+def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None = None, oc: str = OC_DEFAULT,
+                      split: str = "val") -> tuple[pd.DataFrame, tuple[str, ...], tuple[tuple[int, str], ...]]:
+    """The ablation table's text, its numeric columns and its bold cells (each metric column's best);
+    ``split`` names where the figures were measured (``test`` for a confirm phase scored on a test split)."""
     shown = [axis for axis in (ds.info.grid if axes is None else axes) if axis in values]
     out = pd.DataFrame({axis.rsplit(".", 1)[-1]: values[axis].astype(object).where(values[axis].notna(), "—")
                         for axis in shown})
@@ -187,14 +285,27 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
         out["cell"] = values["cell"]
     out["best setting"] = [r["incomplete"] if isinstance(r.get("incomplete"), str)
                            else _setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
-    for metric, label in METRICS:
+    numeric: list[str] = []
+    bold: list[tuple[int, str]] = []
+    for metric, label, better in shown_metrics(ds, oc):
         key = _on_split(metric, split)
-        out[f"{label.replace('val ', f'{split} ')} (%)"] = [
-            mean_std_text(r[f"{key}_mean"], r[f"{key}_std"], int(r[f"{key}_n"])) for _, r in values.iterrows()]
+        n = common_n(values[f"{key}_n"])
+        column = header(label.replace("val ", f"{split} "), n)
+        out[column] = [mean_std_text(r[f"{key}_mean"], r[f"{key}_std"], int(r[f"{key}_n"]), n is None)
+                       for _, r in values.iterrows()]
+        numeric.append(column)
+        bold += [(i, column) for i in best_rows(values[f"{key}_mean"], values[f"{key}_n"],
+                                                _better(ds, metric, better))]
     if "diff_mean" in values:
-        out[f"Δ {split} mIoU vs baseline (95% CI, paired t)"] = [
-            "baseline" if pd.isna(r.get("diff_n")) else _diff_text(r) for _, r in values.iterrows()]
-    return out.reset_index(drop=True)
+        n = common_n(values["diff_n"])
+        label = DIFF_LABEL.replace("val ", f"{split} ")
+        column = label if n is None else f"{label[:-1]}, n = {n})"
+        out[column] = ["baseline" if pd.isna(r.get("diff_n")) else _diff_text(r, n is None)
+                       for _, r in values.iterrows()]
+        numeric.append(column)
+        bold += [(i, column) for i in best_rows(values["diff_mean"], values["diff_n"],
+                                                _better(ds, "val_miou", "max"))]
+    return out.reset_index(drop=True), tuple(numeric), tuple(bold)
 
 
 def _matching_cell(cells: list[str], target: dict[str, str]) -> str | None:
@@ -203,7 +314,7 @@ def _matching_cell(cells: list[str], target: dict[str, str]) -> str | None:
     return max(found, key=lambda c: len(parse_cell(c))) if found else None
 
 
-def axis_tables(ds: Dataset) -> list[Table]:
+def axis_tables(ds: Dataset, oc: str = OC_DEFAULT) -> list[Table]:
     """With several grid axes, one table per axis: a row per value of it, the other axes at their defaults
     (the spec's trial values), each cell at its best setting; Δ against the same baseline cell."""
     grid = ds.info.grid
@@ -224,16 +335,25 @@ def axis_tables(ds: Dataset) -> list[Table]:
         values = pd.DataFrame(rows)
         fixed = ", ".join(f"{k}={v}" for k, v in defaults.items() if k != axis)
         tables.append(Table(f"ablation_{axis.rsplit('.', 1)[-1]}", f"Ablation over {axis} ({fixed})",
-                            _ablation_notes(base_cell), values, _ablation_display(ds, values, [axis])))
+                            _ablation_notes(ds, base_cell, oc), values, *_ablation_display(ds, values, [axis], oc)))
     return tables
 
 
-def _ablation_notes(base_cell: str) -> str:
+def oc_note(ds: Dataset, oc: str = OC_DEFAULT) -> str:
+    """What the OC rate shown measures, in words."""
+    if oc_metric(ds, oc)[0] == OC_RATES["fg"][0]:
+        return ("OC rate: share of the pixels predicted as a foreground class whose class is not among the "
+                "image's tags (the paper's definition)")
+    return "OC rate: share of all valid pixels whose predicted class is not among the image's tags"
+
+
+def _ablation_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT) -> str:
     return ("Mean ± sample std over seeds, in %, at the last epoch of completed trials; n = seeds behind each "
-            "figure (no std when n = 1). Each cell's setting is the one with the best mean val mIoU (chosen and "
-            f"reported on val). Δ: mean per-seed difference to the baseline cell ({base_cell}) over the seeds "
-            "both have, with a two-sided paired t-test across seeds (95% t confidence interval and p-value; "
-            "none for n < 2).")
+            "figure (in the header when every row has the same n; no std when n = 1); best value of each "
+            f"column in bold. {oc_note(ds, oc)}. Each cell's setting is the one with the best mean val mIoU "
+            "(chosen and reported on val). Δ: mean per-seed difference to the baseline cell "
+            f"({base_cell}) in percentage points (pp) over the seeds both have, with a two-sided paired t-test "
+            "across seeds (95% t confidence interval and p-value; none for n < 2).")
 
 
 def bin_values(values: pd.Series, log: bool = False) -> tuple[pd.Series, list[str]]:
@@ -271,11 +391,19 @@ def sensitivity_table(ds: Dataset, key: str) -> Table | None:
     text = {(str(r["bin"]), str(r["group"])): mean_std_text(r["mean"], r["std"], int(r["count"]))
             for _, r in stats.iterrows()}
     groups = sorted(stats["group"].astype(str).unique())
-    display = pd.DataFrame({name: labels, **{g: [text.get((b, g), "—") for b in labels] for g in groups}})
+    columns = {g: f"{g}: val mIoU (%)" for g in groups}
+    display = pd.DataFrame({name: labels, **{columns[g]: [text.get((b, g), "—") for b in labels] for g in groups}})
+    bold = []
+    for g in groups:
+        mine = stats[stats["group"].astype(str) == g].set_index("bin")["mean"].reindex(labels)
+        counts = stats[stats["group"].astype(str) == g].set_index("bin")["count"].reindex(labels)
+        bold += [(i, columns[g]) for i in best_rows(mine.reset_index(drop=True), counts.reset_index(drop=True),
+                                                     _better(ds, "val_miou", "max"))]
     notes = (f"val mIoU (%) of completed trials by {key} (rows) and selection strategy (columns): mean ± std over "
-             "all trials in the bin (every setting and seed), n = trials; other searched parameters vary freely.")
+             "all trials in the bin (every setting and seed), n = trials; other searched parameters vary freely; "
+             "best bin of each column in bold.")
     return Table(f"sensitivity_{key.rsplit('.', 1)[-1]}", f"Sensitivity: val mIoU against {name}", notes,
-                 stats.rename(columns={"count": "n"}), display)
+                 stats.rename(columns={"count": "n"}), display, (name, *columns.values()), tuple(bold))
 
 
 def outcome_table(ds: Dataset) -> Table:
@@ -289,7 +417,9 @@ def outcome_table(ds: Dataset) -> Table:
     values.columns.name = None
     notes = ("completed: ran every planned epoch; early_stopped: stopped by ASHA at a rung; stopped: ended early "
              "otherwise (time budget); failed: raised an error; running: still in progress when collected.")
-    return Table("outcomes", "Trials by outcome", notes, values, values.astype(str))
+    display = values.astype(str)
+    return Table("outcomes", "Trials by outcome", notes, values, display,
+                 tuple(str(c) for c in display.columns if c != "cell"))
 
 
 def phase_trials(ds: Dataset, phase: str) -> pd.DataFrame:
@@ -370,7 +500,7 @@ def _confirm_row(ds: Dataset, confirm: pd.DataFrame, cell: str, setting: int, ba
         if ocr_applies(key, selection) and column in chosen and chosen[column].notna().any():
             row[key] = chosen[column].dropna().iloc[0]
     split = measured_split(confirm)
-    for measure, _ in METRICS:
+    for measure, _, _ in METRICS:
         values = _confirm_values(confirm, cell, setting, measure)
         name = _on_split(measure, split)  # the key says where it was measured
         row.update({f"{name}_mean": values.mean() if len(values) else np.nan,
@@ -385,7 +515,7 @@ def _confirm_row(ds: Dataset, confirm: pd.DataFrame, cell: str, setting: int, ba
     return row
 
 
-def confirm_table(ds: Dataset) -> Table | None:
+def confirm_table(ds: Dataset, oc: str = OC_DEFAULT) -> Table | None:
     """The ablation table from the confirm phase: a row for every cell (each chosen setting of it), val
     mIoU, OC rate and oracle-tag mIoU as mean ± std over the confirm seeds, and Δ against the baseline over
     the same seeds (paired t-test: 95% CI and p; Wilcoxon signed-rank p when n ≥ 5); None without a
@@ -400,15 +530,16 @@ def confirm_table(ds: Dataset) -> Table | None:
     rows = [_confirm_row(ds, confirm, c, s, None if c == base_cell else base) for c, s in pairs]
     values = pd.DataFrame(rows)
     split = measured_split(confirm)
-    display = _ablation_display(ds, values, split=split)
+    display, numeric, bold = _ablation_display(ds, values, oc=oc, split=split)
     display["best setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
     if "wilcoxon_p" in values:
         display["Wilcoxon p"] = ["" if pd.isna(r.get("diff_n")) else
                                  ("—" if pd.isna(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3g}")
                                  for _, r in values.iterrows()]
+        numeric += ("Wilcoxon p",)
     display["notes"] = values["problems"].fillna("").astype(str).tolist()
     return Table("ablation", f"Ablation (confirm phase, measured on {split}): each cell's chosen setting on every "
-                 "confirm seed", _confirm_notes(ds, base_cell, split), values, display)
+                 "confirm seed", _confirm_notes(ds, base_cell, oc, split), values, display, numeric, bold)
 
 
 def _rule_text(ds: Dataset) -> str:
@@ -420,15 +551,18 @@ def _rule_text(ds: Dataset) -> str:
     return "; ".join(words) or "no setting was chosen"
 
 
-def _confirm_notes(ds: Dataset, base_cell: str, split: str = "val") -> str:
+def _confirm_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT, split: str = "val") -> str:
     confirm = ds.info.confirm
     seeds = confirm.get("seeds", [])
-    return (f"Mean ± sample std over the confirm seeds {seeds} (n = seeds behind each figure), in %, at the last "
-            f"of {confirm.get('epochs', '?')} epochs, run without early stopping. Settings chosen in the search "
-            f"phase on val by {confirm.get('metric', ds.info.metric)} ({confirm.get('mode', ds.info.mode)}), "
-            f"{_rule_text(ds)}; measured on {_split_words(split)} in the confirm phase. Δ: mean per-seed difference "
-            f"to the baseline cell ({base_cell}) over the seeds both have, two-sided paired t-test (95% t confidence "
-            "interval and p-value; none for n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5).")
+    return (f"Mean ± sample std over the confirm seeds {seeds} (n = seeds behind each figure, in the header "
+            f"when every row has the same n), in %, at the last of {confirm.get('epochs', '?')} epochs, run "
+            f"without early stopping; best value of each column in bold. {oc_note(ds, oc)}. Settings chosen "
+            f"in the search phase on val by {confirm.get('metric', ds.info.metric)} "
+            f"({confirm.get('mode', ds.info.mode)}), {_rule_text(ds)}; measured on {_split_words(split)} in "
+            "the confirm phase. "
+            f"Δ: mean per-seed difference to the baseline cell ({base_cell}) in percentage points (pp) over "
+            "the seeds both have, two-sided paired t-test (95% t confidence interval and p-value; none for "
+            "n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5).")
 
 
 def _split_words(split: str) -> str:
@@ -436,24 +570,33 @@ def _split_words(split: str) -> str:
             else "val (the split papers report on VOC and COCO)")
 
 
-def report_tables(ds: Dataset) -> list[Table]:
+def report_tables(ds: Dataset, oc: str = OC_DEFAULT, importance: pd.DataFrame | None = None) -> list[Table]:
     """The tables of a report: with a confirm phase, its ablation table first, then the search phase's
     tables as sensitivity and budget sections; ablation (per cell, then per grid axis), sensitivity to each
-    searched parameter, outcomes."""
-    confirm = confirm_table(ds)
+    searched parameter, parameter importance per cell (when a cell has enough trials), outcomes.
+
+    Args:
+        ds: the collected study.
+        oc: which OC rate the ablation tables show (:func:`oc_metric`: ``fg``, the paper's, or ``pixels``).
+        importance: the study's parameter importance when already computed
+            (:func:`results._importance.study_importance`).
+    """
+    confirm = confirm_table(ds, oc)
     if confirm is not None:
         search = search_only(ds)
-        first = search_ablation_table(search)
+        first = search_ablation_table(search, oc)
         first = Table("search_ablation", f"Search phase: {first.title} (selection, not measurement)",
-                      first.notes, first.values, first.display)
-        return [confirm, first, *_search_tables(search), outcome_table(ds)]
-    return [search_ablation_table(ds), *_search_tables(ds), outcome_table(ds)]
+                      first.notes, first.values, first.display, first.numeric, first.bold)
+        return [confirm, first, *_search_tables(search, oc, importance), outcome_table(ds)]
+    return [search_ablation_table(ds, oc), *_search_tables(ds, oc, importance), outcome_table(ds)]
 
 
-def _search_tables(ds: Dataset) -> list[Table]:
-    tables = [*axis_tables(ds)]
+def _search_tables(ds: Dataset, oc: str = OC_DEFAULT, importance_values: pd.DataFrame | None = None
+                   ) -> list[Table]:
+    tables = [*axis_tables(ds, oc)]
     for key in ds.info.search_keys or tuple(k for k in ("ocr.delta", "ocr.tau") if f"{PARAM_PREFIX}{k}" in ds.trials):
         table = sensitivity_table(ds, key)
         if table is not None:
             tables.append(table)
-    return tables
+    importance = importance_table(ds, importance_values)
+    return tables if importance is None else [*tables, importance]

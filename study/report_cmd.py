@@ -82,15 +82,17 @@ def report(args: argparse.Namespace) -> int:
     Collects the study from its record first; a study whose record is gone is reported from the
     dataset exported before (``ocr-study export NAME --mlflow URI``). A study without any trial yet gets
     no report: the command says what state it is in and exits 0."""
-    from results import load_dataset, parse_formats, write_report
+    from results import check_oc_rate, load_dataset, parse_formats, write_report
 
     formats = parse_formats(args.format)
+    check_oc_rate(args.oc_rate)
     folder = study_folder(args.name, args.storage)
     dataset = load_dataset(_dataset_folder(folder))
     if dataset.trials.empty:
         print(f"study {args.name}: {study_state(folder, dataset.trials)}; no report written")
         return 0
-    written = write_report(dataset, Path(args.out) if args.out else folder / "report", formats)
+    written = write_report(dataset, Path(args.out) if args.out else folder / "report", formats,
+                           oc=args.oc_rate, links=_run_links(folder))
     _push_back(args, folder)
     _print_report(args.name, written)
     if _no_finished_trial(dataset.trials):
@@ -118,11 +120,27 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_links(folder: Path) -> Any:
+    """The study's runs on its MLflow server, for the report to link (None with a SQLite or file store, or
+    when the study's spec cannot be read)."""
+    from results import is_server, run_links
+    from study.runner import load_study_spec
+
+    if not (folder / SPEC_FILE).is_file():
+        return None
+    try:
+        spec = load_study_spec(folder.name, str(folder.parent))
+    except Exception:  # the report needs no spec; links are a convenience
+        return None
+    uri = spec.tracking_uri
+    return run_links(uri, spec.tracking.experiment or spec.name) if is_server(uri) else None
+
+
 def _report_after(folder: Path) -> None:
     from results import ResultsError, report_study
 
     try:
-        written = report_study(folder)
+        written = report_study(folder, links=_run_links(folder))
     except ResultsError as err:
         print(f"ocr-study: no report: {err}", file=sys.stderr)
         return
@@ -172,6 +190,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                      help="comma-separated: md, tex, csv, html (default: all)")
     rep.add_argument("--out", help="the report folder (default <storage>/<name>/report)")
     rep.add_argument("--storage", help=f"the folder holding studies (default {DEFAULT_STORAGE})")
+    rep.add_argument("--oc-rate", default="fg",
+                     help="the OC rate shown: fg = share of foreground predictions (the paper's, default), "
+                          "pixels = share of valid pixels (the CSV holds both)")
     exp = sub.add_parser("export", help="a study's trials and curves as Parquet (trials.parquet, curves.parquet)")
     exp.add_argument("name", help="the study's name (with --mlflow: the MLflow experiment)")
     exp.add_argument("--out", help="the folder to write (default <storage>/<name>/results)")

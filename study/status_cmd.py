@@ -10,7 +10,7 @@ from study.spec import StudySpec
 
 SHOWN_KEYS = ("ocr.delta", "ocr.tau")
 MAX_ERRORS = 10
-PERCENT_METRICS = ("iou", "acc")  # fractions in the record, percent wherever people read them
+PERCENT_METRICS = ("iou", "acc", "oc_rate", "oc_image_rate")  # fractions in the record, percent where people read them
 STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR": "failed"}
 
 
@@ -56,7 +56,8 @@ def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
 
 
 def metric_text(metric: str, value: float) -> str:
-    """A metric as the report prints it: IoU and accuracy in percent (``61.52 %``), others as they are."""
+    """A metric as the report prints it: IoU, accuracy and OC rates in percent (``61.52 %``), others as
+    they are."""
     if any(part in metric for part in PERCENT_METRICS):
         return f"{100 * value:.2f} %"
     return f"{value:.4g}"

@@ -24,3 +24,11 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthetic(synthetic_dir: Path) -> Dataset:
     """The synthetic study, collected."""
     return load_dataset(collect_study(synthetic_dir))
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """33 trials: 5 settings per OCR cell (4 of them completed: enough for parameter importance), 3 seeds, a
+    completed baseline, ASHA stops, one failed, two running; collected."""
+    folder = make_study(tmp_path_factory.mktemp("searched"), running=2, settings=5, stop_fraction=0.15)
+    return load_dataset(collect_study(folder))

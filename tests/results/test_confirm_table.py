@@ -73,7 +73,7 @@ def test_confirm_runs_scored_on_a_test_split_are_reported_on_it() -> None:
     assert oc["test_miou_mean"] == pytest.approx(sum(OC) / 5 - 0.1) and oc["test_miou_n"] == 5
     assert oc["test_oc_rate_mean"] == pytest.approx(0.2) and "val_miou_mean" not in table.values
     assert "test mIoU (%)" in table.display and "val mIoU (%)" not in table.display
-    assert "Δ test mIoU vs baseline (95% CI, paired t)" in table.display
+    assert "Δ test mIoU vs baseline (pp, 95% CI, paired t)" in table.display
     assert "measured on the held-out test split" in table.notes and "on val by val_miou" in table.notes
     assert "measured on test" in table.title
     assert "measured on val" in ablation_table(ds).title  # without test figures: val, as before

@@ -14,12 +14,13 @@ from results._export import latex_escape
 from study.cli import main
 from tests.results.conftest import make_study
 
-PLOTS = {"miou_vs_delta", "miou_vs_tau", "oc_vs_miou", "learning_curves", "priors", "asha_budget"}
+PLOTS = {"miou_vs_delta", "miou_vs_tau", "parallel_coordinates", "importance", "oc_vs_miou", "learning_curves",
+         "priors", "asha_budget"}
 
 
 @pytest.fixture(scope="module")
-def report(synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_report(synthetic, tmp_path_factory.mktemp("report"))
+def report(searched: Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_report(searched, tmp_path_factory.mktemp("report"))
 
 
 def test_every_format_is_written_with_every_plot(report: dict[str, Path]) -> None:
@@ -38,18 +39,87 @@ def test_markdown_has_the_tables_and_links_the_plots(report: dict[str, Path]) ->
         assert f"](plots/{name}.png)" in text
 
 
+TABLES = 5  # ablation, sensitivity to δ and to τ, parameter importance, outcomes
+
+
 def test_latex_is_booktabs_and_escaped(report: dict[str, Path]) -> None:
     text = report["tex"].read_text()
-    assert text.count(r"\toprule") == text.count(r"\bottomrule") == text.count(r"\begin{tabular}") == 4
+    assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == TABLES
+    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == TABLES
     assert r"$\pm$" in text and r"\%" in text and "±" not in text and "δ" not in text
     assert "ocr.selection=none" not in text.split(r"\caption")[0]
-    assert latex_escape("a_b & 50% ± 1, n < 2") == r"a\_b \& 50\% $\pm$ 1, n $<$ 2"
+    assert latex_escape("a_b & 50% ± 1, n < 2, n ≥ 5") == r"a\_b \& 50\% $\pm$ 1, n $<$ 2, n $\geq$ 5"
+    assert not re.search(r"[^\x00-\x7f]", text), "every non-ASCII character is escaped for pdflatex"
+    ablation = text.split(r"\end{table}")[0]
+    assert r"\begin{tabular}{llrrrr}" in ablation  # selection, setting: text; 3 metrics and Δ: numbers
+    assert ablation.count(r"\textbf{") == 4  # the best value of each metric column and of Δ
+    assert _balanced(text)
 
 
-def test_csv_holds_the_numbers(report: dict[str, Path], synthetic: Dataset) -> None:
-    tables = {t.name: t for t in report_tables(synthetic)}
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in re.sub(r"\\[{}]", "", text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_markdown_keeps_the_figures_as_written() -> None:
+    """tabulate would turn "30.00" into "30" and "0.0100" into "0.01"; the report's precision stays."""
+    from results import Table
+    from results._export import _markdown_table
+
+    frame = pd.DataFrame({"cell": ["a"], "val mIoU (%)": ["30.00"], "p": ["0.0100"]})
+    lines = _markdown_table(Table("t", "t", "", frame, frame, ("val mIoU (%)", "p"))).splitlines()
+    assert lines[1].endswith(":|") and [c.strip() for c in lines[2].strip("|").split("|")] == ["a", "30.00", "0.0100"]
+
+
+@pytest.mark.slow
+def test_latex_compiles_with_booktabs(report: dict[str, Path], tmp_path: Path) -> None:
+    """The tables as a paper would ``\\input`` them compile with pdflatex (texlive-latex-recommended)."""
+    import subprocess
+
+    from tests.conftest import require_executable
+
+    pdflatex = require_executable("pdflatex")
+    doc = tmp_path / "paper.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   f"\\input{{{report['tex'].as_posix()}}}\n\\end{{document}}\n")
+    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 1000
+    assert "Undefined control sequence" not in done.stdout and "Missing $" not in done.stdout
+
+
+def test_the_best_value_of_each_metric_column_is_bold_and_numbers_right_aligned(report: dict[str, Path],
+                                                                                searched: Dataset) -> None:
+    ablation = report_tables(searched)[0]
+    best_cell = ablation.values["val_miou_mean"].idxmax()
+    lowest_oc = ablation.values["val_oc_rate_fg_mean"].idxmin()
+    md = report["md"].read_text().split("## Sensitivity")[0]
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rule = [c.strip() for c in lines[1].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    miou = header.index(next(h for h in header if h.startswith("val mIoU (%")))
+    oc = header.index(next(h for h in header if h.startswith("OC rate (% of foreground predictions")))
+    assert rule[miou].endswith(":") and rule[oc].endswith(":") and not rule[0].endswith(":")
+    assert [r[miou].startswith("**") for r in rows] == [i == best_cell for i in range(len(rows))]
+    assert [r[oc].startswith("**") for r in rows] == [i == lowest_oc for i in range(len(rows))]  # lower is better
+    page = report["html"].read_text()
+    assert '<th class="num">OC rate (% of foreground predictions, n = 3)</th>' in page
+    assert "td.num" in page and "text-align:right" in page
+    best = ablation.display.iloc[best_cell][ablation.display.columns[miou]]
+    assert f'<td class="num"><strong>{best}</strong></td>' in page
+
+
+def test_csv_holds_the_numbers(report: dict[str, Path], searched: Dataset) -> None:
+    tables = {t.name: t for t in report_tables(searched)}
     files = {p.stem: p for p in report["csv"].glob("*.csv")}
-    assert set(files) == set(tables) == {"ablation", "sensitivity_delta", "sensitivity_tau", "outcomes"}
+    assert set(files) == set(tables) == {"ablation", "sensitivity_delta", "sensitivity_tau", "importance",
+                                         "outcomes"}
     ablation = pd.read_csv(files["ablation"])
     assert ablation["val_miou_mean"].tolist() == pytest.approx(tables["ablation"].values["val_miou_mean"].tolist())
 
@@ -60,7 +130,8 @@ def test_html_is_one_self_contained_page(report: dict[str, Path]) -> None:
     assert len(images) == len(PLOTS)
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r'(src|href)="(http|file|/)', text)
-    assert text.count("<table>") == 4 and "21 trials" in text
+    assert text.count("<table>") == TABLES and "33 trials" in text
+    assert "Parameter importance per cell" in text
 
 
 def test_formats_are_checked() -> None:
@@ -83,9 +154,19 @@ def test_report_and_export_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "trials.parquet" in capsys.readouterr().out
 
 
+def test_report_command_shows_the_oc_rate_asked_for(tmp_path: Path) -> None:
+    make_study(tmp_path, name="small")
+    for flag, label in (([], "OC rate (% of foreground predictions)"), (["--oc-rate", "pixels"],
+                                                                       "OC rate (% of valid pixels)")):
+        out = tmp_path / f"rep{len(flag)}"
+        assert main(["report", "small", "--storage", str(tmp_path), "--format", "md", "--out", str(out), *flag]) == 0
+        assert label in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["report", "nope"], "no study 'nope'.*known: \\['small'\\].*--storage"),
     (["report", "small", "--format", "pdf"], "unknown format pdf"),
+    (["report", "small", "--oc-rate", "all"], "OC rate definition 'all': use one of fg, pixels"),
 ])
 def test_command_errors_exit_2_and_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  argv: list[str], message: str) -> None:

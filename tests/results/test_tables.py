@@ -10,7 +10,7 @@ import pytest
 
 from results import Dataset, ablation_table, collect_study, load_dataset, paired_t_test, sensitivity_table
 from results._plots import budget_by_rung
-from results._tables import axis_tables, outcome_table
+from results._tables import DIFF_LABEL, axis_tables, outcome_table
 from tests.results.conftest import make_study
 
 
@@ -62,14 +62,15 @@ def test_ablation_text_shows_mean_std_and_n_in_percent(synthetic: Dataset) -> No
     assert "p = " in table.display.iloc[2, -1] and "paired t" in table.display.columns[-1]
 
 
-def test_a_cell_with_one_seed_shows_no_std_and_says_n_1(tmp_path: Path) -> None:
+def test_a_cell_with_one_seed_shows_no_std_and_says_n_1_once_in_the_header(tmp_path: Path) -> None:
     ds = load_dataset(collect_study(make_study(tmp_path, seeds=(0,), failed=0, asha=False)))
     table = ablation_table(ds)
     assert (table.values["val_miou_n"] == 1).all()
     assert table.values["val_miou_std"].isna().all()
-    for text in table.display["val mIoU (%)"]:
-        assert "±" not in text and text.endswith("(n = 1)")
-    assert table.display.iloc[1, -1].endswith("(n = 1)") and "p = " not in table.display.iloc[1, -1]
+    for text in table.display["val mIoU (%, n = 1)"]:  # the same n in every row: said once, in the header
+        assert "±" not in text and "n =" not in text and float(text) > 0
+    assert table.display.columns[-1] == "Δ val mIoU vs baseline (pp, 95% CI, paired t, n = 1)"
+    assert "p = " not in table.display.iloc[1, -1] and "n =" not in table.display.iloc[1, -1]
 
 
 @pytest.mark.parametrize("key", ["ocr.delta", "ocr.tau"])
@@ -85,7 +86,12 @@ def test_sensitivity_figures_match_pandas(synthetic: Dataset, key: str) -> None:
         assert row["n"] == len(part)
         assert row["mean"] == pytest.approx(part["final_val_miou"].mean())
     assert table.values["n"].sum() == len(done)
-    assert set(table.display.columns[1:]) == {"all", "oc"}
+    assert set(table.display.columns[1:]) == {"all: val mIoU (%)", "oc: val mIoU (%)"}
+    assert set(table.numeric) == set(table.display.columns)  # the bins and the figures: right-aligned
+    for group in ("all", "oc"):  # the bin with the highest mean of each column is the bold one
+        mine = table.values[table.values["group"] == group].reset_index(drop=True)
+        best = table.display.index[table.display.iloc[:, 0] == str(mine.loc[mine["mean"].idxmax(), "bin"])][0]
+        assert [(r, c) for r, c in table.bold if c.startswith(group)] == [(best, f"{group}: val mIoU (%)")]
 
 
 def test_sensitivity_bins_wide_ranges(tmp_path: Path) -> None:
@@ -154,7 +160,30 @@ def test_a_cell_without_a_completed_trial_keeps_its_row_and_says_why(synthetic: 
     assert cells == ["ocr.selection=none", "ocr.selection=all", "ocr.selection=oc"]
     row = table.display.iloc[cells.index("ocr.selection=all")]
     assert row["best setting"] == f"no completed trial ({int(stopped.sum())} stopped early)"
-    assert row["val mIoU (%)"] == "— (n = 0)"
-    assert row["Δ val mIoU vs baseline (95% CI, paired t)"] == "— (n = 0)"
+    assert row["val mIoU (%)"] == "— (n = 0)"  # n differs between rows: each cell says its own
+    diff = table.display.columns[-1]
+    assert diff.startswith(DIFF_LABEL[:-1]) and row[diff] in ("— (n = 0)", "—")  # "—" when the header says n
+    assert all(r != cells.index("ocr.selection=all") for r, _ in table.bold)  # no figure, never the best
     other = table.values.set_index("cell").loc["ocr.selection=oc"]
     assert other["val_miou_n"] > 0 and other["diff_n"] >= 2  # the other cells are untouched
+
+
+def test_the_oc_rate_is_the_papers_by_default_labelled_by_what_it_measures(synthetic: Dataset) -> None:
+    """The paper's OC rate (share of foreground predictions) by default; the share of valid pixels on asking;
+    both in the numbers (CSV) either way."""
+    import dataclasses
+
+    paper = ablation_table(synthetic)
+    assert "OC rate (% of foreground predictions)" in paper.display.columns
+    assert not any("valid pixels" in c for c in paper.display.columns)
+    assert "foreground class whose class is not among the image's tags (the paper's definition)" in paper.notes
+    done = _completed(synthetic)
+    oc = _best(done, "ocr.selection=oc")["final_val_oc_rate_fg"]
+    row = paper.values.set_index("cell").loc["ocr.selection=oc"]
+    assert row["val_oc_rate_fg_mean"] == pytest.approx(oc.mean()) and not pd.isna(row["val_oc_rate_mean"])
+    pixels = ablation_table(synthetic, oc="pixels")
+    assert "OC rate (% of valid pixels)" in pixels.display.columns and "of all valid pixels" in pixels.notes
+    old = dataclasses.replace(synthetic, trials=synthetic.trials.drop(columns=["final_val_oc_rate_fg"]))
+    assert "OC rate (% of valid pixels)" in ablation_table(old).display.columns  # an old study: what it logged
+    with pytest.raises(ValueError, match="use one of fg, pixels"):
+        ablation_table(synthetic, oc="all")

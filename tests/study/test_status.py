@@ -42,3 +42,11 @@ def test_states_and_best_over_completed_seeds() -> None:
 def test_a_cell_with_nothing_completed_shows_its_latest_epochs() -> None:
     text = format_status(SPEC, [_row("ocr.selection=oc", 0, 0, "RUNNING", 2, 0.4, **{"ocr.delta": 1.0})])
     assert "best val_miou 40.00 % (so far, at their latest epoch) at ocr.delta=1" in text
+
+
+def test_status_prints_percent_as_the_report_does() -> None:
+    from study.status_cmd import metric_text
+
+    assert [metric_text(m, 0.61523) for m in ("val_miou", "val_oracle_miou", "val_pixel_acc", "val_oc_rate_fg",
+                                              "val_oc_rate", "val_oc_image_rate")] == ["61.52 %"] * 6
+    assert metric_text("train_loss", 0.61523) == "0.6152"  # a loss is no share of anything
