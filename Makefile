@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements-cpu.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -r requirements-cpu.txt
+	$(BIN)/python -m pip install -q -r requirements-cpu.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

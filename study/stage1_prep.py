@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,8 +39,12 @@ def missing_stage1(configs: Iterable[Mapping[str, Any]]) -> list[Any]:
 
 
 def _build(cfg: Any) -> dict[str, float]:
+    """The Ray task: on a node told to keep its own cache (as its trials do), build into that one."""
     from pipelines.trial import prepare_stage1
+    from study.trainable import NODE_CACHE_ENV
 
+    if os.environ.get(NODE_CACHE_ENV):
+        cfg = dataclasses.replace(cfg, cache_dir=os.environ[NODE_CACHE_ENV])
     return prepare_stage1(cfg)
 
 

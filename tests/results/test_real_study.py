@@ -115,7 +115,7 @@ def test_an_mlflow_rebuild_matches_the_tune_dataset(real_study: StudySpec, colle
 def test_report_of_the_real_study(real_study: StudySpec, collected: Dataset, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     written = report_study(Path(real_study.study_dir), tmp_path)
-    assert written["html"].is_file() and "(n = 1)" in written["md"].read_text()
+    assert written["html"].is_file() and "n = 1)" in written["md"].read_text()  # in the cells or the header
     completed_ocr = collected.trials[(collected.trials["stop_reason"].astype(str) == "completed")
                                      & (collected.trials["params.ocr.selection"].astype(str) == "oc")]
     assert (tmp_path / "plots" / "priors.png").is_file() == (not completed_ocr.empty)
