@@ -22,8 +22,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint system  ## ruff, mypy, then every test (slow ones included)
-	$(BIN)/pytest -q
+test: lint system  ## ruff, mypy, then every test (slow ones included), two test files at a time
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test-fast: lint  ## ruff, mypy, then the tests not marked slow
 	$(BIN)/pytest -q -m "not slow"

@@ -8,6 +8,7 @@ printed or logged. A cluster study (``--address``) uses whatever token the user 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -27,18 +28,24 @@ def ensure_token(path: Path) -> Path:
     """``path`` holding a token that only its owner can read: made (0600, 256 bits) if missing, empty or
     readable by others (a token others could read is no secret any more: a new one replaces it)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    missing = False
     try:
         st = path.stat()
         if st.st_mode & _PRIVATE == 0 and st.st_size > 0:
             return path
     except FileNotFoundError:
-        pass
+        missing = True
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, secrets.token_hex(32).encode())
     finally:
         os.close(fd)
+    if missing:  # first use: of two studies starting at once, the first link wins and both use its token
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+        return path
     os.replace(tmp, path)  # atomic: a concurrent study reads the old token or the new one, never half
     return path
 
