@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ocr import OCRLoss, prior_matrix
+from pipelines.accel import place_batch, place_model
 from pipelines.config import TrialConfig, from_flat
 from pipelines.models import (
     CAMNet,
@@ -364,3 +365,19 @@ def test_model_input_normalises_only_for_pretrained_backbones() -> None:
     images = torch.rand(2, 3, 8, 8)
     assert torch.equal(model_input(images, from_flat({})), images)
     assert torch.equal(model_input(images, deeplab()), normalize_imagenet(images))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_cpu_layout_follows_the_option_and_gives_the_same_logits(channels_last: bool) -> None:
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    reference = SegNet(3, C, 4).eval()
+    placed = place_model(SegNet(3, C, 4), cpu, channels_last).eval()
+    placed.load_state_dict(reference.state_dict())
+    images = torch.rand(2, 3, 20, 20)
+    x = place_batch(images, cpu, channels_last)
+    conv = placed.encoder.stem[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert x.is_contiguous(memory_format=torch.channels_last) is channels_last
+    with torch.no_grad():
+        torch.testing.assert_close(placed(x), reference(images), rtol=1e-4, atol=1e-5)
