@@ -65,6 +65,24 @@ def is_remote(uri: str) -> bool:
     return match is not None and match.group(1).lower() != "file"
 
 
+def join_uri(base: str, *parts: str) -> str:
+    """``base`` with ``parts`` appended to its path; a query (``?endpoint_url=...``) stays at the end.
+
+    ``join_uri("s3://b/studies?endpoint_url=http://minio:9000", "quick")`` is
+    ``s3://b/studies/quick?endpoint_url=http://minio:9000``. A plain local path is joined as a path.
+    """
+    names = [part.strip("/") for part in parts if part.strip("/")]
+    if not _SCHEME.match(base):
+        return "/".join([base.rstrip("/"), *names])
+    split = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit(split._replace(path="/".join([split.path.rstrip("/"), *names])))
+
+
+def plain_uri(uri: str) -> str:
+    """``uri`` without its query: what tools that read the endpoint elsewhere (MLflow, Ray) are given."""
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(uri)._replace(query="")) if _SCHEME.match(uri) else uri
+
+
 def _endpoint(query: dict[str, list[str]]) -> str | None:
     if query.get("endpoint_url"):
         return query["endpoint_url"][0]
@@ -143,9 +161,7 @@ class Store:
 
     def child(self, *parts: str) -> Store:
         """The store rooted at ``parts`` under this one."""
-        sep = "" if self.uri.endswith("/") else "/"
-        return Store(f"{self.uri.split('?')[0]}{sep}{'/'.join(parts)}", self.fs, self.path(*parts),
-                     self.endpoint_url)
+        return Store(join_uri(self.uri, *parts), self.fs, self.path(*parts), self.endpoint_url)
 
     def _bucket_key(self, *parts: str) -> tuple[str, str]:
         bucket, _, key = self.path(*parts).partition("/")

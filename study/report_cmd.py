@@ -12,7 +12,7 @@ from typing import Any
 
 from record import RESULTS_DIR, SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, read_study
 from study.spec import DEFAULT_STORAGE, check_study_name
-from study.storage import is_remote, mirror_dir, pull_record, push_record
+from study.storage import is_remote, join_uri, mirror_dir, pull_record, push_record
 
 DATASET = f"{RESULTS_DIR}/trials.parquet"
 
@@ -23,10 +23,10 @@ def study_folder(name: str, storage: str | None) -> Path:
 
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
     if storage and is_remote(storage):  # the record comes from the store into the study's local mirror
-        pull_record(f"{storage.rstrip('/')}/{name}", mirror_dir(f"{storage.rstrip('/')}/{name}"))
+        pull_record(join_uri(storage, name), mirror_dir(join_uri(storage, name)))
     root = mirror_dir(storage.rstrip("/")) if storage and is_remote(storage) else \
         Path(storage or DEFAULT_STORAGE).expanduser()
-    folder = mirror_dir(f"{storage.rstrip('/')}/{name}") if storage and is_remote(storage) else root / name
+    folder = mirror_dir(join_uri(storage, name)) if storage and is_remote(storage) else root / name
     if not any((folder / part).exists() for part in (SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, DATASET)):
         known = sorted({p.parent.name for name in (SPEC_FILE, STUDY_FILE) for p in root.glob(f"*/{name}")}
                        if root.is_dir() else [])
@@ -38,7 +38,7 @@ def study_folder(name: str, storage: str | None) -> Path:
 def _push_back(args: argparse.Namespace, folder: Path) -> None:
     """A study on an object store gets what was written into its mirror (results/, report/) back."""
     if args.storage and is_remote(args.storage) and not args.out:
-        push_record(folder, f"{args.storage.rstrip('/')}/{args.name}")
+        push_record(folder, join_uri(args.storage, args.name))
 
 
 def _print_report(name: str, written: dict[str, Path]) -> None:

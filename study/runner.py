@@ -97,9 +97,9 @@ def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _shared_cache(spec: StudySpec) -> dict[str, str]:
     """A study on an object store shares its stage-1 cache through it, under its own prefix."""
-    from study.storage import SHARED_CACHE, is_remote
+    from study.storage import SHARED_CACHE, is_remote, join_uri
 
-    return {"shared_cache": f"{spec.study_dir}/{SHARED_CACHE}"} if is_remote(spec.study_dir) else {}
+    return {"shared_cache": join_uri(spec.study_dir, SHARED_CACHE)} if is_remote(spec.study_dir) else {}
 
 
 def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
@@ -400,10 +400,10 @@ def _push(spec: StudySpec) -> None:
 def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
     """The spec saved in a study's folder, found by name under ``storage`` (default: the spec default)."""
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
-    from study.storage import is_remote, mirror_dir, pull_record
+    from study.storage import is_remote, join_uri, mirror_dir, pull_record
 
     if storage and is_remote(storage):  # the record comes from the store into the study's mirror
-        uri = f"{storage.rstrip('/')}/{name}"
+        uri = join_uri(storage, name)
         pull_record(uri, mirror_dir(uri))
         if not (mirror_dir(uri) / SPEC_FILE).is_file():
             raise UnknownStudyError(f"no study {name!r} in {storage} (no {SPEC_FILE} there); check the URI")

@@ -21,7 +21,9 @@ from pipelines.store import (
     compute_once,
     fetch_or_build,
     is_remote,
+    join_uri,
     open_store,
+    plain_uri,
     s3_filesystem,
 )
 
@@ -35,6 +37,7 @@ __all__ = [
     "compute_once",
     "fetch_or_build",
     "is_remote",
+    "join_uri",
     "mirror_dir",
     "mlflow_artifacts",
     "open_store",
@@ -54,7 +57,7 @@ _NOT_SYNCED = ("tune", "mlartifacts", "mlflow.db", f"{SHARED_CACHE}/", f"{MLFLOW
 
 def mlflow_artifacts(study_uri: str) -> str:
     """Where MLflow keeps the artifacts of the study at ``study_uri`` (a remote store): under its prefix."""
-    return f"{study_uri.rstrip('/')}/{MLFLOW_ARTIFACTS}"
+    return plain_uri(join_uri(study_uri, MLFLOW_ARTIFACTS))
 
 
 def mirror_dir(study_uri: str) -> Path:

@@ -324,7 +324,9 @@ class StudySpec:
     def study_dir(self) -> str:
         """The study folder, ``<storage>/<name>`` (a local path, or a URI when ``storage`` is one)."""
         if "://" in self.storage:
-            return f"{self.storage.rstrip('/')}/{self.name}"
+            from pipelines.store import join_uri
+
+            return join_uri(self.storage, self.name)
         return str(Path(self.storage).expanduser() / self.name)
 
     @property

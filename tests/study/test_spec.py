@@ -109,6 +109,12 @@ def test_minimal_spec_gets_defaults() -> None:
     assert spec.budget.max_trials is None and spec.budget.time_s is None
 
 
+def test_a_study_on_an_s3_compatible_store_keeps_the_endpoint_after_its_name() -> None:
+    spec = load_spec({"name": "tiny", "storage": "s3://b/studies?endpoint_url=http://minio:9000",
+                      "tracking": {"uri": "http://mlflow:5000"}})
+    assert spec.study_dir == "s3://b/studies/tiny?endpoint_url=http://minio:9000"
+
+
 def test_asha_max_epochs_defaults_to_seg_epochs() -> None:
     spec = load_spec(spec_with(("scheduler/max_epochs", DELETE)))
     assert spec.scheduler.max_epochs == 6

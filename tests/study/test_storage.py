@@ -14,7 +14,15 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from study.storage import StorageError, StoreLease, compute_once, is_remote, open_store
+from study.storage import (
+    StorageError,
+    StoreLease,
+    compute_once,
+    is_remote,
+    join_uri,
+    mlflow_artifacts,
+    open_store,
+)
 from tests.docker.services import free_port
 
 MOTO = Path(sys.executable).parent / "moto_server"
@@ -75,6 +83,18 @@ def test_uris_are_told_apart() -> None:
         open_store("s3://b/p?endpoint_url=127.0.0.1:9000")
     with pytest.raises(StorageError, match="cannot name"):
         local.path("a/../b")
+
+
+def test_names_join_before_an_endpoint_query() -> None:
+    minio = "s3://b/studies?endpoint_url=http://minio:9000"
+    assert join_uri(minio, "quick", "cache") == "s3://b/studies/quick/cache?endpoint_url=http://minio:9000"
+    assert join_uri("s3://b/", "quick") == join_uri("s3://b", "quick") == "s3://b/quick"
+    assert join_uri("/tmp/x/", "quick") == "/tmp/x/quick" and join_uri("file:///tmp/x", "q") == "file:///tmp/x/q"
+    assert mlflow_artifacts(join_uri(minio, "quick")) == "s3://b/studies/quick/mlflow-artifacts"  # MLflow: env
+    store = open_store(join_uri(minio, "quick"))
+    assert store.root == "b/studies/quick" and store.endpoint_url == "http://minio:9000"
+    child = store.child("cache")
+    assert child.root == "b/studies/quick/cache" and open_store(child.uri).endpoint_url == "http://minio:9000"
 
 
 def test_objects_round_trip_on_s3_including_a_multipart_upload(bucket: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from study.runner import load_study_spec, trial_table
-from study.storage import mirror_dir, open_store
+from study.storage import join_uri, mirror_dir, open_store
 from tests.study.test_faults import Processes
 from tests.study.test_storage import KEYS, bucket, endpoint  # noqa: F401  (fixtures)
 from tests.study.test_tune_study import tiny_doc
@@ -25,27 +25,28 @@ OCR_STUDY = str(Path(sys.executable).parent / "ocr-study")
 def test_a_study_on_s3_keeps_tune_and_its_record_in_the_bucket(bucket: str, endpoint: str,  # noqa: F811
                                                                  tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    storage = f"s3://{bucket}/studies"
+    storage = f"s3://{bucket}/studies?endpoint_url={endpoint}"  # the endpoint in the URI, not the environment
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
     doc = tiny_doc(tmp_path, tmp_path / "cache", seeds=[0], grid={"ocr.selection": ["none", "oc"]},
                    search={"samples": 1, "seed": 0,
                            "params": {"ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}},
                    storage=storage, tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
-    procs = Processes(tmp_path, **KEYS, AWS_ENDPOINT_URL=endpoint)
+    procs = Processes(tmp_path, **KEYS)
     try:
         proc = procs.start("run", str(tmp_path / "spec.yaml"))
         out, _ = proc.communicate(timeout=500)
     finally:
         procs.kill_all()
     assert proc.returncode == 0, out[-3000:]
-    store = open_store(f"{storage}/tiny")
+    store = open_store(join_uri(storage, "tiny"))
     assert {"spec.yaml", "study.json", "trials", "tune"} <= set(store.names())
     assert any(name.endswith(".json") or name.endswith(".pkl") for name in store.names("tune"))
     assert len(store.names("trials")) == 2
     artifacts = store.child("mlflow-artifacts")  # the driver tracks into SQLite and logs artifacts to the bucket
     listing = artifacts.fs.get_file_info(pafs.FileSelector(artifacts.root, recursive=True))
     assert sum(info.base_name == "class_iou.json" for info in listing) == 2, [i.path for i in listing]
-    mirror = tmp_path / mirror_dir(f"{storage}/tiny").relative_to(Path.cwd())
+    mirror = tmp_path / mirror_dir(join_uri(storage, "tiny")).relative_to(Path.cwd())
     shutil.rmtree(mirror)  # what status shows comes from the bucket
     monkeypatch.chdir(tmp_path)
     spec = load_study_spec("tiny", storage)
