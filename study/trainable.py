@@ -33,7 +33,7 @@ class TuneReporter:
         import ray
 
         node_id = ray.get_runtime_context().get_node_id()
-        self.extra = {"node_id": node_id, **extra}
+        self.extra = {"node_id": node_id, **extra}  # keys beyond the record's line: REPORT_EXTRAS
         self.cpu_start, self.wall_start = time.process_time(), time.monotonic()
         self.record = None if config is None else TrialRecorder(tune.get_context().get_trial_id(), config, node_id)
         self.last: dict[str, Any] = {}

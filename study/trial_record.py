@@ -5,6 +5,11 @@ starts or resumes, one line of ``epochs.jsonl`` per epoch before Tune hears of i
 trial raises. In the driver, :class:`RecordCallback` writes how the trial ended (Tune stops early-stopped
 trials without returning from the trainable, and a killed worker cannot write): the status, the stop
 reason with the planned epochs, the artifacts folder, and the error of a trial whose worker died.
+
+A worker on another host writes into its own disk, not the driver's study folder (the study's mirror when
+it lives on an object store). So the driver also checks each result Tune hands it against the record and
+writes the epoch (and ``trial.json``) itself when the worker's line is not there; a line the worker wrote
+is recognised by its epoch and ``trial_wall_s`` and not written twice.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from ray.tune import Callback
 from record import (
     META,
     PHASES,
+    TRIAL_FILE,
     abandon_trials,
     append_epoch,
     config_reports,
     planned_epochs,
+    read_epochs,
     read_trial,
     stop_reason,
     trial_folder,
@@ -35,6 +42,14 @@ log = logging.getLogger(__name__)
 RECORD_KEY = f"{META}record"  # the config key holding the study folder the record is written into
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)\b.*")
+REPORT_EXTRAS = ("node_id",)  # what the trial's reporter adds to a report beyond its record line
+# What Tune adds to every result (ray.tune.result's auto-filled keys): not part of the record's line.
+TUNE_RESULT_KEYS = frozenset({
+    "training_iteration", "time_total_s", "time_this_iter_s", "time_since_restore", "timestamp", "date",
+    "pid", "hostname", "node_ip", "config", "checkpoint_dir_name", "done", "trial_id", "experiment_tag",
+    "iterations_since_restore", "timesteps_total", "timesteps_since_restore", "timesteps_this_iter",
+    "episodes_total", "episodes_this_iter", "should_checkpoint", "experiment_id",
+})
 
 
 def identity(trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,6 +98,12 @@ class TrialRecorder:
         update_trial(self.folder, status="ERROR", stop_reason="failed", error=exception_text(err))
 
 
+def record_line(trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``epochs.jsonl`` line of a Tune result: what the trial's worker writes for that epoch."""
+    dropped = TUNE_RESULT_KEYS.union(REPORT_EXTRAS)
+    return {"trial_id": trial_id, **{k: v for k, v in result.items() if k not in dropped}}
+
+
 def error_line(text: str) -> str:
     """The exception that failed a trial, from Tune's ``error.txt``: the first exception line of the last
     failure (used only where the trial could not write its error itself: its worker died)."""
@@ -123,6 +144,27 @@ class RecordCallback(Callback):
             error = error_line(Path(error_file).read_text(errors="replace"))
         return update_trial(folder, **identity(trial_id, config), status="ERROR", stop_reason="failed",
                             error=error or "the trial failed without an error message (see Tune's log)")
+
+    def reported(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
+        """Make sure the epoch in ``result`` is in the record: written here when the trial's worker wrote
+        it elsewhere (another host's disk). Returns whether this wrote it."""
+        folder = record_folder(trial_id, config)
+        if folder is None or "epoch" not in result:
+            return False
+        line = record_line(trial_id, result)
+        key = (line.get("epoch"), line.get("trial_wall_s"))
+        if any((row.get("epoch"), row.get("trial_wall_s")) == key for row in read_epochs(folder)):
+            return False
+        if not (folder / TRIAL_FILE).is_file():
+            update_trial(folder, **identity(trial_id, config), status="RUNNING", stop_reason="running", error=None,
+                         node_id=result.get("node_id"), hostname=result.get("hostname"))
+        append_epoch(folder, line)
+        return True
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        """A report of ``trial``: its epoch goes into the record if the worker's line is not there."""
+        self.reported(trial.trial_id, trial.config, result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Tune ended ``trial``: completed, or stopped early by the scheduler or the time budget."""

@@ -1,9 +1,12 @@
 """A loopback cluster whose nodes share nothing but an S3 bucket (moto_server on 127.0.0.1).
 
 A Ray head (no CPUs) and two Ray workers (one CPU each) are started with ``ray start`` on 127.0.0.1, each
-worker in its own working folder with its own cache (``OCR_STUDY_CACHE_DIR``); the study's ``storage`` is
-the bucket. ``ocr-study run --address`` runs two trials that need the same stage 1, one on each worker.
-The test checks that the study completes, that stage 1 was computed once between the nodes (the build
+worker in its own working folder with its own cache (``OCR_STUDY_CACHE_DIR``) and in its own mount
+namespace where an empty tmpfs hides the driver's folder, as on another host (the study's record written
+by a worker goes to that tmpfs, never to the driver's mirror); the study's ``storage`` is the bucket.
+``ocr-study run --address`` runs two trials that need the same stage 1, one on each worker.
+The test checks that the study completes, that its record in the bucket holds every epoch of both trials
+(the driver wrote them from Tune's results), that stage 1 was computed once between the nodes (the build
 receipts in the bucket) and copied into each node's own cache, and that a trial whose worker process is
 killed with SIGKILL mid-training resumes from its checkpoint in the bucket. Everything started is ended
 by PID, whatever happened.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +48,17 @@ def _start(procs: Processes, name: str, cmd: list[str], env: dict[str, str], cwd
     log = procs.log_dir / f"{name}.log"
     wait_until(lambda: "Ray runtime started" in log.read_text(errors="replace"), 120, name,
                lambda: node.poll() is None)
+
+
+def _apart(cmd: list[str], hidden: Path) -> list[str]:
+    """``cmd`` in a new mount namespace where ``hidden`` is an empty tmpfs: a node on another host."""
+    return ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs ocr-apart "$0" && exec "$@"', str(hidden), *cmd]
+
+
+def _can_isolate() -> bool:
+    probe = subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs ocr-apart /mnt"], capture_output=True,
+                           check=False) if shutil.which("unshare") else None
+    return probe is not None and probe.returncode == 0
 
 
 def _moto(procs: Processes) -> str:
@@ -109,6 +124,8 @@ def _results(store: Any) -> dict[str, list[dict[str, Any]]]:
 def test_nodes_sharing_only_a_bucket_build_stage1_once_and_resume_a_killed_worker() -> None:
     if sys.platform != "linux":
         pytest.skip("the loopback cluster needs Linux (child subreaper)")
+    if not _can_isolate():
+        pytest.skip("needs `unshare --mount` and tmpfs mounts (root) to keep the workers off the driver's folder")
     start = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="ocr-cb-"))  # short: Ray's unix sockets must fit in 107 bytes
     procs = Processes(root)
@@ -123,8 +140,8 @@ def test_nodes_sharing_only_a_bucket_build_stage1_once_and_resume_a_killed_worke
                {**ray_env(), **aws}, root / "head")
         for i in range(2):
             env = {**ray_env(), **aws, "OCR_STUDY_CACHE_DIR": str(root / f"node{i}" / "cache")}
-            _start(procs, f"ray-worker-{i}", ray_node_cmd(root / "ray", cpus=1, gpus=0, address=f"127.0.0.1:{port}"),
-                   env, root / f"node{i}")
+            node = ray_node_cmd(root / "ray", cpus=1, gpus=0, address=f"127.0.0.1:{port}")
+            _start(procs, f"ray-worker-{i}", _apart(node, root / "driver"), env, root / f"node{i}")
         nodes = _ray_nodes(f"127.0.0.1:{port}", 3, timeout=60)
         assert sorted(n["resources"].get("CPU", 0) for n in nodes) == [0, 1, 1], nodes
         spec_path = root / "driver" / "bucketed.yaml"
@@ -174,6 +191,12 @@ def _check(root: Path, endpoint: str, victim: int) -> None:
             assert epochs[-1] == EPOCHS and epochs == sorted(set(epochs)), epochs  # continued, never restarted
         resumed = [lines for lines in results.values() if len({line["pid"] for line in lines}) == 2]
         assert len(resumed) == 1 and victim in {line["pid"] for line in resumed[0]}, (victim, seen)
+        for trial in study.names("trials"):  # the workers wrote theirs into a tmpfs: these are the driver's
+            lines = (study.read_bytes("trials", trial, "epochs.jsonl") or b"").decode().splitlines()
+            epochs = [int(json.loads(line)["epoch"]) for line in lines if line.strip()]
+            assert set(epochs) == set(range(1, EPOCHS + 1)), (trial, epochs)
+            assert json.loads(study.read_bytes("trials", trial, "trial.json") or b"{}")["status"] == "TERMINATED"
+        assert len(study.names("trials")) == 2, study.names("trials")
         stage1 = study.child("cache", "stage1")
         entries = [n for n in stage1.names() if n.endswith(".pt")]
         assert len(entries) == 1, stage1.names()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from record import read_trial, trial_folder
+from record import read_epochs, read_trial, trial_folder
 from study.plan import plan, study_record
 from study.spec import load_spec
 from study.tracking import MLflowTracking
@@ -57,6 +57,42 @@ def test_trial_and_driver_write_one_record(tmp_path: Path) -> None:
     assert ended["artifacts"] == "/ck/artifacts" and ended["node_id"] == "node-a"
     lines = (folder / "epochs.jsonl").read_text().splitlines()
     assert [json.loads(line)["trial_id"] for line in lines] == ["t1", "t1"]
+
+
+def _result(epoch: int, wall: float) -> dict[str, Any]:
+    """A result as Tune hands it to a callback: the worker's line, its node, and Tune's own keys."""
+    return {"epoch": epoch, "val_miou": 0.1 * epoch, "trial_wall_s": wall, "node_id": "node-b", "hostname": "b",
+            "pid": 7, "training_iteration": epoch, "time_total_s": wall, "timestamp": 1, "done": False,
+            "trial_id": "t1", "date": "d", "config": {"seed": 0}, "checkpoint_dir_name": f"checkpoint_{epoch}"}
+
+
+def test_the_driver_records_epochs_a_worker_on_another_host_wrote_elsewhere(tmp_path: Path) -> None:
+    config = {"seg.epochs": 3, "seed": 0, "meta.cell": "base", "meta.study": "s", "meta.record": str(tmp_path)}
+    callback = RecordCallback("none", 3, ())
+    trial = SimpleNamespace(trial_id="t1", config=config)
+    for epoch in (1, 2):  # the worker's own writes went to its host's disk: nothing here yet
+        callback.on_trial_result(0, [], trial, _result(epoch, 10.0 * epoch))
+    folder = trial_folder(tmp_path, "t1")
+    started = read_trial(folder)
+    assert started is not None and (started["status"], started["node_id"], started["hostname"]) == (
+        "RUNNING", "node-b", "b")
+    assert read_epochs(folder) == [{"trial_id": "t1", "epoch": e, "val_miou": 0.1 * e, "trial_wall_s": 10.0 * e}
+                                   for e in (1, 2)]
+    assert not callback.reported("t1", config, _result(2, 20.0))  # the same report again: not twice
+    assert callback.reported("t1", config, _result(2, 31.0))  # epoch 2 run again after a resume: a new line
+    assert [row["epoch"] for row in read_epochs(folder)] == [1, 2, 2]
+
+
+def test_the_driver_adds_nothing_where_the_worker_wrote_its_line(tmp_path: Path) -> None:
+    config = {"seg.epochs": 3, "seed": 0, "meta.cell": "base", "meta.study": "s", "meta.record": str(tmp_path)}
+    recorder = TrialRecorder("t1", config, "node-a")
+    callback = RecordCallback("none", 3, ())
+    for epoch in (1, 2, 3):
+        recorder.epoch({"epoch": epoch, "val_miou": 0.1 * epoch, "trial_wall_s": 10.0 * epoch})
+    for epoch in (1, 2, 3):  # the driver may hear of an epoch after the worker wrote the next ones
+        assert not callback.reported("t1", config, _result(epoch, 10.0 * epoch))
+    folder = trial_folder(tmp_path, "t1")
+    assert len(read_epochs(folder)) == 3 and (read_trial(folder) or {})["node_id"] == "node-a"
 
 
 def test_a_failed_trial_keeps_its_own_error_else_tune_s(tmp_path: Path) -> None:

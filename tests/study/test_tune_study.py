@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from record import read_epochs, trial_folder
 from study.plan import plan
 from study.runner import run_study, study_dir, trial_table
 from study.spec import StudySpec, load_spec
+from study.trial_record import record_line
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
@@ -81,6 +84,21 @@ def test_study_runs_every_planned_trial_and_mirrors_them_in_mlflow(local_ray: No
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"class_iou.json", "prior.png", "prior.csv", "val_examples.png"} <= artifacts
     assert (study_dir(spec) / "spec.yaml").is_file()
+    _tune_results_match_the_record(study_dir(spec))
+
+
+def _tune_results_match_the_record(folder: Path) -> None:
+    """What the driver would write from Tune's results (a worker on another host) is, key for key and
+    value for value, what the worker wrote: so it recognises the worker's lines and adds no others."""
+    compared = 0
+    for path in (folder / "tune").glob("*/result.json"):
+        for raw in path.read_text().splitlines():
+            result = json.loads(raw)
+            trial_id = result["trial_id"]
+            rows = [row for row in read_epochs(trial_folder(folder, trial_id)) if row["epoch"] == result["epoch"]]
+            assert rows == [json.loads(json.dumps(record_line(trial_id, result)))], (rows, sorted(result))
+            compared += 1
+    assert compared == 12  # 6 trials × 2 epochs
 
 
 def test_rerunning_an_existing_study_is_refused(local_ray: None, tmp_path: Path, shared_cache: Path) -> None:
