@@ -5,8 +5,6 @@ and an artifact logged through it is found in the bucket (moto_server on 127.0.0
 from __future__ import annotations
 
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -17,22 +15,11 @@ from study.processes import end_group
 from study.runner import UnknownStudyError
 from study.spec import load_spec
 from study.storage import open_store
-from tests.docker.services import free_port
+from tests.docker.services import free_port, http_ok, wait_until
 from tests.study.test_storage import KEYS, bucket, endpoint  # noqa: F401  (fixtures)
 from tests.study.test_tune_study import tiny_doc
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_health(url: str, proc: subprocess.Popen[bytes]) -> None:
-    end = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None and time.monotonic() < end, "mlflow server did not start"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
 
 
 def test_an_artifact_logged_through_the_ui_server_lands_in_the_bucket(bucket: str, endpoint: str,  # noqa: F811
@@ -50,7 +37,7 @@ def test_an_artifact_logged_through_the_ui_server_lands_in_the_bucket(bucket: st
                             start_new_session=True, cwd=tmp_path)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_health(url, proc)
+        wait_until(lambda: http_ok(f"{url}/health"), 120, "mlflow server", lambda: proc.poll() is None)
         client = MlflowClient(tracking_uri=url)
         run = client.create_run(client.create_experiment("tiny"))
         (tmp_path / "note.txt").write_text("stage-1 mIoU 0.5")

@@ -9,8 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -19,6 +17,7 @@ import yaml
 
 from study.spec import load_spec
 from tests.conftest import require_executable
+from tests.docker.services import http_ok, wait_until
 from tests.study.test_tracking import track_fake_study
 from tests.study.test_tune_study import tiny_doc
 
@@ -46,17 +45,6 @@ def _page_text(chromium: str, url: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
 
 
-def _wait_for(port: int, proc: subprocess.Popen[str]) -> None:
-    end = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None and time.monotonic() < end, "the MLflow UI did not start"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-
-
 def test_ui_opens_on_the_runs_table_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     chromium = require_executable("chromium", "chromium-browser")
     spec = load_spec(tiny_doc(tmp_path, tmp_path / "cache"))
@@ -73,7 +61,8 @@ def test_ui_opens_on_the_runs_table_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         url = re.search(r"http://\S+", line)
         assert url and "/#/experiments/" in url.group() and "/runs?viewStateShareKey=" in url.group(), line
-        _wait_for(port, proc)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 120, "the MLflow UI",
+                   lambda: proc.poll() is None)
         started = psutil.Process(proc.pid).children(recursive=True)
         text = _page_text(chromium, url.group())
         table = text[text.find("Run Name"):]
