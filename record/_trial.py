@@ -85,6 +85,21 @@ def read_epochs(folder: Path) -> list[dict[str, Any]]:
         return []
 
 
+def read_last_epochs(folder: Path, max_bytes: int = 1 << 16) -> list[dict[str, Any]]:
+    """The complete lines of the trial's ``epochs.jsonl`` within its last ``max_bytes`` (the line cut at
+    the start of that window left out): the latest epochs without reading a long record whole."""
+    try:
+        with open(Path(folder) / EPOCHS_FILE, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    if size > max_bytes:
+        data = data[data.find(b"\n") + 1:]
+    return parse_lines(complete_lines(data))
+
+
 def parse_lines(data: bytes) -> list[dict[str, Any]]:
     """The JSON objects of ``data``, one a line; a line that does not parse is skipped."""
     rows = []

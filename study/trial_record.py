@@ -31,7 +31,7 @@ from record import (
     append_epoch,
     config_reports,
     planned_epochs,
-    read_epochs,
+    read_last_epochs,
     read_trial,
     stop_reason,
     trial_folder,
@@ -153,7 +153,8 @@ class RecordCallback(Callback):
             return False
         line = record_line(trial_id, result)
         key = (line.get("epoch"), line.get("trial_wall_s"))
-        if any((row.get("epoch"), row.get("trial_wall_s")) == key for row in read_epochs(folder)):
+        # The worker writes a line before it reports, and is at most a report or two ahead of the driver.
+        if any((row.get("epoch"), row.get("trial_wall_s")) == key for row in read_last_epochs(folder)):
             return False
         if not (folder / TRIAL_FILE).is_file():
             update_trial(folder, **identity(trial_id, config), status="RUNNING", stop_reason="running", error=None,

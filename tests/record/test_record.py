@@ -18,6 +18,7 @@ from record import (
     parse_cell,
     planned_epochs,
     read_epochs,
+    read_last_epochs,
     read_study,
     read_trial,
     stop_reason,
@@ -137,3 +138,15 @@ def test_trials_a_killed_driver_left_unsaved_are_abandoned_and_no_longer_count(t
     doc = read_trial(trial_folder(tmp_path, "b"))
     assert doc is not None and doc["status"] == ABANDONED and "killed" in doc["error"]
     assert abandon_trials(tmp_path, "search", {"a", "c"}) == []  # once
+
+
+def test_the_last_epochs_are_read_from_the_tail_without_a_cut_line(tmp_path: Path) -> None:
+    for epoch in range(1, 201):
+        append_epoch(tmp_path, {"epoch": epoch, "note": "x" * (epoch % 7)})
+    assert read_last_epochs(tmp_path, max_bytes=1 << 20) == read_epochs(tmp_path)
+    tail = read_last_epochs(tmp_path, max_bytes=300)
+    assert 5 <= len(tail) < 15 and [row["epoch"] for row in tail] == list(range(201 - len(tail), 201))
+    with open(tmp_path / "epochs.jsonl", "ab") as f:
+        f.write(b'{"epoch": 201, "no')  # a line still being written
+    assert read_last_epochs(tmp_path, max_bytes=300)[-1]["epoch"] == 200
+    assert read_last_epochs(tmp_path / "none") == []
