@@ -102,8 +102,9 @@ def _trial_worker(procs: Processes, trial_id: str) -> psutil.Process | None:
 
 
 def _victim(procs: Processes, record: Path) -> psutil.Process | None:
-    """The worker of a trial that has written at least two epochs (so Tune has one of its checkpoints for
-    sure: a report it had not yet fetched dies with the worker) and has at least two to go."""
+    """The worker of a trial with at least two epochs in the record and at least two to go. The record's
+    lines come from the driver here (the workers' own writes land in their tmpfs), so Tune has processed
+    epoch 2's result: epoch 1's checkpoint is registered for sure, epoch 2's may not be yet."""
     for path in record.glob("trials/*/epochs.jsonl"):
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         if 2 <= len(lines) <= EPOCHS - 2:
@@ -186,11 +187,17 @@ def _check(root: Path, endpoint: str, victim: int) -> None:
         seen = {name[:20]: [(line["node_id"][:6], line["pid"], line["epoch"], round(line["timestamp"]))
                             for line in lines] for name, lines in results.items()}
         assert len(nodes) == 2, seen  # one trial on each worker (at least before the kill)
-        for lines in results.values():
-            epochs = [int(line["epoch"]) for line in lines]
-            assert epochs[-1] == EPOCHS and epochs == sorted(set(epochs)), epochs  # continued, never restarted
         resumed = [lines for lines in results.values() if len({line["pid"] for line in lines}) == 2]
         assert len(resumed) == 1 and victim in {line["pid"] for line in resumed[0]}, (victim, seen)
+        for lines in results.values():
+            epochs = [int(line["epoch"]) for line in lines]
+            assert epochs[-1] == EPOCHS and set(epochs) == set(range(1, EPOCHS + 1)), epochs
+            if lines is not resumed[0]:
+                assert epochs == sorted(set(epochs)), epochs
+        after = [int(line["epoch"]) for line in resumed[0] if line["pid"] != victim]
+        before = [int(line["epoch"]) for line in resumed[0] if line["pid"] == victim]
+        # continued from a checkpoint, not restarted: at most the epoch in flight at the kill is run again
+        assert after[0] >= 2 and after[0] in (before[-1], before[-1] + 1) and after == sorted(set(after)), seen
         for trial in study.names("trials"):  # the workers wrote theirs into a tmpfs: these are the driver's
             lines = (study.read_bytes("trials", trial, "epochs.jsonl") or b"").decode().splitlines()
             epochs = [int(json.loads(line)["epoch"]) for line in lines if line.strip()]
