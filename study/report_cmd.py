@@ -12,7 +12,7 @@ from typing import Any
 
 from record import RESULTS_DIR, SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, read_study
 from study.spec import DEFAULT_STORAGE, check_study_name
-from study.storage import is_remote, join_uri, mirror_dir, pull_record, push_record
+from study.storage import is_remote, join_uri, mirror_dir, pull_record, push_record, stored_studies
 
 DATASET = f"{RESULTS_DIR}/trials.parquet"
 
@@ -22,12 +22,18 @@ def study_folder(name: str, storage: str | None) -> Path:
     from results import ResultsError
 
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
+    parts = (SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, DATASET)
     if storage and is_remote(storage):  # the record comes from the store into the study's local mirror
-        pull_record(join_uri(storage, name), mirror_dir(join_uri(storage, name)))
-    root = mirror_dir(storage.rstrip("/")) if storage and is_remote(storage) else \
-        Path(storage or DEFAULT_STORAGE).expanduser()
-    folder = mirror_dir(join_uri(storage, name)) if storage and is_remote(storage) else root / name
-    if not any((folder / part).exists() for part in (SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, DATASET)):
+        uri = join_uri(storage, name)
+        pull_record(uri, mirror_dir(uri))
+        folder = mirror_dir(uri)
+        if not any((folder / part).exists() for part in parts):
+            raise ResultsError(f"no study {name!r} in {storage} (known: {stored_studies(storage) or 'none'}); "
+                               "check the URI")
+        return folder
+    root = Path(storage or DEFAULT_STORAGE).expanduser()
+    folder = root / name
+    if not any((folder / part).exists() for part in parts):
         known = sorted({p.parent.name for name in (SPEC_FILE, STUDY_FILE) for p in root.glob(f"*/{name}")}
                        if root.is_dir() else [])
         raise ResultsError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "

@@ -400,13 +400,15 @@ def _push(spec: StudySpec) -> None:
 def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
     """The spec saved in a study's folder, found by name under ``storage`` (default: the spec default)."""
     check_study_name(name)  # a name from the command line must not lead out of the storage folder
-    from study.storage import is_remote, join_uri, mirror_dir, pull_record
+    from study.storage import is_remote, join_uri, mirror_dir, pull_record, stored_studies
 
     if storage and is_remote(storage):  # the record comes from the store into the study's mirror
         uri = join_uri(storage, name)
         pull_record(uri, mirror_dir(uri))
         if not (mirror_dir(uri) / SPEC_FILE).is_file():
-            raise UnknownStudyError(f"no study {name!r} in {storage} (no {SPEC_FILE} there); check the URI")
+            known = stored_studies(storage)
+            raise UnknownStudyError(f"no study {name!r} in {storage} (no {SPEC_FILE} there; known: "
+                                    f"{known or 'none'}); check the URI")
         return dataclasses.replace(load_spec(mirror_dir(uri) / SPEC_FILE), storage=storage)
     root = Path(storage or DEFAULT_STORAGE).expanduser()
     path = root / name / SPEC_FILE

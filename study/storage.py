@@ -44,6 +44,7 @@ __all__ = [
     "pull_record",
     "push_record",
     "s3_filesystem",
+    "stored_studies",
 ]
 
 # A study on a remote store runs in a local working folder (its mirror); its record (everything but
@@ -65,6 +66,12 @@ def mirror_dir(study_uri: str) -> Path:
     parsed = urllib.parse.urlparse(study_uri)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parsed.scheme}_{parsed.netloc}{parsed.path}").strip("_")
     return (MIRRORS / safe).absolute()
+
+
+def stored_studies(storage: str) -> list[str]:
+    """The names of the studies on the store at ``storage``: the folders under it holding a spec."""
+    store = open_store(storage)
+    return [name for name in store.names() if store.exists(name, "spec.yaml")]
 
 
 def push_record(folder: Path, study_uri: str) -> int:

@@ -224,3 +224,24 @@ def test_a_study_already_in_the_bucket_is_not_overwritten_without_fresh(bucket: 
     assert not runner.study_dir(spec).exists()  # nothing half-made is left in the mirror
     runner._check_store(spec, fresh=True)
     assert store.names() == []  # --fresh: no trial of the old study can mix into the new one
+
+
+def test_an_unknown_study_on_a_store_names_the_ones_there(bucket: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from results import ResultsError
+    from study.report_cmd import study_folder
+    from study.runner import UnknownStudyError, load_study_spec
+    from study.storage import stored_studies
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"s3://{bucket}/studies"
+    store = open_store(storage)
+    for name in ("alpha", "beta"):
+        store.write_bytes(b"name: x", name, "spec.yaml")
+    store.write_bytes(b"{}", "gamma", "notes.json")  # a folder without a spec is no study
+    assert stored_studies(storage) == ["alpha", "beta"]
+    with pytest.raises(UnknownStudyError, match=r"no study 'alhpa' in s3://.*known: \['alpha', 'beta'\]"):
+        load_study_spec("alhpa", storage)
+    with pytest.raises(ResultsError, match=r"no study 'alhpa' in s3://.*known: \['alpha', 'beta'\]"):
+        study_folder("alhpa", storage)
+    assert stored_studies(f"s3://{bucket}/elsewhere") == []
