@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipelines.config import from_flat
-from pipelines.models import build_seg_model
-from pipelines.models._tiny import CAMNet, SegNet
+from pipelines.models import CAMNet, SegNet, build_seg_model
 
 
 def _step_fn(model: nn.Module, images: Tensor, target: Tensor, multilabel: bool,

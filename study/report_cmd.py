@@ -25,8 +25,8 @@ def study_folder(name: str, storage: str | None) -> Path:
     parts = (SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, DATASET)
     if storage and is_remote(storage):  # the record comes from the store into the study's local mirror
         uri = join_uri(storage, name)
-        pull_record(uri, mirror_dir(uri))
         folder = mirror_dir(uri)
+        pull_record(uri, folder)
         if not any((folder / part).exists() for part in parts):
             raise ResultsError(f"no study {name!r} in {storage} (known: {stored_studies(storage) or 'none'}); "
                                "check the URI")

@@ -26,6 +26,7 @@ from pipelines.store import (
     plain_uri,
     s3_filesystem,
 )
+from record import SPEC_FILE
 
 __all__ = [
     "MIRRORS",
@@ -71,7 +72,7 @@ def mirror_dir(study_uri: str) -> Path:
 def stored_studies(storage: str) -> list[str]:
     """The names of the studies on the store at ``storage``: the folders under it holding a spec."""
     store = open_store(storage)
-    return [name for name in store.names() if store.exists(name, "spec.yaml")]
+    return [name for name in store.names() if store.exists(name, SPEC_FILE)]
 
 
 def push_record(folder: Path, study_uri: str) -> int:
