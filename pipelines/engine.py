@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 
 from pipelines.accel import place_batch
 from pipelines.config import TrialConfig
+from record import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +116,6 @@ def endless(batches: Iterable[B]) -> Iterator[B]:
             raise ValueError("the training loader yields no batch: the training split is empty")
 
 
-FAULT_ENV = "OCR_STUDY_FAULT"
-
-
-def _injected_fault(stage: str, epoch: int, seed: int | None) -> bool:
-    """Fault injection for testing failure handling: ``OCR_STUDY_FAULT=nan:<stage>:<epoch>`` makes that
-    epoch's loss NaN (as a diverging run would) in every trial, ``nan:<stage>:<epoch>:<seed>`` only in
-    trials of that seed. Unset in normal use."""
-    fault = os.environ.get(FAULT_ENV, "")
-    return fault == f"nan:{stage}:{epoch}" or (seed is not None and fault == f"nan:{stage}:{epoch}:{seed}")
-
-
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[B],
                 loss_fn: Callable[[B], dict[str, Tensor]],
                 precision: Precision, stage: str, epoch: int,
@@ -137,18 +126,19 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
 
     ``epoch`` counts from 0; errors name it counting from 1, as the reports do.
 
-    ``schedule`` (if any) steps once per batch; ``seed`` (the trial's) only selects injected faults.
+    ``schedule`` (if any) steps once per batch; ``seed`` (the trial's) only selects injected faults: the
+    failpoint ``train.step`` (:mod:`record._failpoints`) is passed stage, epoch (from 1), step (from 1) and
+    seed; its ``return`` action makes that step's loss NaN, as a diverging run would.
 
     Returns the mean of every part (weighted by batch size), images per second and seconds.
     """
     model.train()
-    poison = _injected_fault(stage, epoch + 1, seed)
     sums: dict[str, float] = {}
     seen, start = 0, time.perf_counter()
     for step, batch in enumerate(batches):
         with precision.autocast():
             parts = loss_fn(batch)
-        if poison:
+        if failpoint("train.step", stage=stage, epoch=epoch + 1, step=step + 1, seed=seed):
             parts["total"] = parts["total"] * float("nan")
         values = {name: float(v.detach()) for name, v in parts.items()}
         for name, value in values.items():

@@ -22,6 +22,7 @@ from record._facts import (
     trial_reports,
     value_text,
 )
+from record._failpoints import FAILPOINT_DIR_ENV, FAILPOINTS_ENV, FailpointError, failpoint, fired
 from record._layout import (
     CONFIRM_TUNE_DIR,
     EPOCHS_FILE,
@@ -52,6 +53,8 @@ __all__ = [
     "BASE_CELL",
     "CONFIRM_TUNE_DIR",
     "EPOCHS_FILE",
+    "FAILPOINTS_ENV",
+    "FAILPOINT_DIR_ENV",
     "META",
     "OCR_OFF",
     "PHASES",
@@ -61,12 +64,15 @@ __all__ = [
     "TRIALS_DIR",
     "TRIAL_FILE",
     "TUNE_DIR",
+    "FailpointError",
     "abandon_trials",
     "append_epoch",
     "asha_rungs",
     "best_setting",
     "cell_id",
     "config_reports",
+    "failpoint",
+    "fired",
     "ocr_applies",
     "parse_cell",
     "planned_epochs",

@@ -30,6 +30,7 @@ from record import (
     abandon_trials,
     append_epoch,
     config_reports,
+    failpoint,
     planned_epochs,
     read_last_epochs,
     read_trial,
@@ -117,10 +118,19 @@ def error_line(text: str) -> str:
 
 
 class RecordCallback(Callback):
-    """Writes how each trial ended into its ``trial.json`` (driver side; plain data when pickled)."""
+    """Writes each trial's start and how it ended into its ``trial.json`` (driver side; plain data when
+    pickled).
+
+    It also keeps the failpoints of the driver (:mod:`record._failpoints`): ``driver.trial-started`` once a
+    trial's record is written (``phase``, ``started``: trials this driver started, ``unsaved``: whether Tune
+    has saved its experiment state since the trial was added; Tune asks every callback for its state at
+    each save) and ``driver.trial-result`` once a result is in the record (``phase``, ``epoch``).
+    """
 
     def __init__(self, scheduler: str, max_epochs: int | None, rungs: Sequence[int]) -> None:
         self.scheduler, self.max_epochs, self.rungs = scheduler, max_epochs, tuple(rungs)
+        self.started = 0
+        self.unsaved: set[str] = set()  # trials added since Tune last saved its experiment state
 
     def ended(self, trial_id: str, config: Mapping[str, Any], last: Mapping[str, Any],
               artifacts: str | None) -> dict[str, Any] | None:
@@ -162,10 +172,32 @@ class RecordCallback(Callback):
         append_epoch(folder, line)
         return True
 
+    def on_trial_add(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Tune planned ``trial``; it is in no saved experiment state yet."""
+        self.unsaved.add(trial.trial_id)
+
+    def get_state(self) -> dict[str, Any] | None:
+        """Tune is saving its experiment state (it asks each callback): every trial added so far is in it.
+        Returns None: this callback keeps nothing in Tune's state."""
+        self.unsaved.clear()
+        return None
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """``trial`` starts (or restarts): its ``trial.json`` says so before its worker runs."""
+        folder = record_folder(trial.trial_id, trial.config)
+        if folder is not None:
+            update_trial(folder, **identity(trial.trial_id, trial.config), status="RUNNING", stop_reason="running",
+                         error=None)
+        self.started += 1
+        failpoint("driver.trial-started", phase=trial.config.get(f"{META}phase", PHASES[0]), started=self.started,
+                  unsaved=trial.trial_id in self.unsaved)
+
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
         """A report of ``trial``: its epoch goes into the record if the worker's line is not there."""
         self.reported(trial.trial_id, trial.config, result)
+        failpoint("driver.trial-result", phase=trial.config.get(f"{META}phase", PHASES[0]),
+                  epoch=result.get("epoch", 0))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Tune ended ``trial``: completed, or stopped early by the scheduler or the time budget."""

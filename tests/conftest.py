@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,18 @@ def require_executable(*names: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def failpoints(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Arms failpoints in this process (``OCR_STUDY_FAILPOINTS``, re-read); disarmed after the test."""
+    from record import FAILPOINTS_ENV
+    from record._failpoints import configure
+
+    def arm(spec: str) -> None:
+        monkeypatch.setenv(FAILPOINTS_ENV, spec)
+        configure()
+
+    yield arm
+    monkeypatch.delenv(FAILPOINTS_ENV, raising=False)
+    configure()

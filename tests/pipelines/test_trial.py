@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -143,11 +143,14 @@ def test_non_finite_loss_names_epoch_and_part(tiny_config: TrialConfig, tmp_path
     assert not (tmp_path / "checkpoint" / "state.pt").exists()
 
 
-@pytest.mark.parametrize(("fault", "fails"), [("nan:seg:2", True), ("nan:seg:2:0", True), ("nan:seg:2:7", False)])
+@pytest.mark.parametrize(("fault", "fails"), [("train.step[stage=seg,epoch=2]=return", True),
+                                              ("train.step[stage=seg,epoch=2,seed=0]=*return", True),
+                                              ("train.step[stage=seg,epoch=2,seed=7]=*return", False),
+                                              ("train.step[stage=cam,epoch=2]=*return", False)])
 def test_injected_fault_hits_the_named_epoch_and_seed(tiny_config: TrialConfig, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch, fault: str,
+                                                      failpoints: Callable[[str], None], fault: str,
                                                       fails: bool) -> None:
-    monkeypatch.setenv("OCR_STUDY_FAULT", fault)
+    failpoints(fault)
     reporter = ListReporter()
     if fails:
         with pytest.raises(NonFiniteLossError, match=r"epoch 2: the 'total' loss is nan"):

@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 
 from results import Dataset, collect_mlflow, collect_study, load_dataset, report_study
+from record import FAILPOINTS_ENV
 from study.cli import main
 from study.spec import StudySpec
 from tests.conftest import TINY
 from tests.study.test_tune_study import tiny_spec
 
 pytestmark = pytest.mark.slow
-FAULT = "nan:seg:1:1"  # every trial of seed 1 fails in its first epoch (and on each retry)
+FAULT = "train.step[stage=seg,epoch=1,seed=1]=*return"  # every trial of seed 1: a NaN loss in its first epoch
 NOT_IN_MLFLOW = ["wall_s", "node_id", "hostname", "artifacts", "error"]
 
 
@@ -27,8 +28,8 @@ def real_study(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> 
 
     from study.runner import init_ray, run_study
 
-    saved = os.environ.get("OCR_STUDY_FAULT")
-    os.environ["OCR_STUDY_FAULT"] = FAULT  # before Ray starts, so its workers inherit it
+    saved = os.environ.get(FAILPOINTS_ENV)
+    os.environ[FAILPOINTS_ENV] = FAULT  # before Ray starts, so its workers inherit it
     spec = tiny_spec(tmp_path_factory.mktemp("real"), shared_cache, trial={**TINY, "cache_dir": str(shared_cache),
                                                                           "seg.epochs": 4},
                      scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "metric": "val_miou",
@@ -40,9 +41,9 @@ def real_study(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> 
     finally:
         ray.shutdown()
         if saved is None:
-            os.environ.pop("OCR_STUDY_FAULT", None)
+            os.environ.pop(FAILPOINTS_ENV, None)
         else:
-            os.environ["OCR_STUDY_FAULT"] = saved
+            os.environ[FAILPOINTS_ENV] = saved
 
 
 @pytest.fixture(scope="module")
