@@ -115,6 +115,12 @@ def record_started(folder: Path) -> None:
         timer.start()
 
 
+def record_again() -> None:
+    """Record the descendants started since (a trial's start calls it: Ray's workers and agents are up)."""
+    for folder in list(_recorded):
+        _record(folder)
+
+
 def _record(folder: Path) -> None:
     if folder not in _recorded:  # ended already
         return

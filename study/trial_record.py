@@ -38,6 +38,7 @@ from record import (
     trial_folder,
     update_trial,
 )
+from study.processes import record_again
 
 log = logging.getLogger(__name__)
 RECORD_KEY = f"{META}record"  # the config key holding the study folder the record is written into
@@ -122,15 +123,14 @@ class RecordCallback(Callback):
     pickled).
 
     It also keeps the failpoints of the driver (:mod:`record._failpoints`): ``driver.trial-started`` once a
-    trial's record is written (``phase``, ``started``: trials this driver started, ``unsaved``: whether Tune
-    has saved its experiment state since the trial was added; Tune asks every callback for its state at
-    each save) and ``driver.trial-result`` once a result is in the record (``phase``, ``epoch``).
+    trial's record is written (``phase``, ``started``: trials this driver started, ``unsaved``: whether no
+    experiment state Tune saved holds the trial yet; Tune asks every callback for its state at each save) and ``driver.trial-result`` once a result is in the record (``phase``, ``epoch``).
     """
 
     def __init__(self, scheduler: str, max_epochs: int | None, rungs: Sequence[int]) -> None:
         self.scheduler, self.max_epochs, self.rungs = scheduler, max_epochs, tuple(rungs)
         self.started = 0
-        self.unsaved: set[str] = set()  # trials added since Tune last saved its experiment state
+        self.saved: set[str] = set()  # the trials Tune's last saved experiment state holds
 
     def ended(self, trial_id: str, config: Mapping[str, Any], last: Mapping[str, Any],
               artifacts: str | None) -> dict[str, Any] | None:
@@ -172,15 +172,19 @@ class RecordCallback(Callback):
         append_epoch(folder, line)
         return True
 
-    def on_trial_add(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Tune planned ``trial``; it is in no saved experiment state yet."""
-        self.unsaved.add(trial.trial_id)
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        """Keep Tune's own list of trials (the list it appends new trials to) to see what each save holds."""
+        self._trials = trials
 
     def get_state(self) -> dict[str, Any] | None:
-        """Tune is saving its experiment state (it asks each callback): every trial added so far is in it.
+        """Tune is saving its experiment state (it asks each callback): every trial it holds is in it.
         Returns None: this callback keeps nothing in Tune's state."""
-        self.unsaved.clear()
+        self.saved = {t.trial_id for t in getattr(self, "_trials", [])}
         return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Plain data when pickled (Tune pickles its callbacks with the experiment): without Tune's trials."""
+        return {k: v for k, v in self.__dict__.items() if k != "_trials"}
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """``trial`` starts (or restarts): its ``trial.json`` says so before its worker runs."""
@@ -189,15 +193,16 @@ class RecordCallback(Callback):
             update_trial(folder, **identity(trial.trial_id, trial.config), status="RUNNING", stop_reason="running",
                          error=None)
         self.started += 1
+        record_again()
         failpoint("driver.trial-started", phase=trial.config.get(f"{META}phase", PHASES[0]), started=self.started,
-                  unsaved=trial.trial_id in self.unsaved)
+                  unsaved=trial.trial_id not in self.saved, trial_id=trial.trial_id)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
         """A report of ``trial``: its epoch goes into the record if the worker's line is not there."""
         self.reported(trial.trial_id, trial.config, result)
         failpoint("driver.trial-result", phase=trial.config.get(f"{META}phase", PHASES[0]),
-                  epoch=result.get("epoch", 0))
+                  epoch=result.get("epoch", 0), trial_id=trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Tune ended ``trial``: completed, or stopped early by the scheduler or the time budget."""

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from results import Dataset, collect_mlflow, collect_study, load_dataset, report_study
 from record import FAILPOINTS_ENV
+from results import Dataset, collect_mlflow, collect_study, load_dataset, report_study
 from study.cli import main
 from study.spec import StudySpec
 from tests.conftest import TINY

@@ -4,6 +4,7 @@ SIGKILL during the confirm phase, then resumed."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import yaml
 from record import read_epochs, read_study, study_trials
 from study.runner import run_study, trial_table
 from study.spec import StudySpec, load_spec
-from tests.study.test_faults import Processes, _finish, _mlflow_trial_runs, _wait_for, procs  # noqa: F401
+from tests.study.cli_procs import Processes, finish, killed_by_failpoint, mlflow_trial_runs, procs  # noqa: F401
 from tests.study.test_tune_study import tiny_doc
 
 pytestmark = pytest.mark.slow
@@ -88,27 +89,27 @@ def test_stage1_is_built_ahead_once_per_missing_entry(local_ray: None, tmp_path:
 
 
 def test_driver_killed_during_confirm_then_resume_runs_exactly_the_planned_trials(
-        procs: Processes, tmp_path: Path, shared_cache: Path) -> None:  # noqa: F811
-    doc = _doc(tmp_path, shared_cache, epochs=5)
-    doc["trial"]["data.digits.train_size"] = 320
+        procs: Callable[..., Processes], tmp_path: Path, shared_cache: Path) -> None:  # noqa: F811
+    """The driver dies (SIGKILL) at the first confirm trial's second result (failpoint
+    ``driver.trial-result``): resume keeps the search, continues the confirm phase to its planned trials."""
+    doc = _doc(tmp_path, shared_cache, epochs=4)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(doc))
     spec = load_spec(doc)
-    proc = procs.start("run", str(path))
-    _wait_for("a confirm trial", lambda: bool(_confirm_rows(spec)) if Path(spec.study_dir, "trials").is_dir()
-              else False, proc, procs, timeout=400)
-    procs.kill_all()  # SIGKILL to the driver and the local Ray it started, mid confirm phase
+    p = procs("driver.trial-result[phase=confirm,epoch=2]=kill")
+    killed_by_failpoint(p.start("run", str(path)), p, "driver.trial-result")
+    assert _confirm_rows(spec), "the driver was killed before any confirm trial was recorded"
     search_before = sorted(r["trial_id"] for r in trial_table(spec) if r["phase"] == "search")
 
-    out = _finish(procs.start("resume", spec.name, "--storage", spec.storage))
+    out = finish(p.start("resume", spec.name, "--storage", spec.storage, armed=False))
     rows = trial_table(spec)
     assert sorted(r["trial_id"] for r in rows if r["phase"] == "search") == search_before  # not rerun
     confirm = _confirm_rows(spec)
     chosen = _chosen(spec)
     assert Counter((r["cell"], r["setting"], r["seed"]) for r in confirm) == Counter(
         (cell, s[0], seed) for cell, s in chosen.items() for seed in CONFIRM_SEEDS)
-    assert {r["status"] for r in confirm} == {"TERMINATED"} and {r["epochs"] for r in confirm} == {5}
-    runs = _mlflow_trial_runs(spec)
+    assert {r["status"] for r in confirm} == {"TERMINATED"} and {r["epochs"] for r in confirm} == {4}
+    runs = mlflow_trial_runs(spec)
     assert sorted(runs["tags.ocr_study.trial_id"]) == sorted(r["trial_id"] for r in rows)  # one run each
     assert Counter(runs["tags.ocr_study.phase"]) == {"search": len(search_before), "confirm": len(confirm)}
     import pandas as pd

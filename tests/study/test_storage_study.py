@@ -14,7 +14,7 @@ import yaml
 
 from study.runner import load_study_spec, trial_table
 from study.storage import join_uri, mirror_dir, open_store
-from tests.study.test_faults import Processes
+from tests.study.cli_procs import Processes
 from tests.study.test_storage import KEYS, bucket, endpoint  # noqa: F401  (fixtures)
 from tests.study.test_tune_study import tiny_doc
 
