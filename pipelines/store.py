@@ -43,6 +43,8 @@ from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
+from record import failpoint
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -503,6 +505,7 @@ def fetch_or_build(store: Store, name: str, target: Path, build: Callable[[Path]
         try:
             start = time.perf_counter()
             build(tmp)
+            failpoint("stage1.publish", name=name)  # built, not yet published: the lease is still held
             store.upload(tmp, name)
             os.replace(tmp, target)
         finally:

@@ -101,7 +101,7 @@ def configure(spec: str | None = None) -> None:
     _FIRED_HERE.clear()
 
 
-def failpoint(name: str, **context: Any) -> bool:
+def failpoint(name: str, /, **context: Any) -> bool:
     """The failpoint ``name``: does what the specification says for it, if anything matches ``context``.
 
     Returns True only when a ``return`` action fired; every other action acts here (or never returns).

@@ -7,9 +7,13 @@ and ``plots/*.png`` (always written: Markdown links them).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from record import failpoint
 from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
@@ -20,6 +24,7 @@ from results._schema import Dataset, load_dataset
 from results._tables import OC_DEFAULT, check_oc_rate, report_tables
 
 FORMATS = ("md", "tex", "csv", "html")
+STAGE_PREFIX = ".report-stage-"  # a report is made in a hidden folder of its own, then moved in whole
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -30,13 +35,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
         raise ResultsError(f"--format {text!r}: unknown format {', '.join(unknown) or '(none given)'}; "
                            f"use a comma-separated list of {', '.join(FORMATS)} (e.g. --format md,html)")
     return names
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _summary(ds: Dataset) -> str:
@@ -76,23 +74,61 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS, oc: s
     importance = study_importance(ds)  # once for its table and its plot: fANOVA takes seconds on large cells
     tables = report_tables(ds, oc, importance)
     out.mkdir(parents=True, exist_ok=True)
-    plots = report_plots(ds, out / "plots", oc, importance)
+    for stale in out.glob(f"{STAGE_PREFIX}*"):  # what a report killed while it was made left
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    try:
+        names = _write_formats(ds, stage, formats, oc, links, tables, importance)
+        if (stage / "plots").exists():
+            _move_in(stage / "plots", out / "plots")
+        return {fmt: _move_in(stage / name, out / name) for fmt, name in names.items()}
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_formats(ds: Dataset, stage: Path, formats: Sequence[str], oc: str, links: RunLinks | None,
+                   tables: list[Any], importance: Any) -> dict[str, str]:
+    """Every file of the report into ``stage`` (plots in ``plots/``); returns each format's name there.
+
+    The failpoint ``report.write`` (``format``) follows each format written.
+    """
+    plots = report_plots(ds, stage / "plots", oc, importance)
     pages = tables if links is None else [*tables, report_runs_table(ds, links)]  # links: HTML and Markdown
     title = f"ocr-study report: {ds.info.name}"
-    written: dict[str, Path] = {}
+    names = {}
     if "md" in formats:
         failed = _failures(ds).replace("\nFailed: ", "\n- ")
-        text = to_markdown(title, pages, plots, out) + (f"\n## Failed trials\n{failed}\n" if failed else "")
-        written["md"] = _write_text(out / "report.md", text)
+        text = to_markdown(title, pages, plots, stage) + (f"\n## Failed trials\n{failed}\n" if failed else "")
+        (stage / "report.md").write_text(text, encoding="utf-8")
+        names["md"] = "report.md"
+        failpoint("report.write", format="md")
     if "tex" in formats:
-        written["tex"] = _write_text(out / "report.tex", to_latex(tables))
+        (stage / "report.tex").write_text(to_latex(tables), encoding="utf-8")
+        names["tex"] = "report.tex"
+        failpoint("report.write", format="tex")
     if "csv" in formats:
-        write_csv(tables, out / "csv")
-        written["csv"] = out / "csv"
+        write_csv(tables, stage / "csv")
+        names["csv"] = "csv"
+        failpoint("report.write", format="csv")
     if "html" in formats:
         runs_url = None if links is None else links.experiment_url
-        written["html"] = _write_text(out / "report.html", to_html(title, pages, plots, _summary(ds), runs_url))
-    return written
+        (stage / "report.html").write_text(to_html(title, pages, plots, _summary(ds), runs_url), encoding="utf-8")
+        names["html"] = "report.html"
+        failpoint("report.write", format="html")
+    return names
+
+
+def _move_in(source: Path, target: Path) -> Path:
+    """Put the finished ``source`` (a file or a folder) at ``target``, replacing what was there."""
+    if source.is_dir() and target.exists():
+        old = target.with_name(f"{STAGE_PREFIX}{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        source.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
+    return target
 
 
 def report_study(study_dir: Path, out: Path | None = None, formats: Sequence[str] = FORMATS,

@@ -124,7 +124,8 @@ class RecordCallback(Callback):
 
     It also keeps the failpoints of the driver (:mod:`record._failpoints`): ``driver.trial-started`` once a
     trial's record is written (``phase``, ``started``: trials this driver started, ``unsaved``: whether no
-    experiment state Tune saved holds the trial yet; Tune asks every callback for its state at each save) and ``driver.trial-result`` once a result is in the record (``phase``, ``epoch``).
+    experiment state Tune saved holds the trial yet; Tune asks every callback for its state at each save),
+    and ``driver.trial-result`` once a result is in the record (``phase``, ``epoch``).
     """
 
     def __init__(self, scheduler: str, max_epochs: int | None, rungs: Sequence[int]) -> None:

@@ -4,6 +4,10 @@ nothing but the bucket compute it once between them, and each keeps its own loca
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,8 @@ import pipelines.stage_cam as stage_cam
 from pipelines.config import ConfigError, TrialConfig, from_flat
 from pipelines.data import open_data
 from pipelines.reporter import ListReporter
-from pipelines.store import BUILDS_SUFFIX, open_store
+from pipelines.store import BUILDS_SUFFIX, fetch_or_build, open_store
+from record import FAILPOINT_DIR_ENV, FAILPOINTS_ENV, fired
 from tests.pipelines import trees
 from tests.pipelines.test_disk_trial import TINY_DISK
 from tests.study.test_storage import KEYS, bucket, endpoint  # noqa: F401  (fixtures)
@@ -92,3 +97,28 @@ def test_a_disk_stage1_travels_as_one_archive(tmp_path: Path, bucket: str,  # no
 def test_shared_cache_must_be_a_store_uri() -> None:
     with pytest.raises(ConfigError, match="shared_cache"):
         from_flat({"shared_cache": "/some/folder"})
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_a_builder_killed_while_publishing_leaves_nothing_and_is_taken_over(where: str, tmp_path: Path,
+                                                                            request: pytest.FixtureRequest) -> None:
+    """The builder dies (SIGKILL) at the failpoint ``stage1.publish``: built, not yet uploaded, holding the
+    lease. Nothing is published, the lease stays until it runs out, and the next asker builds and publishes."""
+    uri = f"s3://{request.getfixturevalue('bucket')}/cache" if where == "s3" else str(tmp_path / "store")
+    for node in ("dead", "live"):
+        (tmp_path / node).mkdir()
+    program = ("from pathlib import Path\nfrom pipelines.store import fetch_or_build, open_store\n"
+               f"fetch_or_build(open_store({uri!r}), 'stage1/cam.pt', Path({str(tmp_path / 'dead' / 'cam.pt')!r}), "
+               "lambda out: out.write_bytes(b'dead'), lease_s=1.0)\n")
+    env = {**os.environ, FAILPOINTS_ENV: "stage1.publish=kill", FAILPOINT_DIR_ENV: str(tmp_path / "fired")}
+    dead = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
+    assert dead.returncode == -signal.SIGKILL, dead.stderr
+    (fault,) = fired(tmp_path / "fired")
+    assert fault["name"] == "stage1.publish" and fault["context"] == {"name": "stage1/cam.pt"}
+    store = open_store(uri)
+    assert not store.exists("stage1/cam.pt") and not (tmp_path / "dead" / "cam.pt").exists()  # nothing published
+    assert store.exists("stage1/cam.pt.lease")  # held by the dead builder until its lease runs out
+    assert fetch_or_build(store, "stage1/cam.pt", tmp_path / "live" / "cam.pt",
+                          lambda out: out.write_bytes(b"live"), poll_s=0.05)  # this asker built it
+    assert (tmp_path / "live" / "cam.pt").read_bytes() == b"live" and store.read_bytes("stage1/cam.pt") == b"live"
+    assert len(store.names("stage1", f"cam.pt{BUILDS_SUFFIX}")) == 1 and not store.exists("stage1/cam.pt.lease")

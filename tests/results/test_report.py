@@ -255,3 +255,32 @@ def test_export_from_mlflow_refuses_a_name_leaving_the_storage(tmp_path: Path,
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["export", "../escape", "--storage", str(tmp_path / "studies"), "--mlflow", uri]) == 2
     assert not (tmp_path / "escape").exists() and capsys.readouterr().err
+
+
+def test_a_report_killed_while_it_is_made_leaves_the_last_report_whole(tmp_path: Path) -> None:
+    """``ocr-study report`` dies (SIGKILL) at the failpoint ``report.write`` after its Markdown: the report
+    there before is unchanged, file for file; the next report replaces it whole and leaves no stage behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from record import FAILPOINT_DIR_ENV, FAILPOINTS_ENV, fired
+
+    make_study(tmp_path, name="small")
+    out = tmp_path / "small" / "report"
+    assert main(["report", "small", "--storage", str(tmp_path)]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (tmp_path / "small" / "results" / "trials.parquet").unlink()  # the next report collects again
+    env = {**os.environ, FAILPOINTS_ENV: "report.write[format=md]=kill", FAILPOINT_DIR_ENV: str(tmp_path / "fired")}
+    cli = Path(sys.executable).parent / "ocr-study"
+    killed = subprocess.run([str(cli), "report", "small", "--storage", str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert [f["context"] for f in fired(tmp_path / "fired")] == [{"format": "md"}]
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and
+             not p.relative_to(out).parts[0].startswith(".")}
+    assert after == before  # the killed report's files are in its hidden stage, not among the last report's
+    assert main(["report", "small", "--storage", str(tmp_path)]) == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the stage is cleared
+    assert {p.relative_to(out) for p in out.rglob("*") if p.is_file()} == set(before)
