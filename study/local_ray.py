@@ -34,9 +34,20 @@ def hold_to_loopback() -> None:
 
 def start_local_ray(**kwargs: Any) -> None:
     """Start a new local Ray for this study, on loopback, without a dashboard, whatever else the machine
-    holds (a running or dead ``ray start`` cluster, ``RAY_ADDRESS``); says so in one line."""
+    holds (a running or dead ``ray start`` cluster, ``RAY_ADDRESS``); says so in one line.
+
+    Ray's processes inherit the loopback setting when they start; afterwards the variable is what it was
+    before (the CLI's: set), so that nothing else this process starts later (``ray start`` for a cluster,
+    which refuses it) inherits it by accident."""
+    before = os.environ.get(LOOPBACK_ENV)
     hold_to_loopback()
     import ray
 
     print(STARTING, flush=True)
-    ray.init(address="local", include_dashboard=False, **kwargs)
+    try:
+        ray.init(address="local", include_dashboard=False, **kwargs)
+    finally:
+        if before is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = before

@@ -132,14 +132,16 @@ def test_local_ray_is_its_own_on_loopback_without_a_dashboard(monkeypatch: pytes
     monkeypatch.setenv("OCR_STUDY_RAY_TOKEN_FILE", str(tmp_path / "token"))
     seen: dict[str, Any] = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs, loopback=os.environ.get(LOOPBACK_ENV)))
     init_ray(None)
     assert seen.get("address") == "local"  # a new Ray, never one recorded in Ray's temp folder or RAY_ADDRESS
     assert seen.get("include_dashboard") is False
     assert seen.get("dashboard_host", "127.0.0.1") == "127.0.0.1"
     assert os.environ["RAY_AUTH_MODE"] == "token" and os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "token")
-    # node address 127.0.0.1, kept as it is: every Ray server binds loopback only
-    assert os.environ[LOOPBACK_ENV] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    # node address 127.0.0.1, kept as it is: every Ray server binds loopback only. Ray's processes inherit
+    # the variable as it is while Ray starts; afterwards this process's environment is as it was.
+    assert seen["loopback"] == "0" and LOOPBACK_ENV not in os.environ
+    assert ray_constants.ENABLE_RAY_CLUSTER is False
     from ray._private.services import resolve_ip_for_localhost
 
     assert resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"

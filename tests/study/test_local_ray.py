@@ -91,3 +91,25 @@ def test_a_stale_ray_start_record_does_not_stop_a_local_study(tmp_path: Path, sh
     assert "Failed to connect" not in out, out[-3000:]
     assert [r["status"] for r in trial_table(spec)] == ["TERMINATED"]
     assert record.read_text().startswith("127.0.0.1:")  # left as it was: not the study's to remove
+
+
+@pytest.mark.slow
+def test_a_local_ray_started_in_process_listens_on_loopback_only(local_ray: None) -> None:
+    """As the tests (and a program using :func:`study.runner.init_ray`) start it: Ray was imported before,
+    without the setting; its processes, including workers started later, still get it."""
+    import psutil
+    import ray
+
+    from tests.study.test_local_ray_security import is_loopback
+
+    @ray.remote
+    def setting() -> str | None:
+        return os.environ.get(LOOPBACK_ENV)
+
+    assert ray.get([setting.remote() for _ in range(2)]) == ["0", "0"]
+    me = psutil.Process()
+    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    listening = [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert len(listening) >= 4, listening  # at least the GCS, the raylet's two ports and this driver
+    assert all(is_loopback(ip) for _, ip, _ in listening), listening

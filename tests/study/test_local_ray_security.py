@@ -119,7 +119,8 @@ def test_a_local_study_listens_on_loopback_only_and_refuses_a_client_without_the
     client = {**bare, LOOPBACK_ENV: LOOPBACK_VALUE, "RAY_gcs_server_port_wait_time_s": "5"}
     allowed = _connect(gcs, {**client, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
     assert "CONNECTED" in allowed.stdout, allowed.stderr[-2000:]
-    # Refused by the GCS (Ray's client reports the server's UNAUTHENTICATED answer as InvalidAuthToken):
+    # Refused by the GCS: it answers gRPC UNAUTHENTICATED, "InvalidAuthToken: Authentication token is missing
+    # or incorrect" (seen with a raw grpcio client), which Ray's client raises as an AuthenticationError;
     # a wrong token, and no token at all (auth off on the client's side: it sends none).
     for refused_env in ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, {"RAY_AUTH_MODE": "disabled"}):
         refused = _connect(gcs, {**client, **refused_env})
