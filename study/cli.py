@@ -74,6 +74,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         config, overrides = _split_config(args.config, args.overrides)
         return pseudo_masks_command(config, overrides, args.out)
+    if args.command in ("run", "resume") and not args.address:
+        from study.local_ray import hold_to_loopback
+
+        hold_to_loopback()  # before Ray is imported (it reads the setting then), which is before it starts
     from study import commands, report_cmd
 
     handler = {"run": report_cmd.run_then_report, "resume": report_cmd.resume_then_report,

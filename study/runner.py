@@ -302,8 +302,8 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 
 def init_ray(address: str | None) -> None:
-    """Connect to ``address`` or start a local Ray with this machine's resources (dashboard off, token
-    authentication on: see :mod:`study.ray_auth`)."""
+    """Connect to ``address`` or start this study's own local Ray with this machine's resources (loopback
+    only, dashboard off: see :mod:`study.local_ray`; token authentication on: see :mod:`study.ray_auth`)."""
     from study.ray_auth import configure, refresh_loaded_ray
 
     configure(local=not address)
@@ -327,7 +327,9 @@ def init_ray(address: str | None) -> None:
             raise StudyError(f"cannot connect to the Ray cluster at {address}: {err}; check the address "
                              "(ray status on the head node prints it) or leave --address out") from err
         return
-    ray.init(include_dashboard=False, **kwargs)
+    from study.local_ray import start_local_ray
+
+    start_local_ray(**kwargs)
 
 
 def _check_store(spec: StudySpec, fresh: bool) -> None:

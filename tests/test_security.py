@@ -117,22 +117,55 @@ def test_no_source_binds_every_interface() -> None:
     assert not bad, f"a server bound to every interface at {bad}"
 
 
-def test_local_ray_starts_without_a_dashboard(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_local_ray_is_its_own_on_loopback_without_a_dashboard(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
     import ray
+    from ray._private import ray_constants
 
+    from study.local_ray import LOOPBACK_ENV
     from study.runner import init_ray
 
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # init_ray sets them: restored after the test
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", LOOPBACK_ENV):  # init_ray sets them: restored after
         monkeypatch.setenv(key, os.environ.get(key, ""))
         monkeypatch.delenv(key)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # as Ray imported without the setting
     monkeypatch.setenv("OCR_STUDY_RAY_TOKEN_FILE", str(tmp_path / "token"))
     seen: dict[str, Any] = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs, loopback=os.environ.get(LOOPBACK_ENV)))
     init_ray(None)
+    assert seen.get("address") == "local"  # a new Ray, never one recorded in Ray's temp folder or RAY_ADDRESS
     assert seen.get("include_dashboard") is False
     assert seen.get("dashboard_host", "127.0.0.1") == "127.0.0.1"
     assert os.environ["RAY_AUTH_MODE"] == "token" and os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "token")
+    # node address 127.0.0.1, kept as it is: every Ray server binds loopback only. Ray's processes inherit
+    # the variable as it is while Ray starts; afterwards this process's environment is as it was.
+    assert seen["loopback"] == "0" and LOOPBACK_ENV not in os.environ
+    assert ray_constants.ENABLE_RAY_CLUSTER is False
+    from ray._private.services import resolve_ip_for_localhost
+
+    assert resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+
+
+def test_a_cluster_study_keeps_rays_node_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+    from ray._private import ray_constants
+
+    from study import runner
+    from study.local_ray import LOOPBACK_ENV
+
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", LOOPBACK_ENV):
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 64)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(runner, "_probe", lambda address: None)
+    runner.init_ray("10.0.0.5:6379")
+    assert seen.get("address") == "10.0.0.5:6379"
+    assert LOOPBACK_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER is True
 
 
 def test_mlflow_ui_binds_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

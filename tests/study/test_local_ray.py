@@ -1,0 +1,115 @@
+"""A study without ``--address`` starts a Ray of its own, held to loopback, whatever Ray's temp folder says
+(a stale ``ray start`` record); with ``--address`` it joins that one and leaves Ray's node address alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from study.local_ray import LOOPBACK_ENV, STARTING
+from study.runner import trial_table
+from tests.study.test_faults import Processes, _finish, _spec_file, _wait_for
+
+# Runs the CLI's dispatch with the study commands replaced by a probe: what the environment holds, and
+# whether Ray was imported, at the moment a run or resume command starts.
+PROBE = """
+import json, os, sys
+from study import report_cmd, cli
+
+def probe(args):
+    print(json.dumps({"loopback": os.environ.get(sys.argv[1]), "ray_imported": "ray" in sys.modules}))
+    return 0
+
+report_cmd.run_then_report = report_cmd.resume_then_report = probe
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def _probe(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != LOOPBACK_ENV}
+    done = subprocess.run([sys.executable, "-c", PROBE, LOOPBACK_ENV, *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_cli_holds_a_local_study_to_loopback_before_ray_is_imported() -> None:
+    assert _probe("run", "spec.yaml") == '{"loopback": "0", "ray_imported": false}'
+    assert _probe("resume", "tiny") == '{"loopback": "0", "ray_imported": false}'
+
+
+def test_the_cli_leaves_a_cluster_study_alone() -> None:
+    assert _probe("run", "spec.yaml", "--address", "10.0.0.5:6379") == '{"loopback": null, "ray_imported": false}'
+    assert _probe("resume", "tiny", "--address", "10.0.0.5:6379") == '{"loopback": null, "ray_imported": false}'
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(tmp_path)
+    p.env.pop(LOOPBACK_ENV, None)
+    p.env["TMPDIR"] = str(p.ray_tmp)  # Ray's temp folder, with RAY_TMPDIR: a private one for this test
+    yield p
+    p.kill_all()
+
+
+def _dead_port() -> int:
+    """A port nothing listens on (bound, then freed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_a_stale_ray_start_record_does_not_stop_a_local_study(tmp_path: Path, shared_cache: Path,
+                                                               procs: Processes,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray._common.utils import get_ray_address_file
+
+    # what `ray start --head` leaves behind when its cluster dies uncleanly: the record of a dead GCS
+    record = procs.ray_tmp / "ray" / "ray_current_cluster"
+    record.parent.mkdir(parents=True)
+    record.write_text(f"127.0.0.1:{_dead_port()}")
+    monkeypatch.setenv("RAY_TMPDIR", str(procs.ray_tmp))
+    assert Path(get_ray_address_file(None)) == record  # where Ray, started as the study starts it, looks
+    path, spec = _spec_file(tmp_path, shared_cache, grid={"ocr.selection": ["none"]}, search=None, seeds=[0])
+    start = time.monotonic()
+    proc = procs.start("run", str(path))
+    _wait_for("a trial to report", lambda: any(Path(spec.study_dir).glob("trials/*/epochs.jsonl")), proc, procs)
+    first_trial = time.monotonic() - start  # reported, not asserted: it depends on the machine's load
+    out = _finish(proc)
+    print(f"stale record: first trial reported {first_trial:.1f} s after `ocr-study run` started, "
+          f"study done in {time.monotonic() - start:.1f} s")
+    assert out.count(STARTING) == 1, out[-3000:]
+    assert "Failed to connect" not in out, out[-3000:]
+    assert [r["status"] for r in trial_table(spec)] == ["TERMINATED"]
+    assert record.read_text().startswith("127.0.0.1:")  # left as it was: not the study's to remove
+
+
+@pytest.mark.slow
+def test_a_local_ray_started_in_process_listens_on_loopback_only(local_ray: None) -> None:
+    """As the tests (and a program using :func:`study.runner.init_ray`) start it: Ray was imported before,
+    without the setting; its processes, including workers started later, still get it."""
+    import psutil
+    import ray
+
+    from tests.study.test_local_ray_security import is_loopback
+
+    @ray.remote
+    def setting() -> str | None:
+        return os.environ.get(LOOPBACK_ENV)
+
+    assert ray.get([setting.remote() for _ in range(2)]) == ["0", "0"]
+    me = psutil.Process()
+    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    listening = [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert len(listening) >= 4, listening  # at least the GCS, the raylet's two ports and this driver
+    assert all(is_loopback(ip) for _, ip, _ in listening), listening
