@@ -15,10 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from study.local_ray import LOOPBACK_ENV, LOOPBACK_VALUE, STARTING
-from tests.study.test_faults import EPOCHS, Processes, _spec_file, _wait_for
+from tests.study.cli_procs import Processes, spec_file, wait_for_fired
 
 pytestmark = pytest.mark.slow
 CONNECT = """
@@ -31,7 +30,8 @@ print("CONNECTED", ray.cluster_resources().get("CPU"))
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Processes]:
     token = tmp_path / "home" / "ray_auth_token"
-    p = Processes(tmp_path, OCR_STUDY_RAY_TOKEN_FILE=str(token))
+    # the driver pauses at the first trial's first report: the study is looked at while it runs
+    p = Processes(tmp_path, "driver.trial-result[epoch=1]=pause", OCR_STUDY_RAY_TOKEN_FILE=str(token))
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", LOOPBACK_ENV):  # the defaults under test
         p.env.pop(key, None)
     yield p
@@ -87,16 +87,11 @@ def _connect(address: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 def test_a_local_study_listens_on_loopback_only_and_refuses_a_client_without_the_token(
         tmp_path: Path, procs: Processes) -> None:
-    path, spec = _spec_file(tmp_path, tmp_path / "cache", seeds=[0], grid={"ocr.selection": ["oc"]},
-                            search={"samples": 1, "seed": 0,
-                                    "params": {"ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}})
-    doc = yaml.safe_load(path.read_text())
-    doc["trial"]["seg.epochs"] = EPOCHS * 2  # long enough to look at it while it runs
-    path.write_text(yaml.safe_dump(doc))
+    path, spec = spec_file(tmp_path, tmp_path / "cache", seeds=[0], grid={"ocr.selection": ["oc"]},
+                           search={"samples": 1, "seed": 0,
+                                   "params": {"ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}})
     proc = procs.start("run", str(path))
-    _wait_for("the GCS to listen", lambda: any(n == "gcs_server" for n, _, _ in _listening(procs)), proc, procs)
-    _wait_for("a trial to report", lambda: any(Path(spec.study_dir).glob("trials/*/epochs.jsonl")), proc,
-              procs)
+    wait_for_fired(procs, "driver.trial-result", proc)  # a trial reported; the driver holds there
     listening = _listening(procs)
     print("listening:", listening)
     token = Path(procs.env["OCR_STUDY_RAY_TOKEN_FILE"])
