@@ -7,17 +7,15 @@ by a worker goes to that tmpfs, never to the driver's mirror); the study's ``sto
 ``ocr-study run --address`` runs two trials that need the same stage 1, one on each worker.
 The test checks that the study completes, that its record in the bucket holds every epoch of both trials
 (the driver wrote them from Tune's results), that stage 1 was computed once between the nodes (the build
-receipts in the bucket) and copied into each node's own cache, and that a trial whose worker process is
-killed with SIGKILL mid-training resumes from its checkpoint in the bucket. Everything started is ended
+receipts in the bucket) and copied into each node's own cache, and that a trial whose worker process kills
+itself with SIGKILL mid-epoch (failpoint ``train.step``) resumes from its checkpoint in the bucket. Everything started is ended
 by PID, whatever happened.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,19 +23,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import yaml
 
 from pipelines.store import BUILDS_SUFFIX, open_store
-from study.storage import mirror_dir
+from record import FAILPOINT_DIR_ENV, FAILPOINTS_ENV, fired
 from tests.conftest import TINY
 from tests.docker.services import BIN, Processes, free_port, ray_env, ray_node_cmd, wait_until
 from tests.docker.test_cluster_loopback import _ray_nodes
 from tests.study.test_storage import KEYS
 
 pytestmark = pytest.mark.slow
-EPOCHS = 5
+EPOCHS = 4
+KILL = "train.step[stage=seg,epoch=3,step=2]=kill"  # once, in whichever trial gets there first
 BUCKET = "cluster"
 STORAGE = f"s3://{BUCKET}/studies"
 
@@ -82,34 +80,11 @@ def _moto(procs: Processes) -> str:
 
 
 def _spec(root: Path) -> dict[str, Any]:
-    """Two trials (selection none/oc, seed 0) that share one stage 1; long enough to be killed mid-way."""
-    trial = {**TINY, "cache_dir": str(root / "driver" / "cache"), "seg.epochs": EPOCHS,
-             "data.digits.train_size": 160}
+    """Two trials (selection none/oc, seed 0) that share one stage 1; 3 steps per epoch."""
+    trial = {**TINY, "cache_dir": str(root / "driver" / "cache"), "seg.epochs": EPOCHS}
     return {"name": "bucketed", "trial": trial, "grid": {"ocr.selection": ["none", "oc"]}, "seeds": [0],
             "scheduler": {"type": "none"}, "max_concurrent": 2, "resources": {"cpus": 1, "gpus": 0},
             "tracking": {"uri": f"sqlite:///{root / 'driver' / 'mlflow.db'}"}, "storage": STORAGE}
-
-
-def _trial_worker(procs: Processes, trial_id: str) -> psutil.Process | None:
-    """The Ray worker process that runs the trial (Tune's function trainable actor, in the trial's folder)."""
-    for proc in procs.ours():
-        try:
-            if "ImplicitFunc" in " ".join([proc.name(), *proc.cmdline()]) and trial_id in proc.cwd():
-                return proc
-        except psutil.Error:
-            continue
-    return None
-
-
-def _victim(procs: Processes, record: Path) -> psutil.Process | None:
-    """The worker of a trial with at least two epochs in the record and at least two to go. The record's
-    lines come from the driver here (the workers' own writes land in their tmpfs), so Tune has processed
-    epoch 2's result: epoch 1's checkpoint is registered for sure, epoch 2's may not be yet."""
-    for path in record.glob("trials/*/epochs.jsonl"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if 2 <= len(lines) <= EPOCHS - 2:
-            return _trial_worker(procs, path.parent.name)
-    return None
 
 
 def _results(store: Any) -> dict[str, list[dict[str, Any]]]:
@@ -130,7 +105,6 @@ def test_nodes_sharing_only_a_bucket_build_stage1_once_and_resume_a_killed_worke
     start = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="ocr-cb-"))  # short: Ray's unix sockets must fit in 107 bytes
     procs = Processes(root)
-    killed: list[int] = []
     try:
         endpoint = _moto(procs)
         aws = {**KEYS, "AWS_ENDPOINT_URL": endpoint}
@@ -140,7 +114,8 @@ def test_nodes_sharing_only_a_bucket_build_stage1_once_and_resume_a_killed_worke
         _start(procs, "ray-head", ray_node_cmd(root / "ray", cpus=0, gpus=0, head_port=port),
                {**ray_env(), **aws}, root / "head")
         for i in range(2):
-            env = {**ray_env(), **aws, "OCR_STUDY_CACHE_DIR": str(root / f"node{i}" / "cache")}
+            env = {**ray_env(), **aws, "OCR_STUDY_CACHE_DIR": str(root / f"node{i}" / "cache"),
+                   FAILPOINTS_ENV: KILL, FAILPOINT_DIR_ENV: str(root / "fired")}  # seen by both workers
             node = ray_node_cmd(root / "ray", cpus=1, gpus=0, address=f"127.0.0.1:{port}")
             _start(procs, f"ray-worker-{i}", _apart(node, root / "driver"), env, root / f"node{i}")
         nodes = _ray_nodes(f"127.0.0.1:{port}", 3, timeout=60)
@@ -150,21 +125,11 @@ def test_nodes_sharing_only_a_bucket_build_stage1_once_and_resume_a_killed_worke
         env = {**ray_env(), **aws, "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
         driver = procs.start("driver", [str(BIN / "ocr-study"), "run", str(spec_path), "--address",
                                         f"127.0.0.1:{port}"], env=env, cwd=root / "driver")
-        record = root / "driver" / mirror_dir(f"{STORAGE}/bucketed").relative_to(Path.cwd())
-        found: list[psutil.Process] = []
-
-        def mid_training() -> bool:
-            victim = _victim(procs, record)
-            found.extend([victim] if victim else [])
-            return victim is not None
-
-        wait_until(mid_training, 400, "a trial in mid-training", lambda: driver.poll() is None)
-        killed.append(found[0].pid)
-        os.kill(killed[0], signal.SIGKILL)
         driver.wait(timeout=600)
         log = (root / "driver.log").read_text(errors="replace")
         assert driver.returncode == 0, log[-4000:]
-        _check(root, endpoint, killed[0])
+        (fault,) = fired(root / "fired")  # a trial's worker killed itself mid-epoch 3, after epoch 2's checkpoint
+        _check(root, endpoint, int(fault["pid"]))
         print(f"bucket-only cluster test: {time.monotonic() - start:.1f} s wall")
     except Exception:
         for path in sorted(root.glob("*.log")):
@@ -196,8 +161,8 @@ def _check(root: Path, endpoint: str, victim: int) -> None:
                 assert epochs == sorted(set(epochs)), epochs
         after = [int(line["epoch"]) for line in resumed[0] if line["pid"] != victim]
         before = [int(line["epoch"]) for line in resumed[0] if line["pid"] == victim]
-        # continued from a checkpoint, not restarted: at most the epoch in flight at the kill is run again
-        assert after[0] >= 2 and after[0] in (before[-1], before[-1] + 1) and after == sorted(set(after)), seen
+        # continued from epoch 2's checkpoint (registered before epoch 3 began), nothing run again
+        assert before == [1, 2] and after == list(range(3, EPOCHS + 1)), seen
         for trial in study.names("trials"):  # the workers wrote theirs into a tmpfs: these are the driver's
             lines = (study.read_bytes("trials", trial, "epochs.jsonl") or b"").decode().splitlines()
             epochs = [int(json.loads(line)["epoch"]) for line in lines if line.strip()]
