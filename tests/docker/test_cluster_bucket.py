@@ -8,8 +8,8 @@ by a worker goes to that tmpfs, never to the driver's mirror); the study's ``sto
 The test checks that the study completes, that its record in the bucket holds every epoch of both trials
 (the driver wrote them from Tune's results), that stage 1 was computed once between the nodes (the build
 receipts in the bucket) and copied into each node's own cache, and that a trial whose worker process kills
-itself with SIGKILL mid-epoch (failpoint ``train.step``) resumes from its checkpoint in the bucket. Everything started is ended
-by PID, whatever happened.
+itself with SIGKILL mid-epoch (failpoint ``train.step``) resumes from its checkpoint in the bucket.
+Everything started is ended by PID, whatever happened.
 """
 
 from __future__ import annotations
