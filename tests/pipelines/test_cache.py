@@ -117,11 +117,9 @@ def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
         holder.wait()
     result: list[torch.Tensor] = []
     worker = threading.Thread(target=lambda: result.append(cached(path, lambda: torch.ones(2), _save, _load)))
-    start = time.monotonic()
     worker.start()
-    worker.join(timeout=30)
+    worker.join(timeout=120)  # a lock still held would block it for good: the join's limit is only a guard
     assert result and torch.equal(result[0], torch.ones(2)), "the dead holder's lock was still held"
-    assert time.monotonic() - start < 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry.pt", "entry.pt.sha256"]
 
 

@@ -85,17 +85,15 @@ def test_the_html_and_markdown_reports_link_every_run(served: tuple[str, dict[st
 
 def test_an_unreachable_server_leaves_the_report_without_links_at_once(monkeypatch: pytest.MonkeyPatch,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing listens on the port: no links and a warning, without MLflow's minutes of retries."""
+    """Nothing listens on the port: no links and a warning, without MLflow's minutes of retries (no MLflow
+    client is made: the health check alone decides)."""
     import socket
-    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free once closed
     monkeypatch.setattr(links_module, "_client", lambda uri: pytest.fail("no client for a dead server"))
-    start = time.monotonic()
     assert run_links(f"http://127.0.0.1:{port}", "linked") is None
-    assert time.monotonic() - start < links_module.HEALTH_TIMEOUT_S + 1
     assert "no links to MLflow runs" in caplog.text
 
 
