@@ -43,7 +43,7 @@ def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
         procs: Procs, tmp_path: Path, shared_cache: Path) -> None:
     """The driver pauses at its first trial result (failpoint ``driver.trial-result``, action pause), holding
     the study: ``run``, ``run --fresh`` and ``resume`` are refused; then it is killed with SIGKILL."""
-    path, spec = spec_file(tmp_path, shared_cache)
+    path, spec = spec_file(tmp_path, shared_cache, grid={"ocr.selection": ["none"]}, search=None)
     folder = Path(spec.study_dir)
     planned = {c.id: c.trials for c in plan(spec).cells}
     p = procs("driver.trial-result[epoch=1]=pause")
@@ -77,7 +77,7 @@ def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
 
 def test_a_driver_ended_with_sigterm_ends_its_ray_and_releases_the_study(
         procs: Procs, tmp_path: Path, shared_cache: Path) -> None:
-    path, spec = spec_file(tmp_path, shared_cache)
+    path, spec = spec_file(tmp_path, shared_cache, grid={"ocr.selection": ["none"]}, search=None)
     folder = Path(spec.study_dir)
     p = procs("driver.trial-result[epoch=1]=pause")  # a trial in training, the driver in its loop
     driver = p.start("run", str(path))
