@@ -155,3 +155,29 @@ def test_study_json_holds_phases_cells_and_planned_epochs(tmp_path: Path) -> Non
     assert [c["trials"] for c in doc["phases"][0]["cells"]] == [2, 6]
     assert doc["grid"] == {"ocr.selection": ["none", "oc"]} and doc["search_keys"] == ["ocr.delta"]
     json.dumps(doc)  # plain data
+
+
+def test_the_driver_records_a_trials_start_and_knows_whether_tune_saved_it(
+        tmp_path: Path, failpoints: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``trial.json`` says RUNNING as soon as Tune starts a trial; the failpoint ``driver.trial-started`` is
+    told whether any experiment state Tune saved holds the trial (Tune asks its callbacks at each save)."""
+    from record import FAILPOINT_DIR_ENV, fired
+    from study.trial_record import RECORD_KEY
+
+    monkeypatch.setenv(FAILPOINT_DIR_ENV, str(tmp_path / "fired"))
+    failpoints("driver.trial-started=*sleep(0)")
+    callback = RecordCallback("none", 2, ())
+    config = {RECORD_KEY: str(tmp_path), "meta.phase": "search", "seed": 0}
+    trials = [SimpleNamespace(trial_id="a", config=config)]
+    callback.on_step_begin(0, trials)
+    assert callback.get_state() is None  # a save: holds "a"
+    trials.append(SimpleNamespace(trial_id="b", config=config))  # Tune adds "b" after that save
+    for trial in trials:
+        callback.on_trial_start(0, trials, trial)
+    assert (read_trial(trial_folder(tmp_path, "b")) or {})["status"] == "RUNNING"
+    assert [(f["context"]["trial_id"], f["context"]["started"], f["context"]["unsaved"])
+            for f in fired(tmp_path / "fired")] == [("a", 1, False), ("b", 2, True)]
+    callback.get_state()  # the next save holds both
+    callback.on_trial_start(0, trials, trials[1])
+    assert fired(tmp_path / "fired")[-1]["context"]["unsaved"] is False
+    assert "_trials" not in callback.__getstate__()  # plain data when Tune pickles it
