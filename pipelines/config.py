@@ -250,6 +250,9 @@ class SegConfig:
         _at_least("seg", "epochs", self.epochs, 1)
         _at_least("seg", "iterations", self.iterations, 0)
         _at_least("seg", "report_every", self.report_every, 0)
+        _at_least("seg", "batch_size", self.batch_size, 1)
+        _in_range("seg", "lr", self.lr, 0.0, 10.0)
+        _at_least("seg", "weight_decay", self.weight_decay, 0.0)
         if self.report_every and not self.iterations:
             raise ConfigError("seg.report_every", f"seg.report_every = {self.report_every} applies to a "
                                                   "budget in iterations; set seg.iterations too, or drop it "
@@ -267,9 +270,6 @@ class SegConfig:
     def total_steps(self) -> int | None:
         """Optimiser steps of the whole stage for a budget in iterations, ``None`` for one in epochs."""
         return self.iterations or None
-        _at_least("seg", "batch_size", self.batch_size, 1)
-        _in_range("seg", "lr", self.lr, 0.0, 10.0)
-        _at_least("seg", "weight_decay", self.weight_decay, 0.0)
 
 
 @dataclass(frozen=True)

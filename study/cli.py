@@ -101,7 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"ocr-study: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

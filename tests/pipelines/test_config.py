@@ -27,6 +27,9 @@ def test_strings_from_the_command_line_are_coerced() -> None:
     ({"amp": "maybe"}, r"amp = 'maybe' must be true or false"),
     ({"data.name": "voc"}, r"data.root is empty"),
     ({"ocr.tau": float("nan")}, r"ocr.tau"),
+    ({"seg.lr": -1}, r"seg.lr = -1.0 must be in \[0.0, 10.0\]"),
+    ({"seg.batch_size": 0}, r"seg.batch_size = 0 must be a finite number >= 1"),
+    ({"seg.weight_decay": -5}, r"seg.weight_decay = -5.0 must be a finite number >= 0.0"),
 ])
 def test_bad_values_name_the_key(values: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -94,3 +94,19 @@ def test_unreachable_cluster_fails_fast_and_leaves_no_study(in_tmp: Path, capsys
     assert not (in_tmp / "studies" / "x").exists()
     assert main(["run", "spec.yaml", "--address", "nonsense"]) == 1
     assert "is not HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("seg.lr", "-1", "seg.lr = -1.0 must be in [0.0, 10.0]"),
+    ("seg.batch_size", "0", "seg.batch_size = 0 must be a finite number >= 1"),
+    ("seg.weight_decay", "-5", "seg.weight_decay = -5.0 must be a finite number >= 0.0"),
+])
+def test_bad_training_settings_exit_2_before_anything_starts(in_tmp: Path, capsys: pytest.CaptureFixture[str],
+                                                             key: str, value: str, words: str) -> None:
+    assert main(["train", f"{key}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ocr-study: error:") and words in err and "Traceback" not in err
+    assert main(["run", "quick", f"trial.{key}={value}", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ocr-study: error:") and words in err and "Traceback" not in err
+    assert _files(in_tmp) == set()
