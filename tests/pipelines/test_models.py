@@ -32,6 +32,7 @@ from pipelines.models import (
     model_input,
     normalize_imagenet,
 )
+from pipelines.models._backbone import forward_features
 from pipelines.optim import make_optimizer
 from pipelines.presets import load_preset
 
@@ -381,3 +382,20 @@ def test_cpu_layout_follows_the_option_and_gives_the_same_logits(channels_last: 
     assert x.is_contiguous(memory_format=torch.channels_last) is channels_last
     with torch.no_grad():
         torch.testing.assert_close(placed(x), reference(images), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_logits_are_upsampled_in_float32_under_autocast(head: str) -> None:
+    model = build_seg_model(deeplab(head=head, output_stride=16), C, 3).eval()
+    images = batch(1, (64, 48))[0]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(images)
+        if head != "v3plus":
+            coarse = model.head(forward_features(model.backbone, images))  # (1, C+1, 4, 3)
+            assert coarse.dtype == torch.bfloat16  # autocast is on: the head itself runs in bf16
+    assert logits.dtype == torch.float32 and logits.shape == (1, C + 1, 64, 48)
+    # upsampled in bf16, every value would be a bf16 number; in float32, blends of them mostly are not
+    assert not torch.equal(logits, logits.bfloat16().float())
+    if head != "v3plus":
+        expected = F.interpolate(coarse.float(), size=(64, 48), mode="bilinear", align_corners=False)
+        assert torch.equal(logits, expected)
