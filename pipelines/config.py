@@ -22,6 +22,7 @@ from record import trial_reports
 
 PRIORS = PRIOR_VARIANTS
 OCR_STAGES = ("seg", "cam", "both")
+UNCERTAIN = ("exclude", "include")  # ocr.uncertain: what OCR does with 255 (uncertain) pseudo-mask pixels
 DATASETS = ("digits", "voc", "coco", "folder")
 STAGE1_SOURCES = ("cam", "masks")
 COOCCURRENCES = ("exclusive", "paired", "random")
@@ -274,7 +275,12 @@ class SegConfig:
 
 @dataclass(frozen=True)
 class OCRConfig:
-    """Every argument of :func:`ocr.ocr_loss`, its weight, and where it is applied."""
+    """Every argument of :func:`ocr.ocr_loss`, its weight, and where it is applied.
+
+    ``uncertain``: the pseudo-mask's 255 (uncertain) pixels are left out of OCR (``exclude``) or count like
+    any other (``include``, as the authors' released loss, which averages over every pixel); a crop's
+    padding is left out either way.
+    """
 
     selection: str = "oc"
     group: str = "paper"
@@ -286,6 +292,7 @@ class OCRConfig:
     weight: float = 1.0
     stage: str = "seg"
     posterior_momentum: float = 0.99
+    uncertain: str = "exclude"
 
     def __post_init__(self) -> None:
         _choice("ocr", "selection", self.selection, SELECTIONS)
@@ -294,6 +301,7 @@ class OCRConfig:
         _choice("ocr", "ic_masking", self.ic_masking, IC_MASKINGS)
         _choice("ocr", "reduction", self.reduction, REDUCTIONS)
         _choice("ocr", "stage", self.stage, OCR_STAGES)
+        _choice("ocr", "uncertain", self.uncertain, UNCERTAIN)
         _in_range("ocr", "delta", self.delta, -100.0, 100.0)
         _in_range("ocr", "tau", self.tau, -1.0, 2.0)
         _in_range("ocr", "weight", self.weight, 0.0, 1000.0)

@@ -98,6 +98,7 @@ def load_checkpoint(state: SegState, folder: Path, device: torch.device) -> None
 
 def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device, feed: Callable[[Tensor], Tensor]) -> Any:
     use_ocr = state.ocr.enabled and cfg.ocr.stage in ("seg", "both")
+    include_uncertain = cfg.ocr.uncertain == "include"
 
     def loss_fn(batch: Batch) -> dict[str, Tensor]:
         if batch.masks is None:
@@ -105,7 +106,7 @@ def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device, feed: Call
         logits = state.model(feed(batch.images))  # (B, C+1, H, W)
         parts = {"ce": F.cross_entropy(logits.float(), batch.masks, ignore_index=IGNORE)}
         if use_ocr:
-            parts["ocr"] = state.ocr(logits, batch.tags, batch.valid)
+            parts["ocr"] = state.ocr(logits, batch.tags, batch.ocr_valid(include_uncertain))
         parts["total"] = sum(parts.values(), torch.zeros((), device=device))
         return parts
 
