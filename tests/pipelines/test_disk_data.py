@@ -253,12 +253,68 @@ def test_fingerprint_follows_the_folder_content(pseudo: Path) -> None:
     assert folder_fingerprint(pseudo) != before
 
 
-def test_masks_config_needs_disk_data_and_scratch_init() -> None:
-    with pytest.raises(ValueError, match=r"seg\.init=scratch"):
-        from_flat({"data.name": "voc", "data.root": "/x", "cam.ink_threshold": 0, "stage1.source": "masks",
-                   "stage1.masks_dir": "/p"})
+def test_masks_config_needs_disk_data_and_no_cam_init() -> None:
+    masks = {"data.name": "voc", "data.root": "/x", "cam.ink_threshold": 0, "stage1.source": "masks",
+             "stage1.masks_dir": "/p"}
+    assert from_flat(masks).seg_init == "scratch"  # seg.init: auto follows the source
+    with pytest.raises(ValueError, match=r"seg\.init=scratch"):  # asked for, a CAM start is refused
+        from_flat({**masks, "seg.init": "cam"})
     with pytest.raises(ValueError, match="digits"):
         from_flat({"stage1.source": "masks", "stage1.masks_dir": "/p", "seg.init": "scratch"})
     with pytest.raises(ValueError, match=r"stage1\.masks_dir is empty"):
         from_flat({"stage1.source": "masks"})
     assert from_flat({"data.name": "voc", "data.root": "/x"}).cam.ink_threshold == 0.45  # digits only: ignored
+
+
+# ---------------------------------------------------------------- data.tags: where training tags come from
+
+
+def test_tags_from_the_pseudo_masks_leave_a_missing_class_out_of_candidate(voc: Path, pseudo: Path,
+                                                                           tmp_path: Path) -> None:
+    from ocr import candidate_mask
+
+    _, mask = trees.scene(*trees.VOC_ITEMS["2007_000001"][0], (1, 15))
+    mask[mask == 15] = 255  # the pseudo-mask misses class 15 (person): uncertain where the truth has it
+    trees.write_mask(pseudo / "2007_000001.png", mask)
+    masks = {"stage1.source": "masks", "stage1.masks_dir": str(pseudo)}
+    gt = open_data(_voc_cfg(tmp_path, voc, **masks))
+    assert _voc_cfg(tmp_path, voc, **masks).data.tag_source == "gt"  # the default without data.labels
+    from_masks = open_data(_voc_cfg(tmp_path, voc, **masks, **{"data.tags": "masks"}))
+    assert gt.train_tags[0].tolist() == _tags((1, 15), 20)
+    assert from_masks.train_tags[0].tolist() == _tags((1,), 20)  # np.unique(mask) minus 0 and 255
+    assert from_masks.train_tags[1:].tolist() == gt.train_tags[1:].tolist()  # the others are complete
+    assert from_masks.val_tags.tolist() == gt.val_tags.tolist()  # validation tags: the ground truth always
+    assert bool(candidate_mask(gt.train_tags)[0, 15]) and not bool(candidate_mask(from_masks.train_tags)[0, 15])
+    trees.write_mask(pseudo / "2007_000001.png", trees.scene(*trees.VOC_ITEMS["2007_000001"][0], (1, 15))[1])
+    again = open_data(_voc_cfg(tmp_path, voc, **masks, **{"data.tags": "masks"}))  # an edited folder: read again
+    assert again.train_tags[0].tolist() == _tags((1, 15), 20)
+
+
+def test_tags_from_the_pseudo_masks_need_no_training_ground_truth(voc: Path, pseudo: Path, tmp_path: Path) -> None:
+    for path in (voc / "SegmentationClass").glob("*.png"):
+        if path.stem in trees.VOC_LISTS["train"] and path.stem not in trees.VOC_LISTS["val"]:
+            path.unlink()
+    masks = {"stage1.source": "masks", "stage1.masks_dir": str(pseudo)}
+    with pytest.raises(DataNotFoundError, match=r"2 of 3 masks of train\.txt"):  # the tags would need them
+        open_data(_voc_cfg(tmp_path, voc, **masks))
+    data = open_data(_voc_cfg(tmp_path, voc, **masks, **{"data.tags": "masks"}))
+    assert data.train_tags.tolist() == [_tags(trees.VOC_ITEMS[s][1], 20) for s in trees.VOC_LISTS["train"]]
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"data.tags": "masks"}, "set stage1.source=masks"),
+    ({"data.tags": "file"}, "data.labels, which is empty"),
+    ({"data.tags": "gt", "data.labels": "x.npy"}, "does not read it"),
+    ({"data.tags": "pseudo"}, "choose one of ['auto', 'gt', 'masks', 'file']"),
+])
+def test_tag_sources_that_cannot_work_are_refused(voc: Path, tmp_path: Path, values: dict[str, str],
+                                                  words: str) -> None:
+    with pytest.raises(ValueError, match="data") as info:
+        _voc_cfg(tmp_path, voc, **values)
+    assert words in str(info.value)
+
+
+def test_tag_source_default_follows_data_labels() -> None:
+    assert from_flat({}).data.tag_source == "gt"
+    assert from_flat({"data.labels": "cls_labels.npy"}).data.tag_source == "file"
+    assert from_flat({"data.labels": "cls_labels.npy", "data.tags": "file"}).data.tag_source == "file"

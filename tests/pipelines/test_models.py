@@ -142,7 +142,7 @@ def test_output_stride_is_the_backbone_feature_stride(stride: int) -> None:
 
 
 def test_backbone_batch_norms_are_frozen_and_left_out_of_the_groups() -> None:
-    model = build_seg_model(deeplab(), C, 3)
+    model = build_seg_model(deeplab(freeze_bn=True), C, 3)
     model.train()
     names = {type(m).__name__ for m in model.backbone.modules()}
     assert "BatchNorm2d" not in names and "FrozenBatchNorm2d" in names
@@ -150,6 +150,24 @@ def test_backbone_batch_norms_are_frozen_and_left_out_of_the_groups() -> None:
     assert trainable == {id(p) for p in model.parameters() if p.requires_grad}
     unfrozen = build_seg_model(deeplab(freeze_bn=False), C, 3)
     assert any(isinstance(m, nn.BatchNorm2d) for m in unfrozen.backbone.modules())
+
+
+def test_batch_norms_are_frozen_by_default_only_over_trained_weights(tmp_path: Path) -> None:
+    path = tmp_path / "r18.safetensors"
+    save_file(create_backbone("resnet18", 32, 3, freeze_bn=False).state_dict(), str(path))
+    random = deeplab()  # no model.weights: batch norms whose statistics were never estimated are trained
+    assert random.model.freeze_bn == "auto" and not random.freeze_bn("seg") and not random.freeze_bn("cam")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in build_seg_model(random, C, 3).backbone.modules())
+    loaded = deeplab(weights=str(path))  # ImageNet weights for both networks (same backbone): frozen
+    assert loaded.freeze_bn("seg") and loaded.freeze_bn("cam")
+    names = {type(m).__name__ for m in build_seg_model(loaded, C, 3).backbone.modules()}
+    assert "BatchNorm2d" not in names and "FrozenBatchNorm2d" in names
+    copied = from_flat({"model.name": "deeplab", "model.backbone": "resnet18", "model.cam_backbone": "resnet18"})
+    assert copied.seg_init == "cam" and copied.freeze_bn("seg") and not copied.freeze_bn("cam")  # the trained CAM
+    assert not deeplab(weights=str(path), freeze_bn="false").freeze_bn("seg")  # forced either way
+    assert deeplab(freeze_bn="yes").freeze_bn("seg") and deeplab(freeze_bn=True).model.freeze_bn == "true"
+    with pytest.raises(ValueError, match=r"model.freeze_bn = 'maybe' must be auto, true or false"):
+        deeplab(freeze_bn="maybe")
 
 
 def test_tiny_is_the_default_and_builds_todays_networks() -> None:
@@ -312,7 +330,7 @@ def test_poly_schedule_values_per_iteration() -> None:
     ({"model.head": "v4"}, r"model.head = 'v4' is not allowed; choose one of \['v2', 'v1', 'v3plus'\]"),
     ({"model.output_stride": 32}, r"model.output_stride = 32 is not allowed; choose one of \[8, 16\]"),
     ({"model.weights": "r50.safetensors"}, r"model.name = 'tiny' has no pretrained backbone"),
-    ({"model.name": "deeplab"}, r"seg.init = 'cam' copies the CAM backbone"),
+    ({"model.name": "deeplab", "seg.init": "cam"}, r"seg.init = 'cam' copies the CAM backbone"),
     ({"model.momentum": 1.5}, r"model.momentum = 1.5 must be in"),
 ])
 def test_model_config_errors_name_the_field(values: dict[str, Any], match: str) -> None:
