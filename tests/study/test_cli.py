@@ -168,3 +168,13 @@ def test_bar_reporter_prints_no_lines_on_a_terminal(capsys: pytest.CaptureFixtur
     reporter.report({"epoch": 1.0, "val_miou": 0.5, "val_oc_rate_fg": 0.1})
     reporter.close()
     assert capsys.readouterr().out == "" and len(reporter.reports) == 1
+
+
+def test_masks_source_needs_no_seg_init(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    masks = ["data.name=voc", f"data.root={in_tmp / 'nowhere'}", "stage1.source=masks", "stage1.masks_dir=/p"]
+    assert main(["train", *masks, "--out", "t"]) == 2  # accepted as a config; refused for the missing data set
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "seg.init" not in err
+    assert main(["train", *masks, "seg.init=cam"]) == 2  # asked for explicitly, a CAM start is still refused
+    assert "seg.init = 'cam' copies the CAM encoder" in capsys.readouterr().err
+    assert _files(in_tmp) == set()
