@@ -5,7 +5,12 @@
 - ``val_examples.png``: the validation images with the most out-of-candidate pixels, with ground truth,
   prediction, OC pixels and the OCR loss map under "all" and "only OC" selection (like the paper's
   Fig. S1), a class legend and colour bars; ``val_examples.json`` names them. Written every evaluated
-  epoch, so a trial ASHA stops has them at the epoch it stopped.
+  epoch, so a trial ASHA stops has them at the epoch it stopped. Every panel of a row is the whole image at
+  its own resolution and aspect ratio (nothing padded or cropped). With DeepLab-v2's ASPP (dilations 6 to
+  24 at output stride 8: taps 48 to 192 px away) the logits change where the dilated taps leave the image,
+  so a loss map can show bands parallel to the edges at those distances (full-width ones on a portrait
+  image, whose narrow side every large tap overshoots) that the argmax does not: the network's output,
+  not an artefact of the drawing.
 """
 
 from __future__ import annotations
@@ -124,14 +129,24 @@ def write_examples(model: torch.nn.Module, data: TrialData, term: OCRTerm, cfg: 
     return path
 
 
-def _draw_row(axes: Any, model: Callable[[Tensor], Tensor], ex: Batch, data: TrialData, term: OCRTerm,
-              cfg: OCRConfig, k: int) -> set[int]:
-    """One example's panels; returns the classes its label panels show."""
+def loss_maps(model: Callable[[Tensor], Tensor], ex: Batch, term: OCRTerm,
+              cfg: OCRConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """The per-pixel OCR loss, the OC pixels and the logits ``(1, C+1, H, W)`` of one example image, at the
+    image's size ``(H, W)``. Raises ``ValueError`` if the network's logits are not at that size."""
     logits = model(ex.images).float().cpu()  # (1, C+1, H, W)
+    if tuple(logits.shape[2:]) != tuple(ex.images.shape[2:]):
+        raise ValueError(f"logits {tuple(logits.shape[2:])} are not at the image's size "
+                         f"{tuple(ex.images.shape[2:])}: the loss map would not match the image")
     tags = ex.tags.cpu()
     loss = ocr_pixel_loss(logits, tags, term.matrix.cpu(), delta=cfg.delta, tau=cfg.tau, group=cfg.group,
                           ic_masking=cfg.ic_masking)[0]  # (H, W)
-    oc = oc_pixels(logits, tags)[0]
+    return loss, oc_pixels(logits, tags)[0], logits
+
+
+def _draw_row(axes: Any, model: Callable[[Tensor], Tensor], ex: Batch, data: TrialData, term: OCRTerm,
+              cfg: OCRConfig, k: int) -> set[int]:
+    """One example's panels; returns the classes its label panels show."""
+    loss, oc, logits = loss_maps(model, ex, term, cfg)
     truth = ex.masks[0].cpu() if ex.masks is not None else torch.full(loss.shape, 255)
     prediction = logits[0].argmax(0)
     top = float(loss.max()) or 1.0
@@ -141,7 +156,7 @@ def _draw_row(axes: Any, model: Callable[[Tensor], Tensor], ex: Batch, data: Tri
         ax.imshow(panel, cmap="tab20", vmin=0, vmax=k - 1, interpolation="nearest")
     axes[3].imshow(oc.float().numpy(), cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
     for ax, loss_map in zip(axes[4:6], (loss, loss * oc), strict=True):
-        image = ax.imshow(loss_map.numpy(), cmap="magma", vmin=0, vmax=top)
+        image = ax.imshow(loss_map.numpy(), cmap="magma", vmin=0, vmax=top, interpolation="nearest")
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
     for ax in axes:
         ax.set_xticks([])

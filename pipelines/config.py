@@ -15,17 +15,21 @@ import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NewType, TypeVar
 
 from ocr.options import GROUPS, IC_MASKINGS, PRIOR_VARIANTS, REDUCTIONS, SELECTIONS
 from record import trial_reports
 
 PRIORS = PRIOR_VARIANTS
 OCR_STAGES = ("seg", "cam", "both")
+UNCERTAIN = ("exclude", "include")  # ocr.uncertain: what OCR does with 255 (uncertain) pseudo-mask pixels
 DATASETS = ("digits", "voc", "coco", "folder")
 STAGE1_SOURCES = ("cam", "masks")
 COOCCURRENCES = ("exclusive", "paired", "random")
 DEVICES = ("auto", "cpu", "cuda")
+TAG_SOURCES = ("auto", "gt", "masks", "file")  # data.tags: auto = file when data.labels is set, else gt
+AutoBool = NewType("AutoBool", str)  # "auto", "true" or "false"; YAML/CLI booleans are accepted
+AUTO_BOOLS = ("auto", "true", "false")
 
 
 class ConfigError(ValueError):
@@ -111,7 +115,8 @@ class DataConfig:
     train_split: str = "train_aug"
     val_split: str = "val"
     max_images: int = 0
-    labels: str = ""  # a class-label file (cls_labels.npy or CSV) for the training tags; "" = from masks
+    labels: str = ""  # a class-label file (cls_labels.npy or CSV) for the training tags (data.tags: file)
+    tags: str = "auto"  # where training tags come from: gt masks, the pseudo-masks, data.labels; see tag_source
     workers: int = -1  # DataLoader worker processes; -1 = the trial's threads
     crop_size: int = 321
     scale_min: float = 0.5
@@ -125,6 +130,13 @@ class DataConfig:
             raise ConfigError("data.root", f"data.root is empty: data.name = {self.name!r} is read from disk; "
                                            "set data.root to the data set's folder")
         _at_least("data", "max_images", self.max_images, 0)
+        _choice("data", "tags", self.tags, TAG_SOURCES)
+        if self.tags == "file" and not self.labels:
+            raise ConfigError("data.labels", "data.tags = 'file' reads the training tags from data.labels, which "
+                                             "is empty; set data.labels to a cls_labels.npy or CSV file")
+        if self.tags in ("gt", "masks") and self.labels:
+            raise ConfigError("data.tags", f"data.labels is set but data.tags = {self.tags!r} does not read it; "
+                                           "set data.tags=file (or auto), or drop data.labels")
         _at_least("data", "workers", self.workers, -1)
         _at_least("data", "crop_size", self.crop_size, 8)
         _in_range("data", "scale_min", self.scale_min, 0.05, 10.0)
@@ -134,6 +146,16 @@ class DataConfig:
     def on_disk(self) -> bool:
         """Whether the data set is read from files (VOC, COCO, folder) rather than generated."""
         return self.name != "digits"
+
+    @property
+    def tag_source(self) -> str:
+        """Where the training split's tags (so the candidate sets and the prior) come from: ``gt`` (the
+        ground-truth masks), ``masks`` (the pseudo-masks of ``stage1.masks_dir``, as the OCR authors'
+        dataset does), ``file`` (``data.labels``); ``auto`` is ``file`` when ``data.labels`` is set, else
+        ``gt``. Validation tags always come from the ground truth."""
+        if self.tags != "auto":
+            return self.tags
+        return "file" if self.labels else "gt"
 
 
 @dataclass(frozen=True)
@@ -219,7 +241,7 @@ class CamConfig:
         _in_range("cam", "ink_threshold", self.ink_threshold, 0.0, 1.0)
 
 
-SEG_INITS = ("cam", "scratch")
+SEG_INITS = ("auto", "cam", "scratch")
 
 
 @dataclass(frozen=True)
@@ -227,7 +249,9 @@ class SegConfig:
     """Stage 2: the segmentation network trained on the pseudo-masks.
 
     ``init="cam"`` starts its encoder from the stage-1 classifier's (the role an ImageNet-pretrained
-    backbone plays in WSSS on natural images); it needs ``seg.width == cam.width``.
+    backbone plays in WSSS on natural images); it needs ``seg.width == cam.width``. ``"scratch"`` starts
+    from ``model.weights`` (random without). ``"auto"`` (default) is ``cam`` where stage 1 trains a CAM
+    encoder that fits, else ``scratch`` (:attr:`TrialConfig.seg_init`).
 
     The budget: ``epochs`` passes over the training split, one report (evaluation, checkpoint, ASHA
     step) each; or, as WSSS code counts it, ``iterations`` optimiser steps (when > 0 it wins and
@@ -240,7 +264,7 @@ class SegConfig:
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    init: str = "cam"
+    init: str = "auto"
     iterations: int = 0
     report_every: int = 0
 
@@ -250,6 +274,9 @@ class SegConfig:
         _at_least("seg", "epochs", self.epochs, 1)
         _at_least("seg", "iterations", self.iterations, 0)
         _at_least("seg", "report_every", self.report_every, 0)
+        _at_least("seg", "batch_size", self.batch_size, 1)
+        _in_range("seg", "lr", self.lr, 0.0, 10.0)
+        _at_least("seg", "weight_decay", self.weight_decay, 0.0)
         if self.report_every and not self.iterations:
             raise ConfigError("seg.report_every", f"seg.report_every = {self.report_every} applies to a "
                                                   "budget in iterations; set seg.iterations too, or drop it "
@@ -267,14 +294,16 @@ class SegConfig:
     def total_steps(self) -> int | None:
         """Optimiser steps of the whole stage for a budget in iterations, ``None`` for one in epochs."""
         return self.iterations or None
-        _at_least("seg", "batch_size", self.batch_size, 1)
-        _in_range("seg", "lr", self.lr, 0.0, 10.0)
-        _at_least("seg", "weight_decay", self.weight_decay, 0.0)
 
 
 @dataclass(frozen=True)
 class OCRConfig:
-    """Every argument of :func:`ocr.ocr_loss`, its weight, and where it is applied."""
+    """Every argument of :func:`ocr.ocr_loss`, its weight, and where it is applied.
+
+    ``uncertain``: the pseudo-mask's 255 (uncertain) pixels are left out of OCR (``exclude``) or count like
+    any other (``include``, as the authors' released loss, which averages over every pixel); a crop's
+    padding is left out either way.
+    """
 
     selection: str = "oc"
     group: str = "paper"
@@ -286,6 +315,7 @@ class OCRConfig:
     weight: float = 1.0
     stage: str = "seg"
     posterior_momentum: float = 0.99
+    uncertain: str = "exclude"
 
     def __post_init__(self) -> None:
         _choice("ocr", "selection", self.selection, SELECTIONS)
@@ -294,6 +324,7 @@ class OCRConfig:
         _choice("ocr", "ic_masking", self.ic_masking, IC_MASKINGS)
         _choice("ocr", "reduction", self.reduction, REDUCTIONS)
         _choice("ocr", "stage", self.stage, OCR_STAGES)
+        _choice("ocr", "uncertain", self.uncertain, UNCERTAIN)
         _in_range("ocr", "delta", self.delta, -100.0, 100.0)
         _in_range("ocr", "tau", self.tau, -1.0, 2.0)
         _in_range("ocr", "weight", self.weight, 0.0, 1000.0)
@@ -319,6 +350,10 @@ class ModelConfig:
     local ImageNet state dicts (safetensors or torch; ``""`` = random init; ``cam_weights`` defaults to
     ``weights`` when both backbones are the same). With ``seg.init="scratch"`` the segmentation network
     starts from ``weights``; ``seg.init="cam"`` copies the trained CAM backbone (same backbone needed).
+    ``freeze_bn``: ``auto`` (default) freezes a network's backbone batch norms only where it starts from
+    trained weights (``weights`` / ``cam_weights``, or the CAM backbone ``seg.init="cam"`` copies), and trains
+    them over random ones (statistics that were never estimated are not worth keeping); ``true``/``false``
+    force it (:meth:`TrialConfig.freeze_bn`).
     """
 
     name: str = "tiny"
@@ -329,7 +364,7 @@ class ModelConfig:
     cam_backbone: str = "resnet50"
     cam_output_stride: int = 16
     cam_weights: str = ""
-    freeze_bn: bool = True
+    freeze_bn: AutoBool = AutoBool("auto")
     channels_last: bool = True
     optimizer: str = "auto"
     momentum: float = 0.9
@@ -342,6 +377,10 @@ class ModelConfig:
         _choice("model", "cam_backbone", self.cam_backbone, BACKBONES)
         _choice("model", "head", self.head, HEADS)
         _choice("model", "optimizer", self.optimizer, OPTIMIZERS)
+        given: object = self.freeze_bn
+        if isinstance(given, bool):  # built in Python with a bool
+            object.__setattr__(self, "freeze_bn", AutoBool(str(given).lower()))
+        _choice("model", "freeze_bn", self.freeze_bn, AUTO_BOOLS)
         for name in ("output_stride", "cam_output_stride"):
             if getattr(self, name) not in OUTPUT_STRIDES:
                 raise ConfigError(f"model.{name}", f"model.{name} = {getattr(self, name)!r} is not allowed; "
@@ -412,8 +451,46 @@ class TrialConfig:
         """The cache folder as a path."""
         return Path(self.cache_dir).expanduser()
 
+    @property
+    def seg_init(self) -> str:
+        """``seg.init`` resolved: ``auto`` is ``cam`` when stage 1 trains a CAM encoder that fits the
+        segmentation network (``stage1.source: cam``; equal widths for ``tiny``, equal backbones otherwise),
+        else ``scratch``."""
+        if self.seg.init != "auto":
+            return self.seg.init
+        m = self.model
+        fits = self.seg.width == self.cam.width if m.name == "tiny" else m.cam_backbone == m.backbone
+        return "cam" if self.stage1.source == "cam" and fits else "scratch"
+
+    def freeze_bn(self, stage: str) -> bool:
+        """Whether the backbone batch norms of ``stage``'s network (``"cam"`` or ``"seg"``) are frozen:
+        ``model.freeze_bn``, or for ``auto`` whether that network starts from trained weights."""
+        if self.model.freeze_bn != "auto":
+            return self.model.freeze_bn == "true"
+        if stage == "cam":
+            return bool(self.model.cam_weights_path)
+        return self.seg_init == "cam" or bool(self.model.weights)
+
+
+def auto_values(cfg: TrialConfig) -> dict[str, str]:
+    """What each key left at ``auto`` stands for in this trial (``{"data.tags": "gt", ...}``): recorded
+    beside the key, so a trial's params say what ran."""
+    out: dict[str, str] = {}
+    if cfg.data.tags == "auto":
+        out["data.tags"] = cfg.data.tag_source
+    if cfg.seg.init == "auto":
+        out["seg.init"] = cfg.seg_init
+    if cfg.model.freeze_bn == "auto" and cfg.model.name != "tiny":  # the tiny networks always train theirs
+        out["model.freeze_bn"] = ", ".join(f"{s}: {str(cfg.freeze_bn(s)).lower()}" for s in ("cam", "seg"))
+    return out
+
 
 def _check_stage1(cfg: TrialConfig) -> None:
+    if cfg.data.tags == "masks" and cfg.stage1.source != "masks":
+        raise ConfigError(
+            "data.tags",
+            "data.tags = 'masks' reads the training tags from the pseudo-masks of stage1.masks_dir, but "
+            f"stage1.source = {cfg.stage1.source!r}; set stage1.source=masks, or data.tags to gt or file")
     if cfg.stage1.source == "masks" and not cfg.data.on_disk:
         raise ConfigError(
             "stage1.source",
@@ -459,6 +536,15 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert ``value`` to the leaf type ``tp`` (YAML/CLI strings included), or raise :class:`ConfigError`."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is AutoBool:
+        if isinstance(value, bool):
+            return AutoBool("true" if value else "false")
+        text = value.lower() if isinstance(value, str) else None
+        words = {"auto": "auto", "true": "true", "false": "false", "1": "true", "0": "false", "yes": "true",
+                 "no": "false"}
+        if text in words:
+            return AutoBool(words[text])
+        raise ConfigError(key, f"{key} = {value!r} must be auto, true or false")
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -77,7 +77,7 @@ def cam_network(cfg: TrialConfig) -> dict[str, object]:
     stat = weights.stat() if weights is not None and weights.is_file() else None
     return {"name": m.name, "backbone": m.cam_backbone, "output_stride": m.cam_output_stride,
             "weights": str(weights.resolve()) if weights else "",
-            "weights_stat": [stat.st_size, stat.st_mtime_ns] if stat else None, "freeze_bn": m.freeze_bn,
+            "weights_stat": [stat.st_size, stat.st_mtime_ns] if stat else None, "freeze_bn": cfg.freeze_bn("cam"),
             "optimizer": m.optimizer, "momentum": m.momentum, "head_lr_mult": m.head_lr_mult,
             "poly_power": m.poly_power}
 

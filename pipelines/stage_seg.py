@@ -63,7 +63,7 @@ def _new_state(cfg: TrialConfig, data: TrialData, device: torch.device, encoder:
                steps: int, generator: torch.Generator) -> SegState:
     torch.manual_seed(cfg.seed)
     model = build_seg_model(cfg, len(data.class_names), data.in_channels)
-    if cfg.seg.init == "cam" and encoder is not None:
+    if cfg.seg_init == "cam" and encoder is not None:
         backbone_of(model).load_state_dict(encoder)
     model = place_model(model, device, cfg.model.channels_last)
     optimizer, schedule = make_optimizer(model, cfg, "seg", steps)
@@ -98,6 +98,7 @@ def load_checkpoint(state: SegState, folder: Path, device: torch.device) -> None
 
 def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device, feed: Callable[[Tensor], Tensor]) -> Any:
     use_ocr = state.ocr.enabled and cfg.ocr.stage in ("seg", "both")
+    include_uncertain = cfg.ocr.uncertain == "include"
 
     def loss_fn(batch: Batch) -> dict[str, Tensor]:
         if batch.masks is None:
@@ -105,7 +106,7 @@ def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device, feed: Call
         logits = state.model(feed(batch.images))  # (B, C+1, H, W)
         parts = {"ce": F.cross_entropy(logits.float(), batch.masks, ignore_index=IGNORE)}
         if use_ocr:
-            parts["ocr"] = state.ocr(logits, batch.tags, batch.valid)
+            parts["ocr"] = state.ocr(logits, batch.tags, batch.ocr_valid(include_uncertain))
         parts["total"] = sum(parts.values(), torch.zeros((), device=device))
         return parts
 
@@ -126,7 +127,7 @@ def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: 
         work_dir: where checkpoints go (``work_dir/checkpoint``).
         resume_from: a checkpoint folder to continue from (defaults to ``work_dir/checkpoint`` if present).
         extra: metrics added to every report (stage-1 figures).
-        encoder: stage 1's encoder weights, the starting point when ``seg.init = "cam"``.
+        encoder: stage 1's encoder weights, the starting point when ``seg.init`` resolves to ``"cam"``.
     """
     device = resolve_device(cfg.device)
     configure_backend(device)

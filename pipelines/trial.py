@@ -29,8 +29,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
         resume_from: a checkpoint folder written by an earlier run of this trial.
     """
     torch.set_num_threads(cfg.threads)
+    check_data(cfg)  # bad data fails before anything is written
     work_dir.mkdir(parents=True, exist_ok=True)
-    check_data(cfg)
     data = open_data(cfg)
     check_weights(cfg, data.in_channels)  # a bad weights file fails now, not after stage 1
     stage1 = run_cam_stage(cfg, data, reporter)

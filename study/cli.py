@@ -16,12 +16,31 @@ EXIT_CODES = """exit codes (every command):
      a missing data set or weights file, a study in use by another driver"""
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand's parser that takes its positionals (``key=value`` overrides) anywhere on the line,
+    before, between or after the options: ``run quick --dry-run seeds=[0,1,2]`` as ``run quick seeds=[0,1,2]
+    --dry-run`` (argparse's intermixed parsing; the top-level parser cannot use it, having subcommands)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        """Intermixed parsing (which itself calls this method twice, as plain parsing)."""
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-study", description=(
         "Hyperparameter and ablation studies of the Out-of-Candidate Rectification loss."),
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_IntermixedParser)
     train = sub.add_parser("train", help="run one trial here, without Ray")
     train.add_argument("config", nargs="?", help="a trial YAML file (optional)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ocr.delta=2 seed=1")
@@ -105,7 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"ocr-study: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

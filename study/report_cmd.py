@@ -188,7 +188,7 @@ def resume_then_report(args: argparse.Namespace) -> int:
     return code
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``report`` and ``export`` to the CLI's subcommands."""
     rep = sub.add_parser("report", help="tables and plots of a study (collects it first)")
     rep.add_argument("name", help="the study's name")

@@ -96,10 +96,24 @@ def param_text(value: Any) -> str:
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, str]:
-    """The params of a trial's run: its settings that apply (no δ, τ when the OCR loss is off), rounded."""
+    """The params of a trial's run: its settings that apply (no δ, τ when the OCR loss is off), rounded;
+    a key left at ``auto`` shows what it stood for (``data.tags`` = ``gt (auto)``)."""
     selection = config.get("ocr.selection")
-    return {k: param_text(v) for k, v in sorted(config.items())
-            if not k.startswith(META) and ocr_applies(k, selection)}
+    params = {k: param_text(v) for k, v in sorted(config.items())
+              if not k.startswith(META) and ocr_applies(k, selection)}
+    for key, value in _auto_values(config).items():
+        if key in params:
+            params[key] = f"{value} (auto)"
+    return params
+
+
+def _auto_values(config: dict[str, Any]) -> dict[str, str]:
+    from pipelines.config import auto_values, from_flat
+
+    try:
+        return auto_values(from_flat({k: v for k, v in config.items() if not k.startswith(META)}))
+    except (ValueError, TypeError):  # not a whole trial config (the driver validated the real ones)
+        return {}
 
 
 def cell_label(cell: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,12 +46,19 @@ def load_trial_config(path: Path | None, overrides: Mapping[str, Any]) -> TrialC
 
 
 class BarReporter:
-    """Shows a tqdm bar per stage and remembers each epoch's metrics."""
+    """Shows a tqdm bar per stage and remembers each epoch's metrics.
 
-    def __init__(self) -> None:
+    Off a terminal (output to a file or a pipe) there is no bar; instead one line goes to stdout when a
+    stage starts and one per report (``lines``; default: when stderr, the bar's stream, is not a terminal).
+    """
+
+    def __init__(self, lines: bool | None = None) -> None:
         self.reports: list[dict[str, float]] = []
         self._bar: Any = None
         self._stage = ""
+        self._done, self._total = 0, 0
+        self.lines = not sys.stderr.isatty() if lines is None else lines
+        self._start = time.perf_counter()
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Advance (or open) the bar of ``stage``."""
@@ -58,18 +66,30 @@ class BarReporter:
 
         if stage != self._stage:
             self.close()
-            # disable=None: no bar when stderr is not a terminal (a log file gets the table, not 10^4 redraws)
-            self._bar = tqdm(total=total, desc=f"{stage:>4}", unit="step", dynamic_ncols=True, disable=None)
+            # disable=None: no bar when stderr is not a terminal (a log file gets lines, not 10^4 redraws)
+            self._bar = tqdm(total=total, desc=f"{stage:>4}", unit="step", dynamic_ncols=True,
+                             disable=True if self.lines else None)
             self._stage = stage
+            if self.lines:
+                print(f"[{self._elapsed()}] stage {stage}: {total} steps", flush=True)
+        self._done, self._total = done, total
         self._bar.n = done
         self._bar.refresh()
 
     def report(self, metrics: Mapping[str, float], checkpoint_dir: Path | None = None) -> None:
-        """Keep the metrics and show the headline figures on the bar."""
+        """Keep the metrics and show the headline figures on the bar (off a terminal: print a line)."""
         self.reports.append(dict(metrics))
         if self._bar is not None:
             self._bar.set_postfix(epoch=int(metrics["epoch"]), miou=f"{metrics['val_miou']:.3f}",
                                   oc=f"{metrics['val_oc_rate_fg']:.3f}")
+        if self.lines:
+            figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in LINE_KEYS if k in metrics)
+            print(f"[{self._elapsed()}] {self._stage or 'seg'} step {self._done}/{self._total}  "
+                  f"epoch {int(metrics['epoch'])}  {figures}", flush=True)
+
+    def _elapsed(self) -> str:
+        seconds = int(time.perf_counter() - self._start)
+        return f"{seconds // 60:d}:{seconds % 60:02d}"
 
     def close(self) -> None:
         """Close the open bar, if any."""
@@ -87,6 +107,7 @@ def format_table(rows: list[dict[str, float]], keys: Sequence[str]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 
 
+LINE_KEYS = ("val_miou", "val_oc_rate_fg", "train_ce", "train_ocr", "epoch_seconds")
 TABLE_KEYS = ("val_miou", "val_oracle_miou", "val_oc_rate_fg", "val_oc_rate", "train_ce", "train_ocr",
               "epoch_seconds")
 

@@ -77,9 +77,9 @@ def check_data(cfg: TrialConfig) -> None:
     if not d.on_disk:
         return
     names = class_names_of(d)
-    train = split_files(d, d.train_split, "train_split", need_masks=not d.labels)
+    train = split_files(d, d.train_split, "train_split", need_masks=d.tag_source == "gt")
     val = split_files(d, d.val_split, "val_split")
-    if d.labels:
+    if d.tag_source == "file":
         read_labels(Path(d.labels).expanduser(), train.ids, names)
     for masks in (train.masks, val.masks):
         for path in (masks or ())[:VALUE_SAMPLE]:

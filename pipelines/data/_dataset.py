@@ -20,7 +20,8 @@ from pipelines.data._disk import read_mask
 from pipelines.data._transforms import apply_train, normalize
 from pipelines.data._types import DataError
 
-Item = tuple[Tensor, Tensor, Tensor, int]  # image (3, H, W) float, mask (H, W) uint8, tags (C,), index
+Item = tuple[Tensor, Tensor, Tensor, Tensor, int]  # image (3, H, W) float, mask (H, W) uint8, padding (H, W)
+#                                                   bool, tags (C,), index
 
 
 def read_image(path: str | Path) -> Tensor:
@@ -34,8 +35,9 @@ def read_image(path: str | Path) -> Tensor:
 
 
 class SegDataset(Dataset[Item]):
-    """Items ``(image, mask, tags, index)``: the image normalised with the ImageNet mean/std, its mask
-    (ground truth, pseudo-mask or, without masks, zeros; padding is 255), its tags.
+    """Items ``(image, mask, padding, tags, index)``: the image normalised with the ImageNet mean/std, its mask
+    (ground truth, pseudo-mask or, without masks, zeros; padding is 255), where the crop padded (True; all
+    False for a whole image), its tags.
 
     Args:
         images: image files.
@@ -66,7 +68,8 @@ class SegDataset(Dataset[Item]):
                 raise DataError(f"{self.masks[index]} is {mask.shape[1]}×{mask.shape[0]} but its image "
                                 f"{self.images[index]} is {image.shape[2]}×{image.shape[1]}; a mask must "
                                 "match its image")
+        padding = torch.zeros(mask.shape, dtype=torch.bool)
         if self.transform is not None:
-            image, mask = apply_train(self.transform, image, mask)
-        return normalize(image), mask, self.tags[index], index
+            image, mask, padding = apply_train(self.transform, image, mask)
+        return normalize(image), mask, padding, self.tags[index], index
 

@@ -66,7 +66,13 @@ def train_transform(crop_size: int, scale_min: float, scale_max: float, flip: bo
     return v2.Compose(steps)
 
 
-def apply_train(transform: v2.Compose, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Run ``transform`` on uint8 ``image (3, H, W)`` and ``mask (H, W)``; returns plain tensors."""
-    out_image, out_mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
-    return out_image.as_subclass(Tensor), out_mask.as_subclass(Tensor)
+def apply_train(transform: v2.Compose, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Run ``transform`` on uint8 ``image (3, H, W)`` and ``mask (H, W)``; returns plain tensors and the
+    padding ``(H', W')`` bool (True where the crop padded, False on image pixels).
+
+    Padding is 255 in the mask, as uncertain pixels of a pseudo-mask are; a third, all-zero mask goes
+    through the same steps, and its 255 fill marks the padding alone (the OCR loss needs to tell them apart).
+    """
+    blank = tv_tensors.Mask(torch.zeros(mask.shape, dtype=torch.uint8))
+    out_image, out_mask, out_blank = transform(tv_tensors.Image(image), tv_tensors.Mask(mask), blank)
+    return out_image.as_subclass(Tensor), out_mask.as_subclass(Tensor), out_blank.as_subclass(Tensor) == IGNORE

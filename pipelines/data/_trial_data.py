@@ -1,9 +1,10 @@
 """What the training stages see of a data set: batches, whatever the data set is stored as.
 
 A :class:`TrialData` hands out :class:`Batch` es on the trial's device: images ready for the network,
-masks ``(B, H, W)`` long with 255 = ignore, tags ``(B, C)``, and the ``valid`` pixels (neither padding nor
-255) for the OCR loss. :class:`MemoryData` serves the digit scenes from in-memory tensors (inputs in
-0..1, as the tiny networks were tuned on); :class:`DiskData` streams VOC, COCO or a folder layout through
+masks ``(B, H, W)`` long with 255 = ignore, tags ``(B, C)``, where a crop padded, and the pixels the OCR
+loss sees (:meth:`Batch.ocr_valid`: never padding; uncertain 255 pixels as ``ocr.uncertain`` says).
+:class:`MemoryData` serves the digit scenes from in-memory tensors (inputs in 0..1, as the tiny networks
+were tuned on); :class:`DiskData` streams VOC, COCO or a folder layout through
 ``DataLoader`` workers with the field's augmentation (inputs normalised with the ImageNet mean/std).
 """
 
@@ -38,12 +39,15 @@ class Batch:
             where the stage needs no mask.
         tags: ``(B, C)`` uint8 image-level labels.
         index: ``(B,)`` the items' positions in their split.
+        padding: ``(B, H, W)`` bool, True where a training crop padded the image (255 in ``masks`` too, but
+            uncertain pixels of a pseudo-mask are 255 as well); ``None``: no padding anywhere.
     """
 
     images: Tensor
     masks: Tensor | None
     tags: Tensor
     index: Tensor
+    padding: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -52,6 +56,16 @@ class Batch:
     def valid(self) -> Tensor | None:
         """``(B, H, W)`` bool: pixels that are neither padding nor 255 (``None`` without masks)."""
         return None if self.masks is None else self.masks != IGNORE
+
+    def ocr_valid(self, include_uncertain: bool) -> Tensor | None:
+        """``(B, H, W)`` bool: the pixels the OCR loss sees (``None``: all of them). Padding never; uncertain
+        (255) pixels of the mask only with ``include_uncertain`` (the authors' released loss averages over
+        every pixel of the crop)."""
+        keep = None if self.padding is None else ~self.padding
+        if not include_uncertain and self.masks is not None:
+            certain = self.masks != IGNORE
+            keep = certain if keep is None else keep & certain
+        return keep
 
 
 class Loader(Protocol):
@@ -155,7 +169,7 @@ class MemoryData:
 class _StreamLoader:
     """A ``DataLoader`` whose tuples become :class:`Batch` es on the device."""
 
-    loader: DataLoader[tuple[Tensor, Tensor, Tensor, int]]
+    loader: DataLoader[tuple[Tensor, Tensor, Tensor, Tensor, int]]
     device: torch.device
     with_masks: bool
 
@@ -163,9 +177,10 @@ class _StreamLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for images, masks, tags, index in self.loader:
+        for images, masks, padding, tags, index in self.loader:
             masks = masks.to(self.device, non_blocking=True).long() if self.with_masks else None
-            yield Batch(images.to(self.device, non_blocking=True), masks, tags.to(self.device), index)
+            pad = padding.to(self.device, non_blocking=True) if bool(padding.any()) else None
+            yield Batch(images.to(self.device, non_blocking=True), masks, tags.to(self.device), index, pad)
 
 
 class DiskData:

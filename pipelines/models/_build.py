@@ -22,8 +22,9 @@ def build_seg_model(cfg: TrialConfig, num_classes: int, in_channels: int) -> nn.
     if m.name == "tiny":
         return SegNet(in_channels, num_classes, cfg.seg.width)
     if m.head == "v3plus":
-        return DeepLabV3Plus(m.backbone, m.output_stride, num_classes, in_channels, m.weights, m.freeze_bn)
-    backbone = create_backbone(m.backbone, m.output_stride, in_channels, m.weights, m.freeze_bn)
+        return DeepLabV3Plus(m.backbone, m.output_stride, num_classes, in_channels, m.weights,
+                             cfg.freeze_bn("seg"))
+    backbone = create_backbone(m.backbone, m.output_stride, in_channels, m.weights, cfg.freeze_bn("seg"))
     features = feature_channels(backbone)
     head = ASPPHead(features, num_classes + 1) if m.head == "v2" else DilatedHead(features, num_classes + 1)
     return DeepLab(backbone, head)
@@ -40,7 +41,7 @@ def build_cam_model(cfg: TrialConfig, num_classes: int, in_channels: int) -> nn.
     if m.name == "tiny":
         return CAMNet(in_channels, num_classes, cfg.cam.width)
     backbone = create_backbone(m.cam_backbone, m.cam_output_stride, in_channels, m.cam_weights_path,
-                               m.freeze_bn)
+                               cfg.freeze_bn("cam"))
     return ResNetCAM(backbone, num_classes)
 
 

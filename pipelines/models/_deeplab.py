@@ -4,6 +4,8 @@ and v3+ from segmentation-models-pytorch.
 Every network maps ``(B, 3, H, W)`` ImageNet-normalised images of any size to logits
 ``(B, C+1, H, W)`` at input resolution (channel 0 background), and splits its trainable parameters into
 ``{"backbone": …, "head": …}`` through :meth:`parameter_groups` (the head trains at a higher rate).
+The logits are upsampled in float32 even under autocast (:func:`upsample_fp32`): the losses and the
+out-of-candidate test then see the head's scores interpolated, not rounded to bf16/fp16 a second time.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
+import torch
 import torch.nn.functional as F
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
@@ -19,6 +22,26 @@ from pipelines.models._backbone import forward_features, trainable
 from pipelines.models._weights import load_backbone_weights
 
 ASPP_RATES = (6, 12, 18, 24)
+
+
+def upsample_fp32(logits: Tensor, size: Sequence[int] | None = None, scale_factor: float | None = None,
+                  align_corners: bool = False) -> Tensor:
+    """Bilinear upsampling of ``logits (B, K, h, w)`` in float32, with autocast off (the result is float32)."""
+    with torch.autocast(logits.device.type, enabled=False):
+        return F.interpolate(logits.float(), size=None if size is None else tuple(size), scale_factor=scale_factor,
+                             mode="bilinear", align_corners=align_corners)
+
+
+class _UpsampleFP32(nn.Module):
+    """smp's ``nn.Upsample`` of the segmentation head, run through :func:`upsample_fp32` (no parameters)."""
+
+    def __init__(self, scale_factor: float, align_corners: bool) -> None:
+        super().__init__()
+        self.scale_factor, self.align_corners = scale_factor, align_corners
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, K, h, w)`` → ``(B, K, h·s, w·s)`` float32."""
+        return upsample_fp32(x, scale_factor=self.scale_factor, align_corners=self.align_corners)
 
 
 def _zero_bias(conv: nn.Conv2d) -> None:
@@ -63,7 +86,8 @@ class DilatedHead(nn.Module):
 
 
 class DeepLab(nn.Module):
-    """A dilated backbone (``forward_features``) and a head; logits upsampled bilinearly to the input."""
+    """A dilated backbone (``forward_features``) and a head; logits upsampled bilinearly (in float32) to the
+    input."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -73,7 +97,7 @@ class DeepLab(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` → logits ``(B, C+1, H, W)``, channel 0 background."""
         logits = self.head(forward_features(self.backbone, x))  # (B, C+1, H/s, W/s)
-        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
+        return upsample_fp32(logits, x.shape[2:])
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters: the pretrained ``backbone`` and the new ``head``."""
@@ -94,6 +118,9 @@ class DeepLabV3Plus(nn.Module):
         self.net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=None,
                                      encoder_output_stride=output_stride, decoder_atrous_rates=rates,
                                      in_channels=in_channels, classes=num_classes + 1)
+        up = self.net.segmentation_head[1]  # nn.Upsample ×4 (align_corners=True): the same, in float32
+        if isinstance(up, nn.Upsample) and isinstance(up.scale_factor, (int, float)):
+            self.net.segmentation_head[1] = _UpsampleFP32(float(up.scale_factor), bool(up.align_corners))
         if weights:
             load_backbone_weights(self.net.encoder, weights)
         if freeze_bn:

@@ -128,11 +128,11 @@ def test_augmentation_keeps_image_and_mask_aligned(seed: int, size: tuple[int, i
     image, mask = torch.from_numpy(image_np).permute(2, 0, 1).contiguous(), torch.from_numpy(mask_np)
     transform = train_transform(144, 0.5, 1.5, True)
     torch.manual_seed(seed)
-    out_image, out_mask = apply_train(transform, image, mask)
+    out_image, out_mask, _ = apply_train(transform, image, mask)
     assert out_image.shape == (3, 144, 144) and out_mask.shape == (144, 144)
     assert _misaligned_share(out_image, out_mask) < 0.02
     torch.manual_seed(seed)
-    _, wrong = apply_train(transform, image, mask.flip(-1))
+    _, wrong, _ = apply_train(transform, image, mask.flip(-1))
     assert _misaligned_share(out_image, wrong) > 0.2  # the check does notice a misaligned mask
     padding = (out_image == torch.tensor(MEAN_UINT8).view(3, 1, 1)).all(0)
     assert padding.any()  # the crop is larger than most rescaled images
@@ -147,7 +147,7 @@ def test_each_transform_step_keeps_alignment(step: str) -> None:
                  "crop": train_transform(100, 1.0, 1.0, False)}[step]
     for seed in range(4):
         torch.manual_seed(seed)
-        out_image, out_mask = apply_train(transform, image, mask)
+        out_image, out_mask, _ = apply_train(transform, image, mask)
         assert out_image.shape[1:] == out_mask.shape
         assert _misaligned_share(out_image, out_mask) < 0.02
     if step == "flip":
@@ -160,10 +160,16 @@ def test_dataset_item_is_normalised_and_padding_is_ignored(voc: Path) -> None:
     masks = [voc / "SegmentationClass" / f"{s}.png" for s in stems]
     tags = torch.zeros(3, 20, dtype=torch.uint8)
     dataset = SegDataset(images, masks, tags, train_transform(64, 1.0, 1.0, False))
-    image, mask, _, index = dataset[1]  # 24×36 portrait in a 64² crop
+    image, mask, padding, _, index = dataset[1]  # 24×36 portrait in a 64² crop
     assert index == 1 and image.dtype == torch.float32 and abs(float(image[:, mask != 255].mean())) < 3
     assert int((mask != 255).sum()) == (24 - 2) * (36 - 2)  # the image minus its 255 border; padding 255
     assert _misaligned_share((denormalize(image) * 255).round().to(torch.uint8), mask) < 0.02
+    # padding is told from the mask's own 255 (its 1-pixel border): the whole image, border included, is not
+    assert padding.dtype == torch.bool and int((~padding).sum()) == 24 * 36
+    assert bool((mask[padding] == 255).all()) and int(((mask == 255) & ~padding).sum()) == 24 * 36 - 22 * 34
+    assert bool((image[:, padding].abs() < 0.02).all())  # padded with the mean colour: 0 after normalising
+    whole = SegDataset(images, masks, tags, None)[1]
+    assert whole[2].shape == (36, 24) and not bool(whole[2].any())  # a whole image has no padding
 
 
 def test_disk_loader_batches_and_workers(voc: Path, tmp_path: Path) -> None:
@@ -176,6 +182,11 @@ def test_disk_loader_batches_and_workers(voc: Path, tmp_path: Path) -> None:
         assert b.valid is not None and b.masks is not None
         padding = (b.images.abs() < 0.02).all(1)
         assert torch.equal(b.valid, b.masks != 255) and not b.valid[padding].any()
+        got = b.padding if b.padding is not None else torch.zeros_like(padding)  # None: no crop was padded
+        assert torch.equal(got, padding)
+        include = b.ocr_valid(include_uncertain=True)  # the 255 border in, the padding still out
+        assert torch.equal(include if include is not None else torch.ones_like(padding), ~padding)
+        assert torch.equal(b.ocr_valid(include_uncertain=False), b.valid)
     assert sorted(int(i) for b in batches for i in b.index) == [0, 1, 2]
 
 
@@ -242,12 +253,68 @@ def test_fingerprint_follows_the_folder_content(pseudo: Path) -> None:
     assert folder_fingerprint(pseudo) != before
 
 
-def test_masks_config_needs_disk_data_and_scratch_init() -> None:
-    with pytest.raises(ValueError, match=r"seg\.init=scratch"):
-        from_flat({"data.name": "voc", "data.root": "/x", "cam.ink_threshold": 0, "stage1.source": "masks",
-                   "stage1.masks_dir": "/p"})
+def test_masks_config_needs_disk_data_and_no_cam_init() -> None:
+    masks = {"data.name": "voc", "data.root": "/x", "cam.ink_threshold": 0, "stage1.source": "masks",
+             "stage1.masks_dir": "/p"}
+    assert from_flat(masks).seg_init == "scratch"  # seg.init: auto follows the source
+    with pytest.raises(ValueError, match=r"seg\.init=scratch"):  # asked for, a CAM start is refused
+        from_flat({**masks, "seg.init": "cam"})
     with pytest.raises(ValueError, match="digits"):
         from_flat({"stage1.source": "masks", "stage1.masks_dir": "/p", "seg.init": "scratch"})
     with pytest.raises(ValueError, match=r"stage1\.masks_dir is empty"):
         from_flat({"stage1.source": "masks"})
     assert from_flat({"data.name": "voc", "data.root": "/x"}).cam.ink_threshold == 0.45  # digits only: ignored
+
+
+# ---------------------------------------------------------------- data.tags: where training tags come from
+
+
+def test_tags_from_the_pseudo_masks_leave_a_missing_class_out_of_candidate(voc: Path, pseudo: Path,
+                                                                           tmp_path: Path) -> None:
+    from ocr import candidate_mask
+
+    _, mask = trees.scene(*trees.VOC_ITEMS["2007_000001"][0], (1, 15))
+    mask[mask == 15] = 255  # the pseudo-mask misses class 15 (person): uncertain where the truth has it
+    trees.write_mask(pseudo / "2007_000001.png", mask)
+    masks = {"stage1.source": "masks", "stage1.masks_dir": str(pseudo)}
+    gt = open_data(_voc_cfg(tmp_path, voc, **masks))
+    assert _voc_cfg(tmp_path, voc, **masks).data.tag_source == "gt"  # the default without data.labels
+    from_masks = open_data(_voc_cfg(tmp_path, voc, **masks, **{"data.tags": "masks"}))
+    assert gt.train_tags[0].tolist() == _tags((1, 15), 20)
+    assert from_masks.train_tags[0].tolist() == _tags((1,), 20)  # np.unique(mask) minus 0 and 255
+    assert from_masks.train_tags[1:].tolist() == gt.train_tags[1:].tolist()  # the others are complete
+    assert from_masks.val_tags.tolist() == gt.val_tags.tolist()  # validation tags: the ground truth always
+    assert bool(candidate_mask(gt.train_tags)[0, 15]) and not bool(candidate_mask(from_masks.train_tags)[0, 15])
+    trees.write_mask(pseudo / "2007_000001.png", trees.scene(*trees.VOC_ITEMS["2007_000001"][0], (1, 15))[1])
+    again = open_data(_voc_cfg(tmp_path, voc, **masks, **{"data.tags": "masks"}))  # an edited folder: read again
+    assert again.train_tags[0].tolist() == _tags((1, 15), 20)
+
+
+def test_tags_from_the_pseudo_masks_need_no_training_ground_truth(voc: Path, pseudo: Path, tmp_path: Path) -> None:
+    for path in (voc / "SegmentationClass").glob("*.png"):
+        if path.stem in trees.VOC_LISTS["train"] and path.stem not in trees.VOC_LISTS["val"]:
+            path.unlink()
+    masks = {"stage1.source": "masks", "stage1.masks_dir": str(pseudo)}
+    with pytest.raises(DataNotFoundError, match=r"2 of 3 masks of train\.txt"):  # the tags would need them
+        open_data(_voc_cfg(tmp_path, voc, **masks))
+    data = open_data(_voc_cfg(tmp_path, voc, **masks, **{"data.tags": "masks"}))
+    assert data.train_tags.tolist() == [_tags(trees.VOC_ITEMS[s][1], 20) for s in trees.VOC_LISTS["train"]]
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"data.tags": "masks"}, "set stage1.source=masks"),
+    ({"data.tags": "file"}, "data.labels, which is empty"),
+    ({"data.tags": "gt", "data.labels": "x.npy"}, "does not read it"),
+    ({"data.tags": "pseudo"}, "choose one of ['auto', 'gt', 'masks', 'file']"),
+])
+def test_tag_sources_that_cannot_work_are_refused(voc: Path, tmp_path: Path, values: dict[str, str],
+                                                  words: str) -> None:
+    with pytest.raises(ValueError, match="data") as info:
+        _voc_cfg(tmp_path, voc, **values)
+    assert words in str(info.value)
+
+
+def test_tag_source_default_follows_data_labels() -> None:
+    assert from_flat({}).data.tag_source == "gt"
+    assert from_flat({"data.labels": "cls_labels.npy"}).data.tag_source == "file"
+    assert from_flat({"data.labels": "cls_labels.npy", "data.tags": "file"}).data.tag_source == "file"

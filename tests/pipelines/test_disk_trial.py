@@ -42,7 +42,7 @@ def _cfg(tmp_path: Path, voc: Path, **flat: Any) -> TrialConfig:
 
 
 def _masks(pseudo: Path) -> dict[str, Any]:
-    return {"stage1.source": "masks", "stage1.masks_dir": str(pseudo), "seg.init": "scratch"}
+    return {"stage1.source": "masks", "stage1.masks_dir": str(pseudo)}  # seg.init: auto → scratch
 
 
 def test_trial_on_a_pseudo_mask_folder(tmp_path: Path, voc: Path, pseudo: Path) -> None:

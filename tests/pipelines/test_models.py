@@ -32,6 +32,7 @@ from pipelines.models import (
     model_input,
     normalize_imagenet,
 )
+from pipelines.models._backbone import forward_features
 from pipelines.optim import make_optimizer
 from pipelines.presets import load_preset
 
@@ -141,7 +142,7 @@ def test_output_stride_is_the_backbone_feature_stride(stride: int) -> None:
 
 
 def test_backbone_batch_norms_are_frozen_and_left_out_of_the_groups() -> None:
-    model = build_seg_model(deeplab(), C, 3)
+    model = build_seg_model(deeplab(freeze_bn=True), C, 3)
     model.train()
     names = {type(m).__name__ for m in model.backbone.modules()}
     assert "BatchNorm2d" not in names and "FrozenBatchNorm2d" in names
@@ -149,6 +150,24 @@ def test_backbone_batch_norms_are_frozen_and_left_out_of_the_groups() -> None:
     assert trainable == {id(p) for p in model.parameters() if p.requires_grad}
     unfrozen = build_seg_model(deeplab(freeze_bn=False), C, 3)
     assert any(isinstance(m, nn.BatchNorm2d) for m in unfrozen.backbone.modules())
+
+
+def test_batch_norms_are_frozen_by_default_only_over_trained_weights(tmp_path: Path) -> None:
+    path = tmp_path / "r18.safetensors"
+    save_file(create_backbone("resnet18", 32, 3, freeze_bn=False).state_dict(), str(path))
+    random = deeplab()  # no model.weights: batch norms whose statistics were never estimated are trained
+    assert random.model.freeze_bn == "auto" and not random.freeze_bn("seg") and not random.freeze_bn("cam")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in build_seg_model(random, C, 3).backbone.modules())
+    loaded = deeplab(weights=str(path))  # ImageNet weights for both networks (same backbone): frozen
+    assert loaded.freeze_bn("seg") and loaded.freeze_bn("cam")
+    names = {type(m).__name__ for m in build_seg_model(loaded, C, 3).backbone.modules()}
+    assert "BatchNorm2d" not in names and "FrozenBatchNorm2d" in names
+    copied = from_flat({"model.name": "deeplab", "model.backbone": "resnet18", "model.cam_backbone": "resnet18"})
+    assert copied.seg_init == "cam" and copied.freeze_bn("seg") and not copied.freeze_bn("cam")  # the trained CAM
+    assert not deeplab(weights=str(path), freeze_bn="false").freeze_bn("seg")  # forced either way
+    assert deeplab(freeze_bn="yes").freeze_bn("seg") and deeplab(freeze_bn=True).model.freeze_bn == "true"
+    with pytest.raises(ValueError, match=r"model.freeze_bn = 'maybe' must be auto, true or false"):
+        deeplab(freeze_bn="maybe")
 
 
 def test_tiny_is_the_default_and_builds_todays_networks() -> None:
@@ -311,7 +330,7 @@ def test_poly_schedule_values_per_iteration() -> None:
     ({"model.head": "v4"}, r"model.head = 'v4' is not allowed; choose one of \['v2', 'v1', 'v3plus'\]"),
     ({"model.output_stride": 32}, r"model.output_stride = 32 is not allowed; choose one of \[8, 16\]"),
     ({"model.weights": "r50.safetensors"}, r"model.name = 'tiny' has no pretrained backbone"),
-    ({"model.name": "deeplab"}, r"seg.init = 'cam' copies the CAM backbone"),
+    ({"model.name": "deeplab", "seg.init": "cam"}, r"seg.init = 'cam' copies the CAM backbone"),
     ({"model.momentum": 1.5}, r"model.momentum = 1.5 must be in"),
 ])
 def test_model_config_errors_name_the_field(values: dict[str, Any], match: str) -> None:
@@ -381,3 +400,20 @@ def test_cpu_layout_follows_the_option_and_gives_the_same_logits(channels_last: 
     assert x.is_contiguous(memory_format=torch.channels_last) is channels_last
     with torch.no_grad():
         torch.testing.assert_close(placed(x), reference(images), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_logits_are_upsampled_in_float32_under_autocast(head: str) -> None:
+    model = build_seg_model(deeplab(head=head, output_stride=16), C, 3).eval()
+    images = batch(1, (64, 48))[0]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(images)
+        if head != "v3plus":
+            coarse = model.head(forward_features(model.backbone, images))  # (1, C+1, 4, 3)
+            assert coarse.dtype == torch.bfloat16  # autocast is on: the head itself runs in bf16
+    assert logits.dtype == torch.float32 and logits.shape == (1, C + 1, 64, 48)
+    # upsampled in bf16, every value would be a bf16 number; in float32, blends of them mostly are not
+    assert not torch.equal(logits, logits.bfloat16().float())
+    if head != "v3plus":
+        expected = F.interpolate(coarse.float(), size=(64, 48), mode="bilinear", align_corners=False)
+        assert torch.equal(logits, expected)

@@ -94,3 +94,87 @@ def test_unreachable_cluster_fails_fast_and_leaves_no_study(in_tmp: Path, capsys
     assert not (in_tmp / "studies" / "x").exists()
     assert main(["run", "spec.yaml", "--address", "nonsense"]) == 1
     assert "is not HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("seg.lr", "-1", "seg.lr = -1.0 must be in [0.0, 10.0]"),
+    ("seg.batch_size", "0", "seg.batch_size = 0 must be a finite number >= 1"),
+    ("seg.weight_decay", "-5", "seg.weight_decay = -5.0 must be a finite number >= 0.0"),
+])
+def test_bad_training_settings_exit_2_before_anything_starts(in_tmp: Path, capsys: pytest.CaptureFixture[str],
+                                                             key: str, value: str, words: str) -> None:
+    assert main(["train", f"{key}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ocr-study: error:") and words in err and "Traceback" not in err
+    assert main(["run", "quick", f"trial.{key}={value}", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ocr-study: error:") and words in err and "Traceback" not in err
+    assert _files(in_tmp) == set()
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "quick", "--dry-run", "seeds=[0,1,2]", "trial.seg.epochs=3"],
+    ["run", "quick", "seeds=[0,1,2]", "--dry-run", "trial.seg.epochs=3"],
+    ["run", "--dry-run", "quick", "seeds=[0,1,2]", "trial.seg.epochs=3"],
+])
+def test_overrides_may_come_anywhere_on_the_line(in_tmp: Path, capsys: pytest.CaptureFixture[str],
+                                                 argv: list[str]) -> None:
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seeds [0, 1, 2]" in out and "3 epochs" in out
+    assert _files(in_tmp) == set()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--out", "t", "seg.lr=-1"],
+    ["train", "seed=1", "--out", "t", "seg.lr=-1"],
+    ["pseudo-masks", "--out", "d", "seg.lr=-1"],
+])
+def test_trial_commands_take_overrides_after_their_options(in_tmp: Path, capsys: pytest.CaptureFixture[str],
+                                                           argv: list[str]) -> None:
+    assert main(argv) == 2  # the override after --out was read (and refused), not "unrecognized arguments"
+    err = capsys.readouterr().err
+    assert "seg.lr = -1.0 must be in" in err and "unrecognized" not in err
+    assert _files(in_tmp) == set()
+
+
+def test_an_unknown_option_is_still_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "quick", "seeds=[0]", "--dry-rnu"])
+    assert info.value.code == 2 and "unrecognized arguments: --dry-rnu" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a real (tiny) trial: some 15 s
+def test_train_off_a_terminal_prints_a_line_per_stage_and_report(in_tmp: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import TINY
+
+    overrides = [f"{k}={v}" for k, v in TINY.items()]
+    assert main(["train", *overrides, "seg.epochs=3", f"cache_dir={in_tmp / 'cache'}", "--out", "trial"]) == 0
+    out = capsys.readouterr().out  # captured: not a terminal, as a log file is not
+    lines = out.splitlines()
+    assert [line.split("] ")[1] for line in lines if "] stage " in line] == ["stage cam: 3 steps",
+                                                                         "stage seg: 9 steps"]
+    reports = [line for line in lines if "] seg step " in line]
+    assert [r.split("  epoch ")[1].split()[0] for r in reports] == ["1", "2", "3"]
+    assert "seg step 9/9" in reports[-1] and "val_miou 0." in reports[-1] and "val_oc_rate_fg" in reports[-1]
+
+
+def test_bar_reporter_prints_no_lines_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from study.train_cmd import BarReporter
+
+    reporter = BarReporter(lines=False)  # as on a terminal: the bar shows progress instead
+    reporter.progress("seg", 1, 4)
+    reporter.report({"epoch": 1.0, "val_miou": 0.5, "val_oc_rate_fg": 0.1})
+    reporter.close()
+    assert capsys.readouterr().out == "" and len(reporter.reports) == 1
+
+
+def test_masks_source_needs_no_seg_init(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    masks = ["data.name=voc", f"data.root={in_tmp / 'nowhere'}", "stage1.source=masks", "stage1.masks_dir=/p"]
+    assert main(["train", *masks, "--out", "t"]) == 2  # accepted as a config; refused for the missing data set
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "seg.init" not in err
+    assert main(["train", *masks, "seg.init=cam"]) == 2  # asked for explicitly, a CAM start is still refused
+    assert "seg.init = 'cam' copies the CAM encoder" in capsys.readouterr().err
+    assert _files(in_tmp) == set()

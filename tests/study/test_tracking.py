@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.config import from_flat
 from study.tracking import (
     EXPERIMENT_KIND,
     MLflowTracking,
@@ -145,3 +146,17 @@ def test_parent_run_carries_the_study(tracked: MLflowTracking, tmp_path: Path) -
     assert url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=ocrstudy"
     view = json.loads(experiment.tags["mlflow.sharedViewState.ocrstudy"])
     assert view["orderByKey"] == "metrics.`val_miou`" and "params.`ocr.delta`" in view["selectedColumns"]
+
+
+def test_params_record_where_tags_come_from_and_what_auto_stood_for() -> None:
+    from pipelines.config import to_flat
+
+    trial = {**to_flat(from_flat({"cam.width": 4, "seg.width": 4})), "meta.cell": "base", "meta.setting": 0}
+    params = trial_params(trial)
+    assert params["data.tags"] == "gt (auto)" and params["seg.init"] == "cam (auto)"
+    assert params["model.freeze_bn"] == "auto"  # the tiny networks have no backbone to freeze
+    deeplab = {**trial, "model.name": "deeplab", "model.backbone": "resnet18", "model.cam_backbone": "resnet18"}
+    assert trial_params(deeplab)["model.freeze_bn"] == "cam: false, seg: true (auto)"  # seg: the trained CAM's
+    labels = {**trial, "data.labels": "cls_labels.npy", "seg.width": 8}
+    assert trial_params(labels)["data.tags"] == "file (auto)" and trial_params(labels)["seg.init"] == "scratch (auto)"
+    assert trial_params({**trial, "data.tags": "gt"})["data.tags"] == "gt"  # set explicitly: as given
