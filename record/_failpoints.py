@@ -61,11 +61,22 @@ class Failpoint:
         for key, op, value in self.conditions:
             if key not in context:
                 return False
-            if op == "=" and str(context[key]) != value:
+            if op == "=" and not _equal(context[key], value):
                 return False
             if op == ">=" and not float(context[key]) >= float(value):
                 return False
         return True
+
+
+def _equal(given: Any, value: str) -> bool:
+    """``given`` (a keyword of the call) equals ``value`` (the condition's text); numbers as numbers, so
+    that ``epoch=1`` matches an epoch reported as ``1.0``."""
+    if str(given) == value:
+        return True
+    try:
+        return not isinstance(given, bool) and float(given) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def parse(spec: str) -> dict[str, list[Failpoint]]:

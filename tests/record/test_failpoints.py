@@ -42,6 +42,9 @@ def test_conditions_match_the_call_sites_keywords(failpoints: Callable[[str], No
     assert not failpoint("p", epoch=3)  # a missing key never matches
     assert not failpoint("q", stage="seg", epoch=3)
     assert failpoint("p", stage="seg", epoch=2) and failpoint("p", stage="seg", epoch=9)
+    failpoints("q[epoch=1,done=True]=*return")
+    assert failpoint("q", epoch=1.0, done=True)  # numbers compare as numbers: Tune reports epoch 1 as 1.0
+    assert not failpoint("q", epoch=1.5, done=True) and not failpoint("q", epoch=1, done=False)
 
 
 def test_counts_in_one_process(failpoints: Callable[[str], None]) -> None:
