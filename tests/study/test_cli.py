@@ -178,3 +178,14 @@ def test_masks_source_needs_no_seg_init(in_tmp: Path, capsys: pytest.CaptureFixt
     assert main(["train", *masks, "seg.init=cam"]) == 2  # asked for explicitly, a CAM start is still refused
     assert "seg.init = 'cam' copies the CAM encoder" in capsys.readouterr().err
     assert _files(in_tmp) == set()
+
+
+@pytest.mark.parametrize(("failed", "flag", "code"), [(0, False, 0), (3, False, 1), (3, True, 0)])
+def test_failed_trials_exit_1_unless_allowed(failed: int, flag: bool, code: int,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from study.commands import _exit_code
+
+    assert _exit_code(failed, argparse.Namespace(allow_failures=flag)) == code
+    assert ("3 trials failed" in capsys.readouterr().err) == (code == 1)
