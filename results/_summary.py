@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from record import BASE_CELL, META, PHASES, planned_epochs, stop_reason
+from record import BASE_CELL, META, PHASES, config_reports, planned_epochs, stop_reason
 from results._schema import PARAM_PREFIX
 from results._study_info import StudyInfo
 
@@ -79,13 +79,18 @@ def _params(configs: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _planned(config: dict[str, Any], info: StudyInfo) -> int | None:
-    """The epochs a trial was to run: its ``seg.epochs``, capped by ASHA's ``max_epochs``."""
-    planned = config.get("seg.epochs")
-    if not isinstance(planned, (int, float)) or isinstance(planned, bool):
+    """The epochs (reports) a trial was to run: its reports as the record counts them (``seg.epochs``, or
+    ``seg.iterations`` / ``seg.report_every``: :func:`record.config_reports`), capped by ASHA's
+    ``max_epochs``."""
+    try:
+        planned = config_reports(config)
+    except (TypeError, ValueError):
+        planned = None
+    if planned is None:
         return info.max_epochs
     if config.get(f"{META}phase") == PHASES[1]:  # the confirm phase runs without early stopping
-        return int(planned)
-    return planned_epochs(int(planned), info.scheduler, info.max_epochs)
+        return planned
+    return planned_epochs(planned, info.scheduler, info.max_epochs)
 
 
 def _identity(config: dict[str, Any], info: StudyInfo) -> dict[str, Any]:

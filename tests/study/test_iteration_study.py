@@ -31,3 +31,7 @@ def test_study_with_an_iteration_budget(local_ray: None, tmp_path: Path) -> None
     docs = [read_trial(p) for p in trial_folders(study_dir(spec))]
     assert {(d or {}).get("epochs_planned") for d in docs} == {2}
     assert {(d or {}).get("stop_reason") for d in docs} == {"completed"}
+    from results import collect_study, load_dataset
+
+    trials = load_dataset(collect_study(study_dir(spec))).trials  # the dataset reads the same budget
+    assert list(trials["epochs_planned"]) == [2, 2] and set(trials["stop_reason"].astype(str)) == {"completed"}
