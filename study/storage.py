@@ -26,7 +26,7 @@ from pipelines.store import (
     plain_uri,
     s3_filesystem,
 )
-from record import SPEC_FILE
+from record import CONFIRM_TUNE_DIR, SPEC_FILE, TUNE_DIR
 
 __all__ = [
     "MIRRORS",
@@ -54,7 +54,11 @@ __all__ = [
 MIRRORS = Path(".ocr-study") / "mirrors"
 SHARED_CACHE = "cache"  # the stage-1 cache of a study on a remote store, under its prefix
 MLFLOW_ARTIFACTS = "mlflow-artifacts"  # MLflow's artifacts of a study on a remote store, under its prefix
-_NOT_SYNCED = ("tune", "mlartifacts", "mlflow.db", f"{SHARED_CACHE}/", f"{MLFLOW_ARTIFACTS}/")
+# Not the record: Tune's own experiments (written to the store by Tune itself), the local MLflow store and
+# its artifacts, the shared stage-1 cache and MLflow's artifacts on the store. Folders end with "/", so a
+# name is never skipped for its prefix alone.
+_NOT_SYNCED = (f"{TUNE_DIR}/", f"{CONFIRM_TUNE_DIR}/", "mlartifacts/", "mlflow.db", f"{SHARED_CACHE}/",
+               f"{MLFLOW_ARTIFACTS}/")
 
 
 def mlflow_artifacts(study_uri: str) -> str:

@@ -193,13 +193,14 @@ def test_a_record_goes_to_the_store_and_comes_back_without_tunes_folder(bucket: 
     local = tmp_path / "run"
     for rel, text in {"spec.yaml": "name: x", "study.json": "{}", "trials/t1/trial.json": "{}",
                       "trials/t1/epochs.jsonl": "{}\\n", "tune/experiment_state.json": "{}",
+                      "tune-confirm/experiment_state.json": "{}", "tuned/notes.txt": "a folder of the user's",
                       ".lock": "1", "mlflow.db": "db"}.items():
         (local / rel).parent.mkdir(parents=True, exist_ok=True)
         (local / rel).write_text(text)
     uri = f"s3://{bucket}/studies/x"
-    assert push_record(local, uri) == 4
+    assert push_record(local, uri) == 5  # Tune's two folders named as such, not by their prefix
     back = tmp_path / "back"
-    assert pull_record(uri, back) == 4
+    assert pull_record(uri, back) == 5
     assert (back / "trials/t1/epochs.jsonl").read_text() == "{}\\n"
     assert not (back / "tune").exists() and not (back / ".lock").exists()
     assert mirror_dir(uri) == mirror_dir(uri + "/") != mirror_dir(f"s3://{bucket}/studies/y")
