@@ -305,6 +305,7 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 OUTPUT_STRIDES = (8, 16)
 HEADS = ("v2", "v1", "v3plus")
 OPTIMIZERS = ("auto", "sgd", "adamw")
+LR_SCHEDULES = ("poly", "step", "constant")
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,10 @@ class ModelConfig:
     local ImageNet state dicts (safetensors or torch; ``""`` = random init; ``cam_weights`` defaults to
     ``weights`` when both backbones are the same). With ``seg.init="scratch"`` the segmentation network
     starts from ``weights``; ``seg.init="cam"`` copies the trained CAM backbone (same backbone needed).
+    ``lr_schedule``: ``poly`` (``poly_power``), ``step`` (× ``lr_step_gamma`` from ``lr_step_at`` of the
+    stage's steps on) or ``constant``. ``head_bias_lr_mult`` > 0 trains the head's biases at that multiple
+    of the rate (kazuto1011's DeepLab-v2: 20), else like the head's weights; ``head_bias_decay`` false
+    exempts them from weight decay.
     """
 
     name: str = "tiny"
@@ -335,9 +340,18 @@ class ModelConfig:
     momentum: float = 0.9
     head_lr_mult: float = 10.0
     poly_power: float = 0.9
+    lr_schedule: str = "poly"
+    lr_step_at: float = 0.667
+    lr_step_gamma: float = 0.1
+    head_bias_lr_mult: float = 0.0
+    head_bias_decay: bool = True
 
     def __post_init__(self) -> None:
         _choice("model", "name", self.name, MODEL_NAMES)
+        _choice("model", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _in_range("model", "lr_step_at", self.lr_step_at, 0.0, 1.0)
+        _in_range("model", "lr_step_gamma", self.lr_step_gamma, 0.0, 1.0)
+        _in_range("model", "head_bias_lr_mult", self.head_bias_lr_mult, 0.0, 1000.0)
         _choice("model", "backbone", self.backbone, BACKBONES)
         _choice("model", "cam_backbone", self.cam_backbone, BACKBONES)
         _choice("model", "head", self.head, HEADS)
@@ -377,7 +391,9 @@ def _check_model(cfg: TrialConfig) -> None:
 class TrialConfig:
     """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials;
     ``shared_cache`` (a store URI such as ``s3://bucket/studies/x/cache``, empty for none) shares stage 1
-    with the other nodes of a cluster through the store, ``cache_dir`` keeping each node's local copy."""
+    with the other nodes of a cluster through the store, ``cache_dir`` keeping each node's local copy.
+    ``preset`` names the shipped training recipe (``pipelines/presets/<name>.yaml``) whose keys
+    :func:`from_flat` applies under the keys given with it; it stays in the config as the record of it."""
 
     data: DataConfig = field(default_factory=DataConfig)
     cam: CamConfig = field(default_factory=CamConfig)
@@ -392,8 +408,10 @@ class TrialConfig:
     cache_dir: str = ".ocr-study/cache"
     shared_cache: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
+    preset: str = ""
 
     def __post_init__(self) -> None:
+        _check_preset(self.preset)
         _check_model(self)
         _at_least("trial", "seed", self.seed, 0)
         if self.seg.init == "cam" and self.seg.width != self.cam.width:
@@ -411,6 +429,14 @@ class TrialConfig:
     def cache_path(self) -> Path:
         """The cache folder as a path."""
         return Path(self.cache_dir).expanduser()
+
+
+def _check_preset(name: str) -> None:
+    from pipelines.presets import PRESETS  # the presets read this module: imported when needed
+
+    if name and name not in PRESETS:
+        raise ConfigError("preset", f"preset = {name!r} is not a shipped recipe; choose one of {list(PRESETS)} "
+                                    "(pipelines/presets/), or leave it empty")
 
 
 def _check_stage1(cfg: TrialConfig) -> None:
@@ -517,6 +543,11 @@ def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> Tri
         if key not in known:
             raise ConfigError(key, unknown_key_message(key, known))
     merged = to_flat(base) if base is not None else {}
+    if values.get("preset"):  # the recipe's keys first, every key given with it over them
+        from pipelines.presets import load_preset
+
+        _check_preset(str(values["preset"]))
+        merged.update(load_preset(str(values["preset"])))
     merged.update(values)
     return _build(TrialConfig, merged, "")
 
