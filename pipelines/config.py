@@ -26,6 +26,7 @@ DATASETS = ("digits", "voc", "coco", "folder")
 STAGE1_SOURCES = ("cam", "masks")
 COOCCURRENCES = ("exclusive", "paired", "random")
 DEVICES = ("auto", "cpu", "cuda")
+FUSIONS = ("prob", "logit")
 
 
 class ConfigError(ValueError):
@@ -166,6 +167,10 @@ class EvalConfig:
     (needs the optional ``pydensecrf2``), reported next to the raw figures. With ``test`` the last report also
     scores the data set's held-out test split (``test_*`` metrics; the digit scenes have one, VOC and COCO
     report on val as papers do): the confirm phase sets it, so settings chosen on val are measured on test.
+    ``fusion`` averages the views' class probabilities (``prob``) or their logits (``logit``, as the OCR
+    authors' ``tta_inference``). ``final_scales`` (comma-separated, e.g. ``"0.5,0.75,1,1.25,1.5"``; empty:
+    none) makes the last report also evaluate as papers report: those scales, mirrored too with
+    ``final_flip``, dense CRF with ``final_crf``, as ``<split>_final_*`` metrics beside the cheap ones.
     """
 
     every: int = 1
@@ -175,9 +180,22 @@ class EvalConfig:
     flip: bool = False
     crf: bool = False
     test: bool = False
+    fusion: str = "prob"
+    final_scales: str = ""
+    final_flip: bool = True
+    final_crf: bool = False
 
     def __post_init__(self) -> None:
         _at_least("eval", "every", self.every, 1)
+        _choice("eval", "fusion", self.fusion, FUSIONS)
+        try:
+            scales = parse_scales(self.final_scales)
+        except ValueError:
+            scales = (-1.0,)
+        for scale in scales:
+            if not 0.1 <= scale <= 4.0:
+                raise ConfigError("eval.final_scales", f"eval.final_scales = {self.final_scales!r} must list "
+                                                       "scales in [0.1, 4] separated by commas, e.g. '0.5,1,1.5'")
         _in_range("eval", "scale_min", self.scale_min, 0.1, 4.0)
         _in_range("eval", "scale_max", self.scale_max, self.scale_min, 4.0)
         _in_range("eval", "scale_step", self.scale_step, 0.01, 4.0)
@@ -187,6 +205,40 @@ class EvalConfig:
         """The input scales, ``scale_min`` first."""
         count = math.floor((self.scale_max - self.scale_min) / self.scale_step + 1e-9) + 1
         return tuple(round(self.scale_min + i * self.scale_step, 6) for i in range(count))
+
+    @property
+    def per_report(self) -> Protocol:
+        """How every report evaluates."""
+        return Protocol(self.scale_list, self.flip, self.crf, self.fusion)
+
+    @property
+    def final(self) -> Protocol | None:
+        """How the last report also evaluates (``None``: as the others only)."""
+        scales = parse_scales(self.final_scales)
+        return Protocol(scales, self.final_flip, self.final_crf, self.fusion) if scales else None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol: input ``scales``, each also mirrored with ``flip``, dense CRF with ``crf``,
+    the views fused by averaging probabilities or logits (``fusion``)."""
+
+    scales: tuple[float, ...]
+    flip: bool
+    crf: bool
+    fusion: str = "prob"
+
+    def describe(self) -> str:
+        """``"scales 0.5/1/1.5, flip, prob fusion, CRF"``: the protocol in a few words (report footnotes)."""
+        parts = ["scales " + "/".join(f"{s:g}" for s in self.scales)] + (["flip"] if self.flip else [])
+        if len(self.scales) > 1 or self.flip:
+            parts.append(f"{self.fusion} fusion")
+        return ", ".join(parts + (["CRF"] if self.crf else []))
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``"0.5, 1,1.5"`` → ``(0.5, 1.0, 1.5)``; ``""`` → ``()``; ``ValueError`` for anything else."""
+    return tuple(float(part) for part in text.split(",")) if text.strip() else ()
 
 
 @dataclass(frozen=True)

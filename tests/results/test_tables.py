@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,21 @@ def test_the_oc_rate_is_the_papers_by_default_labelled_by_what_it_measures(synth
     assert "OC rate (% of valid pixels)" in ablation_table(old).display.columns  # an old study: what it logged
     with pytest.raises(ValueError, match="use one of fg, pixels"):
         ablation_table(synthetic, oc="all")
+
+
+def test_post_processed_figures_stand_beside_the_raw_ones_with_the_protocol_in_the_notes(synthetic: Dataset) -> None:
+    raw = ablation_table(synthetic)
+    assert not any("final protocol" in str(c) or "CRF" in str(c) for c in raw.display.columns)
+    assert "every report: scales 1, no flip." in raw.notes
+    trials = synthetic.trials.copy()
+    trials["final_val_final_miou"] = trials["final_val_miou"] + 0.05
+    trials["params.eval.final_scales"] = "0.5,1,1.5"
+    trials["params.eval.final_flip"] = "True"
+    table = ablation_table(dataclasses.replace(synthetic, trials=trials))
+    columns = [str(c) for c in table.display.columns]
+    raw_at = next(i for i, c in enumerate(columns) if c.startswith("val mIoU ("))
+    final_at = next(i for i, c in enumerate(columns) if c.startswith("val mIoU, final protocol"))
+    assert raw_at < final_at
+    assert "final protocol (the last report only): scales 0.5/1/1.5, flip, probabilities averaged" in table.notes
+    values = table.values.set_index("cell")
+    assert values["val_final_miou_mean"].to_numpy() == pytest.approx(values["val_miou_mean"].to_numpy() + 0.05)
