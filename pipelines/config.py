@@ -142,14 +142,25 @@ class Stage1Config:
     """Where stage 2's pseudo-masks come from: the CAM classifier (``cam``) or a folder of PNGs (``masks``).
 
     ``masks_dir`` holds one index/palette PNG per training image id (0 background, 1..C classes,
-    255 uncertain), the format IRN, SEAM, MCTformer and CLIP-ES write.
+    255 uncertain), the format IRN, SEAM, MCTformer and CLIP-ES write. ``cam_scales`` (comma-separated)
+    and ``cam_flip``: the views whose ReLU'd CAMs are summed before thresholding (IRN infers at
+    ``"1,0.5,1.5,2"`` with flip; the default is one plain view).
     """
 
     source: str = "cam"
     masks_dir: str = ""
+    cam_scales: str = "1"
+    cam_flip: bool = False
 
     def __post_init__(self) -> None:
         _choice("stage1", "source", self.source, STAGE1_SOURCES)
+        try:
+            scales = parse_scales(self.cam_scales) or (-1.0,)
+        except ValueError:
+            scales = (-1.0,)
+        if not all(0.1 <= s <= 4.0 for s in scales):
+            raise ConfigError("stage1.cam_scales", f"stage1.cam_scales = {self.cam_scales!r} must list scales "
+                                                   "in [0.1, 4] separated by commas, e.g. '1,0.5,1.5,2'")
         if self.source == "masks" and not self.masks_dir:
             raise ConfigError(
                 "stage1.masks_dir",
@@ -367,7 +378,7 @@ class ModelConfig:
     ``name="tiny"``: the small CNNs of the digit scenes (sized by ``cam.width`` / ``seg.width``), AdamW.
     ``name="deeplab"``: stage 2 is DeepLab (``head``: ``v2`` ASPP, ``v1`` the authors' two dilated
     convolutions, ``v3plus`` from segmentation-models-pytorch) on a timm ResNet ``backbone`` dilated to
-    ``output_stride``; stage 1 is IRN's CAM classifier on ``cam_backbone`` at ``cam_output_stride``; SGD
+    ``output_stride``; stage 1 is a CAM classifier (IRN's) on ``cam_backbone`` at ``cam_output_stride``; SGD
     with momentum, poly decay and ``head_lr_mult`` on the new layers. ``weights`` / ``cam_weights`` are
     local ImageNet state dicts (safetensors or torch; ``""`` = random init; ``cam_weights`` defaults to
     ``weights`` when both backbones are the same). With ``seg.init="scratch"`` the segmentation network
