@@ -6,8 +6,8 @@ the views ``stage1.cam_scales`` / ``stage1.cam_flip``) into pseudo-masks by a th
 data sets one index PNG per training image at full resolution, in a cache folder (written to a
 temporary folder, then renamed). The result depends on the data, the CAM config, the seed and, only
 when OCR acts on the CAM network (``ocr.stage`` = ``cam`` or ``both``), on the OCR config; every trial
-that shares them reads one copy, and concurrent trials compute it once. With ``shared_cache`` (a study on an object store) the nodes of
-a cluster compute it once between them, through the store.
+that shares them reads one copy, and concurrent trials compute it once. With ``shared_cache`` (a study
+on an object store) the nodes of a cluster compute it once between them, through the store.
 
 ``stage1.source = masks``: the pseudo-masks of another WSSS method, a folder of PNGs. Every mask is read
 once (values checked, mIoU against the ground truth where it exists), cached under a key that covers the
