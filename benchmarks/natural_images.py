@@ -2,12 +2,12 @@
 
 Backgrounds are crops of scikit-learn's two bundled photographs (``load_sample_images``), rescaled,
 mirrored and colour-jittered; on each, one to three objects of six shape classes (disc, square,
-triangle, star, ring, cross) are pasted, each filled with its class's hue (jittered) shaded by a grey
-photo texture, with anti-aliased edges. The ground-truth mask is exact (a pixel is an object's where
-its coverage is at least one half; later objects occlude earlier ones), with a VOC-style band of 255
-("void") ``band`` pixels wide along every boundary between two labels. Classes co-occur in fixed
-pairs (disc-square, triangle-star, ring-cross) half of the time, so the co-occurrence prior has
-something to find.
+triangle, star, ring, cross) are pasted, each filled with its class's hue (jittered; any hue with
+``--shape-only``) shaded by a grey photo texture, with anti-aliased edges. The ground-truth mask is
+exact (a pixel is an object's where its coverage is at least one half; later objects occlude earlier
+ones), with a VOC-style band of 255 ("void") ``band`` pixels wide along every boundary between two
+labels. Classes co-occur in fixed pairs (disc-square, triangle-star, ring-cross) half of the time, so
+the co-occurrence prior has something to find.
 
 The pseudo-mask folder is the ground truth degraded the way CAM output is: each object's mask is
 blurred and re-thresholded (blobby, grown or shrunk), shifted by a few pixels, loses a part (a disc cut
@@ -128,9 +128,10 @@ def _coverage(outlines: list[list[tuple[float, float]]], height: int, width: int
     return big.reshape(height, k, width, k).mean(axis=(1, 3))
 
 
-def _fill(rng: np.random.Generator, cls: int, height: int, width: int) -> np.ndarray:
-    """The object's colour: its class's hue (jittered), shaded by a grey photo texture, ``(H, W, 3)``."""
-    hue = (cls / len(CLASSES) + rng.uniform(-0.04, 0.04)) % 1.0
+def _fill(rng: np.random.Generator, cls: int, height: int, width: int, class_hue: bool = True) -> np.ndarray:
+    """The object's colour: its class's hue (jittered; any hue without ``class_hue``), shaded by a grey
+    photo texture, ``(H, W, 3)``."""
+    hue = (cls / len(CLASSES) + rng.uniform(-0.04, 0.04)) % 1.0 if class_hue else rng.uniform(0.0, 1.0)
     rgb = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 0.95), rng.uniform(0.6, 1.0)), np.float32)
     texture = _background(rng, height, width).mean(axis=2, keepdims=True)
     return np.clip(rgb * (0.65 + 0.6 * texture), 0.0, 1.0)
@@ -176,8 +177,9 @@ def _degrade(rng: np.random.Generator, covers: list[tuple[int, np.ndarray]], sha
 
 
 def make_scene(rng: np.random.Generator, min_side: int, max_side: int, band: int,
-               deg: Degradation = Degradation()) -> Scene:
-    """One image with its exact mask (255 bands) and its degraded pseudo-mask."""
+               deg: Degradation = Degradation(), class_hue: bool = True) -> Scene:
+    """One image with its exact mask (255 bands) and its degraded pseudo-mask; without ``class_hue`` the
+    objects' colours say nothing of their class (shape alone does)."""
     long_side = int(rng.integers(min_side, max_side + 1))
     short_side = int(long_side * rng.uniform(0.7, 1.0))
     height, width = (long_side, short_side) if rng.random() < 0.35 else (short_side, long_side)
@@ -194,7 +196,7 @@ def make_scene(rng: np.random.Generator, min_side: int, max_side: int, band: int
         cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
         cover = _coverage(_polygon(cls, cx, cy, r, rng.uniform(0, 2 * math.pi)), height, width)
         alpha = cover[:, :, None]
-        image = image * (1 - alpha) + _fill(rng, cls, height, width) * alpha
+        image = image * (1 - alpha) + _fill(rng, cls, height, width, class_hue) * alpha
         label[cover >= 0.5] = cls + 1
         covers = [(c, np.where(cover >= 0.5, 0.0, v)) for c, v in covers]  # occluded parts go
         covers.append((cls, cover))
@@ -219,7 +221,7 @@ def miou(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray], num_labels: in
 
 
 def generate(out: Path, train: int, val: int, *, min_side: int = 96, max_side: int = 160, band: int = 2,
-             seed: int = 0, deg: Degradation = Degradation()) -> dict[str, Any]:
+             seed: int = 0, deg: Degradation = Degradation(), class_hue: bool = True) -> dict[str, Any]:
     """Write the benchmark to ``out`` (the ``folder`` layout plus ``pseudo/``); returns its summary."""
     from pipelines.data._png import write_index_png
 
@@ -232,7 +234,7 @@ def generate(out: Path, train: int, val: int, *, min_side: int = 96, max_side: i
     for split, n in (("train", train), ("val", val)):
         ids = [f"{split}_{i:05d}" for i in range(n)]
         for stem in ids:
-            scene = make_scene(rng, min_side, max_side, band, deg)
+            scene = make_scene(rng, min_side, max_side, band, deg, class_hue)
             Image.fromarray(scene.image).save(out / "images" / f"{stem}.jpg", quality=95)
             write_index_png(out / "masks" / f"{stem}.png", scene.mask)
             if split == "train":
@@ -257,11 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=160, help="longest long side in pixels (160)")
     parser.add_argument("--band", type=int, default=2, help="255 band half-width in pixels (2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shape-only", action="store_true",
+                        help="colour objects with any hue: only their shape tells their class")
     args = parser.parse_args(argv)
     if args.train < 1 or args.val < 1 or not 32 <= args.min_side <= args.max_side:
         parser.error("--train and --val must be >= 1 and 32 <= --min-side <= --max-side")
     summary = generate(args.out, args.train, args.val, min_side=args.min_side, max_side=args.max_side,
-                       band=args.band, seed=args.seed)
+                       band=args.band, seed=args.seed, class_hue=not args.shape_only)
     print(json.dumps(summary))
     return 0
 

@@ -76,3 +76,12 @@ def test_generate_writes_the_folder_layout_the_trials_read(tmp_path: Path, capsy
     again = tmp_path / "again"
     generate(again, 6, 3, min_side=48, max_side=64)
     assert (again / "masks" / f"{train.ids[0]}.png").read_bytes() == Path(train.masks[0]).read_bytes()  # seeded
+
+
+def test_shape_only_changes_the_colours_and_nothing_else() -> None:
+    hued = make_scene(np.random.default_rng(4), 48, 64, band=2)
+    shape_only = make_scene(np.random.default_rng(4), 48, 64, band=2, class_hue=False)
+    assert np.array_equal(hued.mask, shape_only.mask) and np.array_equal(hued.pseudo, shape_only.pseudo)
+    objects = (hued.mask > 0) & (hued.mask != 255)
+    assert not np.array_equal(hued.image[objects], shape_only.image[objects])
+    assert np.array_equal(hued.image[hued.mask == 0], shape_only.image[hued.mask == 0])
