@@ -206,3 +206,13 @@ def test_post_processed_figures_stand_beside_the_raw_ones_with_the_protocol_in_t
     assert "final protocol (the last report only): scales 0.5/1/1.5, flip, probabilities averaged" in table.notes
     values = table.values.set_index("cell")
     assert values["val_final_miou_mean"].to_numpy() == pytest.approx(values["val_miou_mean"].to_numpy() + 0.05)
+
+
+def test_the_report_summary_names_the_training_recipe(synthetic: Dataset) -> None:
+    from results._report import _summary
+
+    assert "training recipe" not in _summary(synthetic)
+    trials = synthetic.trials.copy()
+    trials["params.preset"] = "ocr-authors-voc-aug"
+    text = _summary(dataclasses.replace(synthetic, trials=trials))
+    assert "; training recipe ocr-authors-voc-aug (pipelines/presets);" in text
