@@ -7,13 +7,14 @@ CPU/GPU seconds and why the trial stopped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from record import BASE_CELL, META, PHASES, planned_epochs, stop_reason
+from record import BASE_CELL, META, PHASES, config_reports, planned_epochs, stop_reason
 from results._schema import PARAM_PREFIX
 from results._study_info import StudyInfo
 
@@ -79,10 +80,13 @@ def _params(configs: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _planned(config: dict[str, Any], info: StudyInfo) -> int | None:
-    """The epochs a trial was to run: its ``seg.epochs``, capped by ASHA's ``max_epochs``."""
+    """The epochs (reports) a trial was to run: its ``seg.epochs``, or the reports of its ``seg.iterations``
+    budget (:func:`record.config_reports`), capped by ASHA's ``max_epochs``."""
     planned = config.get("seg.epochs")
     if not isinstance(planned, (int, float)) or isinstance(planned, bool):
         return info.max_epochs
+    with contextlib.suppress(TypeError, ValueError):  # a malformed budget: the epochs as given
+        planned = config_reports(config) or planned
     if config.get(f"{META}phase") == PHASES[1]:  # the confirm phase runs without early stopping
         return int(planned)
     return planned_epochs(int(planned), info.scheduler, info.max_epochs)

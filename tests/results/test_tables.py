@@ -216,3 +216,20 @@ def test_the_report_summary_names_the_training_recipe(synthetic: Dataset) -> Non
     trials["params.preset"] = "ocr-authors-voc-aug"
     text = _summary(dataclasses.replace(synthetic, trials=trials))
     assert "; training recipe ocr-authors-voc-aug (pipelines/presets);" in text
+
+
+def test_a_budget_in_iterations_plans_its_reports_not_seg_epochs() -> None:
+    """Without ASHA, a trial of ``seg.iterations`` 300 reporting every 150 plans 2 reports (not the unused
+    ``seg.epochs``): after 2 it is completed, after 1 stopped."""
+    from results._study_info import StudyInfo
+    from results._summary import build_trials
+
+    info = StudyInfo(name="s", scheduler="none", max_epochs=2)
+    config = {"seg.epochs": 10, "seg.iterations": 300, "seg.report_every": 150, "seed": 0}
+    base = pd.DataFrame({"trial_id": ["a", "b"], "config": [config, config], "status": ["TERMINATED"] * 2,
+                         "error": [None] * 2, "node_id": [None] * 2, "hostname": [None] * 2,
+                         "git_commit": [None] * 2, "artifacts": [None] * 2, "wall_s": [1.0, 1.0]})
+    curves = pd.DataFrame({"trial_id": ["a", "a", "b"], "epoch": [1, 2, 1], "val_miou": [0.1, 0.2, 0.1]})
+    trials = build_trials(base, curves, info).set_index("trial_id")
+    assert trials.loc["a", "epochs_planned"] == 2 and trials.loc["a", "stop_reason"] == "completed"
+    assert trials.loc["b", "stop_reason"] == "stopped"
