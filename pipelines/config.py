@@ -30,6 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TAG_SOURCES = ("auto", "gt", "masks", "file")  # data.tags: auto = file when data.labels is set, else gt
 AutoBool = NewType("AutoBool", str)  # "auto", "true" or "false"; YAML/CLI booleans are accepted
 AUTO_BOOLS = ("auto", "true", "false")
+FUSIONS = ("prob", "logit")
 
 
 class ConfigError(ValueError):
@@ -163,14 +164,25 @@ class Stage1Config:
     """Where stage 2's pseudo-masks come from: the CAM classifier (``cam``) or a folder of PNGs (``masks``).
 
     ``masks_dir`` holds one index/palette PNG per training image id (0 background, 1..C classes,
-    255 uncertain), the format IRN, SEAM, MCTformer and CLIP-ES write.
+    255 uncertain), the format IRN, SEAM, MCTformer and CLIP-ES write. ``cam_scales`` (comma-separated)
+    and ``cam_flip``: the views whose ReLU'd CAMs are summed before thresholding (IRN infers at
+    ``"1,0.5,1.5,2"`` with flip; the default is one plain view).
     """
 
     source: str = "cam"
     masks_dir: str = ""
+    cam_scales: str = "1"
+    cam_flip: bool = False
 
     def __post_init__(self) -> None:
         _choice("stage1", "source", self.source, STAGE1_SOURCES)
+        try:
+            scales = parse_scales(self.cam_scales) or (-1.0,)
+        except ValueError:
+            scales = (-1.0,)
+        if not all(0.1 <= s <= 4.0 for s in scales):
+            raise ConfigError("stage1.cam_scales", f"stage1.cam_scales = {self.cam_scales!r} must list scales "
+                                                   "in [0.1, 4] separated by commas, e.g. '1,0.5,1.5,2'")
         if self.source == "masks" and not self.masks_dir:
             raise ConfigError(
                 "stage1.masks_dir",
@@ -188,6 +200,10 @@ class EvalConfig:
     (needs the optional ``pydensecrf2``), reported next to the raw figures. With ``test`` the last report also
     scores the data set's held-out test split (``test_*`` metrics; the digit scenes have one, VOC and COCO
     report on val as papers do): the confirm phase sets it, so settings chosen on val are measured on test.
+    ``fusion`` averages the views' class probabilities (``prob``) or their logits (``logit``, as the OCR
+    authors' ``tta_inference``). ``final_scales`` (comma-separated, e.g. ``"0.5,0.75,1,1.25,1.5"``; empty:
+    none) makes the last report also evaluate as papers report: those scales, mirrored too with
+    ``final_flip``, dense CRF with ``final_crf``, as ``<split>_final_*`` metrics beside the cheap ones.
     """
 
     every: int = 1
@@ -197,9 +213,22 @@ class EvalConfig:
     flip: bool = False
     crf: bool = False
     test: bool = False
+    fusion: str = "prob"
+    final_scales: str = ""
+    final_flip: bool = True
+    final_crf: bool = False
 
     def __post_init__(self) -> None:
         _at_least("eval", "every", self.every, 1)
+        _choice("eval", "fusion", self.fusion, FUSIONS)
+        try:
+            scales = parse_scales(self.final_scales)
+        except ValueError:
+            scales = (-1.0,)
+        for scale in scales:
+            if not 0.1 <= scale <= 4.0:
+                raise ConfigError("eval.final_scales", f"eval.final_scales = {self.final_scales!r} must list "
+                                                       "scales in [0.1, 4] separated by commas, e.g. '0.5,1,1.5'")
         _in_range("eval", "scale_min", self.scale_min, 0.1, 4.0)
         _in_range("eval", "scale_max", self.scale_max, self.scale_min, 4.0)
         _in_range("eval", "scale_step", self.scale_step, 0.01, 4.0)
@@ -209,6 +238,40 @@ class EvalConfig:
         """The input scales, ``scale_min`` first."""
         count = math.floor((self.scale_max - self.scale_min) / self.scale_step + 1e-9) + 1
         return tuple(round(self.scale_min + i * self.scale_step, 6) for i in range(count))
+
+    @property
+    def per_report(self) -> Protocol:
+        """How every report evaluates."""
+        return Protocol(self.scale_list, self.flip, self.crf, self.fusion)
+
+    @property
+    def final(self) -> Protocol | None:
+        """How the last report also evaluates (``None``: as the others only)."""
+        scales = parse_scales(self.final_scales)
+        return Protocol(scales, self.final_flip, self.final_crf, self.fusion) if scales else None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol: input ``scales``, each also mirrored with ``flip``, dense CRF with ``crf``,
+    the views fused by averaging probabilities or logits (``fusion``)."""
+
+    scales: tuple[float, ...]
+    flip: bool
+    crf: bool
+    fusion: str = "prob"
+
+    def describe(self) -> str:
+        """``"scales 0.5/1/1.5, flip, prob fusion, CRF"``: the protocol in a few words (report footnotes)."""
+        parts = ["scales " + "/".join(f"{s:g}" for s in self.scales)] + (["flip"] if self.flip else [])
+        if len(self.scales) > 1 or self.flip:
+            parts.append(f"{self.fusion} fusion")
+        return ", ".join(parts + (["CRF"] if self.crf else []))
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``"0.5, 1,1.5"`` → ``(0.5, 1.0, 1.5)``; ``""`` → ``()``; ``ValueError`` for anything else."""
+    return tuple(float(part) for part in text.split(",")) if text.strip() else ()
 
 
 @dataclass(frozen=True)
@@ -336,6 +399,7 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 OUTPUT_STRIDES = (8, 16)
 HEADS = ("v2", "v1", "v3plus")
 OPTIMIZERS = ("auto", "sgd", "adamw")
+LR_SCHEDULES = ("poly", "step", "constant")
 
 
 @dataclass(frozen=True)
@@ -345,7 +409,7 @@ class ModelConfig:
     ``name="tiny"``: the small CNNs of the digit scenes (sized by ``cam.width`` / ``seg.width``), AdamW.
     ``name="deeplab"``: stage 2 is DeepLab (``head``: ``v2`` ASPP, ``v1`` the authors' two dilated
     convolutions, ``v3plus`` from segmentation-models-pytorch) on a timm ResNet ``backbone`` dilated to
-    ``output_stride``; stage 1 is IRN's CAM classifier on ``cam_backbone`` at ``cam_output_stride``; SGD
+    ``output_stride``; stage 1 is a CAM classifier (IRN's) on ``cam_backbone`` at ``cam_output_stride``; SGD
     with momentum, poly decay and ``head_lr_mult`` on the new layers. ``weights`` / ``cam_weights`` are
     local ImageNet state dicts (safetensors or torch; ``""`` = random init; ``cam_weights`` defaults to
     ``weights`` when both backbones are the same). With ``seg.init="scratch"`` the segmentation network
@@ -354,6 +418,10 @@ class ModelConfig:
     trained weights (``weights`` / ``cam_weights``, or the CAM backbone ``seg.init="cam"`` copies), and trains
     them over random ones (statistics that were never estimated are not worth keeping); ``true``/``false``
     force it (:meth:`TrialConfig.freeze_bn`).
+    ``lr_schedule``: ``poly`` (``poly_power``), ``step`` (× ``lr_step_gamma`` from ``lr_step_at`` of the
+    stage's steps on) or ``constant``. ``head_bias_lr_mult`` > 0 trains the head's biases at that multiple
+    of the rate (kazuto1011's DeepLab-v2: 20), else like the head's weights; ``head_bias_decay`` false
+    exempts them from weight decay.
     """
 
     name: str = "tiny"
@@ -370,9 +438,18 @@ class ModelConfig:
     momentum: float = 0.9
     head_lr_mult: float = 10.0
     poly_power: float = 0.9
+    lr_schedule: str = "poly"
+    lr_step_at: float = 0.667
+    lr_step_gamma: float = 0.1
+    head_bias_lr_mult: float = 0.0
+    head_bias_decay: bool = True
 
     def __post_init__(self) -> None:
         _choice("model", "name", self.name, MODEL_NAMES)
+        _choice("model", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _in_range("model", "lr_step_at", self.lr_step_at, 0.0, 1.0)
+        _in_range("model", "lr_step_gamma", self.lr_step_gamma, 0.0, 1.0)
+        _in_range("model", "head_bias_lr_mult", self.head_bias_lr_mult, 0.0, 1000.0)
         _choice("model", "backbone", self.backbone, BACKBONES)
         _choice("model", "cam_backbone", self.cam_backbone, BACKBONES)
         _choice("model", "head", self.head, HEADS)
@@ -416,7 +493,9 @@ def _check_model(cfg: TrialConfig) -> None:
 class TrialConfig:
     """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials;
     ``shared_cache`` (a store URI such as ``s3://bucket/studies/x/cache``, empty for none) shares stage 1
-    with the other nodes of a cluster through the store, ``cache_dir`` keeping each node's local copy."""
+    with the other nodes of a cluster through the store, ``cache_dir`` keeping each node's local copy.
+    ``preset`` names the shipped training recipe (``pipelines/presets/<name>.yaml``) whose keys
+    :func:`from_flat` applies under the keys given with it; it stays in the config as the record of it."""
 
     data: DataConfig = field(default_factory=DataConfig)
     cam: CamConfig = field(default_factory=CamConfig)
@@ -431,8 +510,10 @@ class TrialConfig:
     cache_dir: str = ".ocr-study/cache"
     shared_cache: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
+    preset: str = ""
 
     def __post_init__(self) -> None:
+        _check_preset(self.preset)
         _check_model(self)
         _at_least("trial", "seed", self.seed, 0)
         if self.seg.init == "cam" and self.seg.width != self.cam.width:
@@ -483,6 +564,14 @@ def auto_values(cfg: TrialConfig) -> dict[str, str]:
     if cfg.model.freeze_bn == "auto" and cfg.model.name != "tiny":  # the tiny networks always train theirs
         out["model.freeze_bn"] = ", ".join(f"{s}: {str(cfg.freeze_bn(s)).lower()}" for s in ("cam", "seg"))
     return out
+
+
+def _check_preset(name: str) -> None:
+    from pipelines.presets import PRESETS  # the presets read this module: imported when needed
+
+    if name and name not in PRESETS:
+        raise ConfigError("preset", f"preset = {name!r} is not a shipped recipe; choose one of {list(PRESETS)} "
+                                    "(pipelines/presets/), or leave it empty")
 
 
 def _check_stage1(cfg: TrialConfig) -> None:
@@ -603,6 +692,11 @@ def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> Tri
         if key not in known:
             raise ConfigError(key, unknown_key_message(key, known))
     merged = to_flat(base) if base is not None else {}
+    if values.get("preset"):  # the recipe's keys first, every key given with it over them
+        from pipelines.presets import load_preset
+
+        _check_preset(str(values["preset"]))
+        merged.update(load_preset(str(values["preset"])))
     merged.update(values)
     return _build(TrialConfig, merged, "")
 

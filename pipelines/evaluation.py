@@ -4,8 +4,9 @@ same full-resolution predictions.
 
 Each view (a scale, mirrored or not) runs the network on the rescaled image; its logits are upsampled
 bilinearly to the full image (and un-mirrored). With one view the logits are used as they are; with
-several, their class probabilities are averaged and the log of that average stands in for the logits
-(argmax and the oracle's argmax over tagged classes then follow the averaged probabilities).
+several, ``fusion="prob"`` averages their class probabilities and the log of that average stands in for
+the logits (argmax and the oracle's argmax over tagged classes then follow the averaged probabilities);
+``fusion="logit"`` averages the logits themselves, as the OCR authors' ``tta_inference`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ocr import SegMetrics
-from pipelines.config import EvalConfig
+from pipelines.config import EvalConfig, Protocol
 from pipelines.data import Batch
 
 Predict = Callable[[Tensor], Tensor]
@@ -29,18 +30,20 @@ def _full_size(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def _view_probs(predict: Predict, images: Tensor, scale: float, mirrored: bool,
-                size: tuple[int, int]) -> Tensor:
-    """Class probabilities ``(B, K, H, W)`` of one view, back at the full size and orientation."""
+def _view_scores(predict: Predict, images: Tensor, scale: float, mirrored: bool,
+                 size: tuple[int, int], fusion: str) -> Tensor:
+    """Class probabilities (``fusion="prob"``) or logits ``(B, K, H, W)`` of one view, back at the full size
+    and orientation."""
     x = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
                                                   align_corners=False, recompute_scale_factor=True)
     logits = predict(x.flip(-1) if mirrored else x).float()
-    logits = logits.flip(-1) if mirrored else logits
-    return _full_size(logits, size).softmax(dim=1)
+    logits = _full_size(logits.flip(-1) if mirrored else logits, size)
+    return logits.softmax(dim=1) if fusion == "prob" else logits
 
 
 @torch.no_grad()
-def predict_full(predict: Predict, images: Tensor, scales: tuple[float, ...], flip: bool) -> Tensor:
+def predict_full(predict: Predict, images: Tensor, scales: tuple[float, ...], flip: bool,
+                 fusion: str = "prob") -> Tensor:
     """Scores ``(B, K, H, W)`` float at the input's resolution over every scale (and mirror) of ``images``.
 
     Args:
@@ -48,24 +51,31 @@ def predict_full(predict: Predict, images: Tensor, scales: tuple[float, ...], fl
         images: ``(B, C_in, H, W)`` network input.
         scales: input scale factors; ``(1.0,)`` with ``flip=False`` is a single plain pass.
         flip: also run each scale mirrored left-right.
+        fusion: ``"prob"`` (log of the mean probability) or ``"logit"`` (mean logit) over the views.
     """
+    if fusion not in ("prob", "logit"):
+        raise ValueError(f"fusion = {fusion!r} is not allowed; choose one of ['prob', 'logit']")
     size = (int(images.shape[2]), int(images.shape[3]))
     views = [(s, m) for s in scales for m in ((False, True) if flip else (False,))]
     if len(views) == 1 and views[0] == (1.0, False):
         return _full_size(predict(images).float(), size)
-    total = sum((_view_probs(predict, images, scale, mirrored, size) for scale, mirrored in views),
+    total = sum((_view_scores(predict, images, scale, mirrored, size, fusion) for scale, mirrored in views),
                 torch.zeros((), device=images.device))
-    return (total / len(views)).clamp_min(1e-12).log()
+    mean = total / len(views)
+    return mean.clamp_min(1e-12).log() if fusion == "prob" else mean
 
 
 @torch.no_grad()
-def evaluate(predict: Predict, batches: Iterable[Batch], num_channels: int, cfg: EvalConfig,
+def evaluate(predict: Predict, batches: Iterable[Batch], num_channels: int, cfg: EvalConfig | Protocol,
              pictures: Callable[[Tensor], Tensor] | None = None) -> dict[str, SegMetrics]:
     """Metrics of ``predict`` over ``batches`` (ground-truth masks at full resolution).
 
-    Returns ``{"": raw}`` and, with ``cfg.crf``, ``"crf"``: the same after dense-CRF post-processing,
-    which needs ``pictures`` (network input → ``(B, H, W, 3)`` uint8 RGB for the CRF's colour term).
+    ``cfg``: the protocol (an :class:`EvalConfig` stands for its per-report one). Returns ``{"": raw}``
+    and, with ``cfg.crf``, ``"crf"``: the same after dense-CRF post-processing, which needs ``pictures``
+    (network input → ``(B, H, W, 3)`` uint8 RGB for the CRF's colour term).
     """
+    if isinstance(cfg, EvalConfig):
+        cfg = cfg.per_report
     results = {"": SegMetrics(num_channels)}
     if cfg.crf:
         from pipelines.crf import crf_scores
@@ -74,7 +84,7 @@ def evaluate(predict: Predict, batches: Iterable[Batch], num_channels: int, cfg:
     for batch in batches:
         if batch.masks is None:
             raise ValueError("evaluation needs ground-truth masks")
-        scores = predict_full(predict, batch.images, cfg.scale_list, cfg.flip)  # (B, K, H, W)
+        scores = predict_full(predict, batch.images, cfg.scales, cfg.flip, cfg.fusion)  # (B, K, H, W)
         tags = batch.tags.cpu()
         results[""].update(scores.cpu(), batch.masks.cpu(), tags)
         if cfg.crf:

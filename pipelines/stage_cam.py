@@ -1,12 +1,13 @@
 """Stage 1: the pseudo-masks stage 2 trains on.
 
-``stage1.source = cam``: train the CAM classifier on image-level tags and turn its CAMs into
-pseudo-masks. For the digit scenes they are one in-memory tensor; for disk data sets one index PNG per
-training image at full resolution, in a cache folder (written to a temporary folder, then renamed). The
-result depends on the data, the CAM config, the seed and, only when OCR acts on the CAM network
-(``ocr.stage`` = ``cam`` or ``both``), on the OCR config; every trial that shares them reads one copy,
-and concurrent trials compute it once. With ``shared_cache`` (a study on an object store) the nodes of
-a cluster compute it once between them, through the store.
+``stage1.source = cam``: train the CAM classifier on image-level tags and turn its CAMs (summed over
+the views ``stage1.cam_scales`` / ``stage1.cam_flip``) into pseudo-masks by a threshold: CAM, not IRN
+(no affinity network, no random walk). For the digit scenes they are one in-memory tensor; for disk
+data sets one index PNG per training image at full resolution, in a cache folder (written to a
+temporary folder, then renamed). The result depends on the data, the CAM config, the seed and, only
+when OCR acts on the CAM network (``ocr.stage`` = ``cam`` or ``both``), on the OCR config; every trial
+that shares them reads one copy, and concurrent trials compute it once. With ``shared_cache`` (a study
+on an object store) the nodes of a cluster compute it once between them, through the store.
 
 ``stage1.source = masks``: the pseudo-masks of another WSSS method, a folder of PNGs. Every mask is read
 once (values checked, mIoU against the ground truth where it exists), cached under a key that covers the
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from ocr import confusion_matrix, mean_iou
 from pipelines.accel import configure_backend, place_model
 from pipelines.cache import Shared, cached, cached_folder, config_key, load_tensors, save_tensors
-from pipelines.config import TrialConfig
+from pipelines.config import TrialConfig, parse_scales
 from pipelines.data import IGNORE, Batch, DiskData, MemoryData, TrialData, folder_fingerprint, write_index_png
 from pipelines.data._disk import read_mask
 from pipelines.engine import Precision, endless, input_feed, progress_hook, resolve_device, train_epoch
@@ -69,17 +70,27 @@ def stage_key(cfg: TrialConfig) -> str:
 
 def cam_network(cfg: TrialConfig) -> dict[str, object]:
     """The ``model.*`` fields the CAM network and its training depend on (with the weights file's name,
-    size and modification time: a replaced file is not silently reused)."""
+    size and modification time: a replaced file is not silently reused), and the CAM views
+    (``stage1.cam_scales``, ``stage1.cam_flip``) its pseudo-masks are inferred from."""
     m = cfg.model
+    # settings added later enter the key only when they differ from what earlier versions did, so caches
+    # made before them stay valid
+    extra: dict[str, object] = {}
+    if m.lr_schedule != "poly":
+        extra.update(lr_schedule=m.lr_schedule, lr_step_at=m.lr_step_at, lr_step_gamma=m.lr_step_gamma)
+    if m.head_bias_lr_mult or not m.head_bias_decay:
+        extra.update(head_bias_lr_mult=m.head_bias_lr_mult, head_bias_decay=m.head_bias_decay)
+    if parse_scales(cfg.stage1.cam_scales) != (1.0,) or cfg.stage1.cam_flip:
+        extra.update(cam_scales=parse_scales(cfg.stage1.cam_scales), cam_flip=cfg.stage1.cam_flip)
     if m.name == "tiny":
-        return {"name": m.name, "optimizer": m.optimizer, "poly_power": m.poly_power}
+        return {"name": m.name, "optimizer": m.optimizer, "poly_power": m.poly_power, **extra}
     weights = Path(m.cam_weights_path).expanduser() if m.cam_weights_path else None
     stat = weights.stat() if weights is not None and weights.is_file() else None
     return {"name": m.name, "backbone": m.cam_backbone, "output_stride": m.cam_output_stride,
             "weights": str(weights.resolve()) if weights else "",
             "weights_stat": [stat.st_size, stat.st_mtime_ns] if stat else None, "freeze_bn": cfg.freeze_bn("cam"),
             "optimizer": m.optimizer, "momentum": m.momentum, "head_lr_mult": m.head_lr_mult,
-            "poly_power": m.poly_power}
+            "poly_power": m.poly_power, **extra}
 
 
 def stage1_entry(cfg: TrialConfig) -> Path:
@@ -224,11 +235,31 @@ def _at(valid: Tensor | None, size: torch.Size) -> Tensor | None:
 
 
 @torch.no_grad()
+def cam_views(model: nn.Module, images: Tensor, scales: tuple[float, ...], flip: bool,
+              feed: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """The ReLU'd CAMs ``(B, C, H, W)`` of ``images (B, C_in, H, W)`` summed over views, as IRN infers
+    them: each scale (bilinear rescale of the input) and, with ``flip``, its mirror image; each view's
+    CAMs upsampled to the full image (and un-mirrored) before the sum."""
+    size = images.shape[2:]
+    total = torch.zeros((), device=images.device)
+    for scale in scales:
+        x = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                      align_corners=False, recompute_scale_factor=True)
+        for mirrored in (False, True) if flip else (False,):
+            view = x.flip(-1) if mirrored else x
+            cams = F.relu(model(feed(view) if feed is not None else view)[1].float())  # (B, C, h, w)
+            cams = F.interpolate(cams, size=size, mode="bilinear", align_corners=False)
+            total = total + (cams.flip(-1) if mirrored else cams)
+    return total
+
+
+@torch.no_grad()
 def pseudo_labels(model: nn.Module, batch: Batch, cfg: TrialConfig,
                   feed: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Pseudo-masks ``(B, H, W)`` uint8 of whole images from the CAMs of their tagged classes.
 
-    Each tagged class's CAM is ReLU'd, upsampled to the image, and divided by its maximum; a pixel takes
+    Each tagged class's CAM is ReLU'd, upsampled to the image (summed over the views of
+    ``stage1.cam_scales`` / ``stage1.cam_flip``: :func:`cam_views`), and divided by its maximum; a pixel takes
     the class with the highest normalised score if that score reaches ``cam.bg_threshold``, else
     background. With ``cam.ink_threshold > 0`` foreground is kept only where the image is brighter than
     that threshold (digit scenes only: bright ink on a dark canvas; photos ignore it), a crude stand-in
@@ -237,8 +268,7 @@ def pseudo_labels(model: nn.Module, batch: Batch, cfg: TrialConfig,
     """
     model.eval()
     x = batch.images  # (B, C_in, H, W)
-    cams = F.relu(model(feed(x) if feed is not None else x)[1].float())  # (B, C, h, w)
-    cams = F.interpolate(cams, size=x.shape[2:], mode="bilinear", align_corners=False)
+    cams = cam_views(model, x, parse_scales(cfg.stage1.cam_scales), cfg.stage1.cam_flip, feed)  # (B, C, H, W)
     cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-5)
     cams = cams * batch.tags[:, :, None, None]  # (B, C, H, W)
     score, cls = cams.max(dim=1)  # (B, H, W)

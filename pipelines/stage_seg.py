@@ -172,23 +172,28 @@ def _period(cfg: TrialConfig, loader: Loader, stream: Iterator[Batch] | None,
 
 
 def _validate(state: SegState, cfg: TrialConfig, data: TrialData, device: torch.device,
-              artifacts: Path, feed: Callable[[Tensor], Tensor], split: str = "val") -> dict[str, float]:
+              artifacts: Path, feed: Callable[[Tensor], Tensor], split: str = "val",
+              final: bool = False) -> dict[str, float]:
     """Score one split (``val``, or ``test`` when the data set has one): ``<split>_*`` metrics, and the
-    per-class IoU as an artifact."""
+    per-class IoU as an artifact; with ``final`` by the protocol of ``eval.final_*`` as ``<split>_final_*``."""
     state.model.eval()
+    protocol = cfg.eval.final if final else cfg.eval.per_report
+    if protocol is None:
+        return {}
     batch = max(cfg.seg.batch_size, 64)
     loader = data.val_loader(batch, device) if split == "val" else data.test_loader(batch, device)
     if loader is None:
         return {}
     model = state.model
-    scores = evaluate(lambda images: model(feed(images)), loader, len(data.class_names) + 1, cfg.eval, _rgb(data))
+    scores = evaluate(lambda images: model(feed(images)), loader, len(data.class_names) + 1, protocol, _rgb(data))
     artifacts.mkdir(parents=True, exist_ok=True)
-    suffix = "" if split == "val" else f"_{split}"
+    prefix = f"{split}_final" if final else split
+    suffix = ("" if split == "val" else f"_{split}") + ("_final" if final else "")
     write_class_iou(scores[""].class_iou(), data.class_names, artifacts, f"class_iou{suffix}.json")
-    out = {f"{split}_{k}": v for k, v in scores[""].compute().items()}
+    out = {f"{prefix}_{k}": v for k, v in scores[""].compute().items()}
     if "crf" in scores:
         write_class_iou(scores["crf"].class_iou(), data.class_names, artifacts, f"class_iou{suffix}_crf.json")
-        out.update({f"{split}_{k}_crf": v for k, v in scores["crf"].compute().items()})
+        out.update({f"{prefix}_{k}_crf": v for k, v in scores["crf"].compute().items()})
     return out
 
 
@@ -204,8 +209,12 @@ def _epoch_metrics(state: SegState, cfg: TrialConfig, data: TrialData, device: t
                    train: dict[str, float], extra: dict[str, float], seconds: float,
                    artifacts: Path, feed: Callable[[Tensor], Tensor]) -> dict[str, float]:
     val = _validate(state, cfg, data, device, artifacts, feed)
-    if cfg.eval.test and state.epoch >= cfg.seg.reports:  # the held-out split, once, at the last report
+    last = state.epoch >= cfg.seg.reports
+    if last:  # the paper's protocol (eval.final_*), once, at the last report
+        val.update(_validate(state, cfg, data, device, artifacts, feed, final=True))
+    if cfg.eval.test and last:  # the held-out split, once, at the last report
         val.update(_validate(state, cfg, data, device, artifacts, feed, "test"))
+        val.update(_validate(state, cfg, data, device, artifacts, feed, "test", final=True))
     # every evaluated epoch: a trial that ASHA stops after this report still has them
     write_prior(state.ocr, data.class_names, artifacts)
     write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device, feed=feed)

@@ -20,7 +20,7 @@ from results._export import to_html, to_latex, to_markdown, write_csv
 from results._importance import study_importance
 from results._links import RunLinks, report_runs_table
 from results._plots import report_plots
-from results._schema import Dataset, load_dataset
+from results._schema import PARAM_PREFIX, Dataset, load_dataset
 from results._tables import OC_DEFAULT, check_oc_rate, report_tables
 
 FORMATS = ("md", "tex", "csv", "html")
@@ -42,7 +42,14 @@ def _summary(ds: Dataset) -> str:
     counts = trials["stop_reason"].astype(str).value_counts()
     outcome = ", ".join(f"{n} {reason}" for reason, n in counts.items())
     return (f"Study {ds.info.name}: {len(trials)} trials ({outcome}), {len(ds.curves)} epoch reports; "
-            f"metric {ds.info.metric} ({ds.info.mode}); collected from {ds.source}.{_failures(ds)}")
+            f"metric {ds.info.metric} ({ds.info.mode}){_recipe(ds)}; collected from {ds.source}.{_failures(ds)}")
+
+
+def _recipe(ds: Dataset) -> str:
+    """``"; training recipe deeplabv2-kazuto1011-voc12"``: the trials' ``preset`` (pipelines/presets), if any."""
+    column = f"{PARAM_PREFIX}preset"
+    names = sorted({str(v) for v in ds.trials[column].dropna() if str(v)}) if column in ds.trials else []
+    return f"; training recipe {', '.join(names)} (pipelines/presets)" if names else ""
 
 
 def _failures(ds: Dataset) -> str:

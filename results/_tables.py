@@ -26,9 +26,14 @@ OC_RATES = {"fg": ("val_oc_rate_fg", "OC rate (% of foreground predictions)"),
             "pixels": ("val_oc_rate", "OC rate (% of valid pixels)")}
 OC_DEFAULT = "fg"
 # (metric, label, better): every metric a table computes (values, CSV); which one is better decides bold.
+# Post-processed figures (dense CRF; the last report's final protocol, eval.final_scales): shown beside the
+# raw ones when the study logged them, the protocol in the table's notes.
+POSTPROCESSED: tuple[tuple[str, str, str], ...] = (
+    ("val_miou_crf", "val mIoU + CRF", "max"), ("val_final_miou", "val mIoU, final protocol", "max"),
+    ("val_final_miou_crf", "val mIoU, final protocol + CRF", "max"))
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("val_miou", "val mIoU", "max"), (*OC_RATES["fg"], "min"), (*OC_RATES["pixels"], "min"),
-    ("val_oracle_miou", "oracle-tag mIoU", "max"))
+    ("val_oracle_miou", "oracle-tag mIoU", "max"), *POSTPROCESSED)
 SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}
 SELECTION = f"{PARAM_PREFIX}ocr.selection"
 EXACT_LIMIT = 6
@@ -113,7 +118,43 @@ def oc_metric(ds: Dataset, definition: str = OC_DEFAULT) -> tuple[str, str]:
 def shown_metrics(ds: Dataset, oc: str = OC_DEFAULT) -> list[tuple[str, str, str]]:
     """The metric columns of the ablation tables: val mIoU, the chosen OC rate, oracle-tag mIoU."""
     rate = oc_metric(ds, oc)[0]
-    return [m for m in METRICS if m[0] == rate or m[0] not in {v[0] for v in OC_RATES.values()}]
+    post = {m[0] for m in POSTPROCESSED}
+    return [m for m in METRICS if (m[0] == rate or m[0] not in {v[0] for v in OC_RATES.values()})
+            and (m[0] not in post or f"final_{m[0]}" in ds.trials or f"final_{_on_split(m[0], 'test')}" in ds.trials)]
+
+
+def _param(ds: Dataset, key: str, default: str) -> str:
+    column = f"{PARAM_PREFIX}{key}"
+    values = ds.trials[column].dropna() if column in ds.trials else pd.Series(dtype=object)
+    return str(values.iloc[0]) if len(values) else default
+
+
+def _views(scales: list[float], flip: bool, crf: bool, fusion: str) -> str:
+    text = "scales " + "/".join(f"{s:g}" for s in scales) + (", flip" if flip else ", no flip")
+    if len(scales) > 1 or flip:
+        text += f", {'probabilities' if fusion == 'prob' else 'logits'} averaged"
+    return text + (", dense CRF" if crf else "")
+
+
+def protocol_note(ds: Dataset) -> str:
+    """How the figures were evaluated (the trials' ``eval.*`` parameters): every report's protocol and, when
+    the study logged it, the last report's final protocol."""
+    def true(key: str, default: str) -> bool:
+        return _param(ds, key, default).lower() in ("true", "1", "yes")
+
+    low, high = float(_param(ds, "eval.scale_min", "1")), float(_param(ds, "eval.scale_max", "1"))
+    step = float(_param(ds, "eval.scale_step", "0.25"))
+    scales = [round(low + i * step, 6) for i in range(math.floor((high - low) / step + 1e-9) + 1)]
+    fusion = _param(ds, "eval.fusion", "prob")
+    text = f"Evaluated at full resolution, every report: {_views(scales, true('eval.flip', 'false'), False, fusion)}"
+    if true("eval.crf", "false"):
+        text += " (+ CRF columns: dense CRF on those scores)"
+    final = [float(v) for v in _param(ds, "eval.final_scales", "").split(",") if v.strip()]
+    if final and any(m[0].startswith("val_final") for m in shown_metrics(ds)):
+        views = _views(final, true("eval.final_flip", "true"), False, fusion)
+        text += (f"; final protocol (the last report only): {views}"
+                 + (" (+ CRF: dense CRF on those scores)" if true("eval.final_crf", "false") else ""))
+    return text + "."
 
 
 def best_settings(ds: Dataset) -> pd.Series:
@@ -353,7 +394,7 @@ def _ablation_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT) -> str:
             f"column in bold. {oc_note(ds, oc)}. Each cell's setting is the one with the best mean val mIoU "
             "(chosen and reported on val). Δ: mean per-seed difference to the baseline cell "
             f"({base_cell}) in percentage points (pp) over the seeds both have, with a two-sided paired t-test "
-            "across seeds (95% t confidence interval and p-value; none for n < 2).")
+            "across seeds (95% t confidence interval and p-value; none for n < 2). " + protocol_note(ds))
 
 
 def bin_values(values: pd.Series, log: bool = False) -> tuple[pd.Series, list[str]]:
@@ -562,7 +603,7 @@ def _confirm_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT, split: str
             "the confirm phase. "
             f"Δ: mean per-seed difference to the baseline cell ({base_cell}) in percentage points (pp) over "
             "the seeds both have, two-sided paired t-test (95% t confidence interval and p-value; none for "
-            "n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5).")
+            "n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5). " + protocol_note(ds))
 
 
 def _split_words(split: str) -> str:

@@ -108,6 +108,8 @@ def format_table(rows: list[dict[str, float]], keys: Sequence[str]) -> str:
 
 
 LINE_KEYS = ("val_miou", "val_oc_rate_fg", "train_ce", "train_ocr", "epoch_seconds")
+FINAL_KEYS = ("val_final_miou", "val_final_oracle_miou", "val_final_oc_rate_fg", "val_final_oc_rate",
+              "val_final_miou_crf")
 TABLE_KEYS = ("val_miou", "val_oracle_miou", "val_oc_rate_fg", "val_oc_rate", "train_ce", "train_ocr",
               "epoch_seconds")
 
@@ -125,6 +127,10 @@ def train_command(config: Path | None, overrides: Sequence[str], out: Path | Non
     finally:
         reporter.close()
     print(format_table(reporter.reports, TABLE_KEYS))
+    final_keys = [k for k in FINAL_KEYS if k in final]
+    if final_keys:  # eval.final_scales: the last report's figures by the papers' protocol
+        print(f"last report, final protocol ({cfg.eval.final.describe() if cfg.eval.final else ''}): "
+              + ", ".join(f"{k} {final[k]:.4f}" for k in final_keys))
     print(f"\npseudo-mask mIoU {final.get('pseudo_miou', float('nan')):.4f}; "
           f"trial took {time.perf_counter() - start:.0f} s; checkpoint in {work_dir / 'checkpoint'}")
     return 0

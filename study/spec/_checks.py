@@ -51,6 +51,7 @@ RESERVED_KEYS = {
     "seg.iterations": "it is the iteration budget of every trial: set it in `trial` and stop trials early "
                       "with `scheduler`",
     "seg.report_every": "it sets how many epochs (reports) every trial makes: set it in `trial`",
+    "preset": "a recipe sets many keys at once, under the spec's own: set it in `trial`",
 }
 
 TRIAL_KEYS: dict[str, Any] = flat_keys()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipelines.config import EvalConfig
+from pipelines.config import ConfigError, EvalConfig, Protocol, from_flat
 from pipelines.crf import crf_available, crf_scores
 from pipelines.data import Batch
 from pipelines.evaluation import evaluate, predict_full
@@ -118,3 +118,29 @@ def test_dense_crf_keeps_confident_labels_and_is_reported_beside_raw() -> None:
     scores = evaluate(_label_model, [batch], K, EvalConfig(crf=True),
                       pictures=lambda x: (x[:, :3].permute(0, 2, 3, 1) * 255).to(torch.uint8))
     assert set(scores) == {"", "crf"}
+
+
+def test_logit_fusion_averages_logits_and_prob_fusion_probabilities() -> None:
+    def two_views(x: Tensor) -> Tensor:  # logits that differ between the plain and the mirrored view
+        ramp = torch.arange(x.shape[-1], dtype=torch.float32).expand(x.shape[0], 1, *x.shape[2:])
+        return torch.cat([ramp, -ramp, torch.zeros_like(ramp)], dim=1)
+
+    images = torch.zeros(1, 3, 2, 4)
+    logit = predict_full(two_views, images, (1.0,), True, "logit")
+    plain, mirrored = two_views(images), two_views(images).flip(-1)
+    assert torch.allclose(logit, (plain + mirrored) / 2)
+    prob = predict_full(two_views, images, (1.0,), True, "prob")
+    assert torch.allclose(prob.exp(), (plain.softmax(1) + mirrored.softmax(1)) / 2)
+    assert not torch.allclose(prob.softmax(1), logit.softmax(1))
+    with pytest.raises(ValueError, match=r"fusion = 'max' is not allowed"):
+        predict_full(two_views, images, (1.0,), True, "max")
+
+
+def test_the_final_protocol_is_parsed_and_described() -> None:
+    cfg = from_flat({"eval.final_scales": "0.5, 0.75,1,1.25,1.5", "eval.fusion": "logit"}).eval
+    assert cfg.final == Protocol((0.5, 0.75, 1.0, 1.25, 1.5), True, False, "logit")
+    assert cfg.final.describe() == "scales 0.5/0.75/1/1.25/1.5, flip, logit fusion"
+    assert cfg.per_report == Protocol((1.0,), False, False, "logit") and EvalConfig().final is None
+    for bad in ("0.5;1", "0.05", "a"):
+        with pytest.raises(ConfigError, match=r"eval.final_scales = .* must list scales in \[0.1, 4\]"):
+            from_flat({"eval.final_scales": bad})

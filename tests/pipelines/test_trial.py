@@ -57,6 +57,18 @@ def test_the_test_split_is_scored_once_at_the_last_report(tiny_config: TrialConf
     assert (tmp_path / "checkpoint" / "artifacts" / "class_iou_test.json").is_file()
 
 
+def test_the_final_protocol_runs_only_at_the_last_report(tiny_config: TrialConfig, tmp_path: Path) -> None:
+    """Issue 20: ``eval.final_scales`` scores the last report also by the paper's protocol, beside the cheap
+    figures; earlier reports stay cheap."""
+    reporter = ListReporter()
+    run_trial(_with(tiny_config, eval__final_scales="0.75,1,1.25", eval__final_flip=True), reporter, tmp_path)
+    first, last = reporter.reports
+    assert not any("final" in key for key in first)
+    assert {"val_final_miou", "val_final_oracle_miou", "val_final_oc_rate_fg"} <= last.keys()
+    assert 0.0 <= last["val_final_miou"] <= 1.0 and last["val_final_miou"] != last["val_miou"]
+    assert (tmp_path / "checkpoint" / "artifacts" / "class_iou_final.json").is_file()
+
+
 class _Crash(RuntimeError):
     pass
 

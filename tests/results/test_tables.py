@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,48 @@ def test_the_oc_rate_is_the_papers_by_default_labelled_by_what_it_measures(synth
     assert "OC rate (% of valid pixels)" in ablation_table(old).display.columns  # an old study: what it logged
     with pytest.raises(ValueError, match="use one of fg, pixels"):
         ablation_table(synthetic, oc="all")
+
+
+def test_post_processed_figures_stand_beside_the_raw_ones_with_the_protocol_in_the_notes(synthetic: Dataset) -> None:
+    raw = ablation_table(synthetic)
+    assert not any("final protocol" in str(c) or "CRF" in str(c) for c in raw.display.columns)
+    assert "every report: scales 1, no flip." in raw.notes
+    trials = synthetic.trials.copy()
+    trials["final_val_final_miou"] = trials["final_val_miou"] + 0.05
+    trials["params.eval.final_scales"] = "0.5,1,1.5"
+    trials["params.eval.final_flip"] = "True"
+    table = ablation_table(dataclasses.replace(synthetic, trials=trials))
+    columns = [str(c) for c in table.display.columns]
+    raw_at = next(i for i, c in enumerate(columns) if c.startswith("val mIoU ("))
+    final_at = next(i for i, c in enumerate(columns) if c.startswith("val mIoU, final protocol"))
+    assert raw_at < final_at
+    assert "final protocol (the last report only): scales 0.5/1/1.5, flip, probabilities averaged" in table.notes
+    values = table.values.set_index("cell")
+    assert values["val_final_miou_mean"].to_numpy() == pytest.approx(values["val_miou_mean"].to_numpy() + 0.05)
+
+
+def test_the_report_summary_names_the_training_recipe(synthetic: Dataset) -> None:
+    from results._report import _summary
+
+    assert "training recipe" not in _summary(synthetic)
+    trials = synthetic.trials.copy()
+    trials["params.preset"] = "ocr-authors-voc-aug"
+    text = _summary(dataclasses.replace(synthetic, trials=trials))
+    assert "; training recipe ocr-authors-voc-aug (pipelines/presets);" in text
+
+
+def test_a_budget_in_iterations_plans_its_reports_not_seg_epochs() -> None:
+    """Without ASHA, a trial of ``seg.iterations`` 300 reporting every 150 plans 2 reports (not the unused
+    ``seg.epochs``): after 2 it is completed, after 1 stopped."""
+    from results._study_info import StudyInfo
+    from results._summary import build_trials
+
+    info = StudyInfo(name="s", scheduler="none", max_epochs=2)
+    config = {"seg.epochs": 10, "seg.iterations": 300, "seg.report_every": 150, "seed": 0}
+    base = pd.DataFrame({"trial_id": ["a", "b"], "config": [config, config], "status": ["TERMINATED"] * 2,
+                         "error": [None] * 2, "node_id": [None] * 2, "hostname": [None] * 2,
+                         "git_commit": [None] * 2, "artifacts": [None] * 2, "wall_s": [1.0, 1.0]})
+    curves = pd.DataFrame({"trial_id": ["a", "a", "b"], "epoch": [1, 2, 1], "val_miou": [0.1, 0.2, 0.1]})
+    trials = build_trials(base, curves, info).set_index("trial_id")
+    assert trials.loc["a", "epochs_planned"] == 2 and trials.loc["a", "stop_reason"] == "completed"
+    assert trials.loc["b", "stop_reason"] == "stopped"

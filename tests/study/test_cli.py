@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from study.cli import main
+from tests.conftest import TINY
 
 
 @pytest.fixture
@@ -64,6 +65,23 @@ def test_train_rejects_an_unknown_key(in_tmp: Path, capsys: pytest.CaptureFixtur
     assert main(["train", "ocr.detla=2"]) == 2
     assert "ocr.delta" in capsys.readouterr().err  # the did-you-mean
     assert _files(in_tmp) == set()
+
+
+def test_train_names_the_shipped_recipes_for_an_unknown_preset(in_tmp: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "preset=kazuto"]) == 2
+    err = capsys.readouterr().err
+    assert "preset = 'kazuto' is not a shipped recipe" in err and "deeplabv2-kazuto1011-voc12" in err
+    assert _files(in_tmp) == set()
+
+
+def test_train_prints_the_final_protocol_of_the_last_report(in_tmp: Path, shared_cache: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = [f"{k}={v}" for k, v in TINY.items()] + [f"cache_dir={shared_cache}", "seg.epochs=1",
+                                                          "eval.final_scales=0.75,1.25"]
+    assert main(["train", *overrides, "--out", str(in_tmp / "trial")]) == 0
+    out = capsys.readouterr().out
+    assert "last report, final protocol (scales 0.75/1.25, flip, prob fusion): val_final_miou 0." in out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

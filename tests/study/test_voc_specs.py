@@ -15,19 +15,39 @@ from study.plan import check_placeholders, placeholders, plan, study_record
 from study.spec import SpecError, load_spec, shipped_specs
 
 
-def test_voc_masks_is_the_papers_protocol() -> None:
+def test_voc_masks_is_the_papers_protocol_with_the_authors_recipe() -> None:
     spec = load_spec("voc-masks")
     t = spec.trial
-    assert (t.model.name, t.model.head, t.model.backbone, t.stage1.source) == ("deeplab", "v2", "resnet101", "masks")
-    preset, flat = load_preset("paper"), to_flat(t)
-    for key in ("seg.lr", "seg.batch_size", "data.crop_size", "ocr.weight", "ocr.delta", "ocr.tau",
-                "model.optimizer", "model.momentum", "model.head_lr_mult", "seg.weight_decay"):
-        assert flat[key] == preset[key], key
-    assert (preset["seg.lr"], preset["data.crop_size"], preset["seg.batch_size"]) == (7e-4, 321, 16)
+    assert (t.model.name, t.model.head, t.model.backbone, t.stage1.source) == ("deeplab", "v1", "resnet101", "masks")
+    assert t.preset == "ocr-authors-voc-aug"
+    preset, flat = load_preset("ocr-authors-voc-aug"), to_flat(t)
+    for key, value in preset.items():
+        assert flat[key] == value, key
+    assert (flat["ocr.weight"], flat["ocr.delta"], flat["ocr.tau"]) == (1.0, 6.0, 0.2)
     assert {a.key for a in spec.grid} == {"ocr.selection", "ocr.prior", "ocr.group"} and spec.search is None
 
 
-@pytest.mark.parametrize("name", ["voc", "voc-masks"])
+def test_voc_masks_plans_the_authors_thirty_epochs() -> None:
+    spec = load_spec("voc-masks")
+    assert (spec.trial.seg.epochs, spec.trial.seg.iterations) == (30, 0)
+    assert plan(spec).max_epochs == spec.trial.seg.reports == 30
+
+
+def test_voc_trains_stage_2_with_kazuto1011s_recipe() -> None:
+    t = load_spec("voc").trial
+    assert t.preset == "deeplabv2-kazuto1011-voc12"
+    assert (t.seg.lr, t.seg.weight_decay, t.seg.batch_size) == (2.5e-4, 5e-4, 10)
+    assert (t.model.head_bias_lr_mult, t.model.head_bias_decay) == (20.0, False)
+
+
+def test_a_grid_cannot_vary_the_recipe() -> None:
+    doc = yaml.safe_load(Path(shipped_specs()["voc-masks"]).read_text())
+    doc["grid"]["preset"] = ["ocr-authors-voc-aug", "ocr-authors-voc"]
+    with pytest.raises(SpecError, match=r"preset cannot be varied by a study"):
+        load_spec(doc)
+
+
+@pytest.mark.parametrize("name", ["voc"])
 def test_planned_epochs_are_the_reports_of_the_iteration_budget(name: str) -> None:
     spec = load_spec(name)
     assert (spec.trial.seg.iterations, spec.trial.seg.report_every) == (20000, 1000)
@@ -50,7 +70,7 @@ def test_dry_run_lists_placeholders_and_a_real_run_exits_2_naming_them(
     out = capsys.readouterr().out
     for key in ("trial.data.root", "trial.stage1.masks_dir", "trial.model.weights"):
         assert key in out, key
-    assert "iterations: 20000 per trial" in out
+    assert "max 30 epochs" in out  # the recipe's 30 epochs, one report each
     assert main(["run", "voc-masks"]) == 2
     err = capsys.readouterr().err
     assert "trial.data.root" in err and "trial.stage1.masks_dir" in err and "trial.model.weights" in err
