@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -93,16 +94,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         config, overrides = _split_config(args.config, args.overrides)
         return pseudo_masks_command(config, overrides, args.out)
+    held: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if args.command in ("run", "resume") and not args.address:
-        from study.local_ray import hold_to_loopback
+        from study.local_ray import loopback_held
 
-        hold_to_loopback()  # before Ray is imported (it reads the setting then), which is before it starts
-    from study import commands, report_cmd
+        held = loopback_held()  # entered before Ray is imported (it reads the setting then)
+    with held:
+        from study import commands, report_cmd
 
-    handler = {"run": report_cmd.run_then_report, "resume": report_cmd.resume_then_report,
-               "status": commands.status, "ui": commands.ui, "report": report_cmd.report,
-               "export": report_cmd.export}[args.command]
-    return handler(args)
+        handler = {"run": report_cmd.run_then_report, "resume": report_cmd.resume_then_report,
+                   "status": commands.status, "ui": commands.ui, "report": report_cmd.report,
+                   "export": report_cmd.export}[args.command]
+        return handler(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

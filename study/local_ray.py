@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -30,6 +32,27 @@ def hold_to_loopback() -> None:
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:
         constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def loopback_held() -> Iterator[None]:
+    """:func:`hold_to_loopback` for the block (a ``run`` or ``resume`` command), then the variable and Ray's
+    constant as they were: a program (or a test) that calls the CLI in its own process keeps its own setting
+    for what it starts afterwards (``ray start`` for a cluster refuses the loopback setting)."""
+    before = os.environ.get(LOOPBACK_ENV)
+    constants = sys.modules.get("ray._private.ray_constants")
+    constant = getattr(constants, "ENABLE_RAY_CLUSTER", None) if constants is not None else None
+    hold_to_loopback()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = before
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:  # imported before the block (its value then) or during it (Ray's default)
+            constants.ENABLE_RAY_CLUSTER = True if constant is None else constant  # type: ignore[attr-defined]
 
 
 def start_local_ray(**kwargs: Any) -> None:

@@ -112,3 +112,15 @@ def test_a_local_ray_started_in_process_listens_on_loopback_only(local_ray: None
                  if c.status == psutil.CONN_LISTEN and c.pid in pids]
     assert len(listening) >= 4, listening  # at least the GCS, the raylet's two ports and this driver
     assert all(is_loopback(ip) for _, ip, _ in listening), listening
+
+
+def test_a_run_called_in_process_leaves_the_loopback_setting_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program (or a test) that calls the CLI in its own process and starts a cluster afterwards (``ray
+    start`` refuses the loopback setting) keeps its own environment: set for the command, restored after."""
+    from study import cli, report_cmd
+
+    seen: list[str | None] = []
+    monkeypatch.delenv(LOOPBACK_ENV, raising=False)
+    monkeypatch.setattr(report_cmd, "run_then_report", lambda args: seen.append(os.environ.get(LOOPBACK_ENV)) or 0)
+    assert cli.main(["run", "spec.yaml"]) == 0
+    assert seen == ["0"] and LOOPBACK_ENV not in os.environ
