@@ -65,8 +65,9 @@ def test_train_deeplab_v2_on_a_pseudo_mask_folder(tmp_path: Path, voc: Path,
             "stage1.masks_dir": pseudo, "seg.init": "scratch", "seg.lr": 1e-3}
     out = tmp_path / "trial"
     assert main(["train", "--out", str(out), *_args(flat)]) == 0
-    table = capsys.readouterr().out
-    assert [line.split()[0] for line in table.splitlines()[1:3]] == ["1", "2"]
+    printed = capsys.readouterr().out  # a line per report (not a terminal), then the metrics table
+    rows = [line.split()[0] for line in printed.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert rows == ["1", "2"], printed
     state = _state(out)
     assert (state["epoch"], state["iteration"]) == (2, 3)
     assert any(k.startswith("head.") for k in state["model"]) and "backbone.conv1.weight" in state["model"]
