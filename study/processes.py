@@ -26,6 +26,8 @@ from typing import Any
 
 import psutil
 
+from record import failpoint
+
 log = logging.getLogger(__name__)
 PROCESSES_FILE = "processes.json"
 GRACE_S = 5.0  # between SIGTERM and SIGKILL
@@ -86,10 +88,13 @@ def _pgid(pid: int) -> int | None:
 
 def call_in_own_group(cmd: Sequence[str], env: Mapping[str, str]) -> int:
     """Run ``cmd`` in its own session and process group until it exits; on Ctrl-C, SIGTERM or any
-    error here, end its whole group. Returns its exit code (0 after Ctrl-C)."""
+    error here, end its whole group. Returns its exit code (0 after Ctrl-C).
+
+    The failpoint ``processes.group-waiting`` (``pid``) marks the moment it waits for the command."""
     exit_on_sigterm()
     proc = subprocess.Popen(list(cmd), env=dict(env), start_new_session=True)
     try:
+        failpoint("processes.group-waiting", pid=proc.pid)
         return proc.wait()
     except KeyboardInterrupt:
         return 0

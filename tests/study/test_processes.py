@@ -59,18 +59,23 @@ sys.exit(call_in_own_group(["sh", "-c", "sleep 300 & sleep 300 & wait"], os.envi
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_server_started_in_its_own_group_ends_with_the_command(sig: signal.Signals) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", GROUP], cwd=ROOT)
+def test_a_server_started_in_its_own_group_ends_with_the_command(sig: signal.Signals, tmp_path: Path) -> None:
+    """The signal comes once the command waits for its server (failpoint ``processes.group-waiting``) and the
+    server's shell has started both its children; then the whole group ends."""
+    from record import FAILPOINT_DIR_ENV, FAILPOINTS_ENV, fired
+
+    env = {**os.environ, FAILPOINTS_ENV: "processes.group-waiting=sleep(0)", FAILPOINT_DIR_ENV: str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-c", GROUP], cwd=ROOT, env=env)
     children: list[psutil.Process] = []
     try:
-        end = time.monotonic() + 30
-        while len(children) < 3 and time.monotonic() < end:  # sh and its two sleeps
+        end = time.monotonic() + 300  # a guard only: the loop waits for events
+        while (len(children) < 3 or not fired(tmp_path)) and time.monotonic() < end:  # sh and its two sleeps
             time.sleep(0.2)
             children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) == 3
+        assert len(children) == 3 and fired(tmp_path)
         assert {os.getpgid(c.pid) for c in children} == {children[0].pid} != {os.getpgid(proc.pid)}
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        proc.wait(timeout=120)
         _, alive = psutil.wait_procs(children, timeout=5)
         assert not alive
     finally:
