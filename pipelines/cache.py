@@ -14,7 +14,7 @@ dies, and the holder deletes the file when it is done, so no lock outlives its h
 An entry can also be :class:`Shared` through an object store (the nodes of a cluster that share no
 filesystem): a node that misses it locally takes the store's lease on it, builds and publishes it
 whole, or waits for the node that holds the lease and downloads what it published
-(:func:`pipelines.store.fetch_or_build`). Each node keeps its local copy as above.
+(:func:`storage.fetch_or_build`). Each node keeps its local copy as above.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Shared:
 
     def fetch_or_build(self, target: Path, build: Callable[[Path], None]) -> bool:
         """``target`` as a copy of the shared object, built by ``build(tmp)`` on one node only."""
-        from pipelines.store import fetch_or_build, open_store
+        from storage import fetch_or_build, open_store
 
         built = fetch_or_build(open_store(self.uri), self.name, target, build)
         log.info("stage shared through %s/%s: %s", self.uri, self.name, "built here" if built else "downloaded")

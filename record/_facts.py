@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from record._vocab import UNFINISHED, StopReason, TrialStatus
+
 META = "meta."  # config keys that describe a trial (cell, setting, study, ...) rather than configure it
 BASE_CELL = "base"  # the id of the one cell of a study without a grid
 OCR_OFF = "none"  # the ocr.selection that turns the OCR loss off
-PHASES = ("search", "confirm")
-# Why a trial that did not run to its end stopped, by Tune's status.
-_UNFINISHED = {"ERROR": "failed", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
 K = TypeVar("K", bound=Hashable)
+# Metrics that are fractions in the record and read as percent: IoU, accuracy, OC rates.
+PERCENT_METRICS = ("iou", "acc", "oc_rate", "oc_image_rate")
 
 
 def value_text(value: Any) -> str:
@@ -98,35 +99,48 @@ def planned_epochs(seg_epochs: int | None, scheduler: str, max_epochs: int | Non
 
 
 def stop_reason(status: str, epochs: int, planned: int | None, scheduler: str = "unknown",
-                rungs: Iterable[int] = ()) -> tuple[str, int | None]:
+                rungs: Iterable[int] = ()) -> tuple[StopReason, int | None]:
     """Why a trial stopped, and the ASHA rung (its epoch) when ASHA stopped it.
 
-    ``completed`` (every planned epoch ran), ``early_stopped`` (by ASHA at a rung; also any early end
-    when the scheduler is unknown), ``stopped`` (ended early otherwise: the time budget), or, for a trial
-    that did not end, ``failed``, ``running``, ``pending``, ``paused``.
+    ``status`` is a :class:`TrialStatus` (or its word). The reason: ``completed`` (every planned epoch ran),
+    ``early_stopped`` (by ASHA at a rung; also any early end when the scheduler is unknown), ``stopped``
+    (ended early otherwise: the time budget), or, for a trial that did not end, ``failed``, ``running``,
+    ``pending``, ``paused``, ``abandoned``.
     """
-    if status in _UNFINISHED:
-        return _UNFINISHED[status], None
+    if status in UNFINISHED:
+        return UNFINISHED[TrialStatus(status)], None
     if planned is None or epochs >= planned:
-        return "completed", None
+        return StopReason.COMPLETED, None
     if scheduler == "unknown" or (scheduler == "asha" and epochs in set(rungs)):
-        return "early_stopped", epochs
-    return "stopped", None
+        return StopReason.EARLY_STOPPED, epochs
+    return StopReason.STOPPED, None
 
 
-def best_setting(scores: Mapping[K, Iterable[float]], mode: str) -> tuple[K, float] | None:
-    """The setting with the best mean score over its seeds, and that mean; ``None`` when none has a score.
+def ranked(scores: Mapping[K, Iterable[float]], mode: str) -> list[tuple[K, float]]:
+    """Settings best first by their mean score over seeds, with that mean; settings without a score are left
+    out. The one ranking of the project: ``ocr-study status``'s best setting and the confirm phase's choice.
 
     Args:
         scores: per setting, the study metric of each of its seeds.
-        mode: ``max`` or ``min``; ties go to the first setting given.
+        mode: ``max`` or ``min``; ties go to the setting given first.
     """
-    best: tuple[K, float] | None = None
-    for key in scores:
-        values = [float(v) for v in scores[key]]
-        if not values:
-            continue
-        mean = sum(values) / len(values)
-        if best is None or (mean > best[1] if mode == "max" else mean < best[1]):
-            best = (key, mean)
-    return best
+    means = [(key, sum(values) / len(values)) for key in scores
+             if (values := [float(v) for v in scores[key]])]
+    sign = -1.0 if mode == "max" else 1.0
+    order = sorted(range(len(means)), key=lambda i: (sign * means[i][1], i))
+    return [means[i] for i in order]
+
+
+def best_setting(scores: Mapping[K, Iterable[float]], mode: str) -> tuple[K, float] | None:
+    """The setting with the best mean score over its seeds, and that mean (the first of :func:`ranked`);
+    ``None`` when none has a score."""
+    order = ranked(scores, mode)
+    return order[0] if order else None
+
+
+def metric_text(metric: str, value: float) -> str:
+    """A metric as people read it (``ocr-study status``, the progress line, the report): IoU, accuracy and
+    OC rates in percent (``61.52 %``), others as they are (a loss is no share of anything)."""
+    if any(part in metric for part in PERCENT_METRICS):
+        return f"{100 * value:.2f} %"
+    return f"{value:.4g}"

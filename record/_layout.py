@@ -8,7 +8,14 @@
 <name>/tune/                        Ray Tune's own storage (for resuming only; results never read it)
 <name>/tune-confirm/                the same for the confirm phase
 <name>/results/                     trials.parquet, curves.parquet (results.collect_study)
+<name>/report/                      the report (results.write_report): tables, plots, report.html
+<name>/mlflow.db                    MLflow's SQLite store (when the spec names no tracking.uri)
+<name>/mlartifacts/                 its artifacts
+<name>/prior.csv                    (a synthetic study only) the prior matrix the report shows
 ```
+
+A local study's default storage, a remote study's mirror and the CLI's own files live under
+:data:`HOME` (``.ocr-study`` in the folder the command runs in).
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ EPOCHS_FILE = "epochs.jsonl"
 TUNE_DIR = "tune"
 CONFIRM_TUNE_DIR = "tune-confirm"
 RESULTS_DIR = "results"
+TRIALS_TABLE = "trials.parquet"
+CURVES_TABLE = "curves.parquet"
+REPORT_DIR = "report"
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS_DIR = "mlartifacts"
+PRIOR_FILE = "prior.csv"
+HOME = ".ocr-study"
 
 
 def trial_folder(study_dir: Path, trial_id: str) -> Path:

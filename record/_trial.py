@@ -5,8 +5,9 @@ or the new document, never half of one. Each epoch is one JSON line appended wit
 file opened with ``O_APPEND``; a line cut short by a crash has no newline, and readers skip it.
 
 Fields of ``trial.json``: ``trial_id``, ``study``, ``phase``, ``cell``, ``setting``, ``seed``,
-``config`` (the flat trial config with its ``meta.*`` keys), ``status`` (Tune's words: RUNNING,
-TERMINATED, ERROR; or ABANDONED, see :func:`abandon_trials`), ``stop_reason``, ``epochs_planned``,
+``config`` (the flat trial config with its ``meta.*`` keys), ``status`` (a
+:class:`record.TrialStatus`: Tune's words, or ABANDONED, see :func:`abandon_trials`), ``stop_reason`` (a
+:class:`record.StopReason`) and ``stop_rung``, ``epochs_planned``,
 ``node_id``, ``hostname``, ``error`` (the exception line of a failed trial), ``wall_s``, ``artifacts``,
 ``updated`` (Unix time).
 """
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from record._layout import EPOCHS_FILE, TRIAL_FILE, trial_folders
+from record._vocab import Phase, StopReason, TrialStatus
 
-ABANDONED = "ABANDONED"
+ABANDONED = TrialStatus.ABANDONED
 
 
 def _plain(value: Any) -> Any:
@@ -135,8 +137,8 @@ def abandon_trials(study_dir: Path, phase: str, known: set[str]) -> list[str]:
     """
     marked = []
     for folder, doc in study_trials(study_dir):
-        if doc.get("phase", "search") == phase and str(doc["trial_id"]) not in known:
-            update_trial(folder, status=ABANDONED, stop_reason="abandoned",
+        if doc.get("phase", Phase.SEARCH) == phase and str(doc["trial_id"]) not in known:
+            update_trial(folder, status=TrialStatus.ABANDONED, stop_reason=StopReason.ABANDONED,
                          error="started by a driver that was killed before Tune saved it; Tune ran the work "
                                "again as another trial")
             marked.append(str(doc["trial_id"]))

@@ -15,19 +15,21 @@ from typing import Any
 
 import pandas as pd
 
-from record import META
+from record import META, StopReason, Tag, TrialStatus
 from results._errors import ResultsError
 from results._schema import write_dataset
 from results._study_info import StudyInfo, infer_info, param_value
 from results._summary import build_trials, clean_curves
 
-TAG = "ocr_study."
-STATUS = {"FINISHED": "TERMINATED", "FAILED": "ERROR", "RUNNING": "RUNNING", "SCHEDULED": "PENDING",
-          "KILLED": "TERMINATED"}
+# MLflow's run status → the trial's (an early-stopped run is KILLED: Tune ended it).
+STATUS = {"FINISHED": TrialStatus.TERMINATED, "FAILED": TrialStatus.ERROR, "RUNNING": TrialStatus.RUNNING,
+          "SCHEDULED": TrialStatus.PENDING, "KILLED": TrialStatus.TERMINATED}
 NUMERIC_META = ("setting",)
+META_TAGS = (Tag.CELL, Tag.SETTING, Tag.STUDY, Tag.SPEC_HASH, Tag.PHASE)  # mirrored back into meta.* keys
 
 
-def _client(tracking_uri: str) -> Any:
+def mlflow_client(tracking_uri: str) -> Any:
+    """MLflow's client of ``tracking_uri`` (MLflow is imported here, when called)."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
@@ -44,11 +46,12 @@ def _experiment_id(client: Any, experiment: str | None) -> list[str]:
     return [str(found.experiment_id)]
 
 
-def _trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
+def trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
+    """Every trial run (tagged with a trial id) of the experiments, all pages."""
     runs: list[Any] = []
     token = None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG}trial_id` != ''",
+        page = client.search_runs(experiment_ids, filter_string=f"tags.`{Tag.TRIAL_ID}` != ''",
                                   max_results=1000, page_token=token)
         runs.extend(page)
         token = page.token
@@ -58,25 +61,26 @@ def _trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
 
 def _config(run: Any) -> dict[str, Any]:
     tags = run.data.tags
-    if f"{TAG}config" in tags:  # the exact config (params are rounded and only those that apply)
-        config = dict(json.loads(tags[f"{TAG}config"]))
+    if Tag.CONFIG in tags:  # the exact config (params are rounded and only those that apply)
+        config = dict(json.loads(tags[Tag.CONFIG]))
     else:
         config = {k: param_value(v) for k, v in run.data.params.items()}
-    for key in ("cell", "setting", "study", "spec_hash", "phase"):
-        if f"{TAG}{key}" in tags:
-            text = tags[f"{TAG}{key}"]
-            config[f"{META}{key}"] = param_value(text) if key in NUMERIC_META else text
+    for tag in META_TAGS:
+        if tag in tags:
+            config[f"{META}{tag.key}"] = param_value(tags[tag]) if tag.key in NUMERIC_META else tags[tag]
     return config
 
 
 def _base_row(run: Any) -> dict[str, Any]:
     tags, info = run.data.tags, run.info
     end = info.end_time if info.end_time else None
-    status = STATUS.get(str(info.status), "RUNNING")
-    return {"trial_id": tags[f"{TAG}trial_id"], "config": _config(run), "status": status,
-            "error": (tags.get(f"{TAG}error") or "") if status == "ERROR" else None,
+    status = STATUS.get(str(info.status), TrialStatus.RUNNING).value
+    reason = tags.get(Tag.STOP_REASON)
+    return {"trial_id": tags[Tag.TRIAL_ID], "config": _config(run), "status": status,
+            "stop_reason": StopReason(reason).value if reason in set(StopReason) else None,  # else derived
+            "error": (tags.get(Tag.ERROR) or "") if status == TrialStatus.ERROR else None,
             "wall_s": (end - info.start_time) / 1000.0 if end and info.start_time else None,
-            "node_id": None, "hostname": None, "git_commit": tags.get(f"{TAG}git_commit"),
+            "node_id": None, "hostname": None, "git_commit": tags.get(Tag.GIT_COMMIT),
             "artifacts": info.artifact_uri}
 
 
@@ -84,18 +88,18 @@ def _history(client: Any, run: Any) -> pd.DataFrame:
     rows: dict[int, dict[str, Any]] = {}
     for key in sorted(k for k in run.data.metrics if "/" not in k):  # not iou/<class>: the record has none
         for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp)):
-            rows.setdefault(int(m.step), {"trial_id": run.data.tags[f"{TAG}trial_id"], "epoch": int(m.step)})[key] \
+            rows.setdefault(int(m.step), {"trial_id": run.data.tags[Tag.TRIAL_ID], "epoch": int(m.step)})[key] \
                 = m.value
     return pd.DataFrame(list(rows.values()))
 
 
 def read_mlflow_study(tracking_uri: str, experiment: str) -> tuple[pd.DataFrame, pd.DataFrame, StudyInfo]:
     """The ``trials`` and ``curves`` frames of an MLflow experiment, and the study facts inferred."""
-    client = _client(tracking_uri)
-    runs = _trial_runs(client, _experiment_id(client, experiment))
+    client = mlflow_client(tracking_uri)
+    runs = trial_runs(client, _experiment_id(client, experiment))
     if not runs:
         raise ResultsError(f"MLflow experiment {experiment!r} at {tracking_uri} has no trial runs "
-                           f"(tagged {TAG}trial_id): is it an ocr-study experiment?")
+                           f"(tagged {Tag.TRIAL_ID}): is it an ocr-study experiment?")
     base = pd.DataFrame([_base_row(r) for r in runs])
     name = str(base["config"].iloc[0].get(f"{META}study") or experiment)
     info = infer_info(name, base["config"].tolist())

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from record import EPOCHS_FILE, META, study_trials
+from record import EPOCHS_FILE, META, RESULTS_DIR, StopReason, TrialStatus, study_trials
 from record._trial import complete_lines, parse_lines
 from results._errors import ResultsError
 from results._schema import write_dataset
@@ -56,9 +56,14 @@ def _text(value: Any) -> str | None:
 
 def _base_row(doc: dict[str, Any]) -> dict[str, Any]:
     config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-    status = str(doc.get("status") or "RUNNING")
+    status = TrialStatus(doc.get("status") or TrialStatus.RUNNING).value
+    reason = doc.get("stop_reason")
     return {"trial_id": str(doc["trial_id"]), "config": config, "status": status,
-            "error": (doc.get("error") or "") if status == "ERROR" else None, "node_id": _text(doc.get("node_id")),
+            # what the record says; a trial.json from before it said so gets it derived (results._summary)
+            "stop_reason": StopReason(reason).value if reason in set(StopReason) else None,
+            "stop_rung": doc.get("stop_rung"), "epochs_planned": doc.get("epochs_planned"),
+            "error": (doc.get("error") or "") if status == TrialStatus.ERROR else None,
+            "node_id": _text(doc.get("node_id")),
             "hostname": _text(doc.get("hostname")), "git_commit": _text((config or {}).get(f"{META}git_commit")),
             "artifacts": _text(doc.get("artifacts"))}
 
@@ -73,8 +78,8 @@ def read_record_study(study_dir: Path, info: StudyInfo | None) -> tuple[pd.DataF
     """The ``trials`` and ``curves`` frames of a study's record, and its facts."""
     docs, folders = read_trial_docs(study_dir)
     base = pd.DataFrame([_base_row(d) for d in docs],
-                        columns=["trial_id", "config", "status", "error", "node_id", "hostname", "git_commit",
-                                 "artifacts"])
+                        columns=["trial_id", "config", "status", "stop_reason", "stop_rung", "epochs_planned", "error",
+                                 "node_id", "hostname", "git_commit", "artifacts"])
     if info is None:
         info = infer_info(study_dir.name, base["config"].tolist())
     epochs = read_epochs(folders)
@@ -97,4 +102,4 @@ def collect_study(study_dir: Path, out: Path | None = None) -> Path:
     if not study_dir.is_dir():
         raise ResultsError(f"no study folder {study_dir.absolute()}: check the name and --storage")
     trials, curves, info = read_record_study(study_dir, read_study_info(study_dir))
-    return write_dataset(trials, curves, Path(out) if out is not None else study_dir / "results", info, "record")
+    return write_dataset(trials, curves, Path(out) if out is not None else study_dir / RESULTS_DIR, info, "record")

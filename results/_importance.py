@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from record import Phase, StopReason
 from results._schema import PARAM_PREFIX
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def param_importance(trials: pd.DataFrame, metric: str = "val_miou", keys: Seque
         [c for c in trials.columns if c.startswith(PARAM_PREFIX) and c != f"{PARAM_PREFIX}seed"]
     trials = trials[[c for c in trials.columns if not c.startswith(PARAM_PREFIX) or c in wanted]]
     metric = f"final_{metric}" if f"final_{metric}" in trials else metric  # the collected trials' column
-    done = trials[trials["stop_reason"].astype(str) == "completed"] if "stop_reason" in trials else trials
+    done = trials[trials["stop_reason"].astype(str) == StopReason.COMPLETED] if "stop_reason" in trials else trials
     for cell, group in done.groupby("cell", observed=True, sort=True):
         for name, value in cell_importance(group, metric).items():
             rows.append({"cell": str(cell), "param": name, "importance": value,
@@ -101,7 +102,7 @@ def study_importance(ds: Dataset) -> pd.DataFrame:
     """:func:`param_importance` of a collected study's search phase (the confirm phase samples nothing)."""
     trials = ds.trials
     if "phase" in trials:
-        trials = trials[trials["phase"].astype(str) == "search"]
+        trials = trials[trials["phase"].astype(str) == Phase.SEARCH]
     return param_importance(trials, ds.info.metric, ds.info.search_keys)
 
 

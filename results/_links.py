@@ -1,6 +1,6 @@
 """Links from the report to each trial's run in MLflow, when the tracking URI is an MLflow server.
 
-The run of a trial is found by its tag ``ocr_study.trial_id``; the link is the MLflow UI's
+The run of a trial is found by its tag :attr:`record.Tag.TRIAL_ID`; the link is the MLflow UI's
 ``<server>/#/experiments/<experiment id>/runs/<run id>``. A SQLite or file store has no UI address to link
 to, so it gets no links. MLflow is imported here only, when called.
 """
@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from results._collect_mlflow import TAG, _client, _trial_runs
+from record import Phase, Tag
+from results._collect_mlflow import mlflow_client, trial_runs
 from results._schema import Dataset
 from results._tables import Table, cell_order
 
@@ -58,11 +59,11 @@ def run_links(tracking_uri: str | None, experiment: str) -> RunLinks | None:
     server = str(tracking_uri).rstrip("/")
     try:
         _answers(server)  # MLflow's client retries a dead server for minutes; the report should not wait
-        client = _client(server)
+        client = mlflow_client(server)
         found = client.get_experiment_by_name(experiment)
         if found is None:
             return None
-        runs = _trial_runs(client, [str(found.experiment_id)])
+        runs = trial_runs(client, [str(found.experiment_id)])
     except Exception as err:  # the report is worth having without links
         log.warning("no links to MLflow runs in the report: %s", err)
         return None
@@ -82,7 +83,7 @@ def _answers(server: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
 
 
 def _trial_id(run: Any) -> str:
-    return str(run.data.tags[f"{TAG}trial_id"])
+    return str(run.data.tags[Tag.TRIAL_ID])
 
 
 def runs_table(trials: pd.DataFrame, links: RunLinks, order: list[str] | None = None) -> Table:
@@ -93,7 +94,7 @@ def runs_table(trials: pd.DataFrame, links: RunLinks, order: list[str] | None = 
     frame = frame.assign(_order=frame["cell"].map({c: i for i, c in enumerate(cells)}))
     frame = frame.sort_values(["_order", "setting", "seed"], kind="stable").reset_index(drop=True)
     miou = frame["final_val_miou"] if "final_val_miou" in frame else pd.Series(float("nan"), index=frame.index)
-    phases = frame["phase"].astype(str) if "phase" in frame else pd.Series("search", index=frame.index)
+    phases = frame["phase"].astype(str) if "phase" in frame else pd.Series(Phase.SEARCH.value, index=frame.index)
     display = pd.DataFrame({
         "trial": frame["trial_id"].astype(str), **({"phase": phases} if phases.nunique() > 1 else {}),
         "cell": frame["cell"], "setting": frame["setting"].astype(str),

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from record import OCR_OFF, parse_cell
+from record import OCR_OFF, PRIOR_FILE, parse_cell
 from results._importance import study_importance
 from results._schema import PARAM_PREFIX, Dataset
 from results._tables import (
@@ -290,9 +290,9 @@ def prior_matrices(ds: Dataset) -> dict[str, pd.DataFrame]:
     found: dict[str, pd.DataFrame] = {}
     for variant, location in zip(variants, done["artifacts"], strict=True):
         folder = artifact_folder(location)
-        if variant in found or folder is None or not (folder / "prior.csv").is_file():
+        if variant in found or folder is None or not (folder / PRIOR_FILE).is_file():
             continue
-        found[variant] = pd.read_csv(folder / "prior.csv", index_col=0)
+        found[variant] = pd.read_csv(folder / PRIOR_FILE, index_col=0)
         if len(found) == MAX_PRIORS:
             break
     return found

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from record import failpoint
+from record import REPORT_DIR, failpoint
 from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
@@ -149,5 +149,5 @@ def report_study(study_dir: Path, out: Path | None = None, formats: Sequence[str
         links: the study's runs on an MLflow server, linked from the report (:func:`results.run_links`).
     """
     dataset = load_dataset(collect_study(Path(study_dir)))
-    return write_report(dataset, Path(out) if out is not None else Path(study_dir) / "report", formats,
+    return write_report(dataset, Path(out) if out is not None else Path(study_dir) / REPORT_DIR, formats,
                         links=links)

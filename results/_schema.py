@@ -34,12 +34,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from record import CURVES_TABLE, TRIALS_TABLE
 from results._errors import ResultsError
 from results._study_info import StudyInfo
 
 SCHEMA_VERSION = "1"
-TRIALS_FILE = "trials.parquet"
-CURVES_FILE = "curves.parquet"
+TRIALS_FILE = TRIALS_TABLE
+CURVES_FILE = CURVES_TABLE
 PARAM_PREFIX = "params."
 META_VERSION = b"ocr_study.schema_version"
 META_SOURCE = b"ocr_study.source"

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from record import META, parse_cell, read_study
+from record import META, Phase, parse_cell, read_study, study_phase
 from results._errors import ResultsError
 
 __all__ = ["StudyInfo", "infer_info", "info_from_study", "param_value", "parse_cell", "read_study_info"]
@@ -63,7 +63,7 @@ def info_from_study(doc: dict[str, Any], name: str) -> StudyInfo:
 
 
 def _confirm_phase(doc: dict[str, Any]) -> dict[str, Any]:
-    phase = next((p for p in doc.get("phases") or [] if p.get("name") == "confirm"), None)
+    phase = study_phase(doc, Phase.CONFIRM)
     return {k: v for k, v in phase.items() if k != "configs"} if phase else {}
 
 

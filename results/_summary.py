@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from record import BASE_CELL, META, PHASES, config_reports, planned_epochs, stop_reason
+from record import BASE_CELL, META, Phase, StopReason, config_reports, planned_epochs, stop_reason
 from results._schema import PARAM_PREFIX
 from results._study_info import StudyInfo
 
@@ -88,32 +88,56 @@ def _planned(config: dict[str, Any], info: StudyInfo) -> int | None:
         planned = None
     if planned is None:
         return info.max_epochs
-    if config.get(f"{META}phase") == PHASES[1]:  # the confirm phase runs without early stopping
+    if config.get(f"{META}phase") == Phase.CONFIRM:  # the confirm phase runs without early stopping
         return planned
     return planned_epochs(planned, info.scheduler, info.max_epochs)
 
 
 def _identity(config: dict[str, Any], info: StudyInfo) -> dict[str, Any]:
-    return {"study": config.get(f"{META}study") or info.name, "phase": config.get(f"{META}phase") or PHASES[0],
+    return {"study": config.get(f"{META}study") or info.name, "phase": config.get(f"{META}phase") or Phase.SEARCH,
             "cell": config.get(f"{META}cell", BASE_CELL),
             "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"),
             "spec_hash": config.get(f"{META}spec_hash"),
             "epochs_planned": _planned(config, info)}
 
 
+def _recorded(base: pd.DataFrame, column: str) -> pd.Series:
+    """What the source recorded per trial in ``column`` (missing: all ``None``)."""
+    if column not in base:
+        return pd.Series([None] * len(base), index=base.index, dtype=object)
+    return base[column].astype(object).where(base[column].notna(), None)
+
+
+def _stop(status: str, epochs: int, planned: Any, recorded: Any, rung: Any, info: StudyInfo) -> tuple[str, Any]:
+    """Why a trial stopped: what its record says (``trial.json``, MLflow's tag), else derived from its status
+    and epochs (a record from before it said so)."""
+    if recorded is not None:
+        reason = StopReason(recorded)
+        early = reason == StopReason.EARLY_STOPPED and rung is not None and not pd.isna(rung)
+        return reason, int(rung) if early else None
+    return stop_reason(status, epochs, None if planned is None or pd.isna(planned) else int(planned), info.scheduler,
+                       info.rungs)
+
+
 def build_trials(base: pd.DataFrame, curves: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
     """The ``trials`` frame from ``base`` (one row per trial: ``trial_id``, ``config``, ``status``, ``error``,
-    ``wall_s``, ``node_id``, ``hostname``, ``git_commit``, ``artifacts``) and the cleaned curves."""
+    ``wall_s``, ``node_id``, ``hostname``, ``git_commit``, ``artifacts``; and, where the source recorded
+    them, ``stop_reason``, ``stop_rung``, ``epochs_planned``) and the cleaned curves. What the source recorded
+    is read, not derived again; a trial without it gets it derived from the study's facts."""
     base = base.reset_index(drop=True)
+    recorded = {c: _recorded(base, c) for c in ("stop_reason", "stop_rung", "epochs_planned")}
     configs = base["config"].tolist()
     ident = pd.DataFrame([_identity(c, info) for c in configs], index=base.index,
                          columns=["study", "phase", "cell", "setting", "seed", "spec_hash", "epochs_planned"])
-    frame = pd.concat([base.drop(columns=["config"]), ident], axis=1)
+    ident["epochs_planned"] = [derived if mine is None else int(mine) for mine, derived in zip(
+        recorded["epochs_planned"], ident["epochs_planned"], strict=True)]
+    frame = pd.concat([base.drop(columns=["config", *recorded], errors="ignore"), ident], axis=1)
     frame = frame.join(summarize_curves(curves, info), on="trial_id")
     frame["epochs"] = frame["epochs"].fillna(0).astype("int64")
-    reasons = [stop_reason(s, e, None if pd.isna(p) else int(p), info.scheduler, info.rungs)
-               for s, e, p in zip(frame["status"], frame["epochs"], frame["epochs_planned"], strict=True)]
-    frame["stop_reason"] = [r for r, _ in reasons]
+    reasons = [_stop(s, e, p, r, g, info) for s, e, p, r, g in zip(
+        frame["status"], frame["epochs"], frame["epochs_planned"], recorded["stop_reason"], recorded["stop_rung"],
+        strict=True)]
+    frame["stop_reason"] = [str(r) for r, _ in reasons]
     frame["stop_rung"] = [r for _, r in reasons]
     on_cpu = np.array([c.get("device") == "cpu" for c in configs], dtype=bool)
     gpus = info.gpus if info.gpus is not None else np.nan

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from record import OCR_OFF, best_setting, ocr_applies, parse_cell, value_text
+from record import OCR_OFF, Phase, StopReason, best_setting, ocr_applies, parse_cell, value_text
 from results._errors import ResultsError
 from results._importance import importance_table
 from results._schema import PARAM_PREFIX, Dataset
@@ -72,7 +72,7 @@ class Table:
 
 def completed(ds: Dataset) -> pd.DataFrame:
     """The trials that ran every planned epoch."""
-    return ds.trials[ds.trials["stop_reason"].astype(str) == "completed"]
+    return ds.trials[ds.trials["stop_reason"].astype(str) == StopReason.COMPLETED]
 
 
 def _pct(x: float) -> str:
@@ -230,8 +230,7 @@ def _incomplete_row(ds: Dataset, cell: str, is_base: bool) -> dict[str, object]:
     """The row of a cell without a completed trial: no figures, and what became of its trials."""
     mine = ds.trials[ds.trials["cell"].astype(str) == cell]
     counts = mine["stop_reason"].astype(str).value_counts()
-    words = {"early_stopped": "stopped early", "failed": "failed", "running": "running", "pending": "pending"}
-    fate = ", ".join(f"{n} {words.get(str(k), str(k))}" for k, n in counts.items())
+    fate = ", ".join(f"{n} {StopReason(k).text if k in set(StopReason) else k}" for k, n in counts.items())
     row: dict[str, object] = {"cell": cell, **parse_cell(cell), "setting": -1,
                               "incomplete": f"no completed trial ({fate})"}
     for metric, _, _ in METRICS:
@@ -466,13 +465,13 @@ def outcome_table(ds: Dataset) -> Table:
 def phase_trials(ds: Dataset, phase: str) -> pd.DataFrame:
     """The trials of one phase (a dataset from before phases were recorded is all search)."""
     if "phase" not in ds.trials:
-        return ds.trials if phase == "search" else ds.trials.iloc[0:0]
+        return ds.trials if phase == Phase.SEARCH else ds.trials.iloc[0:0]
     return ds.trials[ds.trials["phase"].astype(str) == phase]
 
 
 def search_only(ds: Dataset) -> Dataset:
     """``ds`` with only its search-phase trials."""
-    return Dataset(phase_trials(ds, "search"), ds.curves, ds.info, ds.source)
+    return Dataset(phase_trials(ds, Phase.SEARCH), ds.curves, ds.info, ds.source)
 
 
 def _confirm_cells(ds: Dataset, confirm: pd.DataFrame) -> list[tuple[str, int]]:
@@ -499,7 +498,7 @@ def _on_split(metric: str, split: str) -> str:
 
 def _confirm_values(confirm: pd.DataFrame, cell: str, setting: int, metric: str) -> pd.Series:
     mine = confirm[(confirm["cell"].astype(str) == cell) & (confirm["setting"] == setting)]
-    done = mine[mine["stop_reason"].astype(str) == "completed"].drop_duplicates("seed", keep="last")
+    done = mine[mine["stop_reason"].astype(str) == StopReason.COMPLETED].drop_duplicates("seed", keep="last")
     column = f"final_{_on_split(metric, measured_split(confirm))}"
     if column not in done:
         return pd.Series(dtype="float64")
@@ -517,14 +516,14 @@ def _confirm_problems(confirm: pd.DataFrame, cell: str, setting: int, metric: st
     errors = mine["error"].astype(str) if "error" in mine else pd.Series("", index=mine.index)
     final = pd.to_numeric(mine.get(f"final_{metric}"), errors="coerce") if f"final_{metric}" in mine else None
     parts = []
-    nan = int((reasons == "failed").mul(errors.str.contains("NaN|nan|non-finite|diverg", regex=True)).sum())
+    nan = int((reasons == StopReason.FAILED).mul(errors.str.contains("NaN|nan|non-finite|diverg", regex=True)).sum())
     if nan:
         parts.append(f"diverged (NaN) in {nan} of {n} seeds")
-    if int((reasons == "failed").sum()) - nan:
+    if int((reasons == StopReason.FAILED).sum()) - nan:
         parts.append(f"failed in {int((reasons == 'failed').sum()) - nan} of {n} seeds")
-    if final is not None and int(((reasons == "completed") & ~np.isfinite(final)).sum()):
+    if final is not None and int(((reasons == StopReason.COMPLETED) & ~np.isfinite(final)).sum()):
         parts.append(f"no finite {metric} in {int(((reasons == 'completed') & ~np.isfinite(final)).sum())} of {n}")
-    unfinished = int((~reasons.isin(["completed", "failed"])).sum())
+    unfinished = int((~reasons.isin([StopReason.COMPLETED, StopReason.FAILED])).sum())
     if unfinished:
         parts.append(f"{unfinished} of {n} not finished")
     return "; ".join(parts)
@@ -561,7 +560,7 @@ def confirm_table(ds: Dataset, oc: str = OC_DEFAULT) -> Table | None:
     mIoU, OC rate and oracle-tag mIoU as mean ± std over the confirm seeds, and Δ against the baseline over
     the same seeds (paired t-test: 95% CI and p; Wilcoxon signed-rank p when n ≥ 5); None without a
     confirm phase."""
-    confirm = phase_trials(ds, "confirm")
+    confirm = phase_trials(ds, Phase.CONFIRM)
     if confirm.empty and not ds.info.confirm:
         return None
     pairs = _confirm_cells(ds, confirm)

@@ -114,7 +114,7 @@ def main() -> None:
         tree = ast.parse(path.read_text())
         mark_functions(tree)
         targets, inner = imports(tree, known)
-        graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")} 
+        graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")}
         inner_total += inner
         if name.startswith("record"):
             continue

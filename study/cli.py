@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("name", nargs="?", help="the study's name (default: the only or latest study)")
     ui.add_argument("--storage", help="the folder holding studies (default .ocr-study/studies)")
     ui.add_argument("--port", type=int, default=5000)
-    from study.report_cmd import add_parsers
+    from study.commands.report import add_parsers
 
     add_parsers(sub)
     return parser
@@ -85,12 +85,12 @@ def _split_config(config: str | None, overrides: list[str]) -> tuple[Path | None
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from study.train_cmd import train_command
+        from study.commands.train import train_command
 
         config, overrides = _split_config(args.config, args.overrides)
         return train_command(config, overrides, args.out)
     if args.command == "pseudo-masks":
-        from study.pseudo_cmd import pseudo_masks_command
+        from study.commands.pseudo import pseudo_masks_command
 
         config, overrides = _split_config(args.config, args.overrides)
         return pseudo_masks_command(config, overrides, args.out)
@@ -100,11 +100,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         held = loopback_held()  # entered before Ray is imported (it reads the setting then)
     with held:
-        from study import commands, report_cmd
+        from study.commands import report, run, status, ui
 
-        handler = {"run": report_cmd.run_then_report, "resume": report_cmd.resume_then_report,
-                   "status": commands.status, "ui": commands.ui, "report": report_cmd.report,
-                   "export": report_cmd.export}[args.command]
+        handler = {"run": run.run, "resume": run.resume, "status": status.status, "ui": ui.ui,
+                   "report": report.report, "export": report.export}[args.command]
         return handler(args)
 
 
@@ -113,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from study.commands.train import UsageError
     from study.spec import SpecError
-    from study.train_cmd import UsageError
 
     try:
         return _dispatch(args)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from record import META, read_epochs, study_trials
-from study.plan import plan
-from study.spec import ConfirmSpec, StudySpec
+from record import META, Phase, StopReason, ranked, read_epochs, study_trials
+from study.handle import Study
+from study.spec import ConfirmSpec
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,9 @@ class Ranking:
     epoch: int | None
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _ordered(scores: Mapping[int, float], mode: str) -> list[int]:
-    """Settings best first; ties go to the lower setting index."""
-    sign = -1.0 if mode == "max" else 1.0
-    return sorted(scores, key=lambda s: (sign * scores[s], s))
+def _ordered(scores: Mapping[int, Sequence[float]], mode: str) -> list[int]:
+    """Settings best first by their mean over seeds (:func:`record.ranked`); ties go to the lower setting index."""
+    return [setting for setting, _ in ranked({s: scores[s] for s in sorted(scores)}, mode)]
 
 
 def rank_settings(runs: Mapping[int, Sequence[SeedRun]], mode: str, top_k: int) -> Ranking:
@@ -61,12 +56,12 @@ def rank_settings(runs: Mapping[int, Sequence[SeedRun]], mode: str, top_k: int) 
     reached = {s: rs for s, rs in reached.items() if rs}
     if not reached:
         return Ranking((), "none", None)
-    complete = {s: _mean([r.values[max(r.values)] for r in rs]) for s, rs in reached.items()
+    complete = {s: [r.values[max(r.values)] for r in rs] for s, rs in reached.items()
                 if len(rs) == len(runs[s]) and all(r.completed for r in rs)}
     if len(complete) >= top_k:
         return Ranking(tuple(_ordered(complete, mode)[:top_k]), "completed", None)
     epoch = min(max(r.values) for rs in reached.values() for r in rs)
-    scores = {s: _mean([r.values[epoch] for r in rs if epoch in r.values]) for s, rs in reached.items()}
+    scores = {s: [r.values[epoch] for r in rs if epoch in r.values] for s, rs in reached.items()}
     return Ranking(tuple(_ordered(scores, mode)[:top_k]), "epoch", epoch)
 
 
@@ -74,11 +69,11 @@ def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]
     """The search phase's trials in a study's record, per cell and setting."""
     out: dict[str, dict[int, list[SeedRun]]] = {}
     for path, doc in study_trials(folder):
-        if doc.get("phase", "search") != "search":
+        if doc.get("phase", Phase.SEARCH) != Phase.SEARCH:
             continue
         values = {int(e["epoch"]): float(e[metric]) for e in read_epochs(path)
                   if isinstance(e.get("epoch"), (int, float)) and isinstance(e.get(metric), (int, float))}
-        run = SeedRun(values, doc.get("stop_reason") == "completed", dict(doc.get("config") or {}))
+        run = SeedRun(values, doc.get("stop_reason") == StopReason.COMPLETED, dict(doc.get("config") or {}))
         out.setdefault(str(doc.get("cell")), {}).setdefault(int(doc.get("setting") or 0), []).append(run)
     return out
 
@@ -86,27 +81,27 @@ def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]
 def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int) -> dict[str, Any]:
     """A search trial's config on another seed, to the confirm budget, tagged with the confirm phase, and
     scored at its end on the data set's held-out test split where it has one (chosen on val, measured on test)."""
-    return {**run.config, "seed": seed, "seg.epochs": confirm.epochs, "eval.test": True, f"{META}phase": "confirm",
+    return {**run.config, "seed": seed, "seg.epochs": confirm.epochs, "eval.test": True, f"{META}phase": Phase.CONFIRM,
             f"{META}rank": rank}
 
 
-def choose(spec: StudySpec, folder: Path) -> dict[str, Any]:
+def choose(study: Study) -> dict[str, Any]:
     """The confirm phase's plan from the search phase's record: per cell the chosen settings and how they
     were ranked, and every confirm trial's flat config (cells in the spec's order, then rank, then seed).
 
     A cell none of whose search trials reported a value gets no confirm trial and says so (``rule: none``).
     """
-    if spec.confirm is None:
+    confirm = study.spec.confirm
+    if confirm is None:
         raise ValueError("the spec has no `confirm` section")
-    confirm = spec.confirm
-    runs = search_runs(folder, confirm.metric)
+    runs = search_runs(study.folder, confirm.metric)
     cells, trials = [], []
-    for cell in plan(spec).cells:
+    for cell in study.plan.cells:
         cid = cell.id
         ranking = rank_settings(runs.get(cid, {}), confirm.mode, confirm.top_k)
         cells.append({"id": cid, "settings": list(ranking.settings), "rule": ranking.rule, "epoch": ranking.epoch})
         for rank, setting in enumerate(ranking.settings):
             template = next(r for r in runs[cid][setting] if r.config)
             trials += [_confirm_config(confirm, template, seed, rank) for seed in confirm.seeds]
-    return {"name": "confirm", "trials": len(trials), "cells": cells, "configs": trials,
+    return {"name": Phase.CONFIRM, "trials": len(trials), "cells": cells, "configs": trials,
             "seeds": list(confirm.seeds), "epochs": confirm.epochs, "metric": confirm.metric, "mode": confirm.mode}

@@ -21,6 +21,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from record import TrialStatus
+
 log = logging.getLogger(__name__)
 FATAL_KEY = "fatal_error"
 FATAL_ENV = {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}  # a fatal report before any epoch has no metric
@@ -54,5 +56,5 @@ def failure_reasons(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
     from collections import Counter
 
     reasons = Counter(str(r.get("error") or "unknown error (see the trial's error.txt)")
-                      for r in rows if r.get("status") == "ERROR")
+                      for r in rows if r.get("status") == TrialStatus.ERROR)
     return reasons.most_common()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.config import to_flat
-from record import PHASES, asha_rungs, cell_id, ocr_applies, planned_epochs
+from record import Phase, asha_rungs, cell_id, ocr_applies, planned_epochs
 from study.spec import Scalar, SearchParam, SpecError, StudySpec, spec_hash
 
 
@@ -191,7 +191,7 @@ def study_record(study: StudyPlan) -> dict[str, Any]:
             "log_keys": sorted(p.key for p in search if p.type == "loguniform" or p.log),
             "seeds": list(spec.seeds), "gpus": spec.resources.gpus,
             "planned_trials": study.trials + study.confirm_trials,
-            "phases": [{"name": PHASES[0], "trials": study.trials, "cells": cells, "done": False},
+            "phases": [{"name": Phase.SEARCH, "trials": study.trials, "cells": cells, "done": False},
                        *_confirm_record(study)]}
 
 
@@ -199,7 +199,7 @@ def _confirm_record(study: StudyPlan) -> list[dict[str, Any]]:
     confirm = study.spec.confirm
     if confirm is None:
         return []
-    return [{"name": PHASES[1], "trials": study.confirm_trials, "seeds": list(confirm.seeds),
+    return [{"name": Phase.CONFIRM, "trials": study.confirm_trials, "seeds": list(confirm.seeds),
              "top_k": confirm.top_k, "epochs": confirm.epochs, "metric": confirm.metric, "mode": confirm.mode,
              "chosen": False}]
 

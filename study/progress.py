@@ -8,6 +8,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from record import META, TrialStatus, metric_text
+
 
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -34,7 +36,7 @@ class ProgressLine(Callback):
         states: dict[str, int] = {}
         for t in trials:
             states[t.status] = states.get(t.status, 0) + 1
-        done = states.get("TERMINATED", 0) + states.get("ERROR", 0)
+        done = states.get(TrialStatus.TERMINATED, 0) + states.get(TrialStatus.ERROR, 0)
         elapsed = time.monotonic() - self.start
         best = self._best(trials)
         eta = elapsed / done * (self.total - done) if done else float("nan")
@@ -52,10 +54,8 @@ class ProgressLine(Callback):
             return ""
         value, trial = (max if self.mode == "max" else min)(scored, key=lambda x: x[0])
         cfg = trial.config
-        from study.status_cmd import metric_text
-
         shown = metric_text(self.metric, value)
-        return f"best {self.metric} {shown} ({cfg.get('meta.cell', '')}, seed {cfg.get('seed')})"
+        return f"best {self.metric} {shown} ({cfg.get(f'{META}cell', '')}, seed {cfg.get('seed')})"
 
     def _print(self, trials: list[Any]) -> None:
         self.last = time.monotonic()

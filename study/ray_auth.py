@@ -14,6 +14,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from record import HOME
+
 TOKEN_ENV = "OCR_STUDY_RAY_TOKEN_FILE"  # where the per-machine token lives (default: under ~/.ocr-study)
 _PRIVATE = stat.S_IRWXG | stat.S_IRWXO
 
@@ -21,7 +23,7 @@ _PRIVATE = stat.S_IRWXG | stat.S_IRWXO
 def token_file() -> Path:
     """The per-machine token file of local studies (``$OCR_STUDY_RAY_TOKEN_FILE`` overrides it)."""
     custom = os.environ.get(TOKEN_ENV)
-    return Path(custom).expanduser() if custom else Path.home() / ".ocr-study" / "ray_auth_token"
+    return Path(custom).expanduser() if custom else Path.home() / HOME / "ray_auth_token"
 
 
 def ensure_token(path: Path) -> Path:

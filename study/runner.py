@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,24 @@ import yaml
 from record import (
     CONFIRM_TUNE_DIR,
     META,
-    PHASES,
     SPEC_FILE,
     TUNE_DIR,
+    Phase,
+    StopReason,
+    TrialStatus,
+    config_reports,
+    confirm_chosen,
+    planned_epochs,
     read_epochs,
     read_study,
+    search_ended,
+    stop_reason,
+    study_phase,
     study_trials,
     trial_folders,
     write_study,
 )
+from storage import SHARED_CACHE, join_uri, mlflow_artifacts, push_record
 from study.guard import (
     check_study_inputs,
     clear_folder,
@@ -34,55 +42,10 @@ from study.guard import (
     record_started,
     release_study,
 )
-from study.plan import StudyPlan, cell_config, plan, study_record
-from study.spec import (
-    DEFAULT_STORAGE,
-    SpecError,
-    StudySpec,
-    check_study_name,
-    load_spec,
-    spec_hash,
-)
+from study.handle import Study, StudyError, UnknownStudyError
+from study.plan import cell_config, study_record
 
 log = logging.getLogger(__name__)
-SPECS_DIR = Path(__file__).parent / "specs"
-
-
-class StudyError(RuntimeError):
-    """A study cannot be run or resumed as asked; the message says why and what to do."""
-
-
-class UnknownStudyError(StudyError, ValueError):
-    """No study of that name where it was looked for: bad input (the CLI exits 2)."""
-
-
-def resolve_spec(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
-    """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``,
-    ``voc-masks``), with ``key=value`` overrides applied before it is validated."""
-    path = Path(name_or_path)
-    if not path.is_file() and (SPECS_DIR / f"{name_or_path}.yaml").is_file():
-        path = SPECS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        shipped = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
-        raise SpecError("", f"{name_or_path!r} not found: give a YAML file or one of {shipped}")
-    return load_spec(path, overrides)
-
-
-def study_dir(spec: StudySpec) -> Path:
-    """The study's local folder (absolute); for a study on an object store, its local mirror."""
-    from study.storage import is_remote, mirror_dir
-
-    return mirror_dir(spec.study_dir) if is_remote(spec.study_dir) else Path(spec.study_dir).absolute()
-
-
-def _tune_storage(spec: StudySpec) -> tuple[str, Any]:
-    """Tune's ``storage_path`` and ``storage_filesystem``: the study's folder, or its place on the store."""
-    from study.storage import is_remote, open_store
-
-    if not is_remote(spec.study_dir):
-        return str(study_dir(spec)), None
-    store = open_store(spec.study_dir)
-    return store.root, store.fs
 
 
 def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
@@ -95,86 +58,83 @@ def _absolute(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _shared_cache(spec: StudySpec) -> dict[str, str]:
+def _shared_cache(study: Study) -> dict[str, str]:
     """A study on an object store shares its stage-1 cache through it, under its own prefix."""
-    from study.storage import SHARED_CACHE, is_remote, join_uri
-
-    return {"shared_cache": join_uri(spec.study_dir, SHARED_CACHE)} if is_remote(spec.study_dir) else {}
+    return {"shared_cache": join_uri(study.uri, SHARED_CACHE)} if study.remote else {}
 
 
-def build_searcher(spec: StudySpec, study: StudyPlan) -> Any:
+def build_searcher(study: Study) -> Any:
     """The grid × Optuna × seeds searcher for this study."""
     from study.searcher import GridCellSearcher
     from study.tracking import git_commit
 
+    spec = study.spec
     threads = max(1, int(spec.resources.cpus))
     cells = [dataclasses.replace(cell, base=_absolute({**cell_config(cell), "threads": threads,
-                                                         **_shared_cache(spec)}))
-             for cell in study.cells]
+                                                         **_shared_cache(study)}))
+             for cell in study.plan.cells]
     search = spec.search
     return GridCellSearcher(cells, list(spec.seeds), sampler=search.sampler if search else "tpe",
                             seed=search.seed if search else 0, max_trials=spec.budget.max_trials,
-                            meta={"study": spec.name, "spec_hash": spec_hash(spec), "git_commit": git_commit(),
-                                  "phase": PHASES[0], "record": str(study_dir(spec))},
+                            meta={"study": spec.name, "spec_hash": study.hash, "git_commit": git_commit(),
+                                  "phase": Phase.SEARCH, "record": str(study.folder)},
                             metric=spec.scheduler.metric, mode=spec.scheduler.mode)
 
 
-def _search_configs(spec: StudySpec, study: StudyPlan) -> list[dict[str, Any]]:
+def _search_configs(study: Study) -> list[dict[str, Any]]:
     """Each search cell's config on each seed, without sampled values (what stage 1 depends on); cells whose
     stage 1 depends on the sampled OCR values (``ocr.stage`` cam or both) are left out."""
     out = []
-    for cell in study.cells:
-        base = _absolute({**cell_config(cell), **_shared_cache(spec)})
+    for cell in study.plan.cells:
+        base = _absolute({**cell_config(cell), **_shared_cache(study)})
         if cell.search and base.get("ocr.stage") in ("cam", "both"):
             continue
-        out += [{**base, "seed": seed} for seed in spec.seeds]
+        out += [{**base, "seed": seed} for seed in study.spec.seeds]
     return out
 
 
-def _prebuild(spec: StudySpec, configs: list[dict[str, Any]]) -> None:
+def _prebuild(study: Study, configs: list[dict[str, Any]]) -> None:
     from study.stage1_prep import prebuild_stage1
 
-    prebuild_stage1(configs, spec.resources.gpus)
+    prebuild_stage1(configs, study.spec.resources.gpus)
 
 
-def _tracking(spec: StudySpec, scheduler: str | None = None, max_epochs: int | None = None) -> Any:
+def _tracking(study: Study, scheduler: str | None = None, max_epochs: int | None = None) -> Any:
+    from record import MLFLOW_ARTIFACTS_DIR
     from study.tracking import MLflowTracking
 
-    experiment = spec.tracking.experiment or spec.name
+    spec = study.spec
     # With the default SQLite store, artifacts live beside it in the study folder (MLflow's own
     # default would be ./mlruns in whatever folder the driver was started from).
-    artifacts = None if spec.tracking.uri else (study_dir(spec) / "mlartifacts").as_uri()
-    if _direct_to_store(spec):  # no server between: the driver writes them to the study's store itself
-        artifacts = _store_artifacts(spec)
-    return MLflowTracking(spec.tracking_uri, experiment, spec.name, spec_hash(spec), artifacts,
+    artifacts = None if spec.tracking.uri else (study.folder / MLFLOW_ARTIFACTS_DIR).as_uri()
+    if _direct_to_store(study):  # no server between: the driver writes them to the study's store itself
+        artifacts = _store_artifacts(study)
+    return MLflowTracking(spec.tracking_uri, study.experiment, spec.name, study.hash, artifacts,
                           scheduler or spec.scheduler.type, max_epochs or spec.scheduler.max_epochs,
                           spec.to_dict())
 
 
-def _direct_to_store(spec: StudySpec) -> bool:
+def _direct_to_store(study: Study) -> bool:
     """A study on an object store tracked in a database (not through a server) logs its artifacts there."""
-    from study.storage import is_remote
-
-    return is_remote(spec.study_dir) and not spec.tracking_uri.startswith(("http://", "https://"))
+    return study.remote and not study.spec.tracking_uri.startswith(("http://", "https://"))
 
 
-def _store_artifacts(spec: StudySpec) -> str:
+def _store_artifacts(study: Study) -> str:
     """``<study>/mlflow-artifacts`` on the study's store; MLflow's S3 client gets the store's endpoint."""
-    from study.storage import mlflow_artifacts, open_store
-
-    endpoint = open_store(spec.study_dir).endpoint_url
+    endpoint = study.store.endpoint_url
     if endpoint:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", endpoint)
-    return mlflow_artifacts(spec.study_dir)
+    return mlflow_artifacts(study.uri)
 
 
-def _callbacks(spec: StudySpec, study: StudyPlan, total: int) -> list[Any]:
+def _callbacks(study: Study, total: int) -> list[Any]:
     from study.failures import FailFast
     from study.progress import ProgressLine
     from study.trial_record import RecordCallback
 
-    return [FailFast(), RecordCallback(spec.scheduler.type, study.max_epochs, study.rungs), _tracking(spec),
-            ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
+    spec = study.spec
+    return [FailFast(), RecordCallback(spec.scheduler.type, study.plan.max_epochs, study.plan.rungs),
+            _tracking(study), ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
 
 
 class _Background:
@@ -197,14 +157,15 @@ class _Background:
             raise self.error
 
 
-def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
+def _tuner(study: Study) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     from study.trainable import train_trial
 
-    searcher = build_searcher(spec, study)
+    spec = study.spec
+    searcher = build_searcher(study)
     sched = spec.scheduler
     scheduler = (ASHAScheduler(time_attr="epoch", max_t=sched.max_epochs, grace_period=sched.grace_period,
                                reduction_factor=sched.reduction_factor)
@@ -214,16 +175,24 @@ def _tuner(spec: StudySpec, study: StudyPlan) -> Any:
                                   search_alg=ConcurrencyLimiter(searcher, spec.max_concurrent),
                                   scheduler=scheduler, num_samples=searcher.total, reuse_actors=True,
                                   time_budget_s=spec.budget.time_s)
-    storage_path, filesystem = _tune_storage(spec)
+    storage_path, filesystem = study.tune_storage()
     run_config = tune.RunConfig(name=TUNE_DIR, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=2),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                callbacks=_callbacks(spec, study, searcher.total))
+                                callbacks=_callbacks(study, searcher.total))
     return tune.Tuner(tune.with_resources(train_trial, resources), tune_config=tune_config,
                       run_config=run_config)
 
 
-def _confirm_tuner(spec: StudySpec, phase: dict[str, Any], restore: bool) -> Any:
+def _trainable(study: Study) -> Any:
+    from ray import tune
+
+    from study.trainable import train_trial
+
+    return tune.with_resources(train_trial, {"cpu": study.spec.resources.cpus, "gpu": study.spec.resources.gpus})
+
+
+def _confirm_tuner(study: Study, phase: dict[str, Any], restore: bool) -> Any:
     """The confirm phase's Tune run: the planned configs in order, no early stopping."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
@@ -232,59 +201,47 @@ def _confirm_tuner(spec: StudySpec, phase: dict[str, Any], restore: bool) -> Any
     from study.failures import FailFast
     from study.progress import ProgressLine
     from study.searcher import PlannedSearcher
-    from study.trainable import train_trial
     from study.trial_record import RecordCallback
 
-    trainable = tune.with_resources(train_trial, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})
-    storage_path, filesystem = _tune_storage(spec)
+    storage_path, filesystem = study.tune_storage()
     if restore:
-        return tune.Tuner.restore(f"{storage_path}/{CONFIRM_TUNE_DIR}", trainable, resume_unfinished=True,
+        return tune.Tuner.restore(study.tune_path(Phase.CONFIRM), _trainable(study), resume_unfinished=True,
                                   resume_errored=True, storage_filesystem=filesystem)
     configs, epochs = list(phase["configs"]), int(phase["epochs"])
     searcher = PlannedSearcher(configs)
-    callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(spec, "none", epochs),
+    callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(study, "none", epochs),
                  ProgressLine(len(configs), phase["metric"], phase["mode"])]
     tune_config = tune.TuneConfig(metric=phase["metric"], mode=phase["mode"], scheduler=FIFOScheduler(),
-                                  search_alg=ConcurrencyLimiter(searcher, spec.max_concurrent),
+                                  search_alg=ConcurrencyLimiter(searcher, study.spec.max_concurrent),
                                   num_samples=len(configs), reuse_actors=True)
     run_config = tune.RunConfig(name=CONFIRM_TUNE_DIR, storage_path=storage_path, storage_filesystem=filesystem,
                                 verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=2),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks)
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(_trainable(study), tune_config=tune_config, run_config=run_config)
 
 
-def _phase(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((p for p in doc.get("phases", []) if p.get("name") == name), None)
-
-
-def _run_confirm(spec: StudySpec, resume: bool) -> None:
+def _run_confirm(study: Study, resume: bool) -> None:
     """After the search: mark it done, choose the settings (once), run or continue the confirm phase."""
     from study.confirm import choose
 
-    folder = study_dir(spec)
-    doc = read_study(folder) or {}
-    search = _phase(doc, "search")
-    if search is not None:
-        search["done"] = True
-    phase = _phase(doc, "confirm")
-    if spec.confirm is None or phase is None:
-        write_study(folder, doc)
+    doc = search_ended(read_study(study.folder) or {})
+    phase = study_phase(doc, Phase.CONFIRM)
+    if study.spec.confirm is not None and phase is not None and not phase.get("chosen"):
+        doc = confirm_chosen(doc, choose(study))
+        phase = study_phase(doc, Phase.CONFIRM)
+    write_study(study.folder, doc)
+    if study.spec.confirm is None or phase is None:
         return
-    if not phase.get("chosen"):
-        phase.clear()
-        phase.update({**choose(spec, folder), "chosen": True})
-        doc["planned_trials"] = int((search or {}).get("trials", 0)) + int(phase["trials"])
-    write_study(folder, doc)
     if not phase["configs"]:
         log.warning("confirm phase: no cell has a search result to confirm")
         return
     from ray import tune
 
-    storage_path, filesystem = _tune_storage(spec)
-    restore = resume and tune.Tuner.can_restore(f"{storage_path}/{CONFIRM_TUNE_DIR}", storage_filesystem=filesystem)
-    _prebuild(spec, list(phase["configs"]))
-    _confirm_tuner(spec, phase, restore).fit()
+    _, filesystem = study.tune_storage()
+    restore = resume and tune.Tuner.can_restore(study.tune_path(Phase.CONFIRM), storage_filesystem=filesystem)
+    _prebuild(study, list(phase["configs"]))
+    _confirm_tuner(study, phase, restore).fit()
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -332,47 +289,44 @@ def init_ray(address: str | None) -> None:
     start_local_ray(**kwargs)
 
 
-def _check_store(spec: StudySpec, fresh: bool) -> None:
+def _check_store(study: Study, fresh: bool) -> None:
     """A study on an object store: one already there is continued with resume, or emptied with --fresh."""
-    from study.storage import is_remote, open_store
-
-    if not is_remote(spec.study_dir):
+    if not study.remote:
         return
-    store = open_store(spec.study_dir)
-    if store.names() and not fresh:
-        raise StudyError(f"study {spec.name!r} already exists in {spec.study_dir}: continue it with "
-                         f"`ocr-study resume {spec.name} --storage {spec.storage}`, or start over with --fresh")
-    store.fs.delete_dir_contents(store.root, missing_dir_ok=True)
+    if study.store.names() and not fresh:
+        raise StudyError(f"study {study.name!r} already exists in {study.uri}: continue it with "
+                         f"`ocr-study resume {study.name} --storage {study.spec.storage}`, or start over with --fresh")
+    study.store.fs.delete_dir_contents(study.store.root, missing_dir_ok=True)
 
 
-def _write_spec(spec: StudySpec, folder: Path, fresh: bool) -> None:
-    _check_store(spec, fresh)
+def _write_spec(study: Study, fresh: bool) -> None:
+    _check_store(study, fresh)
+    folder = study.folder
     if (folder / SPEC_FILE).exists() or (folder / TUNE_DIR).exists():
         if not fresh:
-            raise StudyError(f"study {spec.name!r} already exists in {folder}: continue it with "
-                             f"`ocr-study resume {spec.name}`, or start over with --fresh")
+            raise StudyError(f"study {study.name!r} already exists in {folder}: continue it with "
+                             f"`ocr-study resume {study.name}`, or start over with --fresh")
         clear_folder(folder)  # all but the lock this driver holds
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{SPEC_FILE}.tmp"
-    tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    tmp.write_text(yaml.safe_dump(study.spec.to_dict(), sort_keys=False))
     tmp.replace(folder / SPEC_FILE)
 
 
-def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) -> Path:
+def run_study(study: Study, address: str | None = None, fresh: bool = False) -> Path:
     """Run a study from the start; returns its folder."""
-    study = plan(spec)
-    check_study_inputs(spec, study)  # before anything heavy is imported: bad data fails in seconds
+    check_study_inputs(study.spec, study.plan)  # before anything heavy is imported: bad data fails in seconds
     from study.tracking import check_tracking_uri
 
-    check_tracking_uri(spec.tracking_uri)
-    folder = study_dir(spec)
+    check_tracking_uri(study.spec.tracking_uri)
+    folder = study.folder
     existed = folder.exists()
     try:
         hold_study(folder)
-        _write_spec(spec, folder, fresh)
-        write_study(folder, study_record(study))
+        _write_spec(study, fresh)
+        write_study(folder, study_record(study.plan))
         # The MLflow store (its schema, the experiment, the parent run) is made while Ray starts.
-        warm = _Background(lambda: _tracking(spec).parent_run_id)
+        warm = _Background(lambda: _tracking(study).parent_run_id)
         init_ray(address)
         if not address:
             record_started(folder)
@@ -383,102 +337,87 @@ def run_study(spec: StudySpec, address: str | None = None, fresh: bool = False) 
             shutil.rmtree(folder, ignore_errors=True)
         raise
     try:
-        _prebuild(spec, _search_configs(spec, study))
-        _tuner(spec, study).fit()
-        _run_confirm(spec, resume=False)
+        _prebuild(study, _search_configs(study))
+        _tuner(study).fit()
+        _run_confirm(study, resume=False)
     finally:
-        _push(spec)
+        _push(study)
     return folder
 
 
-def _push(spec: StudySpec) -> None:
+def _push(study: Study) -> None:
     """A study on an object store: its record goes there (Tune wrote its own experiment there itself)."""
-    from study.storage import is_remote, push_record
-
-    if is_remote(spec.study_dir):
-        push_record(study_dir(spec), spec.study_dir)
+    if study.remote:
+        push_record(study.folder, study.uri)
 
 
-def load_study_spec(name: str, storage: str | None = None) -> StudySpec:
-    """The spec saved in a study's folder, found by name under ``storage`` (default: the spec default)."""
-    check_study_name(name)  # a name from the command line must not lead out of the storage folder
-    from study.storage import is_remote, join_uri, mirror_dir, pull_record, stored_studies
-
-    if storage and is_remote(storage):  # the record comes from the store into the study's mirror
-        uri = join_uri(storage, name)
-        pull_record(uri, mirror_dir(uri))
-        if not (mirror_dir(uri) / SPEC_FILE).is_file():
-            known = stored_studies(storage)
-            raise UnknownStudyError(f"no study {name!r} in {storage} (no {SPEC_FILE} there; known: "
-                                    f"{known or 'none'}); check the URI")
-        return dataclasses.replace(load_spec(mirror_dir(uri) / SPEC_FILE), storage=storage)
-    root = Path(storage or DEFAULT_STORAGE).expanduser()
-    path = root / name / SPEC_FILE
-    if not path.is_file():
-        known = sorted(p.parent.name for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
-        raise UnknownStudyError(f"no study {name!r} in {root.absolute()} (known: {known or 'none'}); "
-                                "pass --storage if it lives elsewhere")
-    spec = load_spec(path)
-    if "://" in spec.storage:
-        return spec
-    # The study is where it was found, whatever folder it was started from (a relative storage path
-    # in spec.yaml means the folder the driver ran in).
-    return dataclasses.replace(spec, storage=str(root.absolute()))
-
-
-def resume_study(name: str, storage: str | None = None, address: str | None = None) -> Path:
-    """Continue an interrupted study: finished trials stay, unfinished ones continue from checkpoints."""
+def resume_study(study: Study, address: str | None = None) -> Path:
+    """Continue an interrupted study (opened with :func:`study.handle.load_study`): finished trials stay,
+    unfinished ones continue from their checkpoints."""
     from ray import tune
 
     from study.tracking import check_tracking_uri
-    from study.trainable import train_trial
 
-    spec = load_study_spec(name, storage)
-    check_tracking_uri(spec.tracking_uri)
-    check_study_inputs(spec, plan(spec))
-    storage_path, filesystem = _tune_storage(spec)
-    path = f"{storage_path}/{TUNE_DIR}"
-    hold_study(study_dir(spec))
-    end_recorded(study_dir(spec))  # what a dead driver of this study left running
+    check_tracking_uri(study.spec.tracking_uri)
+    check_study_inputs(study.spec, study.plan)
+    _, filesystem = study.tune_storage()
+    path = study.tune_path(Phase.SEARCH)
+    hold_study(study.folder)
+    end_recorded(study.folder)  # what a dead driver of this study left running
     init_ray(address)
     if not address:
-        record_started(study_dir(spec))
+        record_started(study.folder)
     if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         raise UnknownStudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
-    search = _phase(read_study(study_dir(spec)) or {}, "search")
+    search = study_phase(read_study(study.folder) or {}, Phase.SEARCH)
     try:
         if not (search or {}).get("done"):  # a driver killed between the phases goes straight on to confirm
-            _prebuild(spec, _search_configs(spec, plan(spec)))
-            resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-            tuner = tune.Tuner.restore(path, tune.with_resources(train_trial, resources), resume_unfinished=True,
-                                       resume_errored=True, storage_filesystem=filesystem)
+            _prebuild(study, _search_configs(study))
+            tuner = tune.Tuner.restore(path, _trainable(study), resume_unfinished=True, resume_errored=True,
+                                       storage_filesystem=filesystem)
             tuner.fit()
-        _run_confirm(spec, resume=True)
+        _run_confirm(study, resume=True)
     finally:
-        _push(spec)
-    return study_dir(spec)
+        _push(study)
+    return study.folder
 
 
-def trial_table(spec: StudySpec) -> list[dict[str, Any]]:
-    """One row per trial of a study, from its own record: cell, seed, status, epochs, final metric, error.
+def trial_table(study: Study) -> list[dict[str, Any]]:
+    """One row per trial of a study, from its own record: cell, seed, status, why it stopped, epochs, final
+    metric, error.
 
     The same record ``results`` collects, so ``status`` and the report always agree.
     """
-    folder = study_dir(spec)
+    folder = study.folder
     if not (folder / TUNE_DIR).is_dir() and not trial_folders(folder):
-        raise StudyError(f"study {spec.name!r} has not started yet: no trial in {folder}")
-    rows = []
-    for path, doc in study_trials(folder):
-        rows.append(_trial_row(doc, read_epochs(path), spec.scheduler.metric))
-    return rows
+        raise StudyError(f"study {study.name!r} has not started yet: no trial in {folder}")
+    return [_trial_row(doc, read_epochs(path), study) for path, doc in study_trials(folder)]
 
 
-def _trial_row(doc: dict[str, Any], epochs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+def _recorded_stop(doc: dict[str, Any], epochs: int, study: Study) -> StopReason:
+    """Why the trial stopped: what its ``trial.json`` says; derived from the study's plan only for a record
+    from before the driver wrote it."""
+    if doc.get("stop_reason") in set(StopReason):
+        return StopReason(doc["stop_reason"])
+    config = doc.get("config") or {}
+    reports = config_reports(config)
+    if config.get(f"{META}phase") == Phase.CONFIRM:  # the confirm phase runs without early stopping
+        return stop_reason(doc.get("status") or TrialStatus.RUNNING, epochs, reports, "none")[0]
+    plan = study.plan
+    planned = planned_epochs(reports, study.spec.scheduler.type, plan.max_epochs)
+    return stop_reason(doc.get("status") or TrialStatus.RUNNING, epochs, planned, study.spec.scheduler.type,
+                       plan.rungs)[0]
+
+
+def _trial_row(doc: dict[str, Any], epochs: list[dict[str, Any]], study: Study) -> dict[str, Any]:
     by_epoch = {int(line["epoch"]): line for line in epochs if isinstance(line.get("epoch"), (int, float))}
     last = by_epoch[max(by_epoch)] if by_epoch else {}
     config = doc.get("config") or {}
-    return {"trial_id": doc["trial_id"], "phase": config.get(f"{META}phase", "search"),
+    metric = study.spec.scheduler.metric
+    status = TrialStatus(doc.get("status") or TrialStatus.RUNNING)
+    reason = _recorded_stop(doc, max(by_epoch, default=0), study)
+    return {"trial_id": doc["trial_id"], "phase": config.get(f"{META}phase", Phase.SEARCH),
             "cell": config.get(f"{META}cell", ""),
-            "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"), "status": doc.get("status"),
-            "epochs": max(by_epoch, default=0), metric: last.get(metric), "config": config,
-            "error": doc.get("error") or ""}
+            "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"), "status": status,
+            "stop_reason": StopReason(reason), "epochs": max(by_epoch, default=0), metric: last.get(metric),
+            "config": config, "error": doc.get("error") or ""}

@@ -3,6 +3,13 @@
 Logging happens in the driver, from Tune's callbacks, with one ``log_batch`` call per report. A trial
 that is retried or resumed finds its run again by the ``ocr_study.trial_id`` tag: one run per trial, ever.
 The callback holds only plain data when pickled (Tune stores it with the experiment for resume).
+
+Why not Ray's own ``ray.air.integrations.mlflow.MLflowLoggerCallback``: it makes one flat run per trial
+and logs each result as it comes, and it does not find a trial's run again after a retry or a resume (a
+resumed study would get a second run per trial); it has no parent run, no tags to filter completed runs by,
+no per-class IoU from checkpoints, and no way to retire the runs of trials a killed driver left. This
+callback does those, with one ``log_batch`` per report. The tag keys are :class:`record.Tag`, which
+``results`` reads back.
 """
 
 from __future__ import annotations
@@ -20,10 +27,21 @@ from typing import Any
 
 from ray.tune import Callback
 
-from record import META, config_reports, ocr_applies, parse_cell, planned_epochs, stop_reason
+from record import (
+    META,
+    REPORT_DIR,
+    Phase,
+    StopReason,
+    Tag,
+    TrialStatus,
+    config_reports,
+    ocr_applies,
+    parse_cell,
+    planned_epochs,
+    stop_reason,
+)
 
 log = logging.getLogger(__name__)
-TAG = "ocr_study."
 METRIC_PREFIXES = ("val_", "train_")
 METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s", "trial_wall_s",
                "iteration")
@@ -35,7 +53,6 @@ NAME_SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}  # sampled values shown in r
 SIGNIFICANT = 4  # digits of a float param
 BATCH = 100  # MLflow takes at most 100 params per log_batch
 MAX_TAG = 8000  # characters of a tag value
-EARLY = "early_stopped"
 # A view of the runs table that MLflow's UI loads from an experiment tag (``?viewStateShareKey=``): nested
 # runs shown flat, sorted by the study metric, with the columns a reader compares.
 VIEW_KEY = "ocrstudy"
@@ -163,8 +180,8 @@ def describe(spec: dict[str, Any], spec_hash: str) -> str:
     sched = spec.get("scheduler") or {}
     lines.append(f"- seeds: {', '.join(map(str, spec.get('seeds', [])))}; scheduler {sched.get('type', '')} "
                  f"on {sched.get('metric', '')} ({sched.get('mode', '')})")
-    lines.append("- runs stopped early (ASHA) have status KILLED and the tag ocr_study.completed = false; "
-                 "filter `tags.ocr_study.completed = 'true'` to average completed runs only")
+    lines.append(f"- runs stopped early (ASHA) have status KILLED and the tag {Tag.COMPLETED} = false; "
+                 f"filter `tags.{Tag.COMPLETED} = 'true'` to average completed runs only")
     return "\n".join(lines)
 
 
@@ -172,7 +189,7 @@ def view_state(metric: str, parent: str) -> str:
     """The runs table's view (JSON): sorted by ``metric`` (which lists the nested runs flat), with the
     metric, the sampled params, whether the run completed and its cell as columns."""
     columns = [f"metrics.`{metric}`", "metrics.`best_val_miou`", *(f"params.`{k}`" for k in NAME_SYMBOLS),
-               f"tags.`{TAG}completed`", f"tags.`{TAG}cell`"]
+               f"tags.`{Tag.COMPLETED}`", f"tags.`{Tag.CELL}`"]
     return json.dumps({"orderByKey": f"metrics.`{metric}`", "orderByAsc": False, "selectedColumns": columns,
                        "runsExpanded": {parent: True}})
 
@@ -198,10 +215,12 @@ class MLflowTracking(Callback):
 
     def __init__(self, uri: str, experiment: str, study: str, spec_hash: str,
                  artifact_location: str | None = None, scheduler: str = "none",
-                 max_epochs: int | None = None, spec: dict[str, Any] | None = None) -> None:
+                 max_epochs: int | None = None, spec: dict[str, Any] | None = None,
+                 rungs: tuple[int, ...] = ()) -> None:
         self.uri, self.experiment, self.study, self.spec_hash = uri, experiment, study, spec_hash
         self.artifact_location = artifact_location
-        self.scheduler, self.max_epochs = scheduler, max_epochs  # a trial's planned epochs depend on them
+        # A trial's planned epochs and why it stopped depend on them (the record's stop reason, exactly).
+        self.scheduler, self.max_epochs, self.rungs = scheduler, max_epochs, tuple(rungs)
         self.spec = spec  # the study's spec as plain data: the parent run's params, artifact, description
         self.commit, self.version = git_commit(), package_version()
         self._client: Any = None
@@ -238,13 +257,13 @@ class MLflowTracking(Callback):
         return find_run(self._client, self._experiment_id, tags)
 
     def _ensure_parent(self) -> str:
-        tags = {f"{TAG}study": self.study, f"{TAG}role": "study"}
+        tags = {Tag.STUDY.value: self.study, Tag.ROLE.value: "study"}
         found = self._find_run(tags)
         if found:
             return found
         run = self._client.create_run(self._experiment_id, run_name=self.study, tags={
-            **tags, f"{TAG}spec_hash": self.spec_hash, f"{TAG}git_commit": self.commit,
-            f"{TAG}version": self.version})
+            **tags, Tag.SPEC_HASH.value: self.spec_hash, Tag.GIT_COMMIT.value: self.commit,
+            Tag.VERSION.value: self.version})
         run_id = str(run.info.run_id)
         spec = getattr(self, "spec", None) or {}
         if spec:
@@ -280,7 +299,7 @@ class MLflowTracking(Callback):
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         client = self.client
-        run_id = self._find_run({f"{TAG}trial_id": trial.trial_id})
+        run_id = self._find_run({Tag.TRIAL_ID.value: trial.trial_id})
         if run_id is None:
             run_id = self._create_trial_run(client, trial)
         self._runs[trial.trial_id] = run_id
@@ -292,14 +311,14 @@ class MLflowTracking(Callback):
         config = dict(trial.config)
         meta = {k[len(META):]: v for k, v in config.items() if k.startswith(META)}
         cell, seed = str(meta.get("cell", "")), str(config.get("seed", ""))
-        tags = {"mlflow.parentRunId": self._parent, f"{TAG}trial_id": trial.trial_id, f"{TAG}cell": cell,
-                f"{TAG}setting": str(meta.get("setting", "")), f"{TAG}seed": seed,
-                f"{TAG}study": self.study, f"{TAG}spec_hash": self.spec_hash,
-                f"{TAG}git_commit": self.commit, f"{TAG}version": self.version,
-                f"{TAG}phase": str(meta.get("phase", "search"))}
+        tags = {"mlflow.parentRunId": self._parent, Tag.TRIAL_ID.value: trial.trial_id, Tag.CELL.value: cell,
+                Tag.SETTING.value: str(meta.get("setting", "")), Tag.SEED.value: seed,
+                Tag.STUDY.value: self.study, Tag.SPEC_HASH.value: self.spec_hash,
+                Tag.GIT_COMMIT.value: self.commit, Tag.VERSION.value: self.version,
+                Tag.PHASE.value: str(meta.get("phase", Phase.SEARCH))}
         exact = json.dumps({k: v for k, v in config.items() if not k.startswith(META)}, sort_keys=True)
         if len(exact) <= MAX_TAG:  # the config unrounded, for rebuilding the dataset from MLflow
-            tags[f"{TAG}config"] = exact
+            tags[Tag.CONFIG.value] = exact
         name = run_name(config)
         run = client.create_run(self._experiment_id, run_name=name, tags=tags)
         params = [Param(k, v) for k, v in trial_params(config).items()]
@@ -311,7 +330,7 @@ class MLflowTracking(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Create or re-attach the trial's run."""
-        self.client.set_terminated(self.run_for(trial), status="RUNNING")
+        self.client.set_terminated(self.run_for(trial), status=TrialStatus.RUNNING.value)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
@@ -345,23 +364,24 @@ class MLflowTracking(Callback):
         from mlflow.entities import RunTag
 
         run_id = self.run_for(trial)
-        reason = self.stop_tag(trial)
-        completed = reason == "completed"
-        tags = [RunTag(f"{TAG}stop_reason", reason), RunTag(f"{TAG}completed", str(completed).lower())]
+        reason, epochs = self.stop_tag(trial)
+        completed = reason == StopReason.COMPLETED
+        tags = [RunTag(Tag.STOP_REASON.value, reason.value), RunTag(Tag.COMPLETED.value, str(completed).lower())]
         if not completed:
-            epochs = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
-            tags.append(RunTag("mlflow.runName", f"{run_name(dict(trial.config))} · stopped e{epochs}"))
+            tags += [RunTag(Tag.STOP_EPOCH.value, str(epochs)),
+                     RunTag("mlflow.runName", f"{run_name(dict(trial.config))} · stopped e{epochs}")]
         self.client.log_batch(run_id, tags=tags)
         self._log_artifacts(run_id, trial)
         self.client.set_terminated(run_id, status="FINISHED" if completed else "KILLED")
 
-    def stop_tag(self, trial: Any) -> str:
-        """``completed`` when the trial ran its planned epochs, else ``early_stopped_at_epoch_N``."""
+    def stop_tag(self, trial: Any) -> tuple[StopReason, int]:
+        """Why a trial Tune ended stopped, as its record says it (:func:`record.stop_reason`), and its last
+        epoch."""
         epochs = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
-        planned = planned_epochs(config_reports(trial.config),
-                                 getattr(self, "scheduler", "none"), getattr(self, "max_epochs", None))
-        reason, _ = stop_reason("TERMINATED", epochs, planned)
-        return "completed" if reason == "completed" else f"{EARLY}_at_epoch_{epochs}"
+        scheduler = getattr(self, "scheduler", "none")
+        planned = planned_epochs(config_reports(trial.config), scheduler, getattr(self, "max_epochs", None))
+        reason, _ = stop_reason(TrialStatus.TERMINATED, epochs, planned, scheduler, getattr(self, "rungs", ()))
+        return reason, epochs
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Close the trial's run as failed, with the error as a tag."""
@@ -369,9 +389,9 @@ class MLflowTracking(Callback):
         error = ""
         if getattr(trial, "error_file", None) and Path(trial.error_file).exists():
             error = Path(trial.error_file).read_text()[-4000:]
-        self.client.set_tag(run_id, f"{TAG}stop_reason", "failed")
-        self.client.set_tag(run_id, f"{TAG}completed", "false")
-        self.client.set_tag(run_id, f"{TAG}error", error.strip().splitlines()[-1][:4000] if error else "")
+        self.client.set_tag(run_id, Tag.STOP_REASON.value, StopReason.FAILED.value)
+        self.client.set_tag(run_id, Tag.COMPLETED.value, "false")
+        self.client.set_tag(run_id, Tag.ERROR.value, error.strip().splitlines()[-1][:4000] if error else "")
         self.client.set_terminated(run_id, status="FAILED")
 
     def _log_artifacts(self, run_id: str, trial: Any) -> None:
@@ -396,7 +416,8 @@ class MLflowTracking(Callback):
         finals: dict[str, list[tuple[float, float]]] = {}
         for trial in trials:
             last = trial.last_result or {}
-            if trial.status != "TERMINATED" or self.stop_tag(trial) != "completed" or "val_miou" not in last:
+            if (trial.status != TrialStatus.TERMINATED or self.stop_tag(trial)[0] != StopReason.COMPLETED
+                    or "val_miou" not in last):
                 continue
             cell = str(trial.config.get(f"{META}cell", ""))
             finals.setdefault(cell, []).append((float(last["val_miou"]), float(last.get("best_val_miou", 0.0))))
@@ -423,17 +444,17 @@ class MLflowTracking(Callback):
         """Runs of this phase whose trial Tune does not hold (started by a driver killed before Tune saved
         them; Tune ran the work again under a new id): marked KILLED and abandoned, then deleted (MLflow
         keeps deleted runs restorable), so that the runs table holds one run per trial."""
-        phases = {str(dict(t.config).get(f"{META}phase", "search")) for t in trials}
+        phases = {str(dict(t.config).get(f"{META}phase", Phase.SEARCH)) for t in trials}
         known = {t.trial_id for t in trials}
         gone = []
         for phase in phases:
-            query = f"tags.`{TAG}study` = '{self.study}' and tags.`{TAG}phase` = '{phase}'"
+            query = f"tags.`{Tag.STUDY}` = '{self.study}' and tags.`{Tag.PHASE}` = '{phase}'"
             for run in self.client.search_runs([self._experiment_id], filter_string=query, max_results=50000):
-                trial_id = run.data.tags.get(f"{TAG}trial_id")
+                trial_id = run.data.tags.get(Tag.TRIAL_ID.value)
                 if trial_id and trial_id not in known:
-                    if run.info.status == "RUNNING":
+                    if run.info.status == "RUNNING":  # MLflow's run status
                         self.client.set_terminated(run.info.run_id, status="KILLED")
-                    self.client.set_tag(run.info.run_id, f"{TAG}abandoned", "true")
+                    self.client.set_tag(run.info.run_id, Tag.ABANDONED.value, "true")
                     self.client.delete_run(run.info.run_id)
                     gone.append(trial_id)
         return gone
@@ -471,9 +492,9 @@ def log_report(uri: str, experiment: str, study: str, files: dict[str, Path]) ->
     found = client.get_experiment_by_name(experiment)
     if found is None or not files:
         return None
-    parent = find_run(client, str(found.experiment_id), {f"{TAG}study": study, f"{TAG}role": "study"})
+    parent = find_run(client, str(found.experiment_id), {Tag.STUDY.value: study, Tag.ROLE.value: "study"})
     if parent is None:
         return None
     folder = next(iter(files.values())).parent
-    client.log_artifacts(parent, str(folder), artifact_path="report")
+    client.log_artifacts(parent, str(folder), artifact_path=REPORT_DIR)
     return parent

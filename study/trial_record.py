@@ -25,8 +25,10 @@ from ray.tune import Callback
 
 from record import (
     META,
-    PHASES,
     TRIAL_FILE,
+    Phase,
+    StopReason,
+    TrialStatus,
     abandon_trials,
     append_epoch,
     config_reports,
@@ -41,6 +43,7 @@ from record import (
 from study.processes import record_again
 
 log = logging.getLogger(__name__)
+RUNNING = {"status": TrialStatus.RUNNING, "stop_reason": StopReason.RUNNING}  # a trial.json while the trial runs
 RECORD_KEY = f"{META}record"  # the config key holding the study folder the record is written into
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Failure)\b.*")
@@ -56,9 +59,9 @@ TUNE_RESULT_KEYS = frozenset({
 
 def identity(trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of ``trial.json`` that say which trial it is (from its flat config and ``meta.*`` keys)."""
-    return {"trial_id": trial_id, "study": config.get(f"{META}study"), "phase": config.get(f"{META}phase", PHASES[0]),
-            "cell": config.get(f"{META}cell"), "setting": config.get(f"{META}setting"), "seed": config.get("seed"),
-            "config": dict(config)}
+    return {"trial_id": trial_id, "study": config.get(f"{META}study"),
+            "phase": config.get(f"{META}phase", Phase.SEARCH), "cell": config.get(f"{META}cell"),
+            "setting": config.get(f"{META}setting"), "seed": config.get("seed"), "config": dict(config)}
 
 
 def record_folder(trial_id: str, config: Mapping[str, Any]) -> Path | None:
@@ -81,8 +84,8 @@ class TrialRecorder:
         self.folder = record_folder(trial_id, config)
         self.trial_id = trial_id
         if self.folder is not None:
-            update_trial(self.folder, **identity(trial_id, config), status="RUNNING", stop_reason="running",
-                         error=None, node_id=node_id, hostname=socket.gethostname())
+            update_trial(self.folder, **identity(trial_id, config), **RUNNING, error=None, node_id=node_id,
+                         hostname=socket.gethostname())
 
     def epoch(self, metrics: Mapping[str, Any]) -> None:
         """Append one epoch's metrics."""
@@ -95,9 +98,9 @@ class TrialRecorder:
         Not over a trial the driver already recorded as ended: an exception raised while Tune stops an
         early-stopped trial is not the trial's failure.
         """
-        if self.folder is None or (read_trial(self.folder) or {}).get("status") == "TERMINATED":
+        if self.folder is None or (read_trial(self.folder) or {}).get("status") == TrialStatus.TERMINATED:
             return
-        update_trial(self.folder, status="ERROR", stop_reason="failed", error=exception_text(err))
+        update_trial(self.folder, status=TrialStatus.ERROR, stop_reason=StopReason.FAILED, error=exception_text(err))
 
 
 def record_line(trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,8 +144,8 @@ class RecordCallback(Callback):
             return None
         epochs = int(last.get("epoch", 0) or 0)
         planned = planned_epochs(config_reports(config), self.scheduler, self.max_epochs)
-        reason, rung = stop_reason("TERMINATED", epochs, planned, self.scheduler, self.rungs)
-        return update_trial(folder, **identity(trial_id, config), status="TERMINATED", stop_reason=reason,
+        reason, rung = stop_reason(TrialStatus.TERMINATED, epochs, planned, self.scheduler, self.rungs)
+        return update_trial(folder, **identity(trial_id, config), status=TrialStatus.TERMINATED, stop_reason=reason,
                             stop_rung=rung, epochs=epochs, epochs_planned=planned, error=None, artifacts=artifacts)
 
     def errored(self, trial_id: str, config: Mapping[str, Any], error_file: str | None) -> dict[str, Any] | None:
@@ -153,7 +156,8 @@ class RecordCallback(Callback):
         error = (read_trial(folder) or {}).get("error")
         if not error and error_file and Path(error_file).is_file():
             error = error_line(Path(error_file).read_text(errors="replace"))
-        return update_trial(folder, **identity(trial_id, config), status="ERROR", stop_reason="failed",
+        return update_trial(folder, **identity(trial_id, config), status=TrialStatus.ERROR,
+                            stop_reason=StopReason.FAILED,
                             error=error or "the trial failed without an error message (see Tune's log)")
 
     def reported(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
@@ -168,7 +172,7 @@ class RecordCallback(Callback):
         if any((row.get("epoch"), row.get("trial_wall_s")) == key for row in read_last_epochs(folder)):
             return False
         if not (folder / TRIAL_FILE).is_file():
-            update_trial(folder, **identity(trial_id, config), status="RUNNING", stop_reason="running", error=None,
+            update_trial(folder, **identity(trial_id, config), **RUNNING, error=None,
                          node_id=result.get("node_id"), hostname=result.get("hostname"))
         append_epoch(folder, line)
         return True
@@ -191,18 +195,17 @@ class RecordCallback(Callback):
         """``trial`` starts (or restarts): its ``trial.json`` says so before its worker runs."""
         folder = record_folder(trial.trial_id, trial.config)
         if folder is not None:
-            update_trial(folder, **identity(trial.trial_id, trial.config), status="RUNNING", stop_reason="running",
-                         error=None)
+            update_trial(folder, **identity(trial.trial_id, trial.config), **RUNNING, error=None)
         self.started += 1
         record_again()
-        failpoint("driver.trial-started", phase=trial.config.get(f"{META}phase", PHASES[0]), started=self.started,
+        failpoint("driver.trial-started", phase=trial.config.get(f"{META}phase", Phase.SEARCH), started=self.started,
                   unsaved=trial.trial_id not in self.saved, trial_id=trial.trial_id)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
         """A report of ``trial``: its epoch goes into the record if the worker's line is not there."""
         self.reported(trial.trial_id, trial.config, result)
-        failpoint("driver.trial-result", phase=trial.config.get(f"{META}phase", PHASES[0]),
+        failpoint("driver.trial-result", phase=trial.config.get(f"{META}phase", Phase.SEARCH),
                   epoch=result.get("epoch", 0), trial_id=trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -227,7 +230,7 @@ def retire_unknown(trials: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]
     for trial_id, config in trials:
         root = config.get(RECORD_KEY)
         if root:
-            known.setdefault((str(root), str(config.get(f"{META}phase", PHASES[0]))), set()).add(trial_id)
+            known.setdefault((str(root), str(config.get(f"{META}phase", Phase.SEARCH))), set()).add(trial_id)
     marked = []
     for (root, phase), ids in known.items():
         marked += abandon_trials(Path(root), phase, ids)

@@ -1,7 +1,8 @@
 """The shape of the house: which package may import what, checked on every import statement of the tree.
 
-Imports run one way, ``study → pipelines → ocr``; ``results`` reads what studies wrote; ``record`` (the
-study facts and record files both sides share) stands on the standard library alone.
+Imports run one way, ``study → pipelines → ocr``; ``results`` reads what studies wrote; ``storage`` (local
+folders and object stores, shared by ``pipelines`` and ``study``) stands on ``record`` alone; ``record`` (the
+study facts and record files every side shares) stands on the standard library alone.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 FORBIDDEN = {
-    "ocr": {"ray", "mlflow", "pipelines", "study", "results", "record"},
+    "ocr": {"ray", "mlflow", "pipelines", "study", "results", "record", "storage"},
     "pipelines": {"ray", "study", "results"},
-    "results": {"ray", "torch", "torchvision", "timm", "pipelines", "study", "ocr"},
+    "results": {"ray", "torch", "torchvision", "timm", "pipelines", "study", "ocr", "storage"},
+    "storage": {"ray", "torch", "mlflow", "pandas", "pipelines", "study", "results", "ocr"},
     "record": {"ray", "torch", "mlflow", "pandas", "pyarrow", "numpy", "yaml", "pipelines", "study", "results",
-               "ocr"},
+               "ocr", "storage"},
 }
 
 
@@ -52,7 +54,8 @@ def test_package_imports_only_what_its_layer_allows(package: str) -> None:
 
 
 def test_only_study_imports_ray() -> None:
-    users = {path.relative_to(ROOT).parts[0] for package in ("ocr", "pipelines", "results", "record", "study")
+    packages = ("ocr", "pipelines", "results", "record", "storage", "study")
+    users = {path.relative_to(ROOT).parts[0] for package in packages
              for path in (ROOT / package).rglob("*.py") if "ray" in imported_roots(path)}
     assert users == {"study"}
 

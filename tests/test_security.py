@@ -169,7 +169,7 @@ def test_a_cluster_study_keeps_rays_node_address(monkeypatch: pytest.MonkeyPatch
 
 
 def test_mlflow_ui_binds_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from study import commands
+    from study.commands import ui
     from study.spec import load_spec
 
     spec = load_spec({"name": "ui-check", "storage": str(tmp_path)})
@@ -184,7 +184,7 @@ def test_mlflow_ui_binds_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     from study import processes
 
     monkeypatch.setattr(processes, "call_in_own_group", call)
-    commands.ui(argparse.Namespace(name="ui-check", storage=str(tmp_path), port=5999))
+    ui.ui(argparse.Namespace(name="ui-check", storage=str(tmp_path), port=5999))
     assert len(started) == 1
     cmd = started[0]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
@@ -209,7 +209,7 @@ def test_an_accepted_study_name_keeps_the_study_folder_inside_storage(name: str,
 
 
 def test_a_study_name_from_the_command_line_cannot_leave_storage(tmp_path: Path) -> None:
-    from study.runner import load_study_spec
+    from study.handle import load_study_spec
     from study.spec import load_spec
 
     outside = tmp_path / "outside"

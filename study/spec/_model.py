@@ -14,7 +14,8 @@ from pipelines.config import (
     TrialConfig,
     to_flat,
 )
-from record import cell_id
+from record import MLFLOW_DB, cell_id
+from storage import is_remote, join_uri, local_path
 from study.spec._checks import (
     MAX_CELLS,
     MAX_SEED,
@@ -311,7 +312,7 @@ class StudySpec:
         _check_seeds(self.seeds)
         _check_int("max_concurrent", self.max_concurrent, 1)
         _check_text("storage", self.storage)
-        if self.tracking.uri is None and "://" in self.storage:
+        if self.tracking.uri is None and is_remote(self.storage):
             raise SpecError("tracking.uri", "is required when storage is a URI "
                                             "(the default SQLite file needs a local folder)")
         self._check_scheduler()
@@ -323,18 +324,16 @@ class StudySpec:
     @property
     def study_dir(self) -> str:
         """The study folder, ``<storage>/<name>`` (a local path, or a URI when ``storage`` is one)."""
-        if "://" in self.storage:
-            from pipelines.store import join_uri
-
+        if is_remote(self.storage):
             return join_uri(self.storage, self.name)
-        return str(Path(self.storage).expanduser() / self.name)
+        return str(local_path(self.storage) / self.name)
 
     @property
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: ``tracking.uri``, or a SQLite file in the study folder."""
         if self.tracking.uri is not None:
             return self.tracking.uri
-        return f"sqlite:///{(Path(self.study_dir) / 'mlflow.db').absolute()}"
+        return f"sqlite:///{(Path(self.study_dir) / MLFLOW_DB).absolute()}"
 
     @property
     def cells(self) -> tuple[dict[str, Scalar], ...]:

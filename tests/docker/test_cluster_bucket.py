@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.store import BUILDS_SUFFIX, open_store
 from record import FAILPOINT_DIR_ENV, FAILPOINTS_ENV, fired
+from storage import BUILDS_SUFFIX, open_store
 from tests.conftest import TINY
 from tests.docker.services import BIN, Processes, free_port, ray_env, ray_node_cmd, wait_until
 from tests.docker.test_cluster_loopback import _ray_nodes

@@ -21,8 +21,8 @@ import pipelines.stage_cam as stage_cam
 from pipelines.config import ConfigError, TrialConfig, from_flat
 from pipelines.data import open_data
 from pipelines.reporter import ListReporter
-from pipelines.store import BUILDS_SUFFIX, fetch_or_build, open_store
 from record import FAILPOINT_DIR_ENV, FAILPOINTS_ENV, fired
+from storage import BUILDS_SUFFIX, fetch_or_build, open_store
 from tests.pipelines import trees
 from tests.pipelines.test_disk_trial import TINY_DISK
 from tests.study.test_storage import KEYS, bucket, endpoint  # noqa: F401  (fixtures)
@@ -107,7 +107,7 @@ def test_a_builder_killed_while_publishing_leaves_nothing_and_is_taken_over(wher
     uri = f"s3://{request.getfixturevalue('bucket')}/cache" if where == "s3" else str(tmp_path / "store")
     for node in ("dead", "live"):
         (tmp_path / node).mkdir()
-    program = ("from pathlib import Path\nfrom pipelines.store import fetch_or_build, open_store\n"
+    program = ("from pathlib import Path\nfrom storage import fetch_or_build, open_store\n"
                f"fetch_or_build(open_store({uri!r}), 'stage1/cam.pt', Path({str(tmp_path / 'dead' / 'cam.pt')!r}), "
                "lambda out: out.write_bytes(b'dead'), lease_s=1.0)\n")
     env = {**os.environ, FAILPOINTS_ENV: "stage1.publish=kill", FAILPOINT_DIR_ENV: str(tmp_path / "fired")}

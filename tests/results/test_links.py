@@ -38,7 +38,7 @@ def served(tmp_path: Path, synthetic: Dataset, monkeypatch: pytest.MonkeyPatch) 
         assert tracking_uri == SERVER.rstrip("/")
         return MlflowClient(tracking_uri=uri)
 
-    monkeypatch.setattr(links_module, "_client", client)
+    monkeypatch.setattr(links_module, "mlflow_client", client)
     monkeypatch.setattr(links_module, "_answers", lambda server: None)  # as if its /health answered
     return experiment, runs
 
@@ -51,7 +51,7 @@ def test_only_a_server_uri_gets_links(uri: str | None, server: bool) -> None:
 
 
 def test_a_sqlite_or_file_store_gets_no_links_and_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(links_module, "_client", lambda uri: pytest.fail(f"read {uri}"))
+    monkeypatch.setattr(links_module, "mlflow_client", lambda uri: pytest.fail(f"read {uri}"))
     assert run_links("sqlite:///tmp/none.db", "linked") is None
     assert run_links("file:///tmp/mlruns", "linked") is None
 
@@ -92,7 +92,7 @@ def test_an_unreachable_server_leaves_the_report_without_links_at_once(monkeypat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free once closed
-    monkeypatch.setattr(links_module, "_client", lambda uri: pytest.fail("no client for a dead server"))
+    monkeypatch.setattr(links_module, "mlflow_client", lambda uri: pytest.fail("no client for a dead server"))
     assert run_links(f"http://127.0.0.1:{port}", "linked") is None
     assert "no links to MLflow runs" in caplog.text
 
@@ -106,15 +106,14 @@ def test_the_report_command_links_the_runs_of_a_study_tracked_on_a_server(
         served: tuple[str, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from study import commands, runner  # commands first: it binds runner's functions when imported
+    from study import handle
     from study.cli import main
     from tests.results.conftest import make_study
 
     folder = make_study(tmp_path / "studies", name="linked")
     (folder / "spec.yaml").write_text("name: linked\n")  # the spec as the study saved it (read below)
     spec = SimpleNamespace(name="linked", tracking_uri=SERVER, tracking=SimpleNamespace(experiment=None))
-    assert commands.load_study_spec is runner.load_study_spec  # the real one, bound before the patch below
-    monkeypatch.setattr(runner, "load_study_spec", lambda name, storage=None: spec)
+    monkeypatch.setattr(handle, "load_study_spec", lambda name, storage=None: spec)
     assert main(["report", "linked", "--storage", str(tmp_path / "studies"), "--format", "html"]) == 0
     page = (folder / "report" / "report.html").read_text()
     experiment, runs = served

@@ -26,6 +26,7 @@ NOT_IN_MLFLOW = ["wall_s", "node_id", "hostname", "artifacts", "error"]
 def real_study(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Iterator[StudySpec]:
     import ray
 
+    from study.handle import open_study
     from study.runner import init_ray, run_study
 
     saved = os.environ.get(FAILPOINTS_ENV)
@@ -36,7 +37,7 @@ def real_study(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> 
                                 "mode": "max"})
     try:
         init_ray(None)
-        run_study(spec)
+        run_study(open_study(spec))
         yield spec
     finally:
         ray.shutdown()
@@ -52,9 +53,10 @@ def collected(real_study: StudySpec) -> Dataset:
 
 
 def test_collected_trials_match_tune_and_the_raw_reports(real_study: StudySpec, collected: Dataset) -> None:
+    from study.handle import open_study
     from study.runner import trial_table
 
-    rows = {r["trial_id"]: r for r in trial_table(real_study)}
+    rows = {r["trial_id"]: r for r in trial_table(open_study(real_study))}
     trials = collected.trials.set_index("trial_id")
     assert set(trials.index) == set(rows) and len(rows) == 6
     for trial_id, row in rows.items():

@@ -210,16 +210,19 @@ def test_trials_without_any_epoch_yet_do_not_crash_the_report(tmp_path: Path,
 
 def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from types import SimpleNamespace
-
-    from study import commands, runner
+    from study import runner
+    from study.commands import run
+    from study.spec import load_spec
 
     folder = make_study(tmp_path, name="done")
-    monkeypatch.setattr(commands, "run", lambda args: 0)
-    monkeypatch.setattr(runner, "resolve_spec", lambda name, overrides=(): SimpleNamespace(study_dir=str(folder)))
-    assert main(["run", "done"]) == 0
+    ran: list[object] = []
+    monkeypatch.setattr(runner, "run_study", lambda study, **kwargs: ran.append(study))  # the study as made
+    monkeypatch.setattr(run, "resolve_spec", lambda name, overrides=(): load_spec({"name": "done",
+                                                                                  "storage": str(tmp_path)}))
+    assert main(["run", "done"]) == 1  # the synthetic study has a failed trial: exit 1, and the others reported
     out = capsys.readouterr().out
     assert f"report of study done: {folder / 'report'}" in out and (folder / "report" / "report.html").is_file()
+    assert "study done ended: 21 trials" in out and len(ran) == 1  # one study, opened once, run then reported
     assert main(["run", "done", "--dry-run"]) == 0
     assert "report of study" not in capsys.readouterr().out
 

@@ -179,7 +179,7 @@ def test_train_off_a_terminal_prints_a_line_per_stage_and_report(in_tmp: Path,
 
 
 def test_bar_reporter_prints_no_lines_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    from study.train_cmd import BarReporter
+    from study.commands.train import BarReporter
 
     reporter = BarReporter(lines=False)  # as on a terminal: the bar shows progress instead
     reporter.progress("seg", 1, 4)
@@ -203,7 +203,7 @@ def test_failed_trials_exit_1_unless_allowed(failed: int, flag: bool, code: int,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from study.commands import _exit_code
+    from study.commands.run import _exit_code
 
     assert _exit_code(failed, argparse.Namespace(allow_failures=flag)) == code
     assert ("3 trials failed" in capsys.readouterr().err) == (code == 1)

@@ -8,6 +8,8 @@ import pytest
 
 from record import append_epoch, trial_folder, write_trial
 from study.confirm import SeedRun, choose, rank_settings
+from study.handle import Study
+from study.plan import plan
 from study.searcher import PlannedSearcher
 from study.spec import load_spec
 
@@ -57,7 +59,7 @@ def test_choose_plans_the_best_settings_on_every_confirm_seed(tmp_path: Path) ->
     _record(tmp_path, "t1", "ocr.selection=oc", 0, 1.0, [0.1, 0.2, 0.3])
     _record(tmp_path, "t2", "ocr.selection=oc", 1, 2.0, [0.1, 0.2, 0.4])
     _record(tmp_path, "t3", "ocr.selection=oc", 2, 3.0, [0.5])
-    phase = choose(spec, tmp_path)
+    phase = choose(Study(spec, plan(spec), str(tmp_path), tmp_path))
     assert [(c["id"], c["settings"], c["rule"]) for c in phase["cells"]] == [
         ("ocr.selection=none", [0], "completed"), ("ocr.selection=oc", [1], "completed")]
     configs = phase["configs"]

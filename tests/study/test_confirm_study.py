@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from record import read_epochs, read_study, study_trials
+from study.handle import open_study
 from study.runner import run_study, trial_table
 from study.spec import StudySpec, load_spec
 from tests.study.cli_procs import Processes, finish, killed_by_failpoint, mlflow_trial_runs, procs  # noqa: F401
@@ -30,7 +31,7 @@ def _doc(tmp_path: Path, cache: Path, epochs: int = 4, **extra: Any) -> dict[str
 
 
 def _confirm_rows(spec: StudySpec) -> list[dict[str, Any]]:
-    return [r for r in trial_table(spec) if r["phase"] == "confirm"]
+    return [r for r in trial_table(open_study(spec)) if r["phase"] == "confirm"]
 
 
 def _chosen(spec: StudySpec) -> dict[str, list[int]]:
@@ -45,8 +46,8 @@ def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budg
 
     spec = load_spec(_doc(tmp_path, shared_cache, search={
         "samples": 3, "seed": 0, "params": {"ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}}))
-    run_study(spec)
-    search = [r for r in trial_table(spec) if r["phase"] == "search"]
+    run_study(open_study(spec))
+    search = [r for r in trial_table(open_study(spec)) if r["phase"] == "search"]
     assert len(search) == 4  # none × 1 + oc × 3 settings, one seed
     chosen = _chosen(spec)
     assert {cell: len(s) for cell, s in chosen.items()} == {"ocr.selection=none": 1, "ocr.selection=oc": 1}
@@ -99,10 +100,10 @@ def test_driver_killed_during_confirm_then_resume_runs_exactly_the_planned_trial
     p = procs("driver.trial-result[phase=confirm,epoch=2]=kill")
     killed_by_failpoint(p.start("run", str(path)), p, "driver.trial-result")
     assert _confirm_rows(spec), "the driver was killed before any confirm trial was recorded"
-    search_before = sorted(r["trial_id"] for r in trial_table(spec) if r["phase"] == "search")
+    search_before = sorted(r["trial_id"] for r in trial_table(open_study(spec)) if r["phase"] == "search")
 
     out = finish(p.start("resume", spec.name, "--storage", spec.storage, armed=False))
-    rows = trial_table(spec)
+    rows = trial_table(open_study(spec))
     assert sorted(r["trial_id"] for r in rows if r["phase"] == "search") == search_before  # not rerun
     confirm = _confirm_rows(spec)
     chosen = _chosen(spec)

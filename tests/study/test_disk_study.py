@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from study.handle import open_study
 from study.runner import run_study, trial_table
 from study.spec import load_spec
 from tests.pipelines import trees
@@ -23,8 +24,8 @@ def test_study_on_a_pseudo_mask_folder(local_ray: None, tmp_path: Path, monkeypa
     spec = load_spec({"name": "disk", "trial": trial, "grid": {"ocr.selection": ["none", "oc"]}, "seeds": [0],
                       "scheduler": {"type": "none"}, "max_concurrent": 2, "resources": {"cpus": 1, "gpus": 0},
                       "storage": str(tmp_path / "studies")})
-    run_study(spec)
-    rows = trial_table(spec)
+    run_study(open_study(spec))
+    rows = trial_table(open_study(spec))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"TERMINATED"}
     assert {r["config"]["stage1.source"] for r in rows} == {"masks"}
     assert len(list((tmp_path / "cache" / "stage1").glob("masks-*.pt"))) == 1  # scored once, shared

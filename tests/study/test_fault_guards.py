@@ -18,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+from study.handle import open_study
 from study.plan import plan
 from study.processes import PROCESSES_FILE
 from study.runner import trial_table
@@ -68,7 +69,7 @@ def test_a_running_study_is_locked_and_resume_ends_what_a_killed_driver_left(
     assert not [e for e in left if _same_process(e)], "resume left the dead driver's processes running"
     assert not p.ray_processes(), "resume, ended normally, left its own Ray running"
     assert not (folder / PROCESSES_FILE).exists() and not (folder / "study.lock").exists()
-    rows = trial_table(spec)
+    rows = trial_table(open_study(spec))
     assert Counter(r["cell"] for r in rows) == planned and {r["status"] for r in rows} == {"TERMINATED"}
     print(f"killed driver left {len(left)} of {len(recorded)} recorded processes {[e['name'] for e in left]}; "
           "resume ended them; "

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from record import ABANDONED, read_epochs, read_trial, study_trials, trial_folder, trial_folders
+from study.handle import open_study
 from study.plan import plan
 from study.runner import trial_table
 from study.spec import StudySpec
@@ -40,7 +41,7 @@ def test_killed_worker_resumes_its_trial_from_the_checkpoint(procs: Procs, tmp_p
 
     (fault,) = p.fired()
     assert fault["name"] == "train.step" and fault["context"]["seed"] == 0
-    rows = trial_table(spec)
+    rows = trial_table(open_study(spec))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"TERMINATED"}
     victim = next(r for r in rows if r["seed"] == 0)
     lines = read_epochs(trial_folder(Path(spec.study_dir), victim["trial_id"]))
@@ -90,7 +91,7 @@ def test_a_driver_killed_before_tune_saved_a_started_trial_resumes_to_exactly_th
     assert set(trials["status"].astype(str)) == {"TERMINATED"}  # none left RUNNING
     assert set(trials["stop_reason"].astype(str)) == {"completed"}
     assert _record_states(spec) == Counter({"TERMINATED": planned})
-    rows = {r["trial_id"]: r for r in trial_table(spec)}
+    rows = {r["trial_id"]: r for r in trial_table(open_study(spec))}
     assert Counter(r["cell"] for r in rows.values()) == cells and set(rows) == set(trials["trial_id"])
     runs = mlflow_trial_runs(spec)
     assert len(runs) == planned and set(runs["tags.ocr_study.trial_id"]) == set(trials["trial_id"])
@@ -120,7 +121,7 @@ def test_nan_trial_is_marked_failed_once_and_the_study_goes_on(procs: Procs, tmp
     assert "3 trials failed" in out and "non-finite loss in stage 'seg' at epoch 2" in out, out
     assert sorted({f["context"]["seed"] for f in p.fired()}) == [1] and len(p.fired()) == 3  # no retry
     assert out.count("Trial task failed for trial") == 3, out  # one traceback per trial, never a retry's
-    rows = trial_table(spec)
+    rows = trial_table(open_study(spec))
     assert Counter((r["seed"], r["status"]) for r in rows) == {(0, "TERMINATED"): 3, (1, "ERROR"): 3}
     runs = mlflow_trial_runs(spec)
     failed = runs[runs["tags.ocr_study.seed"] == "1"]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from record import read_trial, trial_folders
-from study.runner import run_study, study_dir, trial_table
+from study.handle import open_study
+from study.runner import run_study, trial_table
 from study.spec import load_spec
 from tests.pipelines import trees
 from tests.pipelines.test_disk_trial import TINY_DISK
@@ -25,13 +26,13 @@ def test_study_with_an_iteration_budget(local_ray: None, tmp_path: Path) -> None
                       "scheduler": {"type": "none"}, "max_concurrent": 2, "resources": {"cpus": 1, "gpus": 0},
                       "storage": str(tmp_path / "studies")})
     assert spec.scheduler.max_epochs == 2  # ceil(3 / 2) reports, not seg.epochs
-    run_study(spec)
-    rows = trial_table(spec)
+    run_study(open_study(spec))
+    rows = trial_table(open_study(spec))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"TERMINATED"} and {r["epochs"] for r in rows} == {2}
-    docs = [read_trial(p) for p in trial_folders(study_dir(spec))]
+    docs = [read_trial(p) for p in trial_folders(open_study(spec).folder)]
     assert {(d or {}).get("epochs_planned") for d in docs} == {2}
     assert {(d or {}).get("stop_reason") for d in docs} == {"completed"}
     from results import collect_study, load_dataset
 
-    trials = load_dataset(collect_study(study_dir(spec))).trials  # the dataset reads the same budget
+    trials = load_dataset(collect_study(open_study(spec).folder)).trials  # the dataset reads the same budget
     assert list(trials["epochs_planned"]) == [2, 2] and set(trials["stop_reason"].astype(str)) == {"completed"}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from study.handle import open_study
 from study.local_ray import LOOPBACK_ENV, STARTING
 from study.runner import trial_table
 from tests.study.cli_procs import Processes, finish, spec_file
@@ -20,13 +21,14 @@ from tests.study.cli_procs import Processes, finish, spec_file
 # whether Ray was imported, at the moment a run or resume command starts.
 PROBE = """
 import json, os, sys
-from study import report_cmd, cli
+from study import cli
+from study.commands import run
 
 def probe(args):
     print(json.dumps({"loopback": os.environ.get(sys.argv[1]), "ray_imported": "ray" in sys.modules}))
     return 0
 
-report_cmd.run_then_report = report_cmd.resume_then_report = probe
+run.run = run.resume = probe
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -88,7 +90,7 @@ def test_a_stale_ray_start_record_does_not_stop_a_local_study(tmp_path: Path, sh
           f"study done in {time.time() - start:.1f} s")
     assert out.count(STARTING) == 1, out[-3000:]
     assert "Failed to connect" not in out, out[-3000:]
-    assert [r["status"] for r in trial_table(spec)] == ["TERMINATED"]
+    assert [r["status"] for r in trial_table(open_study(spec))] == ["TERMINATED"]
     assert record.read_text().startswith("127.0.0.1:")  # left as it was: not the study's to remove
 
 
@@ -117,10 +119,11 @@ def test_a_local_ray_started_in_process_listens_on_loopback_only(local_ray: None
 def test_a_run_called_in_process_leaves_the_loopback_setting_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A program (or a test) that calls the CLI in its own process and starts a cluster afterwards (``ray
     start`` refuses the loopback setting) keeps its own environment: set for the command, restored after."""
-    from study import cli, report_cmd
+    from study import cli
+    from study.commands import run
 
     seen: list[str | None] = []
     monkeypatch.delenv(LOOPBACK_ENV, raising=False)
-    monkeypatch.setattr(report_cmd, "run_then_report", lambda args: seen.append(os.environ.get(LOOPBACK_ENV)) or 0)
+    monkeypatch.setattr(run, "run", lambda args: seen.append(os.environ.get(LOOPBACK_ENV)) or 0)
     assert cli.main(["run", "spec.yaml"]) == 0
     assert seen == ["0"] and LOOPBACK_ENV not in os.environ

@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from study.commands import mlflow_server
+from storage import open_store
+from study.commands.ui import mlflow_server
+from study.handle import UnknownStudyError, open_study
 from study.processes import end_group
-from study.runner import UnknownStudyError
 from study.spec import load_spec
-from study.storage import open_store
 from tests.docker.services import free_port, http_ok, wait_until
 from tests.study.test_storage import KEYS, bucket, endpoint  # noqa: F401  (fixtures)
 from tests.study.test_tune_study import tiny_doc
@@ -29,7 +29,7 @@ def test_an_artifact_logged_through_the_ui_server_lands_in_the_bucket(bucket: st
     spec = load_spec(tiny_doc(tmp_path, tmp_path / "cache", storage=f"s3://{bucket}/studies",
                               tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}))
     port = free_port()
-    cmd, env = mlflow_server(spec, port)
+    cmd, env = mlflow_server(open_study(spec), port)
     destination = f"s3://{bucket}/studies/tiny/mlflow-artifacts"
     assert cmd[cmd.index("--artifacts-destination") + 1] == destination
     assert env["MLFLOW_S3_ENDPOINT_URL"] == endpoint
@@ -57,4 +57,4 @@ def test_a_study_tracked_by_a_server_is_not_served_again(tmp_path: Path) -> None
     spec = load_spec(tiny_doc(tmp_path, tmp_path / "cache", storage="s3://b/studies",
                               tracking={"uri": "http://mlflow:5000"}))
     with pytest.raises(UnknownStudyError, match="tracked by the server http://mlflow:5000"):
-        mlflow_server(spec, 5000)
+        mlflow_server(open_study(spec), 5000)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from study.runner import run_study, study_dir, trial_table
+from study.handle import open_study
+from study.runner import run_study, trial_table
 from study.spec import load_spec
 from tests.study.test_tune_study import tiny_doc
 
@@ -42,7 +43,7 @@ def two_gpu_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, set[st
 
 def _node_ids(spec: Any) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
-    for path in (study_dir(spec) / "tune").glob("*/result.json"):
+    for path in (open_study(spec).folder / "tune").glob("*/result.json"):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         out[lines[0]["trial_id"]] = {line["node_id"] for line in lines}
     return out
@@ -54,8 +55,8 @@ def test_half_gpu_trials_run_on_both_worker_nodes(two_gpu_nodes: tuple[str, set[
     doc = tiny_doc(tmp_path, shared_cache, resources={"cpus": 1, "gpus": 0.5}, max_concurrent=2)
     doc["trial"]["device"] = "auto"  # CUDA where the node has it; these declared GPUs are not real
     spec = load_spec(doc)
-    run_study(spec, address=address)
-    rows = trial_table(spec)
+    run_study(open_study(spec), address=address)
+    rows = trial_table(open_study(spec))
     assert len(rows) == 6 and {r["status"] for r in rows} == {"TERMINATED"}
     nodes = _node_ids(spec)
     assert set(nodes) == {r["trial_id"] for r in rows}

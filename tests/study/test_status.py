@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from record import TrialStatus, stop_reason
+from study.commands.status import format_status
 from study.spec import load_spec
-from study.status_cmd import format_status
 
 SPEC = load_spec({"name": "s", "trial": {"seg.epochs": 4}, "grid": {"ocr.selection": ["none", "oc"]},
                   "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}})
@@ -13,8 +14,9 @@ SPEC = load_spec({"name": "s", "trial": {"seg.epochs": 4}, "grid": {"ocr.selecti
 
 def _row(cell: str, setting: int, seed: int, status: str, epochs: int, miou: float | None,
          **config: Any) -> dict[str, Any]:
+    reason, _ = stop_reason(TrialStatus(status), epochs, 4, "asha", (1, 2))  # as the driver records it
     return {"trial_id": f"{cell[-2:]}{setting}{seed}", "cell": cell, "setting": setting, "seed": seed,
-            "status": status, "epochs": epochs, "val_miou": miou, "error": "",
+            "status": status, "stop_reason": reason, "epochs": epochs, "val_miou": miou, "error": "",
             "config": {"seg.epochs": 4, "ocr.selection": cell.split("=")[1], **config}}
 
 
@@ -31,7 +33,7 @@ def test_states_and_best_over_completed_seeds() -> None:
     rows[-1]["error"] = "NonFiniteLossError: non-finite loss"
     text = format_status(SPEC, rows)
     lines = text.splitlines()
-    assert lines[0] == "study s: 7 trials known — 4 completed, 1 failed, 1 running, 1 stopped early"
+    assert lines[0] == "study s: 7 trials known — 4 completed, 1 stopped early, 1 failed, 1 running"
     assert lines[1] == ("  ocr.selection=none: 1 completed, 1 stopped early · best val_miou 60.00 % "
                         "(mean of 1 completed)")
     assert lines[2] == ("  ocr.selection=oc: 3 completed, 1 failed, 1 running · best val_miou 68.00 % "
@@ -45,7 +47,7 @@ def test_a_cell_with_nothing_completed_shows_its_latest_epochs() -> None:
 
 
 def test_status_prints_percent_as_the_report_does() -> None:
-    from study.status_cmd import metric_text
+    from record import metric_text
 
     assert [metric_text(m, 0.61523) for m in ("val_miou", "val_oracle_miou", "val_pixel_acc", "val_oc_rate_fg",
                                               "val_oc_rate", "val_oc_image_rate")] == ["61.52 %"] * 6

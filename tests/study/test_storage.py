@@ -1,4 +1,4 @@
-"""study.storage against a real S3-compatible server (moto_server) that the test starts on 127.0.0.1 and
+"""storage against a real S3-compatible server (moto_server) that the test starts on 127.0.0.1 and
 stops by PID, and against a local folder."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from study.storage import (
+from storage import (
     StorageError,
     StoreLease,
     compute_once,
@@ -188,7 +188,7 @@ def test_an_expired_lease_is_taken_over_by_exactly_one_of_many_takers(where: str
 
 
 def test_a_record_goes_to_the_store_and_comes_back_without_tunes_folder(bucket: str, tmp_path: Path) -> None:
-    from study.storage import mirror_dir, pull_record, push_record
+    from storage import mirror_dir, pull_record, push_record
 
     local = tmp_path / "run"
     for rel, text in {"spec.yaml": "name: x", "study.json": "{}", "trials/t1/trial.json": "{}",
@@ -209,6 +209,7 @@ def test_a_record_goes_to_the_store_and_comes_back_without_tunes_folder(bucket: 
 def test_a_study_already_in_the_bucket_is_not_overwritten_without_fresh(bucket: str, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from study import runner
+    from study.handle import open_study
     from study.spec import load_spec
     from tests.study.test_tune_study import tiny_doc
 
@@ -220,19 +221,19 @@ def test_a_study_already_in_the_bucket_is_not_overwritten_without_fresh(bucket: 
     store.write_bytes(b"name: tiny", "spec.yaml")
     store.write_bytes(b"{}", "tune", "old_trial", "result.json")
     with pytest.raises(runner.StudyError, match="resume tiny --storage s3://"):
-        runner.run_study(spec)
+        runner.run_study(open_study(spec))
     assert store.read_bytes("spec.yaml") == b"name: tiny"
-    assert not runner.study_dir(spec).exists()  # nothing half-made is left in the mirror
-    runner._check_store(spec, fresh=True)
+    assert not open_study(spec).folder.exists()  # nothing half-made is left in the mirror
+    runner._check_store(open_study(spec), fresh=True)
     assert store.names() == []  # --fresh: no trial of the old study can mix into the new one
 
 
 def test_an_unknown_study_on_a_store_names_the_ones_there(bucket: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from results import ResultsError
-    from study.report_cmd import study_folder
-    from study.runner import UnknownStudyError, load_study_spec
-    from study.storage import stored_studies
+    from storage import stored_studies
+    from study.commands.report import study_folder
+    from study.handle import UnknownStudyError, load_study_spec
 
     monkeypatch.chdir(tmp_path)
     storage = f"s3://{bucket}/studies"

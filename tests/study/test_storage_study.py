@@ -12,8 +12,9 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from study.runner import load_study_spec, trial_table
-from study.storage import join_uri, mirror_dir, open_store
+from storage import join_uri, mirror_dir, open_store
+from study.handle import load_study_spec, open_study
+from study.runner import trial_table
 from tests.study.cli_procs import Processes
 from tests.study.test_storage import KEYS, bucket, endpoint  # noqa: F401  (fixtures)
 from tests.study.test_tune_study import tiny_doc
@@ -50,7 +51,7 @@ def test_a_study_on_s3_keeps_tune_and_its_record_in_the_bucket(bucket: str, endp
     shutil.rmtree(mirror)  # what status shows comes from the bucket
     monkeypatch.chdir(tmp_path)
     spec = load_study_spec("tiny", storage)
-    rows = trial_table(spec)
+    rows = trial_table(open_study(spec))
     assert sorted(row["status"] for row in rows) == ["TERMINATED", "TERMINATED"], rows
     assert all(row["epochs"] == 2 for row in rows)
     for command in ("status", "export", "report"):

@@ -81,7 +81,7 @@ def _epoch(tracking: MLflowTracking, trial: FakeTrial, epoch: int, miou: float, 
 
 def track_fake_study(uri: str, name: str, artifacts: Path, spec: dict[str, Any]) -> MLflowTracking:
     """A study of three fake trials mirrored into ``uri``: a baseline, an OCR run, one ASHA stops at epoch 1."""
-    tracking = MLflowTracking(uri, name, name, "abc123", artifacts.as_uri(), "asha", None, spec)
+    tracking = MLflowTracking(uri, name, name, "abc123", artifacts.as_uri(), "asha", None, spec, rungs=(1, 2))
     trials = [FakeTrial("t0", _config("none", 0)),
               FakeTrial("t1", _config("oc", 1, {"ocr.delta": 7.7, "ocr.tau": 0.06})),
               FakeTrial("t2", _config("oc", 0, {"ocr.delta": 2.0}))]
@@ -114,7 +114,10 @@ def test_runs_show_what_they_are(tracked: MLflowTracking) -> None:
     stopped = runs["t2"]
     assert stopped.info.status == "KILLED" and stopped.data.tags["ocr_study.completed"] == "false"
     assert stopped.info.run_name.endswith("· stopped e1")
-    assert stopped.data.tags["ocr_study.stop_reason"] == "early_stopped_at_epoch_1"
+    # the record's words (record.StopReason), and the epoch it stopped at
+    assert (stopped.data.tags["ocr_study.stop_reason"], stopped.data.tags["ocr_study.stop_epoch"]) == (
+        "early_stopped", "1")
+    assert "ocr_study.stop_epoch" not in runs["t0"].data.tags
     assert stopped.data.metrics["iou/one"] == pytest.approx(0.12) and "iou/two" not in stopped.data.metrics
     history = client.get_metric_history(runs["t1"].info.run_id, "iou/one")
     assert [m.step for m in history] == [1, 2, 3, 4]

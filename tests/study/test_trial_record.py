@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from record import read_epochs, read_trial, trial_folder
+from record import TrialStatus, read_epochs, read_trial, stop_reason, trial_folder
 from study.plan import plan, study_record
 from study.spec import load_spec
 from study.tracking import MLflowTracking
@@ -21,19 +21,21 @@ def _trial(epoch: int, seg_epochs: int, config: dict[str, Any] | None = None) ->
                            last_result={"epoch": epoch}, checkpoint=None, error_file=None)
 
 
-@pytest.mark.parametrize(("epoch", "tag"), [(6, "completed"), (2, "early_stopped_at_epoch_2")])
+@pytest.mark.parametrize(("epoch", "tag"), [(6, "completed"), (2, "early_stopped"), (3, "stopped")])
 def test_mlflow_stop_tag_counts_asha_max_epochs(epoch: int, tag: str) -> None:
-    """The bug: trials run to ASHA's max_epochs (6) under seg.epochs = 10 were tagged as stopped early."""
-    tracking = MLflowTracking("sqlite:///unused.db", "e", "s", "h", scheduler="asha", max_epochs=6)
-    assert tracking.stop_tag(_trial(epoch, 10)) == tag
+    """The bug: trials run to ASHA's max_epochs (6) under seg.epochs = 10 were tagged as stopped early. The
+    tag is the record's stop reason: ASHA stops at a rung (2); an end off the rungs (3) is the time budget."""
+    tracking = MLflowTracking("sqlite:///unused.db", "e", "s", "h", scheduler="asha", max_epochs=6, rungs=(1, 2, 4))
+    assert tracking.stop_tag(_trial(epoch, 10)) == (tag, epoch)
+    assert tag == stop_reason(TrialStatus.TERMINATED, epoch, 6, "asha", (1, 2, 4))[0]  # what the record says
     plain = MLflowTracking("sqlite:///unused.db", "e", "s", "h")
-    assert plain.stop_tag(_trial(6, 10)) == "early_stopped_at_epoch_6"
+    assert plain.stop_tag(_trial(6, 10)) == ("stopped", 6)  # no scheduler: a short trial ran out of time
 
 
 def test_a_callback_pickled_before_the_fix_still_tags() -> None:
     tracking = MLflowTracking("sqlite:///unused.db", "e", "s", "h")
     del tracking.__dict__["scheduler"], tracking.__dict__["max_epochs"]
-    assert tracking.stop_tag(_trial(4, 4)) == "completed"
+    assert tracking.stop_tag(_trial(4, 4)) == ("completed", 4)
 
 
 def test_trial_and_driver_write_one_record(tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from record import read_epochs, trial_folder
+from study.handle import open_study
 from study.plan import plan
-from study.runner import run_study, study_dir, trial_table
+from study.runner import run_study, trial_table
 from study.spec import StudySpec, load_spec
 from study.trial_record import record_line
 from tests.conftest import TINY
@@ -55,8 +56,8 @@ def test_study_runs_every_planned_trial_and_mirrors_them_in_mlflow(local_ray: No
                                                                      shared_cache: Path) -> None:
     spec = tiny_spec(tmp_path, shared_cache)
     planned = {c.id: c.trials for c in plan(spec).cells}
-    run_study(spec)
-    rows = trial_table(spec)
+    run_study(open_study(spec))
+    rows = trial_table(open_study(spec))
     assert Counter(r["cell"] for r in rows) == planned == {"ocr.selection=none": 2, "ocr.selection=oc": 4}
     assert {r["status"] for r in rows} == {"TERMINATED"}
     assert len({(r["setting"], r["seed"], r["cell"]) for r in rows}) == 6
@@ -83,8 +84,8 @@ def test_study_runs_every_planned_trial_and_mirrors_them_in_mlflow(local_ray: No
     assert [m.step for m in client.get_metric_history(run_id, "val_miou")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"class_iou.json", "prior.png", "prior.csv", "val_examples.png"} <= artifacts
-    assert (study_dir(spec) / "spec.yaml").is_file()
-    _tune_results_match_the_record(study_dir(spec))
+    assert (open_study(spec).folder / "spec.yaml").is_file()
+    _tune_results_match_the_record(open_study(spec).folder)
 
 
 def _tune_results_match_the_record(folder: Path) -> None:
@@ -105,9 +106,9 @@ def test_rerunning_an_existing_study_is_refused(local_ray: None, tmp_path: Path,
     from study.runner import StudyError
 
     spec = tiny_spec(tmp_path, shared_cache, seeds=[0], grid={"ocr.selection": ["none"]}, search=None)
-    run_study(spec)
+    run_study(open_study(spec))
     with pytest.raises(StudyError, match="already exists"):
-        run_study(spec)
+        run_study(open_study(spec))
     _check_ui_serves_the_study(spec)
 
 
@@ -171,5 +172,5 @@ def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path, shar
 
     spec = tiny_spec(tmp_path, shared_cache, tracking={"uri": "http://127.0.0.1:9", "experiment": None})
     with pytest.raises(TrackingError, match="cannot be reached"):
-        run_study(spec)
+        run_study(open_study(spec))
     assert not Path(spec.study_dir).exists()

@@ -1,31 +1,27 @@
-"""``ocr-study status``: trials by state and the best setting so far, per cell, from the study's record."""
+"""``ocr-study status``: trials by why they stopped and the best setting so far, per cell, from the study's
+record (the words of :class:`record.StopReason`, as the run's summary and the report use them)."""
 
 from __future__ import annotations
 
+import argparse
 from collections import defaultdict
 from typing import Any
 
-from record import best_setting, config_reports, ocr_applies, planned_epochs
+from record import PHASES, Phase, StopReason, TrialStatus, best_setting, metric_text, ocr_applies
+from study.handle import load_study
 from study.spec import StudySpec
 
 SHOWN_KEYS = ("ocr.delta", "ocr.tau")
 MAX_ERRORS = 10
-PERCENT_METRICS = ("iou", "acc", "oc_rate", "oc_image_rate")  # fractions in the record, percent where people read them
-STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "ERROR": "failed"}
 
 
-def _planned(spec: StudySpec, row: dict[str, Any]) -> int:
-    epochs = config_reports(row["config"]) or 0
-    if row.get("phase") == "confirm":  # the confirm phase runs without early stopping
-        return epochs
-    return planned_epochs(epochs, spec.scheduler.type, spec.scheduler.max_epochs) or 0
+def status(args: argparse.Namespace) -> int:
+    """``ocr-study status NAME``."""
+    from study.runner import trial_table
 
-
-def trial_state(spec: StudySpec, row: dict[str, Any]) -> str:
-    """``completed`` (every planned epoch), ``stopped early`` (by ASHA or the time budget), or Tune's state."""
-    if row["status"] == "TERMINATED":
-        return "completed" if row["epochs"] >= _planned(spec, row) else "stopped early"
-    return STATES.get(row["status"], row["status"].lower())
+    study = load_study(args.name, args.storage)
+    print(format_status(study.spec, trial_table(study)))
+    return 0
 
 
 def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[float, int, dict[str, Any]] | None:
@@ -44,7 +40,7 @@ def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[f
 def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
     """The best setting of a cell: over completed trials, or (marked) over the trials' latest epochs."""
     metric, mode = spec.scheduler.metric, spec.scheduler.mode
-    done = [r for r in group if r["state"] == "completed"]
+    done = [r for r in group if r["stop_reason"] == StopReason.COMPLETED]
     best = _best_setting(done or group, metric, mode)
     if best is None:
         return ""
@@ -55,29 +51,21 @@ def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
     return f" · best {metric} {metric_text(metric, value)} ({where})" + (f" at {params}" if params else "")
 
 
-def metric_text(metric: str, value: float) -> str:
-    """A metric as the report prints it: IoU, accuracy and OC rates in percent (``61.52 %``), others as
-    they are."""
-    if any(part in metric for part in PERCENT_METRICS):
-        return f"{100 * value:.2f} %"
-    return f"{value:.4g}"
-
-
 def _counts(rows: list[dict[str, Any]]) -> str:
-    states: dict[str, int] = defaultdict(int)
+    """``"4 completed, 1 failed, 1 stopped early"``: the trials by why they stopped (the record's words)."""
+    reasons: dict[StopReason, int] = defaultdict(int)
     for row in rows:
-        states[row["state"]] += 1
-    return ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        reasons[StopReason(row["stop_reason"])] += 1
+    return ", ".join(f"{n} {r.text}" for r, n in sorted(reasons.items(), key=lambda item: item[0].rank))
 
 
 def format_status(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
     """Per phase (search, then confirm), a line per cell: trials by state, and the best setting (mean over
     its completed seeds)."""
-    rows = [{**r, "state": trial_state(spec, r)} for r in rows]
     lines = [f"study {spec.name}: {len(rows)} trials known — {_counts(rows)}"]
-    phases = sorted({r.get("phase", "search") for r in rows}, key=lambda p: p != "search")
+    phases = [p for p in PHASES if any(r.get("phase", Phase.SEARCH) == p for r in rows)]
     for phase in phases:
-        mine = [r for r in rows if r.get("phase", "search") == phase]
+        mine = [r for r in rows if r.get("phase", Phase.SEARCH) == phase]
         cells: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in mine:
             cells[row["cell"]].append(row)
@@ -85,7 +73,7 @@ def format_status(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
             lines.append(f" {phase} phase: {len(mine)} trials — {_counts(mine)}")
         for cell, group in sorted(cells.items()):
             lines.append(f"  {cell}: {_counts(group)}{_best_text(spec, group)}")
-    failed = [r for r in rows if r["status"] == "ERROR"]
+    failed = [r for r in rows if r["status"] == TrialStatus.ERROR]
     for row in failed[:MAX_ERRORS]:
         lines.append(f"  failed {row['trial_id']} ({row['cell']}, seed {row['seed']}): {row.get('error') or '?'}")
     if len(failed) > MAX_ERRORS:

@@ -1,4 +1,4 @@
-"""The results commands of the CLI: ``report`` and ``export``, and the report at the end of ``run``/``resume``.
+"""``ocr-study report`` and ``ocr-study export``, and the report at the end of ``run``/``resume``.
 
 They read what a study wrote through :mod:`results` (pyarrow, pandas, matplotlib); no Ray, no torch.
 """
@@ -10,11 +10,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from record import RESULTS_DIR, SPEC_FILE, STUDY_FILE, TRIALS_DIR, TUNE_DIR, read_study
-from study.spec import DEFAULT_STORAGE, check_study_name
-from study.storage import is_remote, join_uri, mirror_dir, pull_record, push_record, stored_studies
+from record import (
+    CURVES_TABLE,
+    REPORT_DIR,
+    RESULTS_DIR,
+    SPEC_FILE,
+    STUDY_FILE,
+    TRIALS_DIR,
+    TRIALS_TABLE,
+    TUNE_DIR,
+    StopReason,
+    read_study,
+)
+from storage import is_remote, join_uri, local_path, mirror_dir, pull_record, push_record, stored_studies
+from study.handle import Study
+from study.spec import DEFAULT_STORAGE, StudySpec, check_study_name
 
-DATASET = f"{RESULTS_DIR}/trials.parquet"
+DATASET = f"{RESULTS_DIR}/{TRIALS_TABLE}"
 
 
 def study_folder(name: str, storage: str | None) -> Path:
@@ -31,7 +43,7 @@ def study_folder(name: str, storage: str | None) -> Path:
             raise ResultsError(f"no study {name!r} in {storage} (known: {stored_studies(storage) or 'none'}); "
                                "check the URI")
         return folder
-    root = Path(storage or DEFAULT_STORAGE).expanduser()
+    root = local_path(storage or DEFAULT_STORAGE)
     folder = root / name
     if not any((folder / part).exists() for part in parts):
         known = sorted({p.parent.name for name in (SPEC_FILE, STUDY_FILE) for p in root.glob(f"*/{name}")}
@@ -79,7 +91,7 @@ def study_state(folder: Path, trials: Any) -> str:
 
 
 def _no_finished_trial(trials: Any) -> bool:
-    return trials.empty or not (trials["stop_reason"].astype(str) == "completed").any()
+    return trials.empty or not (trials["stop_reason"].astype(str) == StopReason.COMPLETED).any()
 
 
 def report(args: argparse.Namespace) -> int:
@@ -97,8 +109,8 @@ def report(args: argparse.Namespace) -> int:
     if dataset.trials.empty:
         print(f"study {args.name}: {study_state(folder, dataset.trials)}; no report written")
         return 0
-    written = write_report(dataset, Path(args.out) if args.out else folder / "report", formats,
-                           oc=args.oc_rate, links=_run_links(folder))
+    written = write_report(dataset, Path(args.out) if args.out else folder / REPORT_DIR, formats,
+                           oc=args.oc_rate, links=_run_links(_saved_spec(args.name, args.storage, folder)))
     _push_back(args, folder)
     _print_report(args.name, written)
     if _no_finished_trial(dataset.trials):
@@ -112,7 +124,7 @@ def export(args: argparse.Namespace) -> int:
 
     if args.mlflow:
         check_study_name(args.name)  # it names the output folder under the storage
-        root = Path(args.storage or DEFAULT_STORAGE).expanduser()
+        root = local_path(args.storage or DEFAULT_STORAGE)
         out = Path(args.out) if args.out else root / args.name / RESULTS_DIR
         folder = collect_mlflow(args.mlflow, args.name, out)
     else:
@@ -122,70 +134,56 @@ def export(args: argparse.Namespace) -> int:
         trials = load_dataset(folder).trials
         if _no_finished_trial(trials):
             print(f"study {args.name}: {study_state(study, trials)}")
-    print(f"study {args.name} exported: {folder / 'trials.parquet'}, {folder / 'curves.parquet'}")
+    print(f"study {args.name} exported: {folder / TRIALS_TABLE}, {folder / CURVES_TABLE}")
     return 0
 
 
-def _run_links(folder: Path) -> Any:
-    """The study's runs on its MLflow server, for the report to link (None with a SQLite or file store, or
-    when the study's spec cannot be read)."""
-    from results import is_server, run_links
-    from study.runner import load_study_spec
+def _saved_spec(name: str, storage: str | None, folder: Path) -> StudySpec | None:
+    """The spec a study saved (``None`` when it has none, or it cannot be read: the report needs none)."""
+    from study.handle import load_study_spec
 
     if not (folder / SPEC_FILE).is_file():
         return None
     try:
-        spec = load_study_spec(folder.name, str(folder.parent))
+        return load_study_spec(name, storage)
     except Exception:  # the report needs no spec; links are a convenience
         return None
-    uri = spec.tracking_uri
-    return run_links(uri, spec.tracking.experiment or spec.name) if is_server(uri) else None
 
 
-def _report_after(folder: Path) -> None:
+def _run_links(spec: StudySpec | None) -> Any:
+    """The study's runs on its MLflow server, for the report to link (None with a SQLite or file store, or
+    without a spec)."""
+    from results import is_server, run_links
+
+    if spec is None or not is_server(spec.tracking_uri):
+        return None
+    return run_links(spec.tracking_uri, spec.tracking.experiment or spec.name)
+
+
+def report_after(study: Study) -> None:
+    """The report at the end of ``run``/``resume``: written into the study's folder, pushed with the record
+    of a study on a store, and uploaded to the study's parent run in MLflow."""
     from results import ResultsError, report_study
 
     try:
-        written = report_study(folder, links=_run_links(folder))
+        written = report_study(study.folder, links=_run_links(study.spec))
     except ResultsError as err:
         print(f"ocr-study: no report: {err}", file=sys.stderr)
         return
-    _print_report(folder.name, written)
-    _report_to_mlflow(folder, written)
+    if study.remote:
+        push_record(study.folder, study.uri)
+    _print_report(study.name, written)
+    _report_to_mlflow(study, written)
 
 
-def _report_to_mlflow(folder: Path, written: dict[str, Path]) -> None:
+def _report_to_mlflow(study: Study, written: dict[str, Path]) -> None:
     """The report as artifacts of the study's parent run in MLflow (a warning when that fails)."""
-    from study.runner import load_study_spec
     from study.tracking import log_report
 
     try:
-        spec = load_study_spec(folder.name, str(folder.parent))
-        log_report(spec.tracking_uri, spec.tracking.experiment or spec.name, spec.name, written)
+        log_report(study.spec.tracking_uri, study.experiment, study.name, written)
     except Exception as err:  # the report on disk stands; MLflow is a view
         print(f"ocr-study: the report was not uploaded to MLflow: {err}", file=sys.stderr)
-
-
-def run_then_report(args: argparse.Namespace) -> int:
-    """``ocr-study run``, then the study's report (not after ``--dry-run``)."""
-    from study import commands
-    from study.runner import resolve_spec
-
-    code = commands.run(args)
-    if not args.dry_run:  # failed trials (exit 1) still get the report of the others
-        _report_after(Path(resolve_spec(args.spec, getattr(args, "overrides", ())).study_dir))
-    return code
-
-
-def resume_then_report(args: argparse.Namespace) -> int:
-    """``ocr-study resume``, then the study's report."""
-    from study import commands
-    from study.runner import load_study_spec
-
-    code = commands.resume(args)
-    if code in (0, 1):  # failed trials (exit 1) still get the report of the others
-        _report_after(Path(load_study_spec(args.name, args.storage).study_dir))
-    return code
 
 
 def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from pipelines.config import TrialConfig, from_flat, nested_to_flat
+from record import HOME
 
 
 class UsageError(ValueError):
@@ -119,7 +120,7 @@ def train_command(config: Path | None, overrides: Sequence[str], out: Path | Non
     from pipelines.trial import run_trial
 
     cfg = load_trial_config(config, parse_overrides(overrides))
-    work_dir = out or Path(".ocr-study") / "train" / time.strftime("%Y%m%d-%H%M%S")
+    work_dir = out or Path(HOME) / "train" / time.strftime("%Y%m%d-%H%M%S")
     reporter = BarReporter()
     start = time.perf_counter()
     try:

@@ -17,8 +17,8 @@ released or past its expiry is taken over by a conditional replace (S3 ``If-Matc
 under ``flock`` of its folder), so of two nodes that see the same stale marker exactly one takes it.
 :func:`compute_once` and :func:`fetch_or_build` build an object once however many nodes ask.
 
-This module is shared by ``pipelines`` (the stage-1 cache) and ``study`` (the study's record), and
-imports neither.
+Shared by ``pipelines`` (the stage-1 cache) and ``study`` (the study's record, see
+:mod:`storage._record`); it imports neither.
 """
 
 from __future__ import annotations
@@ -62,9 +62,24 @@ class LeaseLostError(RuntimeError):
 
 
 def is_remote(uri: str) -> bool:
-    """Whether ``uri`` names a store other than a local folder (``file://`` and plain paths are local)."""
+    """Whether ``uri`` names a store other than a local folder (``file://`` and plain paths are local).
+
+    The one test of "is this storage remote?" in the project: a ``"://" in uri`` test would call a
+    ``file://`` folder remote.
+    """
     match = _SCHEME.match(uri)
     return match is not None and match.group(1).lower() != "file"
+
+
+def local_path(uri: str) -> Path:
+    """The local folder a local ``uri`` names (``file:///srv/studies`` or a plain path, ``~`` expanded).
+
+    Raises ``StorageError`` for a remote URI (see :func:`is_remote`).
+    """
+    if is_remote(uri):
+        raise StorageError(f"{uri!r} is on an object store, not a local folder")
+    local = urllib.parse.unquote(urllib.parse.urlparse(uri).path) if _SCHEME.match(uri) else uri
+    return Path(local).expanduser()
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -322,8 +337,7 @@ def open_store(uri: str) -> Store:
     """The :class:`Store` of a storage URI or local path (made absolute)."""
     match = _SCHEME.match(uri)
     if not match or match.group(1).lower() == "file":
-        local = urllib.parse.urlparse(uri).path if match else uri
-        return Store(uri, pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local)).rstrip("/") or "/")
+        return Store(uri, pafs.LocalFileSystem(), os.path.abspath(local_path(uri)).rstrip("/") or "/")
     parsed = urllib.parse.urlparse(uri)
     root = (parsed.netloc + parsed.path).rstrip("/")
     if match.group(1).lower() in ("s3", "s3a"):

@@ -1,8 +1,6 @@
-"""Where a study keeps its files: a local folder or an object store, named by one URI.
+"""A study's record on a store: the local mirror of a study on a remote store, its record pushed and pulled.
 
-The store itself (URIs, filesystems, whole-object writes, leases, build-once) is
-:mod:`pipelines.store`, which the stage-1 cache shares; its names are handed on from here. This module
-adds the study's side: the local mirror of a study on a remote store, and its record pushed and pulled.
+The store itself (URIs, filesystems, whole-object writes, leases, build-once) is :mod:`storage._store`.
 """
 
 from __future__ import annotations
@@ -13,51 +11,19 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from pipelines.store import (
-    LeaseLostError,
-    StorageError,
-    Store,
-    StoreLease,
-    compute_once,
-    fetch_or_build,
-    is_remote,
-    join_uri,
-    open_store,
-    plain_uri,
-    s3_filesystem,
-)
-from record import CONFIRM_TUNE_DIR, SPEC_FILE, TUNE_DIR
-
-__all__ = [
-    "MIRRORS",
-    "MLFLOW_ARTIFACTS",
-    "LeaseLostError",
-    "StorageError",
-    "Store",
-    "StoreLease",
-    "compute_once",
-    "fetch_or_build",
-    "is_remote",
-    "join_uri",
-    "mirror_dir",
-    "mlflow_artifacts",
-    "open_store",
-    "pull_record",
-    "push_record",
-    "s3_filesystem",
-    "stored_studies",
-]
+from record import CONFIRM_TUNE_DIR, HOME, MLFLOW_ARTIFACTS_DIR, MLFLOW_DB, SPEC_FILE, TUNE_DIR
+from storage._store import join_uri, open_store, plain_uri
 
 # A study on a remote store runs in a local working folder (its mirror); its record (everything but
 # Tune's own experiment, which Tune writes to the store itself) is pushed to the store after a run and
 # pulled from it before resume, status, report and export.
-MIRRORS = Path(".ocr-study") / "mirrors"
+MIRRORS = Path(HOME) / "mirrors"
 SHARED_CACHE = "cache"  # the stage-1 cache of a study on a remote store, under its prefix
 MLFLOW_ARTIFACTS = "mlflow-artifacts"  # MLflow's artifacts of a study on a remote store, under its prefix
 # Not the record: Tune's own experiments (written to the store by Tune itself), the local MLflow store and
 # its artifacts, the shared stage-1 cache and MLflow's artifacts on the store. Folders end with "/", so a
 # name is never skipped for its prefix alone.
-_NOT_SYNCED = (f"{TUNE_DIR}/", f"{CONFIRM_TUNE_DIR}/", "mlartifacts/", "mlflow.db", f"{SHARED_CACHE}/",
+_NOT_SYNCED = (f"{TUNE_DIR}/", f"{CONFIRM_TUNE_DIR}/", f"{MLFLOW_ARTIFACTS_DIR}/", MLFLOW_DB, f"{SHARED_CACHE}/",
                f"{MLFLOW_ARTIFACTS}/")
 
 

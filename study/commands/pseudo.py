@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from study.train_cmd import BarReporter, UsageError, load_trial_config, parse_overrides
+from study.commands.train import BarReporter, UsageError, load_trial_config, parse_overrides
 
 
 def _refuse_overwrite(out: Path) -> None:
