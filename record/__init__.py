@@ -43,7 +43,7 @@ from record._layout import (
     trial_folder,
     trial_folders,
 )
-from record._study import confirm_chosen, read_study, search_ended, study_phase, write_study
+from record._study import PhaseDoc, StudyDoc, read_study, write_study
 from record._trial import (
     ABANDONED,
     abandon_trials,
@@ -83,7 +83,9 @@ __all__ = [
     "TUNE_DIR",
     "FailpointError",
     "Phase",
+    "PhaseDoc",
     "StopReason",
+    "StudyDoc",
     "Tag",
     "TrialStatus",
     "abandon_trials",
@@ -92,7 +94,6 @@ __all__ = [
     "best_setting",
     "cell_id",
     "config_reports",
-    "confirm_chosen",
     "failpoint",
     "fired",
     "metric_text",
@@ -104,9 +105,7 @@ __all__ = [
     "read_last_epochs",
     "read_study",
     "read_trial",
-    "search_ended",
     "stop_reason",
-    "study_phase",
     "study_trials",
     "trial_folder",
     "trial_folders",

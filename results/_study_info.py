@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from record import META, Phase, parse_cell, read_study, study_phase
+from record import META, Phase, StudyDoc, parse_cell, read_study
 from results._errors import ResultsError
 
 __all__ = ["StudyInfo", "infer_info", "info_from_study", "param_value", "parse_cell", "read_study_info"]
@@ -50,21 +50,21 @@ class StudyInfo:
         return cls(**doc)
 
 
-def info_from_study(doc: dict[str, Any], name: str) -> StudyInfo:
+def info_from_study(doc: StudyDoc, name: str) -> StudyInfo:
     """The facts from a ``study.json`` document."""
-    return StudyInfo(name=str(doc.get("name") or name), metric=str(doc.get("metric", "val_miou")),
-                     mode=str(doc.get("mode", "max")), grid=dict(doc.get("grid") or {}),
-                     defaults=dict(doc.get("defaults") or {}), search_keys=tuple(doc.get("search_keys") or ()),
-                     log_keys=tuple(doc.get("log_keys") or ()), seeds=tuple(int(s) for s in doc.get("seeds") or ()),
-                     scheduler=str(doc.get("scheduler", "unknown")),
-                     rungs=tuple(int(r) for r in doc.get("rungs") or ()),
-                     max_epochs=int(doc["max_epochs"]) if doc.get("max_epochs") else None,
-                     gpus=float(doc.get("gpus", 0.0)), confirm=_confirm_phase(doc))
+    return StudyInfo(name=doc.name or name, metric=doc.metric, mode=doc.mode, grid=dict(doc.grid),
+                     defaults=dict(doc.defaults), search_keys=doc.search_keys, log_keys=doc.log_keys,
+                     seeds=tuple(int(s) for s in doc.seeds), scheduler=doc.scheduler,
+                     rungs=tuple(int(r) for r in doc.rungs), max_epochs=int(doc.max_epochs) if doc.max_epochs else None,
+                     gpus=float(doc.gpus), confirm=_confirm_phase(doc))
 
 
-def _confirm_phase(doc: dict[str, Any]) -> dict[str, Any]:
-    phase = study_phase(doc, Phase.CONFIRM)
-    return {k: v for k, v in phase.items() if k != "configs"} if phase else {}
+def _confirm_phase(doc: StudyDoc) -> dict[str, Any]:
+    """The confirm phase as the report shows it: everything but its planned configs."""
+    phase = doc.phase(Phase.CONFIRM)
+    if phase is None:
+        return {}
+    return {k: v for k, v in StudyDoc("", phases=(phase,)).to_json()["phases"][0].items() if k != "configs"}
 
 
 def read_study_info(study_dir: Path) -> StudyInfo | None:

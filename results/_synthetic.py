@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from record import META, append_epoch, asha_rungs, cell_id, trial_folder, write_study, write_trial
+from record import META, StudyDoc, append_epoch, asha_rungs, cell_id, trial_folder, write_study, write_trial
 
 SESSION = "2026-11-25_12-00-00"  # in the names of the trials' Tune folders
 CELL_EFFECT = {"none": 0.0, "all": 0.015, "oc": 0.03}
@@ -195,7 +195,7 @@ def write_synthetic_study(storage: Path, study: SyntheticStudy | None = None) ->
     folder.mkdir(parents=True)
     trials = _plan(study, np.random.default_rng(study.seed))
     _assign_epochs(study, trials)
-    write_study(folder, _study_doc(study, len(trials)))
+    write_study(folder, StudyDoc.from_json(_study_doc(study, len(trials))))
     for trial in trials:
         _write_trial(folder, trial, study)
     return folder

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from record import META, Phase, StopReason, ranked, read_epochs, study_trials
+from record import META, Phase, PhaseDoc, StopReason, ranked, read_epochs, study_trials
 from study.handle import Study
 from study.spec import ConfirmSpec
 
@@ -85,7 +85,7 @@ def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int) ->
             f"{META}rank": rank}
 
 
-def choose(study: Study) -> dict[str, Any]:
+def choose(study: Study) -> PhaseDoc:
     """The confirm phase's plan from the search phase's record: per cell the chosen settings and how they
     were ranked, and every confirm trial's flat config (cells in the spec's order, then rank, then seed).
 
@@ -103,5 +103,6 @@ def choose(study: Study) -> dict[str, Any]:
         for rank, setting in enumerate(ranking.settings):
             template = next(r for r in runs[cid][setting] if r.config)
             trials += [_confirm_config(confirm, template, seed, rank) for seed in confirm.seeds]
-    return {"name": Phase.CONFIRM, "trials": len(trials), "cells": cells, "configs": trials,
-            "seeds": list(confirm.seeds), "epochs": confirm.epochs, "metric": confirm.metric, "mode": confirm.mode}
+    return PhaseDoc(Phase.CONFIRM, trials=len(trials), cells=tuple(cells), configs=tuple(trials),
+                    seeds=tuple(confirm.seeds), top_k=confirm.top_k, epochs=confirm.epochs, metric=confirm.metric,
+                    mode=confirm.mode, chosen=True)

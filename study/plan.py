@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.config import to_flat
-from record import Phase, asha_rungs, cell_id, ocr_applies, planned_epochs
+from record import Phase, PhaseDoc, StudyDoc, asha_rungs, cell_id, ocr_applies, planned_epochs
 from study.spec import Scalar, SearchParam, SpecError, StudySpec, spec_hash
 
 
@@ -174,34 +174,32 @@ def plan(spec: StudySpec) -> StudyPlan:
                      confirm_epochs=confirm_trials * (confirm.epochs if confirm is not None else 0))
 
 
-def study_record(study: StudyPlan) -> dict[str, Any]:
+def study_record(study: StudyPlan) -> StudyDoc:
     """The content of ``study.json`` (see :mod:`record`): phases, cells, planned trials and epochs, and the
     facts a report needs (metric, grid, searched keys, rungs), so that ``results`` never reads the spec."""
     spec, sched = study.spec, study.spec.scheduler
     search = spec.search.params if spec.search is not None else ()
     trial = to_flat(spec.trial)
-    cells = [{"id": c.id, "values": c.grid_values, "params": list(c.params), "settings": c.settings,
-              "trials": c.trials} for c in study.cells]
-    return {"name": spec.name, "spec_hash": spec_hash(spec), "metric": sched.metric, "mode": sched.mode,
-            "scheduler": sched.type, "rungs": list(study.rungs), "max_epochs": study.max_epochs,
-            "epochs_planned": planned_epochs(spec.trial.seg.reports, sched.type, sched.max_epochs),
-            "grid": {axis.key: list(axis.values) for axis in spec.grid},
-            "defaults": {axis.key: trial.get(axis.key) for axis in spec.grid},
-            "search_keys": sorted(p.key for p in search),
-            "log_keys": sorted(p.key for p in search if p.type == "loguniform" or p.log),
-            "seeds": list(spec.seeds), "gpus": spec.resources.gpus,
-            "planned_trials": study.trials + study.confirm_trials,
-            "phases": [{"name": Phase.SEARCH, "trials": study.trials, "cells": cells, "done": False},
-                       *_confirm_record(study)]}
+    cells = tuple({"id": c.id, "values": c.grid_values, "params": list(c.params), "settings": c.settings,
+                   "trials": c.trials} for c in study.cells)
+    return StudyDoc(
+        name=spec.name, spec_hash=spec_hash(spec), metric=sched.metric, mode=sched.mode, scheduler=sched.type,
+        rungs=tuple(study.rungs), max_epochs=study.max_epochs,
+        epochs_planned=planned_epochs(spec.trial.seg.reports, sched.type, sched.max_epochs),
+        grid={axis.key: list(axis.values) for axis in spec.grid},
+        defaults={axis.key: trial.get(axis.key) for axis in spec.grid},
+        search_keys=tuple(sorted(p.key for p in search)),
+        log_keys=tuple(sorted(p.key for p in search if p.type == "loguniform" or p.log)),
+        seeds=tuple(spec.seeds), gpus=float(spec.resources.gpus), planned_trials=study.trials + study.confirm_trials,
+        phases=(PhaseDoc(Phase.SEARCH, trials=study.trials, cells=cells), *_confirm_record(study)))
 
 
-def _confirm_record(study: StudyPlan) -> list[dict[str, Any]]:
+def _confirm_record(study: StudyPlan) -> tuple[PhaseDoc, ...]:
     confirm = study.spec.confirm
     if confirm is None:
-        return []
-    return [{"name": Phase.CONFIRM, "trials": study.confirm_trials, "seeds": list(confirm.seeds),
-             "top_k": confirm.top_k, "epochs": confirm.epochs, "metric": confirm.metric, "mode": confirm.mode,
-             "chosen": False}]
+        return ()
+    return (PhaseDoc(Phase.CONFIRM, trials=study.confirm_trials, seeds=tuple(confirm.seeds), top_k=confirm.top_k,
+                     epochs=confirm.epochs, metric=confirm.metric, mode=confirm.mode),)
 
 
 # ---------------------------------------------------------------------------------------------------

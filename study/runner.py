@@ -19,16 +19,14 @@ from record import (
     SPEC_FILE,
     TUNE_DIR,
     Phase,
+    PhaseDoc,
     StopReason,
     TrialStatus,
     config_reports,
-    confirm_chosen,
     planned_epochs,
     read_epochs,
     read_study,
-    search_ended,
     stop_reason,
-    study_phase,
     study_trials,
     trial_folders,
     write_study,
@@ -192,7 +190,7 @@ def _trainable(study: Study) -> Any:
     return tune.with_resources(train_trial, {"cpu": study.spec.resources.cpus, "gpu": study.spec.resources.gpus})
 
 
-def _confirm_tuner(study: Study, phase: dict[str, Any], restore: bool) -> Any:
+def _confirm_tuner(study: Study, phase: PhaseDoc, restore: bool) -> Any:
     """The confirm phase's Tune run: the planned configs in order, no early stopping."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
@@ -207,11 +205,11 @@ def _confirm_tuner(study: Study, phase: dict[str, Any], restore: bool) -> Any:
     if restore:
         return tune.Tuner.restore(study.tune_path(Phase.CONFIRM), _trainable(study), resume_unfinished=True,
                                   resume_errored=True, storage_filesystem=filesystem)
-    configs, epochs = list(phase["configs"]), int(phase["epochs"])
+    configs, epochs = list(phase.configs), int(phase.epochs or 0)
     searcher = PlannedSearcher(configs)
     callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(study, "none", epochs),
-                 ProgressLine(len(configs), phase["metric"], phase["mode"])]
-    tune_config = tune.TuneConfig(metric=phase["metric"], mode=phase["mode"], scheduler=FIFOScheduler(),
+                 ProgressLine(len(configs), str(phase.metric), str(phase.mode))]
+    tune_config = tune.TuneConfig(metric=phase.metric, mode=phase.mode, scheduler=FIFOScheduler(),
                                   search_alg=ConcurrencyLimiter(searcher, study.spec.max_concurrent),
                                   num_samples=len(configs), reuse_actors=True)
     run_config = tune.RunConfig(name=CONFIRM_TUNE_DIR, storage_path=storage_path, storage_filesystem=filesystem,
@@ -225,22 +223,22 @@ def _run_confirm(study: Study, resume: bool) -> None:
     """After the search: mark it done, choose the settings (once), run or continue the confirm phase."""
     from study.confirm import choose
 
-    doc = search_ended(read_study(study.folder) or {})
-    phase = study_phase(doc, Phase.CONFIRM)
-    if study.spec.confirm is not None and phase is not None and not phase.get("chosen"):
-        doc = confirm_chosen(doc, choose(study))
-        phase = study_phase(doc, Phase.CONFIRM)
+    doc = (read_study(study.folder) or study_record(study.plan)).search_ended()
+    phase = doc.phase(Phase.CONFIRM)
+    if study.spec.confirm is not None and phase is not None and not phase.chosen:
+        doc = doc.confirm_chosen(choose(study))
+        phase = doc.phase(Phase.CONFIRM)
     write_study(study.folder, doc)
     if study.spec.confirm is None or phase is None:
         return
-    if not phase["configs"]:
+    if not phase.configs:
         log.warning("confirm phase: no cell has a search result to confirm")
         return
     from ray import tune
 
     _, filesystem = study.tune_storage()
     restore = resume and tune.Tuner.can_restore(study.tune_path(Phase.CONFIRM), storage_filesystem=filesystem)
-    _prebuild(study, list(phase["configs"]))
+    _prebuild(study, list(phase.configs))
     _confirm_tuner(study, phase, restore).fit()
 
 
@@ -369,9 +367,10 @@ def resume_study(study: Study, address: str | None = None) -> Path:
         record_started(study.folder)
     if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         raise UnknownStudyError(f"{path} holds no Tune experiment to resume; run the study with `ocr-study run`")
-    search = study_phase(read_study(study.folder) or {}, Phase.SEARCH)
+    doc = read_study(study.folder)
+    search = doc.phase(Phase.SEARCH) if doc is not None else None
     try:
-        if not (search or {}).get("done"):  # a driver killed between the phases goes straight on to confirm
+        if search is None or not search.done:  # a driver killed between the phases goes straight on to confirm
             _prebuild(study, _search_configs(study))
             tuner = tune.Tuner.restore(path, _trainable(study), resume_unfinished=True, resume_errored=True,
                                        storage_filesystem=filesystem)

@@ -82,8 +82,8 @@ def study_state(folder: Path, trials: Any) -> str:
     """``"6 trials planned; 2 completed, 1 failed, 3 running"``: the trials collected, by why they stopped."""
     doc = read_study(folder) if (folder / STUDY_FILE).is_file() else None
     planned = "trials planned: unknown"
-    if doc and "planned_trials" in doc:
-        planned = f"{doc['planned_trials']} trials planned"
+    if doc is not None and doc.planned_trials is not None:
+        planned = f"{doc.planned_trials} trials planned"
     if trials.empty:
         return f"{planned}; no trial has started yet"
     counts = trials["stop_reason"].astype(str).value_counts()

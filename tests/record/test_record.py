@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from record import (
+    Phase,
+    PhaseDoc,
+    StudyDoc,
     append_epoch,
     asha_rungs,
     best_setting,
@@ -108,8 +111,15 @@ def test_appends_from_two_processes_interleave_by_whole_lines(tmp_path: Path) ->
 
 def test_study_json_round_trip_and_a_bad_file(tmp_path: Path) -> None:
     assert read_study(tmp_path) is None
-    write_study(tmp_path, {"name": "s", "planned_trials": 6})
-    assert read_study(tmp_path) == {"name": "s", "planned_trials": 6}
+    doc = StudyDoc("s", planned_trials=6, rungs=(1, 2), phases=(PhaseDoc(Phase.SEARCH, trials=6),
+                                                                PhaseDoc(Phase.CONFIRM, trials=3)))
+    write_study(tmp_path, doc)
+    assert read_study(tmp_path) == doc  # typed back: tuples, the Phase words
+    chosen = doc.search_ended().confirm_chosen(PhaseDoc(Phase.CONFIRM, trials=4, configs=({"seed": 5},)))
+    assert doc.phase(Phase.SEARCH) == PhaseDoc(Phase.SEARCH, trials=6)  # the document is not changed in place
+    assert chosen.phase(Phase.SEARCH).done and chosen.phase(Phase.CONFIRM).chosen and chosen.planned_trials == 10
+    with pytest.raises(ValueError, match="'warmup' is not a valid Phase"):
+        StudyDoc.from_json({"name": "s", "phases": [{"name": "warmup"}]})
     (tmp_path / "study.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"study\.json cannot be read"):
         read_study(tmp_path)

@@ -60,10 +60,10 @@ def test_choose_plans_the_best_settings_on_every_confirm_seed(tmp_path: Path) ->
     _record(tmp_path, "t2", "ocr.selection=oc", 1, 2.0, [0.1, 0.2, 0.4])
     _record(tmp_path, "t3", "ocr.selection=oc", 2, 3.0, [0.5])
     phase = choose(Study(spec, plan(spec), str(tmp_path), tmp_path))
-    assert [(c["id"], c["settings"], c["rule"]) for c in phase["cells"]] == [
+    assert [(c["id"], c["settings"], c["rule"]) for c in phase.cells] == [
         ("ocr.selection=none", [0], "completed"), ("ocr.selection=oc", [1], "completed")]
-    configs = phase["configs"]
-    assert phase["trials"] == len(configs) == 6
+    configs = phase.configs
+    assert phase.trials == len(configs) == 6
     assert [(c["meta.cell"], c["ocr.delta"], c["seed"]) for c in configs] == [
         ("ocr.selection=none", 0.0, 5), ("ocr.selection=none", 0.0, 6), ("ocr.selection=none", 0.0, 7),
         ("ocr.selection=oc", 2.0, 5), ("ocr.selection=oc", 2.0, 6), ("ocr.selection=oc", 2.0, 7)]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from record import read_epochs, read_study, study_trials
+from record import Phase, read_epochs, read_study, study_trials
 from study.handle import open_study
 from study.runner import run_study, trial_table
 from study.spec import StudySpec, load_spec
@@ -35,9 +35,10 @@ def _confirm_rows(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def _chosen(spec: StudySpec) -> dict[str, list[int]]:
-    doc = read_study(Path(spec.study_dir)) or {}
-    phase = next(p for p in doc["phases"] if p["name"] == "confirm")
-    return {c["id"]: c["settings"] for c in phase["cells"]}
+    doc = read_study(Path(spec.study_dir))
+    phase = doc.phase(Phase.CONFIRM) if doc is not None else None
+    assert phase is not None and phase.chosen
+    return {c["id"]: c["settings"] for c in phase.cells}
 
 
 def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budget(

@@ -151,7 +151,7 @@ def test_study_json_holds_phases_cells_and_planned_epochs(tmp_path: Path) -> Non
                       "search": {"samples": 3, "params": {"ocr.delta": {"type": "uniform", "low": 0, "high": 4}}},
                       "seeds": [0, 1], "scheduler": {"type": "asha", "max_epochs": 6},
                       "storage": str(tmp_path)})
-    doc = study_record(plan(spec))
+    doc = study_record(plan(spec)).to_json()
     assert doc["planned_trials"] == 8 and doc["epochs_planned"] == 6 and doc["rungs"] == [1, 2, 4]
     assert [c["id"] for c in doc["phases"][0]["cells"]] == ["ocr.selection=none", "ocr.selection=oc"]
     assert [c["trials"] for c in doc["phases"][0]["cells"]] == [2, 6]

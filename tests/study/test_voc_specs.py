@@ -53,7 +53,7 @@ def test_planned_epochs_are_the_reports_of_the_iteration_budget(name: str) -> No
     assert (spec.trial.seg.iterations, spec.trial.seg.report_every) == (20000, 1000)
     study = plan(spec)
     assert spec.scheduler.max_epochs == study.max_epochs == spec.trial.seg.reports == 20
-    assert study_record(study)["epochs_planned"] == 20
+    assert study_record(study).epochs_planned == 20
     assert config_reports(to_flat(spec.trial)) == 20  # what the record callbacks compute per trial
 
 
