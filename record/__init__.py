@@ -46,6 +46,7 @@ from record._layout import (
 from record._study import PhaseDoc, StudyDoc, read_study, write_study
 from record._trial import (
     ABANDONED,
+    TrialDoc,
     abandon_trials,
     append_epoch,
     read_epochs,
@@ -87,6 +88,7 @@ __all__ = [
     "StopReason",
     "StudyDoc",
     "Tag",
+    "TrialDoc",
     "TrialStatus",
     "abandon_trials",
     "append_epoch",

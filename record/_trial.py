@@ -1,24 +1,28 @@
 """One trial's record: ``trial.json`` (who it is and how it ended) and ``epochs.jsonl`` (its metrics).
 
-``trial.json`` is replaced whole (written to a temporary file, then renamed), so a reader sees the old
-or the new document, never half of one. Each epoch is one JSON line appended with a single ``write`` to a
-file opened with ``O_APPEND``; a line cut short by a crash has no newline, and readers skip it.
+``trial.json`` is a :class:`TrialDoc`, written only by :func:`write_trial` / :func:`update_trial` and
+read only by :func:`read_trial`. It is replaced whole (written to a temporary file, then renamed), so a
+reader sees the old or the new document, never half of one. Each epoch is one JSON line appended with a
+single ``write`` to a file opened with ``O_APPEND``; a line cut short by a crash has no newline, and
+readers skip it.
 
 Fields of ``trial.json``: ``trial_id``, ``study``, ``phase``, ``cell``, ``setting``, ``seed``,
 ``config`` (the flat trial config with its ``meta.*`` keys), ``status`` (a
 :class:`record.TrialStatus`: Tune's words, or ABANDONED, see :func:`abandon_trials`), ``stop_reason`` (a
-:class:`record.StopReason`) and ``stop_rung``, ``epochs_planned``,
+:class:`record.StopReason`) and ``stop_rung``, ``epochs`` and ``epochs_planned``,
 ``node_id``, ``hostname``, ``error`` (the exception line of a failed trial), ``wall_s``, ``artifacts``,
 ``updated`` (Unix time).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +39,88 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_trial(folder: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``trial.json`` in ``folder`` (made if missing) with exactly ``fields`` (and ``updated``),
+@dataclass(frozen=True)
+class TrialDoc:
+    """A trial's ``trial.json`` (see the module's docstring); ``status``, ``stop_reason`` and ``phase`` are
+    the record's words (a wrong word is a ``ValueError`` naming the field)."""
+
+    trial_id: str
+    study: str | None = None
+    phase: Phase = Phase.SEARCH
+    cell: str | None = None
+    setting: int | None = None
+    seed: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    status: TrialStatus = TrialStatus.RUNNING
+    stop_reason: StopReason | None = None  # None: not recorded (a record from before the driver wrote it)
+    stop_rung: int | None = None
+    epochs: int | None = None
+    epochs_planned: int | None = None
+    node_id: str | None = None
+    hostname: str | None = None
+    error: str | None = None
+    wall_s: float | None = None
+    artifacts: str | None = None
+    updated: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, kind in (("phase", Phase), ("status", TrialStatus), ("stop_reason", StopReason)):
+            value = getattr(self, name)
+            if value is None and name == "stop_reason":
+                continue
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError as err:
+                raise ValueError(f"trial.json {name}: {value!r} is none of {[str(v) for v in kind]}") from err
+        if not self.trial_id or not isinstance(self.trial_id, str):
+            raise ValueError(f"trial.json trial_id: {self.trial_id!r} is no trial id")
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as JSON data (NaN and infinity as ``null``)."""
+        doc = dataclasses.asdict(self)
+        return {key: _plain(value) for key, value in doc.items()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TrialDoc:
+        """The document of JSON data (keys it does not know are ignored: a newer writer's additions)."""
+        return cls(**{k: v for k, v in doc.items() if k in FIELDS})
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(TrialDoc))
+
+
+def write_trial(folder: Path, doc: TrialDoc) -> TrialDoc:
+    """Write ``doc`` as ``trial.json`` in ``folder`` (made if missing), with ``updated`` set to now,
     atomically; returns what was written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    doc = {key: _plain(value) for key, value in fields.items()}
-    doc["updated"] = time.time()
+    doc = dataclasses.replace(doc, updated=time.time())
     tmp = folder / f".{TRIAL_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
+    tmp.write_text(json.dumps(doc.to_json(), default=str), encoding="utf-8")
     os.replace(tmp, folder / TRIAL_FILE)
     return doc
 
 
-def read_trial(folder: Path) -> dict[str, Any] | None:
-    """The ``trial.json`` of ``folder``, or ``None`` when it is missing or unreadable."""
+def read_trial(folder: Path) -> TrialDoc | None:
+    """The ``trial.json`` of ``folder``, or ``None`` when it is missing or does not hold a trial's record."""
     try:
         doc = json.loads((Path(folder) / TRIAL_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return TrialDoc.from_json(doc) if isinstance(doc, dict) else None
+    except (OSError, ValueError, TypeError):
         return None
-    return doc if isinstance(doc, dict) else None
 
 
-def update_trial(folder: Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into the trial's ``trial.json`` (made if missing); returns the new document."""
-    return write_trial(folder, {**(read_trial(folder) or {}), **fields})
+def update_trial(folder: Path, **fields: Any) -> TrialDoc:
+    """Set ``fields`` in the trial's ``trial.json`` (made from them if missing); returns the new document.
+
+    Raises ``TypeError`` naming a field ``trial.json`` does not have.
+    """
+    unknown = sorted(set(fields) - FIELDS)
+    if unknown:
+        raise TypeError(f"trial.json has no field {unknown}; its fields: {sorted(FIELDS)}")
+    old = read_trial(folder)
+    base = old.to_json() if old is not None else {}
+    return write_trial(folder, TrialDoc.from_json({**base, **fields}))
 
 
 def append_epoch(folder: Path, metrics: Mapping[str, Any]) -> None:
@@ -115,7 +176,7 @@ def parse_lines(data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def study_trials(study_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+def study_trials(study_dir: Path) -> list[tuple[Path, TrialDoc]]:
     """Each trial of a study with its ``trial.json``, by trial id: the trials that count.
 
     Left out: folders without a readable ``trial.json``, and abandoned trials (see :func:`abandon_trials`).
@@ -123,7 +184,7 @@ def study_trials(study_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for folder in trial_folders(study_dir):
         doc = read_trial(folder)
-        if doc is not None and doc.get("trial_id") and doc.get("status") != ABANDONED:
+        if doc is not None and doc.status != TrialStatus.ABANDONED:
             out.append((folder, doc))
     return out
 
@@ -137,9 +198,9 @@ def abandon_trials(study_dir: Path, phase: str, known: set[str]) -> list[str]:
     """
     marked = []
     for folder, doc in study_trials(study_dir):
-        if doc.get("phase", Phase.SEARCH) == phase and str(doc["trial_id"]) not in known:
+        if doc.phase == phase and doc.trial_id not in known:
             update_trial(folder, status=TrialStatus.ABANDONED, stop_reason=StopReason.ABANDONED,
                          error="started by a driver that was killed before Tune saved it; Tune ran the work "
                                "again as another trial")
-            marked.append(str(doc["trial_id"]))
+            marked.append(doc.trial_id)
     return marked

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from record import EPOCHS_FILE, META, RESULTS_DIR, StopReason, TrialStatus, study_trials
+from record import EPOCHS_FILE, META, RESULTS_DIR, TrialDoc, TrialStatus, study_trials
 from record._trial import complete_lines, parse_lines
 from results._errors import ResultsError
 from results._schema import write_dataset
@@ -54,21 +54,18 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _base_row(doc: dict[str, Any]) -> dict[str, Any]:
-    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-    status = TrialStatus(doc.get("status") or TrialStatus.RUNNING).value
-    reason = doc.get("stop_reason")
-    return {"trial_id": str(doc["trial_id"]), "config": config, "status": status,
+def _base_row(doc: TrialDoc) -> dict[str, Any]:
+    config = doc.config if isinstance(doc.config, dict) else {}
+    return {"trial_id": doc.trial_id, "config": config, "status": doc.status.value,
             # what the record says; a trial.json from before it said so gets it derived (results._summary)
-            "stop_reason": StopReason(reason).value if reason in set(StopReason) else None,
-            "stop_rung": doc.get("stop_rung"), "epochs_planned": doc.get("epochs_planned"),
-            "error": (doc.get("error") or "") if status == TrialStatus.ERROR else None,
-            "node_id": _text(doc.get("node_id")),
-            "hostname": _text(doc.get("hostname")), "git_commit": _text((config or {}).get(f"{META}git_commit")),
-            "artifacts": _text(doc.get("artifacts"))}
+            "stop_reason": doc.stop_reason.value if doc.stop_reason is not None else None,
+            "stop_rung": doc.stop_rung, "epochs_planned": doc.epochs_planned,
+            "error": (doc.error or "") if doc.status == TrialStatus.ERROR else None,
+            "node_id": _text(doc.node_id), "hostname": _text(doc.hostname),
+            "git_commit": _text(config.get(f"{META}git_commit")), "artifacts": _text(doc.artifacts)}
 
 
-def read_trial_docs(study_dir: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+def read_trial_docs(study_dir: Path) -> tuple[list[TrialDoc], list[Path]]:
     """The ``trial.json`` of every trial that counts (see :func:`record.study_trials`), and their folders."""
     pairs = study_trials(study_dir)
     return [doc for _, doc in pairs], [folder for folder, _ in pairs]

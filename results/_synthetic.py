@@ -17,7 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from record import META, StudyDoc, append_epoch, asha_rungs, cell_id, trial_folder, write_study, write_trial
+from record import (
+    META,
+    Phase,
+    StudyDoc,
+    TrialDoc,
+    TrialStatus,
+    append_epoch,
+    asha_rungs,
+    cell_id,
+    trial_folder,
+    write_study,
+    write_trial,
+)
 
 SESSION = "2026-11-25_12-00-00"  # in the names of the trials' Tune folders
 CELL_EFFECT = {"none": 0.0, "all": 0.015, "oc": 0.03}
@@ -166,11 +178,11 @@ def _write_trial(study_dir: Path, trial: _Trial, study: SyntheticStudy) -> None:
         artifacts = study_dir / "tune" / trial.dirname / f"checkpoint_{trial.epochs - 1:06d}" / "artifacts"
         _write_prior(artifacts, trial)
     error = ERROR if trial.status == "ERROR" else None
-    write_trial(folder, {"trial_id": trial.trial_id, "study": study.name, "phase": "search",
-                         "cell": trial.config[f"{META}cell"], "setting": trial.config[f"{META}setting"],
-                         "seed": trial.config["seed"], "config": trial.config, "status": trial.status,
-                         "node_id": f"node{trial.index % 3:056d}", "hostname": "vm", "error": error,
-                         "artifacts": None if artifacts is None else str(artifacts)})
+    write_trial(folder, TrialDoc(trial.trial_id, study=study.name, phase=Phase.SEARCH,
+                                 cell=trial.config[f"{META}cell"], setting=trial.config[f"{META}setting"],
+                                 seed=trial.config["seed"], config=trial.config, status=TrialStatus(trial.status),
+                                 node_id=f"node{trial.index % 3:056d}", hostname="vm", error=error,
+                                 artifacts=None if artifacts is None else str(artifacts)))
 
 
 def _write_prior(folder: Path, trial: _Trial) -> None:

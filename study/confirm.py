@@ -69,12 +69,12 @@ def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]
     """The search phase's trials in a study's record, per cell and setting."""
     out: dict[str, dict[int, list[SeedRun]]] = {}
     for path, doc in study_trials(folder):
-        if doc.get("phase", Phase.SEARCH) != Phase.SEARCH:
+        if doc.phase != Phase.SEARCH:
             continue
         values = {int(e["epoch"]): float(e[metric]) for e in read_epochs(path)
                   if isinstance(e.get("epoch"), (int, float)) and isinstance(e.get(metric), (int, float))}
-        run = SeedRun(values, doc.get("stop_reason") == StopReason.COMPLETED, dict(doc.get("config") or {}))
-        out.setdefault(str(doc.get("cell")), {}).setdefault(int(doc.get("setting") or 0), []).append(run)
+        run = SeedRun(values, doc.stop_reason == StopReason.COMPLETED, dict(doc.config))
+        out.setdefault(str(doc.cell), {}).setdefault(int(doc.setting or 0), []).append(run)
     return out
 
 

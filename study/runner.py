@@ -21,7 +21,7 @@ from record import (
     Phase,
     PhaseDoc,
     StopReason,
-    TrialStatus,
+    TrialDoc,
     config_reports,
     planned_epochs,
     read_epochs,
@@ -393,30 +393,26 @@ def trial_table(study: Study) -> list[dict[str, Any]]:
     return [_trial_row(doc, read_epochs(path), study) for path, doc in study_trials(folder)]
 
 
-def _recorded_stop(doc: dict[str, Any], epochs: int, study: Study) -> StopReason:
+def _recorded_stop(doc: TrialDoc, epochs: int, study: Study) -> StopReason:
     """Why the trial stopped: what its ``trial.json`` says; derived from the study's plan only for a record
     from before the driver wrote it."""
-    if doc.get("stop_reason") in set(StopReason):
-        return StopReason(doc["stop_reason"])
-    config = doc.get("config") or {}
-    reports = config_reports(config)
-    if config.get(f"{META}phase") == Phase.CONFIRM:  # the confirm phase runs without early stopping
-        return stop_reason(doc.get("status") or TrialStatus.RUNNING, epochs, reports, "none")[0]
+    if doc.stop_reason is not None:
+        return doc.stop_reason
+    reports = config_reports(doc.config)
+    if doc.phase == Phase.CONFIRM:  # the confirm phase runs without early stopping
+        return stop_reason(doc.status, epochs, reports, "none")[0]
     plan = study.plan
     planned = planned_epochs(reports, study.spec.scheduler.type, plan.max_epochs)
-    return stop_reason(doc.get("status") or TrialStatus.RUNNING, epochs, planned, study.spec.scheduler.type,
-                       plan.rungs)[0]
+    return stop_reason(doc.status, epochs, planned, study.spec.scheduler.type, plan.rungs)[0]
 
 
-def _trial_row(doc: dict[str, Any], epochs: list[dict[str, Any]], study: Study) -> dict[str, Any]:
+def _trial_row(doc: TrialDoc, epochs: list[dict[str, Any]], study: Study) -> dict[str, Any]:
     by_epoch = {int(line["epoch"]): line for line in epochs if isinstance(line.get("epoch"), (int, float))}
     last = by_epoch[max(by_epoch)] if by_epoch else {}
-    config = doc.get("config") or {}
+    config = doc.config
     metric = study.spec.scheduler.metric
-    status = TrialStatus(doc.get("status") or TrialStatus.RUNNING)
-    reason = _recorded_stop(doc, max(by_epoch, default=0), study)
-    return {"trial_id": doc["trial_id"], "phase": config.get(f"{META}phase", Phase.SEARCH),
+    return {"trial_id": doc.trial_id, "phase": config.get(f"{META}phase", Phase.SEARCH),
             "cell": config.get(f"{META}cell", ""),
-            "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"), "status": status,
-            "stop_reason": StopReason(reason), "epochs": max(by_epoch, default=0), metric: last.get(metric),
-            "config": config, "error": doc.get("error") or ""}
+            "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"), "status": doc.status,
+            "stop_reason": _recorded_stop(doc, max(by_epoch, default=0), study), "epochs": max(by_epoch, default=0),
+            metric: last.get(metric), "config": config, "error": doc.error or ""}

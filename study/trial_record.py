@@ -28,6 +28,7 @@ from record import (
     TRIAL_FILE,
     Phase,
     StopReason,
+    TrialDoc,
     TrialStatus,
     abandon_trials,
     append_epoch,
@@ -98,7 +99,10 @@ class TrialRecorder:
         Not over a trial the driver already recorded as ended: an exception raised while Tune stops an
         early-stopped trial is not the trial's failure.
         """
-        if self.folder is None or (read_trial(self.folder) or {}).get("status") == TrialStatus.TERMINATED:
+        if self.folder is None:
+            return
+        doc = read_trial(self.folder)
+        if doc is not None and doc.status == TrialStatus.TERMINATED:
             return
         update_trial(self.folder, status=TrialStatus.ERROR, stop_reason=StopReason.FAILED, error=exception_text(err))
 
@@ -137,7 +141,7 @@ class RecordCallback(Callback):
         self.saved: set[str] = set()  # the trials Tune's last saved experiment state holds
 
     def ended(self, trial_id: str, config: Mapping[str, Any], last: Mapping[str, Any],
-              artifacts: str | None) -> dict[str, Any] | None:
+              artifacts: str | None) -> TrialDoc | None:
         """Record a trial that Tune ended without an error (completed, or stopped early)."""
         folder = record_folder(trial_id, config)
         if folder is None:
@@ -148,12 +152,13 @@ class RecordCallback(Callback):
         return update_trial(folder, **identity(trial_id, config), status=TrialStatus.TERMINATED, stop_reason=reason,
                             stop_rung=rung, epochs=epochs, epochs_planned=planned, error=None, artifacts=artifacts)
 
-    def errored(self, trial_id: str, config: Mapping[str, Any], error_file: str | None) -> dict[str, Any] | None:
+    def errored(self, trial_id: str, config: Mapping[str, Any], error_file: str | None) -> TrialDoc | None:
         """Record a trial that failed for good, keeping the error the trial wrote (else Tune's error file's)."""
         folder = record_folder(trial_id, config)
         if folder is None:
             return None
-        error = (read_trial(folder) or {}).get("error")
+        doc = read_trial(folder)
+        error = doc.error if doc is not None else None
         if not error and error_file and Path(error_file).is_file():
             error = error_line(Path(error_file).read_text(errors="replace"))
         return update_trial(folder, **identity(trial_id, config), status=TrialStatus.ERROR,

@@ -13,6 +13,8 @@ from record import (
     Phase,
     PhaseDoc,
     StudyDoc,
+    TrialDoc,
+    TrialStatus,
     append_epoch,
     asha_rungs,
     best_setting,
@@ -76,10 +78,16 @@ def test_best_setting_by_mean_over_seeds() -> None:
 
 def test_trial_json_is_replaced_whole_and_merged(tmp_path: Path) -> None:
     folder = trial_folder(tmp_path, "abc_00001")
-    write_trial(folder, {"trial_id": "abc_00001", "status": "RUNNING", "loss": float("nan")})
+    write_trial(folder, TrialDoc("abc_00001", status=TrialStatus.RUNNING, wall_s=float("nan")))
     doc = update_trial(folder, status="TERMINATED", epochs=3)
-    assert doc["status"] == "TERMINATED" and doc["epochs"] == 3 and doc["trial_id"] == "abc_00001"
-    assert read_trial(folder) == doc and doc["loss"] is None  # JSON has no NaN
+    assert doc.status == "TERMINATED" and doc.epochs == 3 and doc.trial_id == "abc_00001"
+    assert read_trial(folder) == doc and doc.wall_s is None  # JSON has no NaN
+    assert json.loads((folder / "trial.json").read_text())["status"] == "TERMINATED"  # the word, plain
+    with pytest.raises(TypeError, match=r"no field \['loss'\]"):  # one shape: a field it lacks is refused
+        update_trial(folder, loss=0.5)
+    with pytest.raises(ValueError, match="status: 'DONE' is none of"):
+        update_trial(folder, status="DONE")
+    assert read_trial(folder) == doc  # a refused change leaves the document as it was
     assert [p.name for p in folder.iterdir()] == ["trial.json"]  # no temporary file left
     assert trial_folders(tmp_path) == [folder]
     with pytest.raises(ValueError, match="cannot name a folder"):
@@ -142,11 +150,12 @@ def test_trials_a_killed_driver_left_unsaved_are_abandoned_and_no_longer_count(t
 
     for trial_id, phase, status in [("a", "search", "TERMINATED"), ("b", "search", "RUNNING"),
                                     ("c", "search", "RUNNING"), ("d", "confirm", "RUNNING")]:
-        write_trial(trial_folder(tmp_path, trial_id), {"trial_id": trial_id, "phase": phase, "status": status})
+        write_trial(trial_folder(tmp_path, trial_id), TrialDoc(trial_id, phase=Phase(phase),
+                                                                status=TrialStatus(status)))
     assert abandon_trials(tmp_path, "search", {"a", "c"}) == ["b"]
-    assert [doc["trial_id"] for _, doc in study_trials(tmp_path)] == ["a", "c", "d"]  # other phases untouched
+    assert [doc.trial_id for _, doc in study_trials(tmp_path)] == ["a", "c", "d"]  # other phases untouched
     doc = read_trial(trial_folder(tmp_path, "b"))
-    assert doc is not None and doc["status"] == ABANDONED and "killed" in doc["error"]
+    assert doc is not None and doc.status == ABANDONED and "killed" in (doc.error or "")
     assert abandon_trials(tmp_path, "search", {"a", "c"}) == []  # once
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from record import append_epoch, trial_folder, write_trial
+from record import Phase, StopReason, TrialDoc, append_epoch, trial_folder, write_trial
 from study.confirm import SeedRun, choose, rank_settings
 from study.handle import Study
 from study.plan import plan
@@ -47,8 +47,8 @@ def _record(folder: Path, trial_id: str, cell: str, setting: int, delta: float, 
     config = {"seed": 0, "seg.epochs": 3, "ocr.selection": cell.split("=")[1], "ocr.delta": delta,
               "meta.cell": cell, "meta.setting": setting, "meta.phase": "search"}
     path = trial_folder(folder, trial_id)
-    write_trial(path, {"trial_id": trial_id, "phase": "search", "cell": cell, "setting": setting, "seed": 0,
-                       "config": config, "stop_reason": "completed" if len(values) == 3 else "early_stopped"})
+    write_trial(path, TrialDoc(trial_id, phase=Phase.SEARCH, cell=cell, setting=setting, seed=0, config=config,
+                               stop_reason=StopReason.COMPLETED if len(values) == 3 else StopReason.EARLY_STOPPED))
     for epoch, value in enumerate(values, 1):
         append_epoch(path, {"epoch": epoch, "val_miou": value})
 

@@ -62,7 +62,7 @@ def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budg
     assert picked == {searched[chosen["ocr.selection=oc"][0]]}
 
     folder = Path(spec.study_dir)
-    last = {doc["trial_id"]: read_epochs(path)[-1] for path, doc in study_trials(folder)}
+    last = {doc.trial_id: read_epochs(path)[-1] for path, doc in study_trials(folder)}
     assert all("test_miou" in last[r["trial_id"]] for r in rows)  # chosen on val, measured on test
     assert not any("test_miou" in last[r["trial_id"]] for r in search)
     table = ablation_table(load_dataset(collect_study(folder)))

@@ -54,7 +54,7 @@ def test_killed_worker_resumes_its_trial_from_the_checkpoint(procs: Procs, tmp_p
 
 def _record_states(spec: StudySpec) -> Counter[str]:
     """Trials that count by the status their own ``trial.json`` holds (the study's record)."""
-    return Counter(str(doc["status"]) for _, doc in study_trials(Path(spec.study_dir)))
+    return Counter(str(doc.status) for _, doc in study_trials(Path(spec.study_dir)))
 
 
 def test_a_driver_killed_before_tune_saved_a_started_trial_resumes_to_exactly_the_planned_trials(
@@ -74,14 +74,14 @@ def test_a_driver_killed_before_tune_saved_a_started_trial_resumes_to_exactly_th
     killed_by_failpoint(p.start("run", str(path)), p, "driver.trial-started")
     unsaved = p.fired()[0]["context"]["trial_id"]
     folder = Path(spec.study_dir)
-    assert (read_trial(trial_folder(folder, unsaved)) or {}).get("status") == "RUNNING"
-    done = {doc["trial_id"]: len(read_epochs(path)) for path, doc in study_trials(folder)
-            if doc["status"] == "TERMINATED"}
+    assert getattr(read_trial(trial_folder(folder, unsaved)), "status", None) == "RUNNING"
+    done = {doc.trial_id: len(read_epochs(path)) for path, doc in study_trials(folder)
+            if doc.status == "TERMINATED"}
     assert len(done) >= 2, done
 
     out = finish(p.start("resume", spec.name, "--storage", spec.storage, armed=False))
     assert f"report of study {spec.name}" in out, out
-    abandoned = [d["trial_id"] for d in map(read_trial, trial_folders(folder)) if d and d["status"] == ABANDONED]
+    abandoned = [d.trial_id for d in map(read_trial, trial_folders(folder)) if d and d.status == ABANDONED]
     assert abandoned == [unsaved]
     for trial_id, count in done.items():  # finished trials were not run again
         assert len(read_epochs(trial_folder(folder, trial_id))) == count

@@ -30,8 +30,8 @@ def test_study_with_an_iteration_budget(local_ray: None, tmp_path: Path) -> None
     rows = trial_table(open_study(spec))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"TERMINATED"} and {r["epochs"] for r in rows} == {2}
     docs = [read_trial(p) for p in trial_folders(open_study(spec).folder)]
-    assert {(d or {}).get("epochs_planned") for d in docs} == {2}
-    assert {(d or {}).get("stop_reason") for d in docs} == {"completed"}
+    assert {getattr(d, "epochs_planned", None) for d in docs} == {2}
+    assert {getattr(d, "stop_reason", None) for d in docs} == {"completed"}
     from results import collect_study, load_dataset
 
     trials = load_dataset(collect_study(open_study(spec).folder)).trials  # the dataset reads the same budget

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from record import TrialStatus, read_epochs, read_trial, stop_reason, trial_folder
+from record import StudyDoc, TrialStatus, read_epochs, read_trial, stop_reason, trial_folder
 from study.plan import plan, study_record
 from study.spec import load_spec
 from study.tracking import MLflowTracking
@@ -46,17 +46,17 @@ def test_trial_and_driver_write_one_record(tmp_path: Path) -> None:
     recorder.epoch({"epoch": 2, "val_miou": 0.5})
     folder = trial_folder(tmp_path, "t1")
     started = read_trial(folder)
-    assert started is not None and started["status"] == "RUNNING" and started["node_id"] == "node-a"
-    assert (started["cell"], started["setting"], started["seed"], started["phase"]) == ("ocr.selection=oc", 2, 1,
+    assert started is not None and started.status == "RUNNING" and started.node_id == "node-a"
+    assert (started.cell, started.setting, started.seed, started.phase) == ("ocr.selection=oc", 2, 1,
                                                                                          "search")
     callback = RecordCallback("asha", 8, (1, 2, 4))
     callback.on_trial_complete(0, [], SimpleNamespace(trial_id="t1", config=config, last_result={"epoch": 2},
                                                       checkpoint=SimpleNamespace(path="/ck")))
     ended = read_trial(folder)
     assert ended is not None
-    assert (ended["status"], ended["stop_reason"], ended["stop_rung"], ended["epochs_planned"]) == (
+    assert (ended.status, ended.stop_reason, ended.stop_rung, ended.epochs_planned) == (
         "TERMINATED", "early_stopped", 2, 8)
-    assert ended["artifacts"] == "/ck/artifacts" and ended["node_id"] == "node-a"
+    assert ended.artifacts == "/ck/artifacts" and ended.node_id == "node-a"
     lines = (folder / "epochs.jsonl").read_text().splitlines()
     assert [json.loads(line)["trial_id"] for line in lines] == ["t1", "t1"]
 
@@ -76,7 +76,7 @@ def test_the_driver_records_epochs_a_worker_on_another_host_wrote_elsewhere(tmp_
         callback.on_trial_result(0, [], trial, _result(epoch, 10.0 * epoch))
     folder = trial_folder(tmp_path, "t1")
     started = read_trial(folder)
-    assert started is not None and (started["status"], started["node_id"], started["hostname"]) == (
+    assert started is not None and (started.status, started.node_id, started.hostname) == (
         "RUNNING", "node-b", "b")
     assert read_epochs(folder) == [{"trial_id": "t1", "epoch": e, "val_miou": 0.1 * e, "trial_wall_s": 10.0 * e}
                                    for e in (1, 2)]
@@ -94,7 +94,7 @@ def test_the_driver_adds_nothing_where_the_worker_wrote_its_line(tmp_path: Path)
     for epoch in (1, 2, 3):  # the driver may hear of an epoch after the worker wrote the next ones
         assert not callback.reported("t1", config, _result(epoch, 10.0 * epoch))
     folder = trial_folder(tmp_path, "t1")
-    assert len(read_epochs(folder)) == 3 and (read_trial(folder) or {})["node_id"] == "node-a"
+    assert len(read_epochs(folder)) == 3 and getattr(read_trial(folder), "node_id", None) == "node-a"
 
 
 def test_a_failed_trial_keeps_its_own_error_else_tune_s(tmp_path: Path) -> None:
@@ -104,13 +104,13 @@ def test_a_failed_trial_keeps_its_own_error_else_tune_s(tmp_path: Path) -> None:
     callback = RecordCallback("none", 4, ())
     callback.on_trial_error(0, [], SimpleNamespace(trial_id="t1", config=config, error_file=None))
     doc = read_trial(trial_folder(tmp_path, "t1"))
-    assert doc is not None and (doc["status"], doc["stop_reason"], doc["error"]) == ("ERROR", "failed",
+    assert doc is not None and (doc.status, doc.stop_reason, doc.error) == ("ERROR", "failed",
                                                                                      "ValueError: boom")
     error_file = tmp_path / "error.txt"
     error_file.write_text("Failure # 1\n\x1b[36mray::X\x1b[39m\nray.exceptions.RayActorError: worker died\n")
     callback.on_trial_error(0, [], SimpleNamespace(trial_id="t2", config=config, error_file=str(error_file)))
     doc = read_trial(trial_folder(tmp_path, "t2"))
-    assert doc is not None and doc["error"] == "ray.exceptions.RayActorError: worker died"
+    assert doc is not None and doc.error == "ray.exceptions.RayActorError: worker died"
 
 
 def test_an_error_while_tune_stops_an_ended_trial_does_not_mark_it_failed(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_an_error_while_tune_stops_an_ended_trial_does_not_mark_it_failed(tmp_pa
     RecordCallback("asha", 4, (1, 2)).ended("t1", config, {"epoch": 2}, None)
     recorder.failed(RuntimeError("stopped"))
     doc = read_trial(trial_folder(tmp_path, "t1"))
-    assert doc is not None and (doc["status"], doc["stop_reason"]) == ("TERMINATED", "early_stopped")
+    assert doc is not None and (doc.status, doc.stop_reason) == ("TERMINATED", "early_stopped")
 
 
 def test_a_bare_config_writes_no_record(tmp_path: Path) -> None:
@@ -151,12 +151,13 @@ def test_study_json_holds_phases_cells_and_planned_epochs(tmp_path: Path) -> Non
                       "search": {"samples": 3, "params": {"ocr.delta": {"type": "uniform", "low": 0, "high": 4}}},
                       "seeds": [0, 1], "scheduler": {"type": "asha", "max_epochs": 6},
                       "storage": str(tmp_path)})
-    doc = study_record(plan(spec)).to_json()
+    record = study_record(plan(spec))
+    doc = record.to_json()
     assert doc["planned_trials"] == 8 and doc["epochs_planned"] == 6 and doc["rungs"] == [1, 2, 4]
     assert [c["id"] for c in doc["phases"][0]["cells"]] == ["ocr.selection=none", "ocr.selection=oc"]
     assert [c["trials"] for c in doc["phases"][0]["cells"]] == [2, 6]
     assert doc["grid"] == {"ocr.selection": ["none", "oc"]} and doc["search_keys"] == ["ocr.delta"]
-    json.dumps(doc)  # plain data
+    assert json.loads(json.dumps(doc)) == doc and StudyDoc.from_json(doc) == record  # plain data, read back whole
 
 
 def test_the_driver_records_a_trials_start_and_knows_whether_tune_saved_it(
@@ -176,7 +177,7 @@ def test_the_driver_records_a_trials_start_and_knows_whether_tune_saved_it(
     trials.append(SimpleNamespace(trial_id="b", config=config))  # Tune adds "b" after that save
     for trial in trials:
         callback.on_trial_start(0, trials, trial)
-    assert (read_trial(trial_folder(tmp_path, "b")) or {})["status"] == "RUNNING"
+    assert getattr(read_trial(trial_folder(tmp_path, "b")), "status", None) == "RUNNING"
     assert [(f["context"]["trial_id"], f["context"]["started"], f["context"]["unsaved"])
             for f in fired(tmp_path / "fired")] == [("a", 1, False), ("b", 2, True)]
     callback.get_state()  # the next save holds both
