@@ -13,8 +13,8 @@ from results._report import FORMATS, parse_formats, report_study, write_report
 from results._schema import SCHEMA_VERSION, Dataset, load_dataset
 from results._stats import PairedTest, paired_t_test
 from results._study_info import StudyInfo
+from results._table import Table
 from results._tables import (
-    Table,
     ablation_table,
     axis_tables,
     check_oc_rate,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from results._tables import Table
+from results._table import Table
 
 LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}

@@ -19,7 +19,8 @@ import pandas as pd
 
 from results._collect_mlflow import TAG, _client, _trial_runs
 from results._schema import Dataset
-from results._tables import Table, cell_order
+from results._table import Table
+from results._tables import cell_order
 
 log = logging.getLogger(__name__)
 SERVER_SCHEMES = ("http", "https")
