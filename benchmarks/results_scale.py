@@ -1,6 +1,6 @@
 """How collecting and reporting a study scales: 1,000 / 3,000 / 10,000 trials × 50 epochs.
 
-Each size is a synthetic study in the study record's format (``results.write_synthetic_study``:
+Each size is a synthetic study in the study record's format (``results.testing.write_synthetic_study``:
 ``study.json``, and per trial a ``trial.json`` with the whole config, padded to a real trial's ~55 keys,
 and an ``epochs.jsonl`` line per epoch), written into a temporary folder. Prints the seconds to collect
 (record → Parquet, read back) and to report (tables, plots, every format), the best of two runs after an
@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from results import SyntheticStudy, collect_study, load_dataset, write_report, write_synthetic_study
+from results import collect_study, load_dataset, write_report
+from results.testing import SyntheticStudy, write_synthetic_study
 
 SELECTIONS = ("none", "all", "oc")
 SEEDS = (0, 1, 2, 3, 4)

@@ -1,7 +1,8 @@
 """From finished (or running) studies to Parquet datasets, paper-shaped tables and plots.
 
 Reads what studies wrote (their own record, MLflow) with pyarrow and pandas; imports neither Ray nor the
-training code (MLflow only inside :func:`collect_mlflow`).
+training code (MLflow only inside :func:`collect_mlflow`). :mod:`results.testing` writes synthetic
+studies for tests and benchmarks (not re-exported here).
 """
 
 from results._collect_mlflow import collect_mlflow
@@ -12,9 +13,8 @@ from results._report import FORMATS, parse_formats, report_study, write_report
 from results._schema import SCHEMA_VERSION, Dataset, load_dataset
 from results._stats import PairedTest, paired_t_test
 from results._study_info import StudyInfo
-from results._synthetic import SyntheticStudy, write_synthetic_study
+from results._table import Table
 from results._tables import (
-    Table,
     ablation_table,
     axis_tables,
     check_oc_rate,
@@ -32,7 +32,6 @@ __all__ = [
     "ResultsError",
     "RunLinks",
     "StudyInfo",
-    "SyntheticStudy",
     "Table",
     "ablation_table",
     "axis_tables",
@@ -50,5 +49,4 @@ __all__ = [
     "search_ablation_table",
     "sensitivity_table",
     "write_report",
-    "write_synthetic_study",
 ]

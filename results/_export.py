@@ -1,4 +1,9 @@
-"""Tables and plots to files: Markdown, LaTeX (booktabs), CSV and one self-contained HTML page."""
+"""Tables and plots to files: Markdown, LaTeX (booktabs), CSV and one self-contained HTML page.
+
+LaTeX and HTML tables are rendered by pandas' :class:`~pandas.io.formats.style.Styler` (its Jinja2
+templates): text escaped (:func:`latex_escape`, HTML), numeric columns right-aligned, each metric column's best
+value in bold; Markdown pipe tables by :meth:`pandas.DataFrame.to_markdown` (tabulate).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
+from pandas.io.formats.style import Styler
 
-from results._tables import Table
+from results._table import Table
 
 LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
@@ -21,10 +28,10 @@ LATEX_RE = re.compile("|".join(re.escape(k) for k in [*LATEX_SPECIAL, *LATEX_SYM
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1300px}
 table{border-collapse:collapse;margin:0.5em 0 0.3em;font-size:14px}
 th,td{border-top:1px solid #bbb;border-bottom:1px solid #bbb;padding:4px 10px;text-align:left}
-th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f0f0f0}p.notes{font-size:12px;color:#555;max-width:1100px}
 figure{display:inline-block;vertical-align:top;margin:0.5em 1em 0.5em 0}
 img{max-width:100%;border:1px solid #ddd}"""
+NUMERIC_CSS = "text-align: right; font-variant-numeric: tabular-nums;"  # a numeric column's header and cells
 
 
 def latex_escape(text: str) -> str:
@@ -46,8 +53,24 @@ def _cells(table: Table, render: Callable[[str, bool, str | None], str]) -> list
             for i, row in enumerate(table.display.itertuples(index=False))]
 
 
-def _latex_cell(text: str, bold: bool, url: str | None = None) -> str:
-    return rf"\textbf{{{latex_escape(text)}}}" if bold and text else latex_escape(text)
+def _texts(table: Table) -> pd.DataFrame:
+    """``table.display`` as text (``""`` where a value is missing), rows numbered from 0 as ``bold`` and
+    ``links`` number them."""
+    texts = table.display.map(_cell).astype(object)
+    texts.index = pd.RangeIndex(len(texts))
+    texts.columns = [str(c) for c in texts.columns]
+    return texts
+
+
+def _bold(table: Table, css: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """For ``Styler.apply(..., axis=None)``: ``css`` on each best value that has text, nothing elsewhere."""
+    def styles(texts: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame("", index=texts.index, columns=texts.columns)
+        for row, column in table.bold:
+            if texts.at[row, column]:
+                out.at[row, column] = css
+        return out
+    return styles
 
 
 def column_spec(table: Table) -> str:
@@ -57,17 +80,16 @@ def column_spec(table: Table) -> str:
 
 def table_latex(table: Table) -> str:
     """One table as a LaTeX ``table`` with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``): numbers
-    right-aligned, each metric column's best value in bold."""
-    frame = table.display
-    if frame.empty:
+    right-aligned, each metric column's best value in bold, the title and notes as its caption."""
+    if table.display.empty:
         return f"% {table.title}: {table.notes}\n"
-    header = " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\"
-    rows = [" & ".join(cells) + r" \\" for cells in _cells(table, _latex_cell)]
+    styler = Styler(_texts(table)).hide(axis="index").format(latex_escape).format_index(latex_escape, axis=1)
+    styler.apply(_bold(table, "textbf: --rwrap;"), axis=None)  # \textbf{best}
+    styler.set_table_styles([{"selector": "small", "props": ":;"}])  # \small
     label = re.sub(r"[^A-Za-z0-9]+", "-", table.name)
-    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small",
-                      rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.notes)}}}",
-                      rf"\label{{tab:{label}}}", rf"\begin{{tabular}}{{{column_spec(table)}}}", r"\toprule",
-                      header, r"\midrule", *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+    return styler.to_latex(column_format=column_spec(table), position="t", position_float="centering", hrules=True,
+                           label=f"tab:{label}", caption=latex_escape(f"{table.title}. {table.notes}"),
+                           environment="table")
 
 
 def to_latex(tables: Sequence[Table]) -> str:
@@ -113,25 +135,39 @@ def write_csv(tables: Sequence[Table], folder: Path) -> list[Path]:
     return paths
 
 
-def _html_cell(text: str, bold: bool, url: str | None) -> str:
-    shown = html.escape(text)
-    if url and text:
-        shown = f'<a href="{html.escape(url, quote=True)}">{shown}</a>'
-    return f"<strong>{shown}</strong>" if bold and text else shown
+class _Link(NamedTuple):
+    """A cell's text and the URL it links to (see :func:`_html_text`)."""
+
+    text: str
+    url: str
 
 
-def _html_table(table: Table) -> str:
-    """An HTML table: numeric columns of class ``num`` (right-aligned), best values in ``<strong>``, linked
-    cells as ``<a href>``."""
-    frame = table.display
-    if frame.empty:
+def _html_text(value: str | _Link) -> str:
+    """A cell's HTML: its text (the Styler escaped it) or, for a :class:`_Link`, an ``<a href>``.
+
+    Styler's own links (``format(hyperlinks="html")``) turn only URLs written in a cell's text into links; a
+    trial's cell shows its id and links to its run elsewhere, so the cell holds both and this writes the link.
+    """
+    if isinstance(value, _Link):
+        return f'<a href="{html.escape(value.url, quote=True)}">{html.escape(value.text)}</a>'
+    return value
+
+
+def _html_table(table: Table, uuid: str) -> str:
+    """An HTML table (``id="T_<uuid>"``): numeric columns right-aligned, best values in bold, linked cells as
+    ``<a href>``."""
+    if table.display.empty:
         return "<p><em>(no data)</em></p>"
-    kind = [' class="num"' if str(c) in table.numeric else "" for c in frame.columns]
-    head = "".join(f"<th{k}>{html.escape(str(c))}</th>" for c, k in zip(frame.columns, kind, strict=True))
-    rows = _cells(table, _html_cell)
-    body = "".join("<tr>" + "".join(f"<td{k}>{c}</td>" for c, k in zip(cells, kind, strict=True)) + "</tr>"
-                   for cells in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    texts = _texts(table)
+    for row, column, url in table.links:
+        if texts.at[row, column]:
+            texts.at[row, column] = _Link(texts.at[row, column], url)
+    styler = Styler(texts, uuid=uuid, cell_ids=False).hide(axis="index")
+    styler.format(_html_text, escape="html").format_index(escape="html", axis=1)
+    styler.set_table_styles({c: [{"selector": cell, "props": NUMERIC_CSS} for cell in ("th", "td")]
+                             for c in table.numeric}, overwrite=False)
+    styler.apply(_bold(table, "font-weight: bold;"), axis=None)
+    return styler.to_html()
 
 
 def _html_image(path: Path) -> str:
@@ -146,8 +182,9 @@ def to_html(title: str, tables: Sequence[Table], plots: Sequence[Path], summary:
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>"]
     if mlflow_url:
         parts.append(f'<p><a href="{html.escape(mlflow_url, quote=True)}">The study\'s runs in MLflow</a></p>')
-    for table in tables:
-        parts += [f"<h2>{html.escape(table.title)}</h2>", _html_table(table),
+    for i, table in enumerate(tables):
+        uuid = f"{i}_{re.sub(r'[^A-Za-z0-9]+', '_', table.name)}"  # the table's id: unique in the page
+        parts += [f"<h2>{html.escape(table.title)}</h2>", _html_table(table, uuid),
                   f'<p class="notes">{html.escape(table.notes)}</p>']
     if plots:
         parts += ["<h2>Plots</h2>", *(_html_image(p) for p in plots)]

@@ -14,10 +14,10 @@ import pandas as pd
 
 from record import Phase, StopReason
 from results._schema import PARAM_PREFIX
+from results._table import SYMBOLS, Table
 
 if TYPE_CHECKING:
     from results._schema import Dataset
-    from results._tables import Table
 
 MIN_TRIALS = 3  # fewer settings say nothing about importance
 MAX_POINTS = 300  # settings per cell handed to fANOVA (a seeded sample beyond): its cost grows faster than n
@@ -114,8 +114,6 @@ def importance_table(ds: Dataset, values: pd.DataFrame | None = None) -> Table |
         ds: the collected study.
         values: its :func:`study_importance`, when already computed (fANOVA takes seconds on large cells).
     """
-    from results._tables import SYMBOLS, Table
-
     values = study_importance(ds) if values is None else values
     if values.empty:
         return None

@@ -20,7 +20,8 @@ import pandas as pd
 from record import Phase, Tag
 from results._collect_mlflow import mlflow_client, trial_runs
 from results._schema import Dataset
-from results._tables import Table, cell_order
+from results._table import Table
+from results._tables import cell_order
 
 log = logging.getLogger(__name__)
 SERVER_SCHEMES = ("http", "https")

@@ -32,10 +32,10 @@ import pandas as pd
 from record import OCR_OFF, PRIOR_FILE, parse_cell
 from results._importance import study_importance
 from results._schema import PARAM_PREFIX, Dataset
+from results._table import SYMBOLS
 from results._tables import (
     OC_DEFAULT,
     SELECTION,
-    SYMBOLS,
     baseline_cell,
     best_settings,
     bin_values,

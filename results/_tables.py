@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from results._errors import ResultsError
 from results._importance import importance_table
 from results._schema import PARAM_PREFIX, Dataset
 from results._stats import paired_t_test
+from results._table import SYMBOLS, Table
 
 # Two OC rates are logged: the paper's (out-of-candidate share of the pixels predicted foreground, the
 # default) and the share of all valid pixels; each is labelled by what it measures.
@@ -34,40 +34,9 @@ POSTPROCESSED: tuple[tuple[str, str, str], ...] = (
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("val_miou", "val mIoU", "max"), (*OC_RATES["fg"], "min"), (*OC_RATES["pixels"], "min"),
     ("val_oracle_miou", "oracle-tag mIoU", "max"), *POSTPROCESSED)
-SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}
 SELECTION = f"{PARAM_PREFIX}ocr.selection"
 EXACT_LIMIT = 6
 BINS = 5
-
-
-@dataclass(frozen=True)
-class Table:
-    """A report table: a file stem, a title, notes saying how it was computed, numbers and their text.
-
-    ``numeric`` names the ``display`` columns holding numbers (right-aligned by every renderer); ``bold``
-    holds the (row position, column) of each metric column's best value (bold in Markdown, LaTeX, HTML);
-    ``links`` (row position, column, URL) make cells links in Markdown and HTML."""
-
-    name: str
-    title: str
-    notes: str
-    values: pd.DataFrame
-    display: pd.DataFrame
-    numeric: tuple[str, ...] = ()
-    bold: tuple[tuple[int, str], ...] = ()
-    links: tuple[tuple[int, str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        columns = [str(c) for c in self.display.columns]
-        named = (*self.numeric, *(c for _, c in self.bold), *(c for _, c, _ in self.links))
-        unknown = [c for c in named if c not in columns]
-        if unknown:
-            raise ValueError(f"Table {self.name!r}: numeric/bold/links name columns {unknown} not in its display "
-                             f"columns {columns}")
-        rows = [r for r in (*(r for r, _ in self.bold), *(r for r, _, _ in self.links))
-                if not 0 <= r < len(self.display)]
-        if rows:
-            raise ValueError(f"Table {self.name!r}: bold/link rows {rows} outside 0..{len(self.display) - 1}")
 
 
 def completed(ds: Dataset) -> pd.DataFrame:

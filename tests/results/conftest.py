@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from results import Dataset, SyntheticStudy, collect_study, load_dataset, write_synthetic_study
+from results import Dataset, collect_study, load_dataset
+from results.testing import SyntheticStudy, write_synthetic_study
 
 
 def make_study(root: Path, **shape: object) -> Path:
-    """Write a synthetic study (see :class:`results.SyntheticStudy`) under ``root``; returns its folder."""
+    """Write a synthetic study (see :class:`results.testing.SyntheticStudy`) under ``root``; returns its folder."""
     return write_synthetic_study(root, SyntheticStudy(**shape))  # type: ignore[arg-type]
 
 

@@ -75,6 +75,30 @@ def test_markdown_keeps_the_figures_as_written() -> None:
     assert lines[1].endswith(":|") and [c.strip() for c in lines[2].strip("|").split("|")] == ["a", "30.00", "0.0100"]
 
 
+def test_html_and_latex_tables_escape_text_link_cells_and_bold_only_a_value() -> None:
+    """What the Styler writes for one table: escaped headers and cells, a link only in HTML, an empty cell
+    for a missing value, bold on the best value but never on an empty cell."""
+    from results import Table
+    from results._export import table_latex, to_html
+
+    frame = pd.DataFrame({"trial & <id>": ["a_b <1>", "c#2", None], "δ ± x": ["50%", "", "7"]})
+    url = 'http://h:5000/#/r?a=1&b="2"'
+    table = Table("t x", "T_1 & co", "n < 2; 5 % ~", frame, frame, ("δ ± x",), bold=((0, "δ ± x"), (1, "δ ± x")),
+                  links=((0, "trial & <id>", url), (2, "trial & <id>", url)))
+    page = to_html("r", [table], [], "s")
+    assert '<th class="col_heading level0 col0" >trial &amp; &lt;id&gt;</th>' in page
+    assert '><a href="http://h:5000/#/r?a=1&amp;b=&quot;2&quot;">a_b &lt;1&gt;</a></td>' in page
+    assert page.count("<a href=") == 1  # the missing trial gets no link
+    assert '<td class="data row1 col0" >c#2</td>' in page and '<td class="data row2 col0" ></td>' in page
+    assert re.search(r"#T_0_t_x_row0_col1 \{\s*font-weight: bold;", page)
+    assert "row1_col1" not in page  # its best value is empty: nothing to make bold
+    tex = table_latex(table)
+    assert r"\caption{T\_1 \& co. n $<$ 2; 5 \% \textasciitilde{}}" in tex and r"\label{tab:t-x}" in tex
+    assert r"trial \& $<$id$>$ & $\delta$ $\pm$ x \\" in tex
+    assert r"a\_b $<$1$>$ & \textbf{50\%} \\" in tex and r"c\#2 &  \\" in tex and r" & 7 \\" in tex
+    assert r"\begin{tabular}{lr}" in tex and "http" not in tex and tex.count(r"\textbf") == 1
+
+
 @pytest.mark.slow
 def test_latex_compiles_with_booktabs(report: dict[str, Path], tmp_path: Path) -> None:
     """The tables as a paper would ``\\input`` them compile with pdflatex (texlive-latex-recommended)."""
@@ -108,11 +132,29 @@ def test_the_best_value_of_each_metric_column_is_bold_and_numbers_right_aligned(
     assert rule[miou].endswith(":") and rule[oc].endswith(":") and not rule[0].endswith(":")
     assert [r[miou].startswith("**") for r in rows] == [i == best_cell for i in range(len(rows))]
     assert [r[oc].startswith("**") for r in rows] == [i == lowest_oc for i in range(len(rows))]  # lower is better
-    page = report["html"].read_text()
-    assert '<th class="num">OC rate (% of foreground predictions, n = 3)</th>' in page
-    assert "td.num" in page and "text-align:right" in page
+    page = report["html"].read_text()  # pandas' Styler: a CSS rule per numeric column and per best cell
+    rules = _css_rules(page)
+    assert f'<th class="col_heading level0 col{oc}" >OC rate (% of foreground predictions, n = 3)</th>' in page
+    for column in (miou, oc):
+        assert "text-align: right" in rules[f"#T_0_ablation th.col{column}"]
+        assert "text-align: right" in rules[f"#T_0_ablation td.col{column}"]
+    assert "#T_0_ablation td.col0" not in rules  # text: the page's default, flush left
     best = ablation.display.iloc[best_cell][ablation.display.columns[miou]]
-    assert f'<td class="num"><strong>{best}</strong></td>' in page
+    cell = f"T_0_ablation_row{best_cell}_col{miou}"
+    assert f'<td id="{cell}" class="data row{best_cell} col{miou}" >{best}</td>' in page
+    assert "font-weight: bold" in rules[f"#{cell}"]
+    assert [f"#T_0_ablation_row{r}_col{miou}" in rules for r in range(len(rows))] == [
+        i == best_cell for i in range(len(rows))]
+
+
+def _css_rules(page: str) -> dict[str, str]:
+    """Each CSS selector of the page's ``<style>`` blocks and its declarations."""
+    rules: dict[str, str] = {}
+    for block in re.findall(r"<style[^>]*>(.*?)</style>", page, re.S):
+        for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", block):
+            for selector in selectors.split(","):
+                rules[selector.strip()] = rules.get(selector.strip(), "") + body
+    return rules
 
 
 def test_csv_holds_the_numbers(report: dict[str, Path], searched: Dataset) -> None:
@@ -130,7 +172,7 @@ def test_html_is_one_self_contained_page(report: dict[str, Path]) -> None:
     assert len(images) == len(PLOTS)
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r'(src|href)="(http|file|/)', text)
-    assert text.count("<table>") == TABLES and "33 trials" in text
+    assert len(re.findall(r'<table id="T_\w+">', text)) == TABLES and "33 trials" in text
     assert "Parameter importance per cell" in text
 
 

@@ -1,4 +1,7 @@
-"""A synthetic study written in the study record's format (:mod:`record`), for tests and the benchmark.
+"""Testing helpers: a synthetic study written in the study record's format (:mod:`record`).
+
+For tests and benchmarks, not for reading studies (like :mod:`numpy.testing`): import it as
+``from results.testing import SyntheticStudy, write_synthetic_study``; :mod:`results` does not re-export it.
 
 It writes what a real study's record holds in ``<storage>/<name>/``: ``study.json``, and per trial
 ``trials/<id>/trial.json`` (config, status, node, error) and ``trials/<id>/epochs.jsonl`` (one line of
