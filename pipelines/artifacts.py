@@ -29,6 +29,7 @@ from ocr import oc_pixels, ocr_pixel_loss
 from pipelines.config import OCRConfig
 from pipelines.data import Batch, TrialData
 from pipelines.ocr_term import OCRTerm
+from record import PRIOR_FILE
 
 
 def write_class_iou(iou: Tensor, class_names: tuple[str, ...], folder: Path,
@@ -48,7 +49,7 @@ def write_prior(term: OCRTerm, class_names: tuple[str, ...], folder: Path) -> No
     m = term.matrix.detach().cpu().double().numpy()
     header = ",".join(["", *names])
     rows = [",".join([n, *(f"{x:.6g}" for x in row)]) for n, row in zip(names, m, strict=True)]
-    (folder / "prior.csv").write_text("\n".join([header, *rows]) + "\n")
+    (folder / PRIOR_FILE).write_text("\n".join([header, *rows]) + "\n")
     term.draw(class_names, folder / "prior.png")
 
 

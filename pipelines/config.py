@@ -12,12 +12,14 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NewType, TypeVar
 
 from ocr.options import GROUPS, IC_MASKINGS, PRIOR_VARIANTS, REDUCTIONS, SELECTIONS
+from pipelines._keys import ConfigError, nested_to_flat
+from pipelines.presets import PRESETS, load_preset
 from record import trial_reports
 
 PRIORS = PRIOR_VARIANTS
@@ -31,17 +33,6 @@ TAG_SOURCES = ("auto", "gt", "masks", "file")  # data.tags: auto = file when dat
 AutoBool = NewType("AutoBool", str)  # "auto", "true" or "false"; YAML/CLI booleans are accepted
 AUTO_BOOLS = ("auto", "true", "false")
 FUSIONS = ("prob", "logit")
-
-
-class ConfigError(ValueError):
-    """A trial config is invalid; ``key`` is the flat key at fault (``"ocr.delta"``, ``"seed"``)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
-        return (ConfigError, (self.key, str(self)))
 
 
 def _key(owner: str, name: str) -> str:
@@ -567,8 +558,6 @@ def auto_values(cfg: TrialConfig) -> dict[str, str]:
 
 
 def _check_preset(name: str) -> None:
-    from pipelines.presets import PRESETS  # the presets read this module: imported when needed
-
     if name and name not in PRESETS:
         raise ConfigError("preset", f"preset = {name!r} is not a shipped recipe; choose one of {list(PRESETS)} "
                                     "(pipelines/presets/), or leave it empty")
@@ -693,8 +682,6 @@ def from_flat(values: Mapping[str, Any], base: TrialConfig | None = None) -> Tri
             raise ConfigError(key, unknown_key_message(key, known))
     merged = to_flat(base) if base is not None else {}
     if values.get("preset"):  # the recipe's keys first, every key given with it over them
-        from pipelines.presets import load_preset
-
         _check_preset(str(values["preset"]))
         merged.update(load_preset(str(values["preset"])))
     merged.update(values)
@@ -706,36 +693,3 @@ def to_flat(config: Any, prefix: str = "") -> dict[str, Any]:
     return nested_to_flat(dataclasses.asdict(config), prefix)
 
 
-def nested_to_flat(tree: Mapping[str, Any], prefix: str = "", *, leaves: Collection[str] = (),
-                   max_depth: int = 8) -> dict[str, Any]:
-    """Flatten a nested mapping (as read from YAML) into dotted keys: the one flattener of trial keys.
-
-    Args:
-        tree: sections as mappings, leaves as values; dotted keys may stand beside nested ones.
-        prefix: prepended to every key.
-        leaves: keys whose value is kept whole even when it is a mapping (a wrong value, for the type
-            check to report, rather than a section).
-        max_depth: how deep sections may nest.
-
-    Raises :class:`ConfigError` (``key``: the path at fault) for a key that is not a string, a key given
-    twice (nested and dotted), or nesting deeper than ``max_depth``.
-    """
-    flat: dict[str, Any] = {}
-    _flatten_into(flat, tree, prefix, frozenset(leaves), max_depth)
-    return flat
-
-
-def _flatten_into(flat: dict[str, Any], tree: Mapping[str, Any], prefix: str, leaves: frozenset[str],
-                  depth_left: int) -> None:
-    if depth_left < 0:
-        raise ConfigError(prefix[:-1], "is nested too deeply")
-    for key, value in tree.items():
-        if not isinstance(key, str):
-            raise ConfigError(prefix[:-1], f"keys must be strings; {key!r} is a {type(key).__name__}")
-        dotted = prefix + key
-        if isinstance(value, Mapping) and dotted not in leaves:
-            _flatten_into(flat, value, f"{dotted}.", leaves, depth_left - 1)
-        elif dotted in flat:
-            raise ConfigError(dotted, "is given twice (nested and dotted)")
-        else:
-            flat[dotted] = value

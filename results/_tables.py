@@ -489,9 +489,10 @@ def _confirm_problems(confirm: pd.DataFrame, cell: str, setting: int, metric: st
     if nan:
         parts.append(f"diverged (NaN) in {nan} of {n} seeds")
     if int((reasons == StopReason.FAILED).sum()) - nan:
-        parts.append(f"failed in {int((reasons == 'failed').sum()) - nan} of {n} seeds")
+        parts.append(f"failed in {int((reasons == StopReason.FAILED).sum()) - nan} of {n} seeds")
     if final is not None and int(((reasons == StopReason.COMPLETED) & ~np.isfinite(final)).sum()):
-        parts.append(f"no finite {metric} in {int(((reasons == 'completed') & ~np.isfinite(final)).sum())} of {n}")
+        parts.append(f"no finite {metric} in {int(((reasons == StopReason.COMPLETED) & ~np.isfinite(final)).sum())} "
+                     f"of {n}")
     unfinished = int((~reasons.isin([StopReason.COMPLETED, StopReason.FAILED])).sum())
     if unfinished:
         parts.append(f"{unfinished} of {n} not finished")

@@ -6,13 +6,12 @@ Pure arithmetic over a validated :class:`~study.spec.StudySpec` (no Ray, no torc
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.config import to_flat
-from record import Phase, PhaseDoc, StudyDoc, asha_rungs, cell_id, ocr_applies, planned_epochs
+from record import Phase, PhaseDoc, StudyDoc, asha_rungs, cell_id, planned_epochs
 from study.spec import Scalar, SearchParam, SpecError, StudySpec, spec_hash
 
 
@@ -83,41 +82,6 @@ class StudyPlan:
 # ---------------------------------------------------------------------------------------------------
 # The cell rules
 # ---------------------------------------------------------------------------------------------------
-
-def _selection(spec: StudySpec, cell: Mapping[str, Any]) -> Any:
-    """A cell's ``ocr.selection``: its grid value, else the trial's; ``None`` when it is searched."""
-    if "ocr.selection" in cell:
-        return cell["ocr.selection"]
-    if spec.search is not None and spec.search.param("ocr.selection") is not None:
-        return None  # sampled per trial: unknown at the cell level
-    return spec.trial.ocr.selection
-
-
-def applies(spec: StudySpec, key: str, cell: Mapping[str, Any]) -> bool:
-    """Whether grid axis or search parameter ``key`` has an effect in ``cell`` ({grid key: value}).
-
-    False where the cell's ``ocr.selection`` is ``none`` for every other ``ocr.*`` key (the built-in rule,
-    :func:`record.ocr_applies`), and where an explicit condition of ``search.conditions`` is not met.
-    """
-    if not ocr_applies(key, _selection(spec, cell)):
-        return False
-    conditions = spec.search.conditions if spec.search is not None else ()
-    return all(cell.get(c.axis) in c.values for c in conditions if c.param == key)
-
-
-def grid_cells(spec: StudySpec) -> tuple[tuple[tuple[str, Scalar], ...], ...]:
-    """Every cell as ``((grid key, value), ...)``, in grid order.
-
-    Grid axes that have no effect in a cell (see :func:`applies`) are left out of it, and the cells they
-    would have split are one. Without a grid there is one cell, ``()``.
-    """
-    keys = [axis.key for axis in spec.grid]
-    cells: dict[tuple[tuple[str, Scalar], ...], None] = {}
-    for combo in itertools.product(*(axis.values for axis in spec.grid)):
-        full = dict(zip(keys, combo, strict=True))
-        cells[tuple((key, value) for key, value in full.items() if applies(spec, key, full))] = None
-    return tuple(cells)
-
 
 def asha_epochs_per_trial(grace_period: int, reduction_factor: int, max_epochs: int) -> float:
     """The mean epochs a trial runs under ASHA, by synchronous successive halving (an estimate).

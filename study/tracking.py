@@ -30,6 +30,7 @@ from ray.tune import Callback
 from record import (
     META,
     REPORT_DIR,
+    SPEC_FILE,
     Phase,
     StopReason,
     Tag,
@@ -284,7 +285,7 @@ class MLflowTracking(Callback):
             self._client.log_batch(run_id, params=params[i : i + BATCH])
         self._client.log_batch(run_id, tags=[RunTag("mlflow.note.content", describe(spec, self.spec_hash))])
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "spec.yaml"
+            path = Path(tmp) / SPEC_FILE
             path.write_text(yaml.safe_dump(spec, sort_keys=False))
             self._client.log_artifact(run_id, str(path))
 

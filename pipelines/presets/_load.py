@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import nested_to_flat
+from pipelines._keys import nested_to_flat
 
 FOLDER = Path(__file__).parent
 PRESETS = tuple(sorted(p.stem for p in FOLDER.glob("*.yaml")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pipelines.config import (
     TrialConfig,
     to_flat,
 )
-from record import MLFLOW_DB, cell_id
+from record import MLFLOW_DB, cell_id, ocr_applies
 from storage import is_remote, join_uri, local_path
 from study.spec._checks import (
     MAX_CELLS,
@@ -337,20 +338,40 @@ class StudySpec:
 
     @property
     def cells(self) -> tuple[dict[str, Scalar], ...]:
-        """Every cell as ``{grid key: value}``, in grid order (the rules: :func:`study.plan.grid_cells`)."""
+        """Every cell as ``{grid key: value}``, in grid order.
+
+        Grid axes that have no effect in a cell (see :meth:`applies`) are left out of it, and the cells they
+        would have split are one. Without a grid there is one cell, ``{}``.
+        """
         return tuple(dict(items) for items in self._cell_items)
 
     @functools.cached_property
     def _cell_items(self) -> tuple[tuple[tuple[str, Scalar], ...], ...]:
-        from study.plan import grid_cells  # plan builds on the spec; the spec's checks use its cell rules
+        keys = [axis.key for axis in self.grid]
+        cells: dict[tuple[tuple[str, Scalar], ...], None] = {}
+        for combo in itertools.product(*(axis.values for axis in self.grid)):
+            full = dict(zip(keys, combo, strict=True))
+            cells[tuple((key, value) for key, value in full.items() if self.applies(key, full))] = None
+        return tuple(cells)
 
-        return grid_cells(self)
+    def _selection(self, cell: Mapping[str, Any]) -> Any:
+        """A cell's ``ocr.selection``: its grid value, else the trial's; ``None`` when it is searched."""
+        if "ocr.selection" in cell:
+            return cell["ocr.selection"]
+        if self.search is not None and self.search.param("ocr.selection") is not None:
+            return None  # sampled per trial: unknown at the cell level
+        return self.trial.ocr.selection
 
     def applies(self, key: str, cell: Mapping[str, Any]) -> bool:
-        """Whether grid axis or search parameter ``key`` has an effect in ``cell`` (:func:`study.plan.applies`)."""
-        from study.plan import applies
+        """Whether grid axis or search parameter ``key`` has an effect in ``cell`` ({grid key: value}).
 
-        return applies(self, key, cell)
+        False where the cell's ``ocr.selection`` is ``none`` for every other ``ocr.*`` key (the built-in rule,
+        :func:`record.ocr_applies`), and where an explicit condition of ``search.conditions`` is not met.
+        """
+        if not ocr_applies(key, self._selection(cell)):
+            return False
+        conditions = self.search.conditions if self.search is not None else ()
+        return all(cell.get(c.axis) in c.values for c in conditions if c.param == key)
 
     def cell_params(self, cell: Mapping[str, Any]) -> tuple[SearchParam, ...]:
         """The search parameters sampled in ``cell``."""
