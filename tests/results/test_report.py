@@ -252,20 +252,24 @@ def test_trials_without_any_epoch_yet_do_not_crash_the_report(tmp_path: Path,
 
 def test_run_ends_by_writing_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from study import runner
-    from study.commands import run
-    from study.spec import load_spec
+    import yaml
+
+    from study import handle, runner, spec
 
     folder = make_study(tmp_path, name="done")
+    spec_file = tmp_path / "done.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "done", "storage": str(tmp_path)}))
     ran: list[object] = []
+    loads: list[object] = []
+    real_load = spec.load_spec
     monkeypatch.setattr(runner, "run_study", lambda study, **kwargs: ran.append(study))  # the study as made
-    monkeypatch.setattr(run, "resolve_spec", lambda name, overrides=(): load_spec({"name": "done",
-                                                                                  "storage": str(tmp_path)}))
-    assert main(["run", "done"]) == 1  # the synthetic study has a failed trial: exit 1, and the others reported
+    monkeypatch.setattr(handle, "load_spec", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    assert main(["run", str(spec_file)]) == 1  # the synthetic study has a failed trial: exit 1, others reported
     out = capsys.readouterr().out
     assert f"report of study done: {folder / 'report'}" in out and (folder / "report" / "report.html").is_file()
-    assert "study done ended: 21 trials" in out and len(ran) == 1  # one study, opened once, run then reported
-    assert main(["run", "done", "--dry-run"]) == 0
+    assert "study done ended: 21 trials" in out and len(ran) == 1
+    assert len(loads) == 1  # the spec is read once: run, summary and report share the study opened then
+    assert main(["run", str(spec_file), "--dry-run"]) == 0
     assert "report of study" not in capsys.readouterr().out
 
 
