@@ -35,6 +35,8 @@ COPY ocr ./ocr
 COPY pipelines ./pipelines
 COPY study ./study
 COPY results ./results
+COPY record ./record
+COPY storage ./storage
 
 # requirements-cpu.txt as constraints (pip refuses extras there): every dependency at its pinned version.
 RUN sed -e 's/\[[^]]*\]//' requirements-cpu.txt > /tmp/constraints.txt \

@@ -34,6 +34,8 @@ COPY ocr ./ocr
 COPY pipelines ./pipelines
 COPY study ./study
 COPY results ./results
+COPY record ./record
+COPY storage ./storage
 
 # The pins of requirements-cpu.txt as constraints; torch==X is met by the image's X+cuYYY, so it stays.
 RUN sed -e 's/\[[^]]*\]//' requirements-cpu.txt > /tmp/constraints.txt \

@@ -102,6 +102,18 @@ def test_every_copied_path_exists_in_the_build_context(dockerfile: Path) -> None
             assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}: not in the build context"
 
 
+@pytest.mark.parametrize("dockerfile", [d for d in DOCKERFILES if "mlflow" not in d.name], ids=lambda d: d.name)
+def test_the_project_images_copy_every_package_the_project_installs(dockerfile: Path) -> None:
+    """The images once lacked ``record/`` (every import of the project failed in them): each package that
+    pyproject.toml installs is copied."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = {line.split()[0] for line in re.findall(r"^COPY\s+(.+)$", dockerfile.read_text(), flags=re.M)}
+    assert packages <= copied, f"{dockerfile.name} does not copy {sorted(packages - copied)}"
+
+
 def test_dockerignore_keeps_what_the_images_copy() -> None:
     for dockerfile in DOCKERFILES:
         ignore = Path(f"{dockerfile}.dockerignore")
