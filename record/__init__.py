@@ -1,9 +1,19 @@
-"""What a study leaves on disk, and the study facts that both its writer and its readers need.
+"""The words and shapes of a study's record, and the study facts that its writer and its readers share.
 
-``study/`` writes the record (``study.json``, one ``trial.json`` and ``epochs.jsonl`` per trial) and
-``results/`` reads it; both import the facts from here (cell ids, planned epochs, ASHA rungs, the best
-setting, where OCR parameters apply). This package imports only the standard library: neither Ray,
-torch, pandas nor the training code, so that every layer may use it.
+``study/`` writes the record and ``results/`` (and ``ocr-study status``) read it; every word and shape comes
+from here, spelled once:
+
+- the words (:mod:`record._vocab`): :class:`Phase`, :class:`TrialStatus`, :class:`StopReason` (str enums:
+  a member is its word in JSON, Parquet and MLflow) and :class:`Tag`, the MLflow tag keys;
+- the files (:mod:`record._layout`): every name in a study folder;
+- the documents: ``study.json`` as :class:`StudyDoc` and ``trial.json`` as :class:`TrialDoc` (typed,
+  frozen; one writer and one reader each), ``epochs.jsonl`` appended line by line;
+- the facts (:mod:`record._facts`): cell ids, planned reports, ASHA rungs, why a trial stopped, the one
+  ranking of settings, where OCR parameters apply, how a metric reads;
+- failpoints (:mod:`record._failpoints`).
+
+This package imports only the standard library: neither Ray, torch, pandas nor the training code, so that
+every layer may use it.
 """
 
 from record._facts import (
