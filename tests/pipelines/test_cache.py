@@ -143,6 +143,7 @@ def test_concurrent_builders_build_once(tmp_path: Path) -> None:
     assert not path.with_name(path.name + LOCK_SUFFIX).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corrupt", ["truncated", "empty", "garbage"])
 def test_train_survives_corrupt_data_and_stage1_caches(tmp_path: Path, corrupt: str,
                                                        caplog: pytest.LogCaptureFixture) -> None:
