@@ -14,6 +14,7 @@ import math
 import pickle
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -151,10 +152,27 @@ def test_another_seed_gives_another_trial(baseline: Run, tmp_path: Path) -> None
             assert mine[key] != theirs[key], key
 
 
+@pytest.fixture(scope="module")
+def without_ocr(baseline: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, int]:
+    """One epoch with other OCR settings (``ocr.selection = none``, another δ), which act on stage 2 only;
+    and how many times stage 1 was built for it."""
+    builds: list[object] = []
+    build = stage_cam._build_tensor
+
+    def counting(*args: Any) -> Any:
+        builds.append(args)
+        return build(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stage_cam, "_build_tensor", counting)
+        run = _run(_with(baseline.cfg, ocr__selection="none", ocr__delta=1.0, seg__epochs=1),
+                   tmp_path_factory.mktemp("without-ocr"))
+    return run, len(builds)
+
+
 @pytest.mark.slow
-def test_the_ocr_term_is_zero_without_a_selection(baseline: Run, tmp_path: Path) -> None:
-    none = _run(_with(baseline.cfg, ocr__selection="none", seg__epochs=1), tmp_path)
-    (report,) = none.reports
+def test_the_ocr_term_is_zero_without_a_selection(baseline: Run, without_ocr: tuple[Run, int]) -> None:
+    (report,) = without_ocr[0].reports
     _assert_sound(report)
     assert report["train_ocr"] == 0.0 and report["train_loss"] == report["train_ce"]
     assert all(r["train_ocr"] > 0 for r in baseline.reports)  # ocr.selection = oc
@@ -246,18 +264,13 @@ def test_resume_from_explicit_checkpoint(tiny_config: TrialConfig, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_stage1_is_cached_and_shared(baseline: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage1_is_cached_and_shared(baseline: Run, without_ocr: tuple[Run, int]) -> None:
     entry = stage_cam.stage1_entry(baseline.cfg).with_suffix(".pt")
     assert entry.is_file()  # the baseline built stage 1 into the shared cache
-
-    def must_not_build(*args: object) -> None:
-        raise AssertionError("stage 1 was rebuilt")
-
-    monkeypatch.setattr(stage_cam, "_build_tensor", must_not_build)
-    other = _with(baseline.cfg, ocr__delta=1.0, ocr__selection="all", seg__epochs=1)
-    assert stage_cam.stage1_entry(other).with_suffix(".pt") == entry  # OCR settings on seg only: same stage 1
-    (report,) = _run(other, tmp_path).reports
-    assert report["pseudo_miou"] == baseline.reports[0]["pseudo_miou"]  # the baseline's pseudo-masks
+    run, builds = without_ocr
+    assert stage_cam.stage1_entry(run.cfg).with_suffix(".pt") == entry  # OCR settings on seg only: same stage 1
+    assert builds == 0  # found, not built again
+    assert run.reports[0]["pseudo_miou"] == baseline.reports[0]["pseudo_miou"]  # the baseline's pseudo-masks
 
 
 def test_stage1_key_depends_on_ocr_only_when_ocr_acts_on_cams(tiny_config: TrialConfig) -> None:
