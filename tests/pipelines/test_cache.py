@@ -103,6 +103,7 @@ cached(Path(sys.argv[1]), build, lambda p, v: None, lambda p: None)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
     """A builder killed with SIGKILL cannot clean up: its lock dies with it (the kernel drops the flock),
     the next caller builds at once, and that caller removes the lock file."""

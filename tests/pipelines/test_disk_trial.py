@@ -120,6 +120,7 @@ def test_train_command_with_a_mask_folder(tmp_path: Path, voc: Path, pseudo: Pat
     assert "lacks the pseudo-masks of 1 of 3" in err and "2007_000002.png" in err
 
 
+@pytest.mark.slow
 def test_pseudo_masks_command_writes_reusable_pngs(tmp_path: Path, voc: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     flat = {**TINY_DISK, "data.root": str(voc), "cache_dir": str(tmp_path / "cache")}
