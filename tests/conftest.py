@@ -30,6 +30,17 @@ TINY: dict[str, Any] = {
 }
 
 
+FAST_EXAMPLES = 20  # hypothesis examples per property in the fast set; the full count runs under ``slow``
+
+
+def examples(full: int, fast: int = FAST_EXAMPLES) -> pytest.MarkDecorator:
+    """Run a property test twice over: ``fast`` examples in the fast set (``-m "not slow"``) and ``full``
+    examples marked slow (``make test`` runs both). The test takes ``max_examples`` and builds its
+    ``@given`` function with it."""
+    return pytest.mark.parametrize("max_examples", [fast, pytest.param(full, marks=pytest.mark.slow)],
+                                   ids=["fast", "full"])
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache folder for the whole session, so the tiny data set is built once."""

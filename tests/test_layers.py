@@ -66,6 +66,7 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert imported_roots(path) == {"ray", "torch", "mlflow"}
 
 
+@pytest.mark.slow
 def test_loss_options_are_defined_once_and_load_without_torch() -> None:
     """Issue 11: the config validates against ocr's own tuples, and reading them does not load torch (every
     spec the CLI reads would pay for it)."""

@@ -168,6 +168,7 @@ def test_a_cluster_study_keeps_rays_node_address(monkeypatch: pytest.MonkeyPatch
     assert LOOPBACK_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER is True
 
 
+@pytest.mark.slow
 def test_mlflow_ui_binds_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from study.commands import ui
     from study.spec import load_spec

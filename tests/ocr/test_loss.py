@@ -89,7 +89,10 @@ def test_matches_per_pixel_reference(group: str, selection: str, ic_masking: str
 
 @pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize("ic_masking", IC_MASKINGS)
-def test_gradcheck_float64(group: str, ic_masking: str) -> None:
+@pytest.mark.parametrize("fast_mode", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["fast", "full"])
+def test_gradcheck_float64(group: str, ic_masking: str, fast_mode: bool) -> None:
+    """Against finite differences: the whole Jacobian under ``slow``; in the fast set PyTorch's fast mode,
+    which checks it along random directions (one backward pass instead of one per input)."""
     z, tags, prior, valid = _random_case(2, b=2, c=4, h=3, w=3)
     z.requires_grad_(True)
 
@@ -97,7 +100,7 @@ def test_gradcheck_float64(group: str, ic_masking: str) -> None:
         return ocr_loss(x, tags, prior, delta=1.0, tau=0.3, selection="all", group=group,
                         ic_masking=ic_masking, valid=valid)
 
-    assert torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-5, fast_mode=fast_mode)
 
 
 def test_all_tags_gives_zero_loss_and_zero_grad() -> None:

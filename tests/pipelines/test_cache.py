@@ -103,6 +103,7 @@ cached(Path(sys.argv[1]), build, lambda p, v: None, lambda p: None)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
     """A builder killed with SIGKILL cannot clean up: its lock dies with it (the kernel drops the flock),
     the next caller builds at once, and that caller removes the lock file."""
@@ -143,6 +144,7 @@ def test_concurrent_builders_build_once(tmp_path: Path) -> None:
     assert not path.with_name(path.name + LOCK_SUFFIX).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corrupt", ["truncated", "empty", "garbage"])
 def test_train_survives_corrupt_data_and_stage1_caches(tmp_path: Path, corrupt: str,
                                                        caplog: pytest.LogCaptureFixture) -> None:

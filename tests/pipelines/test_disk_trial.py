@@ -45,6 +45,7 @@ def _masks(pseudo: Path) -> dict[str, Any]:
     return {"stage1.source": "masks", "stage1.masks_dir": str(pseudo)}  # seg.init: auto → scratch
 
 
+@pytest.mark.slow
 def test_trial_on_a_pseudo_mask_folder(tmp_path: Path, voc: Path, pseudo: Path) -> None:
     reporter = ListReporter()
     final = run_trial(_cfg(tmp_path, voc, **_masks(pseudo)), reporter, tmp_path / "trial")
@@ -78,6 +79,7 @@ def test_edited_folder_is_scored_again(tmp_path: Path, voc: Path, pseudo: Path,
     assert len(calls) == 2 and second.metrics["pseudo_miou"] < first.metrics["pseudo_miou"]
 
 
+@pytest.mark.slow
 def test_cam_stage_writes_png_pseudo_masks_once(tmp_path: Path, voc: Path) -> None:
     cfg = _cfg(tmp_path, voc, **{"eval.every": 2, "seg.epochs": 3, "seg.init": "cam"})
     reporter = ListReporter()
@@ -104,6 +106,7 @@ def test_cam_stage_writes_png_pseudo_masks_once(tmp_path: Path, voc: Path) -> No
         monkeypatch.undo()
 
 
+@pytest.mark.slow
 def test_train_command_with_a_mask_folder(tmp_path: Path, voc: Path, pseudo: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     flat = {**TINY_DISK, **_masks(pseudo), "data.root": str(voc), "cache_dir": str(tmp_path / "cache"),
@@ -117,6 +120,7 @@ def test_train_command_with_a_mask_folder(tmp_path: Path, voc: Path, pseudo: Pat
     assert "lacks the pseudo-masks of 1 of 3" in err and "2007_000002.png" in err
 
 
+@pytest.mark.slow
 def test_pseudo_masks_command_writes_reusable_pngs(tmp_path: Path, voc: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     flat = {**TINY_DISK, "data.root": str(voc), "cache_dir": str(tmp_path / "cache")}

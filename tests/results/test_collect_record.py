@@ -149,6 +149,7 @@ def test_an_old_schema_version_asks_to_collect_again(tmp_path: Path) -> None:
         load_dataset(folder)
 
 
+@pytest.mark.slow
 def test_reading_imports_neither_ray_nor_the_training_code(synthetic_dir: Path, tmp_path: Path) -> None:
     code = (f"import sys, results; results.report_study({str(synthetic_dir)!r}, {str(tmp_path)!r}); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torch', 'pipelines', 'ocr', 'study', "

@@ -26,13 +26,19 @@ def _store(tmp_path: Path, trial_ids: list[str]) -> tuple[str, str, dict[str, st
     return uri, str(experiment), runs
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, synthetic: Dataset) -> tuple[str, str, dict[str, str]]:
+    """The synthetic study's runs in one SQLite store per module (making MLflow's schema takes seconds)."""
+    ids = [str(t) for t in synthetic.trials["trial_id"]]
+    return _store(tmp_path_factory.mktemp("mlflow"), ids[:-1])  # the last trial never reached MLflow
+
+
 @pytest.fixture()
-def served(tmp_path: Path, synthetic: Dataset, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, str]]:
+def served(store: tuple[str, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, str]]:
     """The synthetic study's runs, read through a client that stands in for the server at ``SERVER``."""
     from mlflow.tracking import MlflowClient
 
-    ids = [str(t) for t in synthetic.trials["trial_id"]]
-    uri, experiment, runs = _store(tmp_path, ids[:-1])  # the last trial never reached MLflow
+    uri, experiment, runs = store
 
     def client(tracking_uri: str) -> Any:
         assert tracking_uri == SERVER.rstrip("/")
@@ -56,6 +62,7 @@ def test_a_sqlite_or_file_store_gets_no_links_and_is_not_read(monkeypatch: pytes
     assert run_links("file:///tmp/mlruns", "linked") is None
 
 
+@pytest.mark.slow
 def test_each_trial_links_to_its_run_on_the_server(served: tuple[str, dict[str, str]]) -> None:
     experiment, runs = served
     found = run_links(SERVER, "linked")
@@ -66,6 +73,7 @@ def test_each_trial_links_to_its_run_on_the_server(served: tuple[str, dict[str, 
     assert run_links(SERVER, "unknown experiment") is None
 
 
+@pytest.mark.slow
 def test_the_html_and_markdown_reports_link_every_run(served: tuple[str, dict[str, str]], synthetic: Dataset,
                                                      tmp_path: Path) -> None:
     experiment, runs = served
@@ -102,8 +110,10 @@ def test_links_must_point_at_a_server() -> None:
         RunLinks("sqlite:///x.db")
 
 
+@pytest.mark.slow
 def test_the_report_command_links_the_runs_of_a_study_tracked_on_a_server(
-        served: tuple[str, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        served: tuple[str, dict[str, str]], store: tuple[str, str, dict[str, str]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
     from study import handle
@@ -118,6 +128,6 @@ def test_the_report_command_links_the_runs_of_a_study_tracked_on_a_server(
     page = (folder / "report" / "report.html").read_text()
     experiment, runs = served
     assert f'/#/experiments/{experiment}/runs/{next(iter(runs.values()))}"' in page
-    spec.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the default store: no server, no links
+    spec.tracking_uri = store[0]  # the default store (SQLite): no server, no links
     assert main(["report", "linked", "--storage", str(tmp_path / "studies"), "--format", "html"]) == 0
     assert "<a href=" not in (folder / "report" / "report.html").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -89,18 +90,75 @@ def test_collecting_again_gives_the_same_rows(real_study: StudySpec, collected: 
     pd.testing.assert_frame_equal(collected.curves, again.curves)
 
 
+def test_the_record_holds_every_trial_in_its_own_layout(real_study: StudySpec, collected: Dataset) -> None:
+    """What a study promises to leave in its folder (README, record/): ``study.json``, per trial
+    ``trials/<id>/trial.json`` and ``epochs.jsonl``, and the collected ``results/*.parquet``."""
+    study_dir = Path(real_study.study_dir)
+    doc = json.loads((study_dir / "study.json").read_text())
+    assert (doc["name"], doc["scheduler"], doc["rungs"], doc["epochs_planned"]) == (real_study.name, "asha", [1, 2], 4)
+    assert doc["planned_trials"] == 6 and doc["seeds"] == [0, 1]
+    assert {cell["id"] for cell in doc["phases"][0]["cells"]} == set(collected.trials["cell"])
+    trials = collected.trials.set_index("trial_id")
+    assert sorted(p.name for p in (study_dir / "trials").iterdir()) == sorted(trials.index)
+    for trial_id, row in trials.iterrows():
+        folder = study_dir / "trials" / str(trial_id)
+        record = json.loads((folder / "trial.json").read_text())
+        assert record["trial_id"] == trial_id and record["status"] == row["status"]
+        assert (record["cell"], record["seed"]) == (row["cell"], row["seed"])
+        assert record["stop_reason"] == str(row["stop_reason"])
+        lines = (folder / "epochs.jsonl").read_text().splitlines() if (folder / "epochs.jsonl").exists() else []
+        epochs = [json.loads(line) for line in lines]
+        assert [e["epoch"] for e in epochs] == list(range(1, row["epochs"] + 1))
+        assert all(e["trial_id"] == trial_id for e in epochs)
+        if epochs:
+            assert epochs[-1]["val_miou"] == row["final_val_miou"]
+    for name in ("trials.parquet", "curves.parquet"):
+        assert (study_dir / "results" / name).is_file()
+    on_disk = pd.read_parquet(study_dir / "results" / "trials.parquet")
+    assert sorted(on_disk["trial_id"]) == sorted(trials.index)
+
+
 def test_collecting_needs_none_of_tune_s_files(real_study: StudySpec, collected: Dataset, tmp_path: Path) -> None:
-    """A Ray upgrade that renames Tune's files must not break collecting: delete them all and collect again."""
+    """A Ray upgrade that renames Tune's files must not break collecting: delete Tune's folders and collect
+    again."""
     copy = tmp_path / real_study.name
     shutil.copytree(real_study.study_dir, copy)
-    tune_files = [p for p in (copy / "tune").rglob("*") if p.is_file() and "checkpoint_" not in str(p)]
-    assert any(p.name.startswith("experiment_state") for p in tune_files)
-    assert any(p.name == "result.json" for p in tune_files)
-    for path in tune_files:
-        path.unlink()
+    tune = [copy / name for name in ("tune", "tune-confirm") if (copy / name).is_dir()]
+    assert tune  # the study ran on Tune, which wrote there
+    for folder in tune:
+        shutil.rmtree(folder)
     again = load_dataset(collect_study(copy))
     pd.testing.assert_frame_equal(collected.trials, again.trials)
     pd.testing.assert_frame_equal(collected.curves, again.curves)
+
+
+def test_mlflow_holds_one_run_per_trial_under_the_study_s_run(real_study: StudySpec, collected: Dataset) -> None:
+    """Read back through MLflow's own client: one parent run for the study, one nested run per trial, tagged
+    with its trial id, cell, seed and stop reason, with one ``val_miou`` per epoch it ran."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(real_study.tracking_uri)
+    experiment = client.get_experiment_by_name(real_study.tracking.experiment)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if r.data.tags.get("ocr_study.role") == "study"]
+    assert parent.data.tags["ocr_study.study"] == real_study.name
+    children = {r.data.tags["ocr_study.trial_id"]: r for r in runs if r is not parent}
+    trials = collected.trials.set_index("trial_id")
+    assert sorted(children) == sorted(trials.index)
+    for trial_id, run in children.items():
+        row, tags = trials.loc[trial_id], run.data.tags
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert (tags["ocr_study.cell"], tags["ocr_study.seed"]) == (row["cell"], str(row["seed"]))
+        reason = str(row["stop_reason"])
+        assert tags["ocr_study.stop_reason"] == reason  # the record's word (issue 22, item 1)
+        if reason == "early_stopped":
+            assert tags["ocr_study.stop_epoch"] == str(row["epochs"]) == str(row["stop_rung"])
+        assert tags["ocr_study.completed"] == str(reason == "completed").lower()
+        history = client.get_metric_history(run.info.run_id, "val_miou")
+        assert sorted(m.step for m in history) == list(range(1, row["epochs"] + 1))
+        if row["epochs"]:
+            assert run.data.metrics["val_miou"] == pytest.approx(row["final_val_miou"])
 
 
 def test_an_mlflow_rebuild_matches_the_tune_dataset(real_study: StudySpec, collected: Dataset,

@@ -184,6 +184,7 @@ def test_formats_are_checked() -> None:
         parse_formats(",")
 
 
+@pytest.mark.slow
 def test_report_and_export_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_study(tmp_path, name="small")
     out = tmp_path / "rep"
@@ -196,6 +197,7 @@ def test_report_and_export_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "trials.parquet" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_report_command_shows_the_oc_rate_asked_for(tmp_path: Path) -> None:
     make_study(tmp_path, name="small")
     for flag, label in (([], "OC rate (% of foreground predictions)"), (["--oc-rate", "pixels"],
@@ -306,6 +308,7 @@ def test_export_from_mlflow_refuses_a_name_leaving_the_storage(tmp_path: Path,
     assert not (tmp_path / "escape").exists() and capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_report_killed_while_it_is_made_leaves_the_last_report_whole(tmp_path: Path) -> None:
     """``ocr-study report`` dies (SIGKILL) at the failpoint ``report.write`` after its Markdown: the report
     there before is unchanged, file for file; the next report replaces it whole and leaves no stage behind."""

@@ -24,6 +24,7 @@ from tests.study.test_tune_study import tiny_doc
 OCR_STUDY = str(Path(sys.executable).parent / "ocr-study")
 
 
+@pytest.mark.slow
 def test_a_missing_voc_root_exits_2_before_ray_and_writes_nothing(tmp_path: Path) -> None:
     doc = tiny_doc(tmp_path, tmp_path / "cache")
     doc["trial"].update({"data.name": "voc", "data.root": str(tmp_path / "no-voc-here")})

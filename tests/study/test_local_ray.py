@@ -41,11 +41,13 @@ def _probe(*args: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_the_cli_holds_a_local_study_to_loopback_before_ray_is_imported() -> None:
     assert _probe("run", "spec.yaml") == '{"loopback": "0", "ray_imported": false}'
     assert _probe("resume", "tiny") == '{"loopback": "0", "ray_imported": false}'
 
 
+@pytest.mark.slow
 def test_the_cli_leaves_a_cluster_study_alone() -> None:
     assert _probe("run", "spec.yaml", "--address", "10.0.0.5:6379") == '{"loopback": null, "ray_imported": false}'
     assert _probe("resume", "tiny", "--address", "10.0.0.5:6379") == '{"loopback": null, "ray_imported": false}'

@@ -24,6 +24,7 @@ from study.spec import (
     shipped_specs,
     spec_hash,
 )
+from tests.conftest import examples
 
 VALID: dict[str, Any] = {
     "name": "unit",
@@ -401,9 +402,9 @@ def test_dataclasses_validate_on_construction() -> None:
 # Property-based: random mutations of a valid spec load or raise SpecError, never anything else
 # ---------------------------------------------------------------------------------------------------
 
-PLAUSIBLE = st.sampled_from(["none", "oc", "all", "uniform", "loguniform", "int", "choice", "asha", "tpe",
-                             "cooc_minmax", "paper", "ocr.delta", "ocr.selection", "val_miou", "max", "",
-                             0, 1, 2, 8, -1, 0.5, 1e300, 2**70, True, False, None, [], {}])
+PLAUSIBLE: st.SearchStrategy[Any] = st.sampled_from([
+    "none", "oc", "all", "uniform", "loguniform", "int", "choice", "asha", "tpe", "cooc_minmax", "paper", "ocr.delta",
+    "ocr.selection", "val_miou", "max", "", 0, 1, 2, 8, -1, 0.5, 1e300, 2**70, True, False, None, [], {}])
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10) | PLAUSIBLE)
 JUNK = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(st.text(max_size=8) | PLAUSIBLE.filter(lambda v: isinstance(v, str)),
@@ -464,29 +465,41 @@ def _loads_or_spec_error(source: Any) -> None:
     assert load_spec(spec.to_dict()) == spec
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_mutated_specs_load_or_raise_spec_error(data: st.DataObject) -> None:
-    doc = copy.deepcopy(VALID)
-    for _ in range(data.draw(st.integers(1, 3))):
-        if _paths(doc):
-            _mutate(doc, data)
-    _loads_or_spec_error(doc)
+@examples(150)
+def test_mutated_specs_load_or_raise_spec_error(max_examples: int) -> None:
+    @settings(max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        doc = copy.deepcopy(VALID)
+        for _ in range(data.draw(st.integers(1, 3))):
+            if _paths(doc):
+                _mutate(doc, data)
+        _loads_or_spec_error(doc)
+
+    check()
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.data())
-def test_mutated_specs_as_yaml_text_load_or_raise_spec_error(data: st.DataObject) -> None:
-    doc = copy.deepcopy(VALID)
-    _mutate(doc, data)
-    try:
-        text = yaml.safe_dump(doc, sort_keys=False)
-    except yaml.YAMLError:  # keys PyYAML cannot write
-        return
-    _loads_or_spec_error(text)
+@examples(60)
+def test_mutated_specs_as_yaml_text_load_or_raise_spec_error(max_examples: int) -> None:
+    @settings(max_examples=max_examples, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        doc = copy.deepcopy(VALID)
+        _mutate(doc, data)
+        try:
+            text = yaml.safe_dump(doc, sort_keys=False)
+        except yaml.YAMLError:  # keys PyYAML cannot write
+            return
+        _loads_or_spec_error(text)
+
+    check()
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.text(max_size=80) | JUNK)
-def test_arbitrary_input_loads_or_raises_spec_error(source: Any) -> None:
-    _loads_or_spec_error(source)
+@examples(80)
+def test_arbitrary_input_loads_or_raises_spec_error(max_examples: int) -> None:
+    @settings(max_examples=max_examples, deadline=None)
+    @given(st.text(max_size=80) | JUNK)
+    def check(source: Any) -> None:
+        _loads_or_spec_error(source)
+
+    check()

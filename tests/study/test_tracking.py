@@ -100,6 +100,7 @@ def tracked(tmp_path: Path) -> MLflowTracking:
     return track_fake_study(f"sqlite:///{tmp_path / 'mlflow.db'}", "unit", tmp_path / "art", SPEC)
 
 
+@pytest.mark.slow
 def test_runs_show_what_they_are(tracked: MLflowTracking) -> None:
     tracking = tracked
     client = tracking.client
@@ -126,6 +127,7 @@ def test_runs_show_what_they_are(tracked: MLflowTracking) -> None:
     assert all(r.data.tags["mlflow.parentRunId"] == tracking.parent_run_id for r in runs.values())
 
 
+@pytest.mark.slow
 def test_parent_run_carries_the_study(tracked: MLflowTracking, tmp_path: Path) -> None:
     tracking = tracked
     client = tracking.client
