@@ -153,7 +153,7 @@ def test_mlflow_holds_one_run_per_trial_under_the_study_s_run(real_study: StudyS
         reason = str(row["stop_reason"])
         assert tags["ocr_study.stop_reason"] == reason  # the record's word (issue 22, item 1)
         if reason == "early_stopped":
-            assert tags["ocr_study.stop_epoch"] == str(row["epochs"]) == str(row["stop_rung"])
+            assert tags["ocr_study.stop_epoch"] == str(row["epochs"]) == str(int(row["stop_rung"]))
         assert tags["ocr_study.completed"] == str(reason == "completed").lower()
         history = client.get_metric_history(run.info.run_id, "val_miou")
         assert sorted(m.step for m in history) == list(range(1, row["epochs"] + 1))
