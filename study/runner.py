@@ -97,7 +97,9 @@ def _prebuild(study: Study, configs: list[dict[str, Any]]) -> None:
     prebuild_stage1(configs, study.spec.resources.gpus)
 
 
-def _tracking(study: Study, scheduler: str | None = None, max_epochs: int | None = None) -> Any:
+def _tracking(study: Study, scheduler: str | None = None, max_epochs: int | None = None,
+              rungs: tuple[int, ...] | None = None) -> Any:
+    """The MLflow callback; by default the search phase's (the study's scheduler, its max epochs and rungs)."""
     from record import MLFLOW_ARTIFACTS_DIR
     from study.tracking import MLflowTracking
 
@@ -109,7 +111,7 @@ def _tracking(study: Study, scheduler: str | None = None, max_epochs: int | None
         artifacts = _store_artifacts(study)
     return MLflowTracking(spec.tracking_uri, study.experiment, spec.name, study.hash, artifacts,
                           scheduler or spec.scheduler.type, max_epochs or spec.scheduler.max_epochs,
-                          spec.to_dict())
+                          spec.to_dict(), rungs=study.plan.rungs if rungs is None else rungs)
 
 
 def _direct_to_store(study: Study) -> bool:
@@ -207,7 +209,7 @@ def _confirm_tuner(study: Study, phase: PhaseDoc, restore: bool) -> Any:
                                   resume_errored=True, storage_filesystem=filesystem)
     configs, epochs = list(phase.configs), int(phase.epochs or 0)
     searcher = PlannedSearcher(configs)
-    callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(study, "none", epochs),
+    callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(study, "none", epochs, ()),
                  ProgressLine(len(configs), str(phase.metric), str(phase.mode))]
     tune_config = tune.TuneConfig(metric=phase.metric, mode=phase.mode, scheduler=FIFOScheduler(),
                                   search_alg=ConcurrencyLimiter(searcher, study.spec.max_concurrent),

@@ -184,3 +184,18 @@ def test_the_driver_records_a_trials_start_and_knows_whether_tune_saved_it(
     callback.on_trial_start(0, trials, trials[1])
     assert fired(tmp_path / "fired")[-1]["context"]["unsaved"] is False
     assert "_trials" not in callback.__getstate__()  # plain data when Tune pickles it
+
+
+def test_the_study_s_mlflow_callback_knows_asha_s_rungs(tmp_path: Path) -> None:
+    """The real study's MLflow tag said ``stopped`` where its record said ``early_stopped``: the callback was
+    built without the rungs, so an ASHA stop looked like the time budget's."""
+    from study.handle import open_study
+    from study.runner import _tracking
+
+    spec = load_spec({"name": "s", "trial": {"seg.epochs": 4}, "storage": str(tmp_path),
+                      "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}})
+    study = open_study(spec)
+    search, confirm = _tracking(study), _tracking(study, "none", 4, ())
+    assert study.plan.rungs == (1, 2) and search.rungs == study.plan.rungs and confirm.rungs == ()
+    assert search.stop_tag(_trial(1, 4))[0] == stop_reason(TrialStatus.TERMINATED, 1, 4, "asha", (1, 2))[0] \
+        == "early_stopped"
