@@ -78,6 +78,8 @@ def _base_row(run: Any) -> dict[str, Any]:
     reason = tags.get(Tag.STOP_REASON)
     return {"trial_id": tags[Tag.TRIAL_ID], "config": _config(run), "status": status,
             "stop_reason": StopReason(reason).value if reason in set(StopReason) else None,  # else derived
+            "stop_rung": int(tags[Tag.STOP_EPOCH]) if reason == StopReason.EARLY_STOPPED and
+            str(tags.get(Tag.STOP_EPOCH, "")).isdigit() else None,
             "error": (tags.get(Tag.ERROR) or "") if status == TrialStatus.ERROR else None,
             "wall_s": (end - info.start_time) / 1000.0 if end and info.start_time else None,
             "node_id": None, "hostname": None, "git_commit": tags.get(Tag.GIT_COMMIT),

@@ -113,8 +113,9 @@ def _stop(status: str, epochs: int, planned: Any, recorded: Any, rung: Any, info
     and epochs (a record from before it said so)."""
     if recorded is not None:
         reason = StopReason(recorded)
-        early = reason == StopReason.EARLY_STOPPED and rung is not None and not pd.isna(rung)
-        return reason, int(rung) if early else None
+        if reason != StopReason.EARLY_STOPPED:
+            return reason, None
+        return reason, int(epochs if rung is None or pd.isna(rung) else rung)  # ASHA stops a trial at its rung
     return stop_reason(status, epochs, None if planned is None or pd.isna(planned) else int(planned), info.scheduler,
                        info.rungs)
 
