@@ -42,6 +42,8 @@ def test_a_study_on_s3_keeps_tune_and_its_record_in_the_bucket(bucket: str, endp
     assert proc.returncode == 0, out[-3000:]
     store = open_store(join_uri(storage, "tiny"))
     assert {"spec.yaml", "study.json", "trials", "tune"} <= set(store.names())
+    # the report at the end of the run is made in the mirror and pushed (it was looked for at "s3:/…" before)
+    assert "report of study tiny" in out and "report.html" in store.names("report")
     assert any(name.endswith(".json") or name.endswith(".pkl") for name in store.names("tune"))
     assert len(store.names("trials")) == 2
     artifacts = store.child("mlflow-artifacts")  # the driver tracks into SQLite and logs artifacts to the bucket
