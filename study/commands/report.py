@@ -110,7 +110,7 @@ def report(args: argparse.Namespace) -> int:
         print(f"study {args.name}: {study_state(folder, dataset.trials)}; no report written")
         return 0
     written = write_report(dataset, Path(args.out) if args.out else folder / REPORT_DIR, formats,
-                           oc=args.oc_rate, links=_run_links(_saved_spec(args.name, args.storage, folder)))
+                           oc=args.oc_rate, links=_run_links(_saved_spec(folder)))
     _push_back(args, folder)
     _print_report(args.name, written)
     if _no_finished_trial(dataset.trials):
@@ -138,15 +138,14 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _saved_spec(name: str, storage: str | None, folder: Path) -> StudySpec | None:
-    """The spec a study saved (``None`` when it has none, or it cannot be read: the report needs none)."""
-    from study.handle import load_study_spec
+def _saved_spec(folder: Path) -> StudySpec | None:
+    """The spec the study saved in its folder (already pulled from a store), for what the report links to;
+    ``None`` when there is none or it cannot be read (the report needs no spec: links are a convenience)."""
+    from study.spec import load_spec
 
-    if not (folder / SPEC_FILE).is_file():
-        return None
     try:
-        return load_study_spec(name, storage)
-    except Exception:  # the report needs no spec; links are a convenience
+        return load_spec(folder / SPEC_FILE) if (folder / SPEC_FILE).is_file() else None
+    except Exception:
         return None
 
 

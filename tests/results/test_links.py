@@ -114,20 +114,20 @@ def test_links_must_point_at_a_server() -> None:
 def test_the_report_command_links_the_runs_of_a_study_tracked_on_a_server(
         served: tuple[str, dict[str, str]], store: tuple[str, str, dict[str, str]], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
+    import yaml
 
-    from study import handle
     from study.cli import main
+    from study.spec import load_spec
     from tests.results.conftest import make_study
 
     folder = make_study(tmp_path / "studies", name="linked")
-    (folder / "spec.yaml").write_text("name: linked\n")  # the spec as the study saved it (read below)
-    spec = SimpleNamespace(name="linked", tracking_uri=SERVER, tracking=SimpleNamespace(experiment=None))
-    monkeypatch.setattr(handle, "load_study_spec", lambda name, storage=None: spec)
+    saved = {"name": "linked", "storage": str(tmp_path / "studies"), "tracking": {"uri": SERVER}}
+    (folder / "spec.yaml").write_text(yaml.safe_dump(load_spec(saved).to_dict()))  # as the study saved it
     assert main(["report", "linked", "--storage", str(tmp_path / "studies"), "--format", "html"]) == 0
     page = (folder / "report" / "report.html").read_text()
     experiment, runs = served
     assert f'/#/experiments/{experiment}/runs/{next(iter(runs.values()))}"' in page
-    spec.tracking_uri = store[0]  # the default store (SQLite): no server, no links
+    saved["tracking"] = {"uri": store[0]}  # a SQLite store: no server, no links
+    (folder / "spec.yaml").write_text(yaml.safe_dump(load_spec(saved).to_dict()))
     assert main(["report", "linked", "--storage", str(tmp_path / "studies"), "--format", "html"]) == 0
     assert "<a href=" not in (folder / "report" / "report.html").read_text()
