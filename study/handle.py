@@ -17,9 +17,15 @@ from typing import Any
 from record import CONFIRM_TUNE_DIR, SPEC_FILE, TUNE_DIR, Phase
 from storage import Store, is_remote, join_uri, local_path, mirror_dir, open_store, pull_record, stored_studies
 from study.plan import StudyPlan, plan
-from study.spec import DEFAULT_STORAGE, SpecError, StudySpec, check_study_name, load_spec, spec_hash
-
-SPECS_DIR = Path(__file__).parent / "specs"
+from study.spec import (
+    DEFAULT_STORAGE,
+    SpecError,
+    StudySpec,
+    check_study_name,
+    load_spec,
+    shipped_specs,
+    spec_hash,
+)
 
 
 class StudyError(RuntimeError):
@@ -104,12 +110,11 @@ def open_study(spec: StudySpec) -> Study:
 def resolve_spec(name_or_path: str, overrides: Sequence[str] = ()) -> StudySpec:
     """A spec from a YAML path, or by the name of a shipped spec (``quick``, ``paper``, ``voc``,
     ``voc-masks``), with ``key=value`` overrides applied before it is validated."""
-    path = Path(name_or_path)
-    if not path.is_file() and (SPECS_DIR / f"{name_or_path}.yaml").is_file():
-        path = SPECS_DIR / f"{name_or_path}.yaml"
+    path, shipped = Path(name_or_path), shipped_specs()
+    if not path.is_file() and name_or_path in shipped:
+        path = shipped[name_or_path]
     if not path.is_file():
-        shipped = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
-        raise SpecError("", f"{name_or_path!r} not found: give a YAML file or one of {shipped}")
+        raise SpecError("", f"{name_or_path!r} not found: give a YAML file or one of {sorted(shipped)}")
     return load_spec(path, overrides)
 
 
