@@ -20,6 +20,7 @@ from record._facts import (
     BASE_CELL,
     META,
     OCR_OFF,
+    PERCENT_METRICS,
     asha_rungs,
     best_setting,
     cell_id,
@@ -53,6 +54,7 @@ from record._layout import (
     trial_folder,
     trial_folders,
 )
+from record._seeds import RULE_KEYS, SPENDINGS, SeedRule
 from record._study import PhaseDoc, StudyDoc, read_study, write_study
 from record._trial import (
     ABANDONED,
@@ -66,7 +68,7 @@ from record._trial import (
     update_trial,
     write_trial,
 )
-from record._vocab import PHASES, TAG_PREFIX, Phase, StopReason, Tag, TrialStatus
+from record._vocab import PHASES, TAG_PREFIX, Decision, Phase, StopReason, Tag, TrialStatus
 
 __all__ = [
     "ABANDONED",
@@ -81,20 +83,25 @@ __all__ = [
     "MLFLOW_ARTIFACTS_DIR",
     "MLFLOW_DB",
     "OCR_OFF",
+    "PERCENT_METRICS",
     "PHASES",
     "PRIOR_FILE",
     "REPORT_DIR",
     "RESULTS_DIR",
+    "RULE_KEYS",
     "SPEC_FILE",
+    "SPENDINGS",
     "STUDY_FILE",
     "TAG_PREFIX",
     "TRIALS_DIR",
     "TRIALS_TABLE",
     "TRIAL_FILE",
     "TUNE_DIR",
+    "Decision",
     "FailpointError",
     "Phase",
     "PhaseDoc",
+    "SeedRule",
     "StopReason",
     "StudyDoc",
     "Tag",

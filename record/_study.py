@@ -11,8 +11,9 @@ Its fields: ``name``, ``spec_hash``, ``metric``, ``mode``, ``scheduler`` (``asha
 ``gpus`` (per trial), ``planned_trials``, and ``phases`` (:class:`PhaseDoc`): the search phase with its
 ``cells`` (``{"id", "values", "params", "settings", "trials"}``), ``"done": true`` once it has ended; the
 confirm phase (when the spec has one) with its ``trials``, ``seeds``, ``top_k``, ``epochs``, ``metric``,
-``mode`` from the spec, and once the search has ended the chosen settings (``cells``:
-``{"id", "settings", "rule", "epoch"}``), the planned ``configs`` and ``"chosen": true``.
+``mode`` from the spec (and ``seed_rule``, the :class:`record.SeedRule` of a sequential confirm phase), and
+once the search has ended the chosen settings (``cells``: ``{"id", "settings", "rule", "epoch"}``), the
+planned ``configs`` and ``"chosen": true``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from record._layout import STUDY_FILE
+from record._seeds import SeedRule
 from record._vocab import Phase
 
 
@@ -44,9 +46,14 @@ class PhaseDoc:
     epochs: int | None = None
     metric: str | None = None
     mode: str | None = None
+    seed_rule: SeedRule | None = None  # a sequential confirm phase's rule (``seeds``: every seed it may run)
+    rounds: tuple[dict[str, Any], ...] = ()  # ... and what each of its rounds decided (``{"round", "settings"}``)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", Phase(self.name))  # ValueError naming the word when it is none
+        rule: Any = self.seed_rule  # study.json holds it as a mapping
+        if isinstance(rule, Mapping):
+            object.__setattr__(self, "seed_rule", SeedRule.from_json(rule))
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,15 @@ class StudyDoc:
         return dataclasses.replace(self._with_phase(phase),
                                    planned_trials=(search.trials if search else 0) + phase.trials)
 
+    def round_decided(self, entry: Mapping[str, Any]) -> StudyDoc:
+        """This document with a round of the sequential confirm phase recorded (a round recorded again, by a
+        resumed driver, replaces the earlier entry)."""
+        phase = self.phase(Phase.CONFIRM)
+        if phase is None:
+            return self
+        rounds = (*(r for r in phase.rounds if r.get("round") != entry.get("round")), dict(entry))
+        return self._with_phase(dataclasses.replace(phase, rounds=tuple(sorted(rounds, key=lambda r: r["round"]))))
+
     def to_json(self) -> dict[str, Any]:
         """The document as plain JSON data."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -115,7 +131,7 @@ class StudyDoc:
 def _phase(doc: Mapping[str, Any]) -> PhaseDoc:
     known = {f.name for f in dataclasses.fields(PhaseDoc)}
     fields = {k: v for k, v in doc.items() if k in known}
-    for key in ("cells", "configs", "seeds"):
+    for key in ("cells", "configs", "seeds", "rounds"):
         if key in fields:
             fields[key] = tuple(fields[key] or ())
     return PhaseDoc(**fields)

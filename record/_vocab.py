@@ -70,6 +70,25 @@ UNFINISHED = {TrialStatus.ERROR: StopReason.FAILED, TrialStatus.RUNNING: StopRea
 TAG_PREFIX = "ocr_study."
 
 
+class Decision(StrEnum):
+    """What a sequential confirm phase decided about a chosen setting against the baseline."""
+
+    BETTER = "better"  # the interval of Δ excludes 0 on the better side
+    WORSE = "worse"  # ... on the worse side
+    EQUIVALENT = "equivalent"  # the interval lies within ±margin
+    UNDECIDED = "undecided"  # the maximum number of seeds is spent and none of the above holds
+    OPEN = "open"  # more seeds are to come
+
+    @property
+    def text(self) -> str:
+        """The decision as the table and ``ocr-study status`` print it."""
+        return _DECISION_TEXT[self]
+
+
+_DECISION_TEXT = {Decision.BETTER: "better", Decision.WORSE: "worse", Decision.EQUIVALENT: "equivalent",
+                  Decision.UNDECIDED: "undecided at the maximum", Decision.OPEN: "open (more seeds to come)"}
+
+
 class Tag(StrEnum):
     """The MLflow tags a study sets (``study.tracking`` writes them, ``results`` reads them back)."""
 
@@ -83,6 +102,7 @@ class Tag(StrEnum):
     SETTING = "ocr_study.setting"
     SEED = "ocr_study.seed"
     PHASE = "ocr_study.phase"
+    ROUND = "ocr_study.round"  # a sequential confirm trial's round (1 = the first `min` seeds)
     CONFIG = "ocr_study.config"  # the flat trial config as JSON, unrounded
     STOP_REASON = "ocr_study.stop_reason"  # a StopReason
     STOP_EPOCH = "ocr_study.stop_epoch"  # the report a trial that did not complete ended at

@@ -15,6 +15,7 @@ from typing import Any
 
 from record import REPORT_DIR, failpoint
 from results._collect_record import collect_study
+from results._decisions import decision_table, rounds_plot
 from results._errors import ResultsError
 from results._export import to_html, to_latex, to_markdown, write_csv
 from results._importance import study_importance
@@ -80,6 +81,9 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS, oc: s
     check_oc_rate(oc)  # before anything is written
     importance = study_importance(ds)  # once for its table and its plot: fANOVA takes seconds on large cells
     tables = report_tables(ds, oc, importance)
+    decisions = decision_table(ds)  # a sequential confirm phase: what its seeds decided, after the ablation
+    if decisions is not None:
+        tables.insert(1, decisions)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{STAGE_PREFIX}*"):  # what a report killed while it was made left
         shutil.rmtree(stale, ignore_errors=True)
@@ -100,6 +104,8 @@ def _write_formats(ds: Dataset, stage: Path, formats: Sequence[str], oc: str, li
     The failpoint ``report.write`` (``format``) follows each format written.
     """
     plots = report_plots(ds, stage / "plots", oc, importance)
+    narrowing = rounds_plot(ds, stage / "plots" / "sequential_rounds.png")
+    plots += [narrowing] if narrowing is not None else []
     pages = tables if links is None else [*tables, report_runs_table(ds, links)]  # links: HTML and Markdown
     title = f"ocr-study report: {ds.info.name}"
     names = {}

@@ -27,6 +27,7 @@ class SeedRun:
     values: dict[int, float]
     completed: bool
     config: dict[str, Any]
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,20 @@ def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]
             continue
         values = {int(e["epoch"]): float(e[metric]) for e in read_epochs(path)
                   if isinstance(e.get("epoch"), (int, float)) and isinstance(e.get(metric), (int, float))}
-        run = SeedRun(values, doc.stop_reason == StopReason.COMPLETED, dict(doc.config))
+        run = SeedRun(values, doc.stop_reason == StopReason.COMPLETED, dict(doc.config), doc.seed)
         out.setdefault(str(doc.cell), {}).setdefault(int(doc.setting or 0), []).append(run)
     return out
 
 
 def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int) -> dict[str, Any]:
-    """A search trial's config on another seed, to the confirm budget, tagged with the confirm phase, and
-    scored at its end on the data set's held-out test split where it has one (chosen on val, measured on test)."""
-    return {**run.config, "seed": seed, "seg.epochs": confirm.epochs, "eval.test": True, f"{META}phase": Phase.CONFIRM,
-            f"{META}rank": rank}
+    """A search trial's config on another seed, to the confirm budget, tagged with the confirm phase (and, in a
+    sequential one, the round its seed belongs to), and scored at its end on the data set's held-out test
+    split where it has one (chosen on val, measured on test)."""
+    config = {**run.config, "seed": seed, "seg.epochs": confirm.epochs, "eval.test": True,
+              f"{META}phase": Phase.CONFIRM, f"{META}rank": rank}
+    if confirm.rule is not None:
+        config[f"{META}round"] = confirm.rule.round_of(seed)
+    return config
 
 
 def choose(study: Study) -> PhaseDoc:
@@ -90,6 +95,7 @@ def choose(study: Study) -> PhaseDoc:
     were ranked, and every confirm trial's flat config (cells in the spec's order, then rank, then seed).
 
     A cell none of whose search trials reported a value gets no confirm trial and says so (``rule: none``).
+    A sequential confirm phase plans every seed its rule may run; its searcher runs those still needed.
     """
     confirm = study.spec.confirm
     if confirm is None:
@@ -105,4 +111,34 @@ def choose(study: Study) -> PhaseDoc:
             trials += [_confirm_config(confirm, template, seed, rank) for seed in confirm.seeds]
     return PhaseDoc(Phase.CONFIRM, trials=len(trials), cells=tuple(cells), configs=tuple(trials),
                     seeds=tuple(confirm.seeds), top_k=confirm.top_k, epochs=confirm.epochs, metric=confirm.metric,
-                    mode=confirm.mode, chosen=True)
+                    mode=confirm.mode, chosen=True, seed_rule=confirm.rule)
+
+
+def search_differences(study: Study, phase: PhaseDoc) -> dict[str, list[float]]:
+    """Per chosen setting (``cell#rank``), its paired differences with the baseline's chosen setting over the
+    search seeds where both completed (in the unit the table prints): the seed-to-seed spread the plan of a
+    sequential confirm phase starts from. Empty lists where the search ran one seed."""
+    from study.sequential import arm, reference_arm, scale
+
+    if not phase.configs:
+        return {}
+    metric = str(phase.metric)
+    runs = search_runs(study.folder, metric)
+    chosen = {f"{c['id']}#{rank}": (str(c["id"]), setting) for c in phase.cells
+              for rank, setting in enumerate(c.get("settings") or [])}
+
+    def finals(cell: str, setting: int) -> dict[int, float]:
+        return {int(r.seed): r.values[max(r.values)] for r in runs.get(cell, {}).get(setting, [])
+                if r.completed and r.values and r.seed is not None}
+
+    ref = reference_arm(list(phase.configs))
+    if ref not in chosen:
+        return {}
+    base = finals(*chosen[ref])
+    out = {}
+    for key in dict.fromkeys(arm(c) for c in phase.configs):
+        if key == ref or key not in chosen:
+            continue
+        mine = finals(*chosen[key])
+        out[key] = [(mine[s] - base[s]) * scale(metric) for s in sorted(mine) if s in base]
+    return out

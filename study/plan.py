@@ -6,6 +6,7 @@ Pure arithmetic over a validated :class:`~study.spec.StudySpec` (no Ray, no torc
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,7 +164,7 @@ def _confirm_record(study: StudyPlan) -> tuple[PhaseDoc, ...]:
     if confirm is None:
         return ()
     return (PhaseDoc(Phase.CONFIRM, trials=study.confirm_trials, seeds=tuple(confirm.seeds), top_k=confirm.top_k,
-                     epochs=confirm.epochs, metric=confirm.metric, mode=confirm.mode),)
+                     epochs=confirm.epochs, metric=confirm.metric, mode=confirm.mode, seed_rule=confirm.rule),)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -246,6 +247,19 @@ def _confirm_lines(study: StudyPlan) -> list[str]:
     confirm = study.spec.confirm
     if confirm is None:
         return ["confirm phase: none (add a `confirm:` section to measure the chosen settings on several seeds)"]
+    if confirm.rule is not None:
+        from results._sequential import plan_lines, rule_text
+
+        rule = confirm.rule
+        chosen = sum(min(confirm.top_k, c.settings) for c in study.cells)
+        least = chosen * rule.min
+        return [f"confirm phase: each cell's best {_count(confirm.top_k, 'setting')} by {confirm.metric} "
+                f"({confirm.mode}), seeds added until the answer is clear, {confirm.epochs} epochs, no early "
+                "stopping",
+                *(f"        {line}" for line in textwrap.wrap(rule_text(rule), 104)),
+                f"        trials: {least} to {study.confirm_trials}; epochs: {least * confirm.epochs} to "
+                f"{study.confirm_epochs}",
+                *(f"        {line}" for line in plan_lines(rule, chosen - 1, study.concurrency, mode=confirm.mode))]
     return [f"confirm phase: each cell's best {_count(confirm.top_k, 'setting')} by {confirm.metric} "
             f"({confirm.mode}) × seeds {list(confirm.seeds)}, {confirm.epochs} epochs, no early stopping",
             f"        trials: {study.confirm_trials}; epochs: {study.confirm_epochs}"]

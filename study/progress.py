@@ -17,10 +17,12 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressLine(Callback):
-    """Prints a status line every ``every`` seconds and when a trial ends."""
+    """Prints a status line every ``every`` seconds and when a trial ends; ``at_most``: ``total`` is a bound (a
+    sequential confirm phase runs up to that many), and so is the time left."""
 
-    def __init__(self, total: int, metric: str, mode: str, every: float = 10.0) -> None:
+    def __init__(self, total: int, metric: str, mode: str, every: float = 10.0, at_most: bool = False) -> None:
         self.total, self.metric, self.mode, self.every = total, metric, mode, every
+        self.at_most = at_most
         self.start = time.monotonic()
         self.last = 0.0
 
@@ -40,11 +42,12 @@ class ProgressLine(Callback):
         elapsed = time.monotonic() - self.start
         best = self._best(trials)
         eta = elapsed / done * (self.total - done) if done else float("nan")
-        parts = [f"[{_clock(elapsed)}] {done}/{self.total} done",
+        bound = "up to " if getattr(self, "at_most", False) else ""
+        parts = [f"[{_clock(elapsed)}] {done}/{bound}{self.total} done",
                  ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "starting"]
         if best:
             parts.append(best)
-        parts.append(f"~{_clock(eta)} left" if eta == eta else "remaining: estimating")
+        parts.append(f"{'at most ' if bound else ''}~{_clock(eta)} left" if eta == eta else "remaining: estimating")
         return " · ".join(parts)
 
     def _best(self, trials: list[Any]) -> str:

@@ -208,9 +208,9 @@ def _confirm_tuner(study: Study, phase: PhaseDoc, restore: bool) -> Any:
         return tune.Tuner.restore(study.tune_path(Phase.CONFIRM), _trainable(study), resume_unfinished=True,
                                   resume_errored=True, storage_filesystem=filesystem)
     configs, epochs = list(phase.configs), int(phase.epochs or 0)
-    searcher = PlannedSearcher(configs)
+    searcher = PlannedSearcher(configs) if phase.seed_rule is None else _sequential_searcher(study, phase)
     callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(study, "none", epochs, ()),
-                 ProgressLine(len(configs), str(phase.metric), str(phase.mode))]
+                 ProgressLine(len(configs), str(phase.metric), str(phase.mode), at_most=phase.seed_rule is not None)]
     tune_config = tune.TuneConfig(metric=phase.metric, mode=phase.mode, scheduler=FIFOScheduler(),
                                   search_alg=ConcurrencyLimiter(searcher, study.spec.max_concurrent),
                                   num_samples=len(configs), reuse_actors=True)
@@ -219,6 +219,47 @@ def _confirm_tuner(study: Study, phase: PhaseDoc, restore: bool) -> Any:
                                 failure_config=tune.FailureConfig(max_failures=2),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks)
     return tune.Tuner(_trainable(study), tune_config=tune_config, run_config=run_config)
+
+
+def _sequential_searcher(study: Study, phase: PhaseDoc) -> Any:
+    """The searcher of a sequential confirm phase: rounds of seeds while a setting's answer is open; each round's
+    decisions go into ``study.json`` and the log."""
+    from study.searcher import SequentialSearcher
+    from study.sequential import record_values, round_entry
+
+    assert phase.seed_rule is not None
+    configs, metric = list(phase.configs), str(phase.metric)
+
+    def on_round(round_: int, seen: dict[str, Any]) -> None:
+        entry = round_entry(round_, seen)
+        doc = read_study(study.folder)
+        if doc is not None:
+            write_study(study.folder, doc.round_decided(entry))
+        for line in entry["lines"]:
+            log.info("confirm round %d: %s", round_, line)
+
+    return SequentialSearcher(configs, phase.seed_rule, metric, str(phase.mode),
+                              record=lambda: record_values(study.folder, configs, metric), on_round=on_round)
+
+
+def _print_seed_plan(study: Study, phase: PhaseDoc) -> None:
+    """At the search phase's end: the seeds each chosen setting needs, from the search's seed-to-seed spread
+    where it ran several seeds, and what the phase may cost at the search trials' measured time."""
+    from results._sequential import plan_lines
+    from study.confirm import search_differences
+    from study.sequential import arm
+
+    assert phase.seed_rule is not None
+    walls = []  # seconds per epoch of the completed search trials (their last report's trial_wall_s)
+    for path, doc in study_trials(study.folder):
+        last = read_epochs(path)[-1:] if doc.phase == Phase.SEARCH and doc.stop_reason == StopReason.COMPLETED else []
+        if last and isinstance(last[0].get("trial_wall_s"), (int, float)) and last[0].get("epoch"):
+            walls.append(float(last[0]["trial_wall_s"]) / float(last[0]["epoch"]))
+    trial_s = sum(walls) / len(walls) * int(phase.epochs or 1) if walls else None
+    settings = len({arm(c) for c in phase.configs}) - 1
+    lines = plan_lines(phase.seed_rule, max(settings, 0), study.plan.concurrency, trial_s,
+                       search_differences(study, phase), str(phase.mode))
+    print("confirm phase, sequential: " + lines[0] + "\n" + "\n".join(lines[1:]), flush=True)
 
 
 def _run_confirm(study: Study, resume: bool) -> None:
@@ -240,7 +281,10 @@ def _run_confirm(study: Study, resume: bool) -> None:
 
     _, filesystem = study.tune_storage()
     restore = resume and tune.Tuner.can_restore(study.tune_path(Phase.CONFIRM), storage_filesystem=filesystem)
-    _prebuild(study, list(phase.configs))
+    if phase.seed_rule is not None and not restore:
+        _print_seed_plan(study, phase)
+    first = [c for c in phase.configs if int(c.get(f"{META}round", 1)) == 1]  # later rounds may never run
+    _prebuild(study, first)
     _confirm_tuner(study, phase, restore).fit()
 
 

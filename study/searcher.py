@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +22,10 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from ray.tune.search import Searcher
 
-from record import META
+from record import META, Decision, SeedRule
+from results._sequential import Look
 from study.plan import CellPlan
+from study.sequential import REFRESH_S, Values, arm, arm_looks, measure_key, reference_arm
 from study.spec import SearchParam
 
 log = logging.getLogger(__name__)
@@ -225,3 +230,129 @@ class PlannedSearcher(Searcher):
         with open(checkpoint_path) as f:
             state = json.load(f)
         self.cursor, self.configs = int(state["cursor"]), list(state["configs"])
+
+
+class SequentialSearcher(Searcher):
+    """The sequential confirm phase's searcher: rounds of seeds for the chosen settings still open.
+
+    It suggests round 1 (the rule's ``min`` seeds) for every setting; when every trial of a round has ended it
+    looks at each setting's paired differences with the baseline (:func:`study.sequential.arm_looks`) and
+    suggests the next round's seeds for the settings still open, and for the baseline while any is; it
+    finishes when none is open. Its state is JSON saved with the Tune experiment; a resumed driver also reads
+    the values it missed from the study's record (``record``), so a kill between a trial's end and Tune's next
+    checkpoint loses nothing.
+    """
+
+    def __init__(self, configs: list[dict[str, Any]], rule: SeedRule, metric: str, mode: str,
+                 record: Callable[[], Values] | None = None, on_round: Callable[[int, dict[str, list[Look]]], None]
+                 | None = None, refresh_s: float = REFRESH_S) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.refresh_s = refresh_s
+        self.configs = [dict(c) for c in configs]
+        self.rule, self.measured, self.direction = rule, metric, mode
+        self.record, self.on_round = record, on_round
+        self.round = 1
+        self.queue = self._round_queue(1, set(arm(c) for c in self.configs))
+        self.trials: dict[str, int] = {}  # Tune trial id → planned config index
+        self.values: Values = {}
+        self.measure: str | None = None  # the result key measured (set by the first result that has one)
+        self.decided: dict[str, str] = {}  # setting → its decision, once decided
+        self._refreshed = -math.inf
+
+    @property
+    def total(self) -> int:
+        """The most trials the phase may run (every setting to ``max`` seeds)."""
+        return len(self.configs)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        """Accept Tune's metric and mode (nothing is sampled)."""
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        return True
+
+    def _round_queue(self, round_: int, open_arms: set[str]) -> list[int]:
+        return [i for i, c in enumerate(self.configs) if int(c[f"{META}round"]) == round_ and arm(c) in open_arms]
+
+    def _emitted(self, round_: int) -> list[int]:
+        return [i for i in self.trials.values() if int(self.configs[i][f"{META}round"]) == round_]
+
+    def _waiting(self) -> list[int]:
+        return [i for i in self._emitted(self.round) if i not in self.values]
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next config of the round, ``None`` while the round's last trials run, or ``Searcher.FINISHED``."""
+        if not self.queue and self._waiting():
+            self._refresh()
+        if not self.queue and not self._waiting():
+            self._next_round()
+        if self.queue:
+            index = self.queue.pop(0)
+            self.trials[trial_id] = index
+            return dict(self.configs[index])
+        if self._waiting():
+            return None
+        return Searcher.FINISHED  # type: ignore[return-value]
+
+    def _refresh(self) -> None:
+        """Values the searcher was not told (a driver resumed after a trial ended) from the record."""
+        if self.record is None or time.monotonic() - self._refreshed < self.refresh_s:
+            return
+        self._refreshed = time.monotonic()
+        for index, value in self.record().items():
+            if index in self._waiting():
+                self.values[index] = value
+
+    def _next_round(self) -> None:
+        """Decide every open setting on the rounds so far; queue the next round's seeds for those still open."""
+        if self.round > len(self.rule.looks) or self.queue:
+            return
+        metric = self.measure or self.measured
+        found = arm_looks(self.configs, self.values, self.rule, self.direction, self.round, metric)
+        for key, seen in found.items():
+            if seen and seen[-1].decision != Decision.OPEN and key not in self.decided:
+                self.decided[key] = str(seen[-1].decision)
+        if self.on_round is not None:
+            self.on_round(self.round, found)
+        open_arms = {key for key in found if key not in self.decided}
+        if not open_arms or self.round >= len(self.rule.looks):
+            self.round = len(self.rule.looks) + 1
+            return
+        self.round += 1
+        self.queue = self._round_queue(self.round, open_arms | {reference_arm(self.configs)})
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        """Keep the trial's measured value (``None`` when it failed or reported none)."""
+        if trial_id not in self.trials:
+            return
+        value = None
+        if result and not error:
+            self.measure = self.measure or measure_key(self.measured, result)
+            found = result.get(self.measure)
+            value = float(found) if isinstance(found, (int, float)) else None
+        self.values[self.trials[trial_id]] = value
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue."""
+        return {"round": self.round, "queue": self.queue, "trials": self.trials,
+                "values": {str(k): v for k, v in self.values.items()}, "measure": self.measure,
+                "decided": self.decided, "configs": self.configs}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Rebuild from :meth:`get_state`."""
+        self.round, self.queue = int(state["round"]), [int(i) for i in state["queue"]]
+        self.trials = {str(k): int(v) for k, v in state["trials"].items()}
+        self.values = {int(k): (None if v is None else float(v)) for k, v in state["values"].items()}
+        self.measure, self.decided = state.get("measure"), dict(state.get("decided") or {})
+        self.configs = [dict(c) for c in state["configs"]]
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the state as JSON (Tune calls this with the experiment checkpoint)."""
+        with open(checkpoint_path, "w") as f:
+            json.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read what :meth:`save` wrote."""
+        with open(checkpoint_path) as f:
+            self.set_state(json.load(f))

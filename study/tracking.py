@@ -317,6 +317,8 @@ class MLflowTracking(Callback):
                 Tag.STUDY.value: self.study, Tag.SPEC_HASH.value: self.spec_hash,
                 Tag.GIT_COMMIT.value: self.commit, Tag.VERSION.value: self.version,
                 Tag.PHASE.value: str(meta.get("phase", Phase.SEARCH))}
+        if "round" in meta:  # a sequential confirm trial: the round its seed belongs to
+            tags[Tag.ROUND.value] = str(meta["round"])
         exact = json.dumps({k: v for k, v in config.items() if not k.startswith(META)}, sort_keys=True)
         if len(exact) <= MAX_TAG:  # the config unrounded, for rebuilding the dataset from MLflow
             tags[Tag.CONFIG.value] = exact

@@ -15,7 +15,7 @@ from pipelines.config import (
     TrialConfig,
     to_flat,
 )
-from record import MLFLOW_DB, cell_id, ocr_applies
+from record import MLFLOW_DB, SeedRule, cell_id, ocr_applies
 from storage import is_remote, join_uri, local_path
 from study.spec._checks import (
     MAX_CELLS,
@@ -217,8 +217,11 @@ class ConfirmSpec:
     epochs: int = 1
     metric: str = "val_miou"
     mode: str = "max"
+    rule: SeedRule | None = None  # seeds added until the answer is clear; ``seeds`` then lists all it may run
 
     def __post_init__(self) -> None:
+        if self.rule is not None and tuple(self.seeds) != self.rule.seeds:
+            raise SpecError("confirm.seeds", f"a seed rule runs seeds {list(self.rule.seeds)}, not {_show(self.seeds)}")
         if not isinstance(self.seeds, tuple) or not self.seeds:
             raise SpecError("confirm.seeds", f"must be a non-empty list of seeds, got {_show(self.seeds)}")
         for i, seed in enumerate(self.seeds):
@@ -230,9 +233,15 @@ class ConfirmSpec:
         _check_text("confirm.metric", self.metric, METRIC_PATTERN, "a metric name such as 'val_miou'")
         _check_choice("confirm.mode", self.mode, MODES)
 
+    @property
+    def sequential(self) -> bool:
+        """Whether seeds are added until the answer is clear (``confirm.seeds`` is a rule, not a list)."""
+        return self.rule is not None
+
     def to_dict(self) -> dict[str, Any]:
         """The confirm phase as plain data, in the spec's format."""
-        return {"seeds": list(self.seeds), "top_k": self.top_k, "epochs": self.epochs, "metric": self.metric,
+        seeds: Any = self.rule.to_json() if self.rule is not None else list(self.seeds)
+        return {"seeds": seeds, "top_k": self.top_k, "epochs": self.epochs, "metric": self.metric,
                 "mode": self.mode}
 
 

@@ -66,6 +66,13 @@ def _apply(doc: dict[str, Any], key: str, value: Any) -> None:
         doc["grid"] = {**_mapping(doc.get("grid")), rest: value}
     elif top == "search" and rest.startswith("params."):
         _set_param(doc, rest.removeprefix("params."), value)
+    elif top == "confirm" and rest.startswith("seeds.") and rest.count(".") == 1:  # one key of a seed rule
+        confirm = _mapping(doc.get("confirm"))
+        seeds = confirm.get("seeds")
+        if not isinstance(seeds, Mapping):
+            raise SpecError(key, "confirm.seeds is a list here, not a seed rule; give the whole rule "
+                                 "(confirm.seeds={min: 3, max: 10})")
+        doc["confirm"] = {**confirm, "seeds": {**seeds, rest.removeprefix("seeds."): value}}
     elif top in SECTIONS and "." not in rest:
         doc[top] = {**_mapping(doc.get(top)), rest: value}
     else:

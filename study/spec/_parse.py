@@ -11,6 +11,7 @@ from pipelines.config import (
     coerce,
     nested_to_flat,
 )
+from record import RULE_KEYS, SeedRule
 from study.spec._checks import (
     ASHA_KEYS,
     BUDGET_KEYS,
@@ -205,9 +206,26 @@ def _parse_confirm(raw: Any, trial: TrialConfig, scheduler: SchedulerSpec) -> Co
     if "seeds" not in mapping:
         raise SpecError("confirm.seeds", "is required in `confirm`: the seeds every chosen setting runs on, "
                                          "e.g. [0, 1, 2, 3, 4]")
-    return ConfirmSpec(seeds=_as_tuple(mapping["seeds"], "confirm.seeds"), top_k=mapping.get("top_k", 1),
+    raw_seeds, rule = mapping["seeds"], None
+    if isinstance(raw_seeds, Mapping):
+        rule = _seed_rule(raw_seeds)
+        raw_seeds = list(rule.seeds)
+    return ConfirmSpec(seeds=_as_tuple(raw_seeds, "confirm.seeds"), rule=rule, top_k=mapping.get("top_k", 1),
                        epochs=mapping.get("epochs", trial.seg.epochs),
                        metric=mapping.get("metric", scheduler.metric), mode=mapping.get("mode", scheduler.mode))
+
+
+def _seed_rule(raw: Mapping[str, Any]) -> SeedRule:
+    """``confirm.seeds`` as a rule: ``{min, max, step, first, alpha, spending, margin, detect, power}``."""
+    unknown = sorted(str(k) for k in raw if k not in RULE_KEYS)
+    if unknown:
+        raise SpecError(f"confirm.seeds.{unknown[0]}", f"is not a key of a seed rule; allowed: {', '.join(RULE_KEYS)} "
+                                                       "(or give confirm.seeds as a list of seeds)")
+    try:
+        return SeedRule(**_given(raw))
+    except (TypeError, ValueError) as err:
+        key, _, why = str(err).partition(": ")
+        raise SpecError(f"confirm.seeds.{key}", why or str(err)) from err
 
 
 def _given(mapping: Mapping[str, Any]) -> dict[str, Any]:

@@ -88,3 +88,46 @@ def test_confirm_section_is_checked() -> None:
     spec = load_spec("quick", ["confirm.seeds=[1]"])
     assert spec.confirm is not None and spec.confirm.epochs == spec.trial.seg.epochs
     assert spec.confirm.metric == spec.scheduler.metric and spec.confirm.top_k == 1
+
+
+def test_a_seed_rule_plans_every_seed_it_may_run_with_its_round(tmp_path: Path) -> None:
+    spec = load_spec("quick", ["grid.ocr.selection=[none,oc]", "confirm.seeds={min: 2, max: 5, step: 2}"])
+    assert spec.confirm is not None and spec.confirm.rule is not None and spec.confirm.sequential
+    assert spec.confirm.seeds == (0, 1, 2, 3, 4)
+    assert load_spec(spec.to_dict()).confirm == spec.confirm  # the rule survives the saved spec.yaml
+    _record(tmp_path, "t0", "ocr.selection=none", 0, 0.0, [0.3, 0.4, 0.5])
+    _record(tmp_path, "t1", "ocr.selection=oc", 1, 2.0, [0.1, 0.2, 0.6])
+    phase = choose(Study(spec, plan(spec), str(tmp_path), tmp_path))
+    assert phase.seed_rule == spec.confirm.rule
+    assert [(c["meta.cell"], c["seed"], c["meta.round"]) for c in phase.configs][:5] == [
+        ("ocr.selection=none", 0, 1), ("ocr.selection=none", 1, 1), ("ocr.selection=none", 2, 2),
+        ("ocr.selection=none", 3, 2), ("ocr.selection=none", 4, 3)]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("confirm.seeds={min: 3, maxx: 9}", r"confirm\.seeds\.maxx: is not a key of a seed rule"),
+    ("confirm.seeds={min: 1}", r"confirm\.seeds\.min: must be at least 2"),
+    ("confirm.seeds={min: 3, max: 9, spending: haybittle}", r"confirm\.seeds\.spending: 'haybittle' is none of"),
+    ("confirm.seeds={min: 3, margin: 0}", r"confirm\.seeds\.margin: must be a positive number"),
+    ("confirm.seeds.max=9", r"confirm\.seeds is a list here, not a seed rule"),
+])
+def test_a_bad_seed_rule_names_the_key(override: str, message: str) -> None:
+    from study.spec import SpecError
+
+    with pytest.raises(SpecError, match=message):
+        load_spec("quick", [override])
+
+
+def test_one_key_of_a_seed_rule_can_be_overridden() -> None:
+    spec = load_spec("quick", ["confirm.seeds={min: 3, max: 6}", "confirm.seeds.max=8"])
+    assert spec.confirm is not None and spec.confirm.rule is not None and spec.confirm.rule.max == 8
+
+
+def test_the_dry_run_prints_the_rule_the_trial_range_and_the_seed_plan() -> None:
+    from study.plan import format_plan
+
+    spec = load_spec("quick", ["confirm.seeds={min: 3, max: 9, step: 2, margin: 1.0, detect: 2.0}"])
+    text = format_plan(plan(spec))
+    assert "seeds added until the answer is clear" in text
+    assert "trials: 9 to 27" in text  # three cells' best settings × 3 seeds, up to × 9
+    assert "seeds to detect Δ = 2 with power 0.8" in text and "(if σ = 4)" in text

@@ -1,0 +1,163 @@
+"""What a sequential confirm phase decided: per chosen setting, the seeds it used, the decision against the
+baseline, the repeated confidence interval and p-value at its last look; and a plot of the interval narrowing
+round by round.
+
+Recomputed from the confirm trials' measured values with :func:`results._sequential.looks`, the function the
+searcher decided with, so the table says what the study did (a test holds the two together).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from record import Phase, SeedRule, parse_cell
+from results._schema import Dataset
+from results._sequential import Look, looks, rule_text
+from results._table import Table
+from results._tables import (
+    _confirm_cells,
+    _confirm_values,
+    baseline_cell,
+    measured_split,
+    phase_trials,
+)
+
+
+def seed_rule(ds: Dataset) -> SeedRule | None:
+    """The study's seed rule, when its confirm phase was sequential."""
+    raw = ds.info.confirm.get("seed_rule")
+    return SeedRule.from_json(raw) if isinstance(raw, dict) else None
+
+
+def _scale(metric: str) -> float:
+    from record import PERCENT_METRICS
+
+    return 100.0 if any(part in metric for part in PERCENT_METRICS) else 1.0
+
+
+def setting_looks(ds: Dataset) -> dict[str, list[Look]]:
+    """Per chosen setting other than the baseline (``cell``, or ``cell #k`` for the k-th best), its looks."""
+    rule = seed_rule(ds)
+    confirm = phase_trials(ds, Phase.CONFIRM)
+    if rule is None or confirm.empty:
+        return {}
+    metric, mode = str(ds.info.confirm.get("metric") or ds.info.metric), str(ds.info.confirm.get("mode") or "max")
+    pairs = _confirm_cells(ds, confirm)
+    base_cell = baseline_cell(ds, [c for c, _ in pairs])
+    base_setting = next(s for c, s in pairs if c == base_cell)
+    base = _confirm_values(confirm, base_cell, base_setting, metric)
+    factor = _scale(metric)
+    out: dict[str, list[Look]] = {}
+    for cell, setting in pairs:
+        if (cell, setting) == (base_cell, base_setting) or setting < 0:
+            continue
+        mine = _confirm_values(confirm, cell, setting, metric)
+        if mine.empty:
+            continue
+        rounds_run = max(rule.round_of(int(s)) for s in mine.index)
+        diffs = [[(mine[s] - base[s]) * factor for s in mine.index if s in base.index and rule.round_of(int(s)) <= k]
+                 for k in range(1, rounds_run + 1)]
+        ranks = [s for c, s in pairs if c == cell]
+        label = cell if len(ranks) == 1 else f"{cell} #{ranks.index(setting) + 1}"
+        out[label] = looks(diffs, rule, mode)
+    return out
+
+
+def _interval_text(look: Look) -> str:
+    if not (math.isfinite(look.low) and math.isfinite(look.high)):
+        return "—"
+    return f"[{look.low:+.2f}, {look.high:+.2f}]"
+
+
+def decision_table(ds: Dataset) -> Table | None:
+    """The sequential confirm phase's decisions (``None`` when the phase was not sequential)."""
+    rule = seed_rule(ds)
+    seen = setting_looks(ds)
+    if rule is None or not seen:
+        return None
+    metric = str(ds.info.confirm.get("metric") or ds.info.metric)
+    split = measured_split(phase_trials(ds, Phase.CONFIRM))
+    unit = "pp" if _scale(metric) == 100.0 else ""
+    rows, display = [], []
+    for label, found in seen.items():
+        last = found[-1]
+        rows.append({"cell": label, **parse_cell(label.split(" #")[0]), "n": last.n, "rounds": len(found),
+                     "decision": str(last.decision), "diff_mean": last.mean, "ci_low": last.low, "ci_high": last.high,
+                     "level": last.level, "p": last.p, "p_adjusted": last.p_adjusted})
+        display.append({"cell": label, "seeds": str(last.n), "rounds": str(len(found)),
+                        "decision": last.decision.text,
+                        f"Δ ({unit})": "—" if not math.isfinite(last.mean) else f"{last.mean:+.2f}",
+                        "repeated CI": _interval_text(last),
+                        "CI level": f"{100 * (1 - last.level):.2f}%",
+                        "adjusted p": f"{last.p_adjusted:.3g}"})
+    values = pd.DataFrame(rows)
+    shown = pd.DataFrame(display)
+    notes = (f"Seeds until the answer is clear, per setting against the baseline ({_base_label(ds)}), measured on "
+             f"{split} ({metric.removeprefix('val_')}): {rule_text(rule)}. Δ and its repeated confidence interval "
+             "(at the level of the setting's last look) in percentage points; adjusted p: the repeated p-value, the "
+             "smallest α at which the design would have decided by that look. seeds: pairs of seeds behind the "
+             "last look (a seed whose run failed on either side has no pair). One guarantee per setting: with "
+             "several settings, each comparison holds its own α.")
+    return Table("decisions", f"Sequential confirm: what the seeds decided (α = {rule.alpha:g})", notes, values,
+                 shown, ("seeds", "rounds", f"Δ ({unit})", "adjusted p"))
+
+
+def _base_label(ds: Dataset) -> str:
+    confirm = phase_trials(ds, Phase.CONFIRM)
+    pairs = _confirm_cells(ds, confirm)
+    return baseline_cell(ds, [c for c, _ in pairs])
+
+
+def rounds_plot(ds: Dataset, path: Path) -> Path | None:
+    """The interval of each setting's Δ narrowing round by round, with ±margin and 0 marked."""
+    rule = seed_rule(ds)
+    seen = setting_looks(ds)
+    if rule is None or not seen:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    offsets = np.linspace(-0.15, 0.15, len(seen)) if len(seen) > 1 else np.zeros(1)
+    finite_highs: list[float] = []
+    for (label, found), offset in zip(seen.items(), offsets, strict=True):
+        xs = [look.n + offset for look in found if math.isfinite(look.low)]
+        lows = [look.low for look in found if math.isfinite(look.low)]
+        highs = [look.high for look in found if math.isfinite(look.low)]
+        means = [look.mean for look in found if math.isfinite(look.low)]
+        if not xs:
+            continue
+        finite_highs += [abs(v) for v in (*lows, *highs)]
+        ax.errorbar(xs, means, yerr=[np.subtract(means, lows), np.subtract(highs, means)], marker="o", capsize=3,
+                    label=f"{label}: {found[-1].decision.text}")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    if rule.margin is not None:
+        for sign in (-1, 1):
+            ax.axhline(sign * rule.margin, color="grey", linestyle="--", linewidth=0.8)
+    if finite_highs:
+        limit = min(max(finite_highs), 10 * max(float(np.median(finite_highs)), 1e-6))
+        ax.set_ylim(-1.05 * limit, 1.05 * limit)  # a first look's huge interval would flatten the rest
+    ax.set_xlabel("seeds (pairs with the baseline) at the look")
+    ax.set_ylabel("Δ vs baseline (pp), repeated CI")
+    ax.set_xticks(list(rule.looks))
+    ax.set_title("Sequential confirm: the interval at each round")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def decisions_summary(ds: Dataset) -> list[dict[str, Any]]:
+    """Per setting, its decision as plain data (for ``status`` and tests)."""
+    return [{"cell": label, "decision": found[-1].decision, "n": found[-1].n} for label, found in
+            setting_looks(ds).items()]
+
