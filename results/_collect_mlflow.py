@@ -24,8 +24,8 @@ from results._summary import build_trials, clean_curves
 # MLflow's run status → the trial's (an early-stopped run is KILLED: Tune ended it).
 STATUS = {"FINISHED": TrialStatus.TERMINATED, "FAILED": TrialStatus.ERROR, "RUNNING": TrialStatus.RUNNING,
           "SCHEDULED": TrialStatus.PENDING, "KILLED": TrialStatus.TERMINATED}
-NUMERIC_META = ("setting",)
-META_TAGS = (Tag.CELL, Tag.SETTING, Tag.STUDY, Tag.SPEC_HASH, Tag.PHASE)  # mirrored back into meta.* keys
+NUMERIC_META = ("setting", "round")
+META_TAGS = (Tag.CELL, Tag.SETTING, Tag.STUDY, Tag.SPEC_HASH, Tag.PHASE, Tag.ROUND)  # mirrored into meta.* keys
 
 
 def mlflow_client(tracking_uri: str) -> Any:

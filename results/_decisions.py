@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from record import Phase, SeedRule, parse_cell
+from record import PERCENT_METRICS, Phase, SeedRule, parse_cell
 from results._schema import Dataset
 from results._sequential import Look, looks, rule_text
 from results._table import Table
@@ -35,8 +35,6 @@ def seed_rule(ds: Dataset) -> SeedRule | None:
 
 
 def _scale(metric: str) -> float:
-    from record import PERCENT_METRICS
-
     return 100.0 if any(part in metric for part in PERCENT_METRICS) else 1.0
 
 

@@ -46,11 +46,11 @@ META_VERSION = b"ocr_study.schema_version"
 META_SOURCE = b"ocr_study.source"
 META_INFO = b"ocr_study.study"
 
-ID_COLUMNS = ("study", "trial_id", "phase", "cell", "setting", "seed")
+ID_COLUMNS = ("study", "trial_id", "phase", "cell", "setting", "seed", "round")
 STATE_COLUMNS = ("status", "stop_reason", "stop_rung", "error", "epochs", "epochs_planned", "best_epoch")
 RUN_COLUMNS = ("wall_s", "cpu_s", "gpu_s", "node_id", "hostname", "git_commit", "spec_hash", "artifacts")
 TRIAL_COLUMNS = (*ID_COLUMNS, *STATE_COLUMNS, *RUN_COLUMNS)
-INT_COLUMNS = ("setting", "seed", "stop_rung", "epochs", "epochs_planned", "best_epoch")
+INT_COLUMNS = ("setting", "seed", "round", "stop_rung", "epochs", "epochs_planned", "best_epoch")
 FLOAT_COLUMNS = ("wall_s", "cpu_s", "gpu_s")
 CATEGORIES = ("study", "phase", "cell", "status", "stop_reason", "node_id", "hostname", "git_commit", "spec_hash")
 

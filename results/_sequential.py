@@ -273,9 +273,9 @@ def plan_lines(rule: SeedRule, settings: int, concurrency: int, trial_s: float |
         return f"{trials:.0f} trials{hours}"
 
     lines = [f"seeds to detect Δ = {rule.detect:g} with power {rule.power:g} (α = {rule.alpha:g}), by the "
-             "seed-to-seed spread σ of Δ:",
-             f"  {'setting':<28} {'σ':>6} {'fixed design':>12} {'P(better) by max':>16} {'mean seeds':>10} "
-             f"{'at Δ = 0':>8}"]
+             "seed-to-seed spread σ of Δ (rule: mean seeds used, by simulation):",
+             f"  {'setting':<28} {'σ':>6} {'fixed design':>12} {'rule: P(better)':>15} "
+             f"{f'seeds if Δ = {rule.detect:g}':>14} {'seeds if Δ = 0':>14}"]
     rows: list[tuple[str, SeedPlan]] = []
     seen = {k: v for k, v in (observed or {}).items() if len([x for x in v if math.isfinite(x)]) >= 2}
     for key, diffs in seen.items():
@@ -286,12 +286,12 @@ def plan_lines(rule: SeedRule, settings: int, concurrency: int, trial_s: float |
             rows.append((f"(if σ = {sd:g})", seed_plan("", [-sd / math.sqrt(2), sd / math.sqrt(2)], rule, mode)))
     for key, plan in rows:
         fixed = "> 1000" if plan.fixed is None else str(plan.fixed)
-        lines.append(f"  {key:<28} {plan.sd or 0:>6.2f} {fixed:>12} {plan.power_at_detect or 0:>16.2f} "
-                     f"{plan.seeds_at_detect or 0:>10.1f} {plan.seeds_at_zero or 0:>8.1f}")
+        lines.append(f"  {key:<28} {plan.sd or 0:>6.2f} {fixed:>12} {plan.power_at_detect or 0:>15.2f} "
+                     f"{plan.seeds_at_detect or 0:>14.1f} {plan.seeds_at_zero or 0:>14.1f}")
     short = [key for key, plan in rows if plan.fixed is None or plan.fixed > rule.max]
     if short:
-        lines.append(f"  max = {rule.max} seeds is short of what a fixed design needs for: {', '.join(short)}; "
-                     "raise confirm.seeds.max or accept a larger detectable Δ")
+        lines.append(f"  max = {rule.max} seeds is short of what a fixed design needs for: {', '.join(short)};")
+        lines.append("  raise confirm.seeds.max, or accept that a smaller Δ may end undecided")
     lines.append(f"  cost: {cost(rule.min)} if every setting is decided in the first round;")
     lines.append(f"        up to {cost(rule.max)} at the maximum")
     if not seen:

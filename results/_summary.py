@@ -98,7 +98,8 @@ def _identity(config: dict[str, Any], info: StudyInfo) -> dict[str, Any]:
             "cell": config.get(f"{META}cell", BASE_CELL),
             "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"),
             "spec_hash": config.get(f"{META}spec_hash"),
-            "epochs_planned": _planned(config, info)}
+            "epochs_planned": _planned(config, info),
+            "round": config.get(f"{META}round")}  # a sequential confirm trial's round, else None
 
 
 def _recorded(base: pd.DataFrame, column: str) -> pd.Series:
@@ -129,7 +130,7 @@ def build_trials(base: pd.DataFrame, curves: pd.DataFrame, info: StudyInfo) -> p
     recorded = {c: _recorded(base, c) for c in ("stop_reason", "stop_rung", "epochs_planned")}
     configs = base["config"].tolist()
     ident = pd.DataFrame([_identity(c, info) for c in configs], index=base.index,
-                         columns=["study", "phase", "cell", "setting", "seed", "spec_hash", "epochs_planned"])
+                         columns=["study", "phase", "cell", "setting", "seed", "spec_hash", "epochs_planned", "round"])
     ident["epochs_planned"] = [derived if mine is None else int(mine) for mine, derived in zip(
         recorded["epochs_planned"], ident["epochs_planned"], strict=True)]
     frame = pd.concat([base.drop(columns=["config", *recorded], errors="ignore"), ident], axis=1)

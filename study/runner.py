@@ -234,9 +234,8 @@ def _sequential_searcher(study: Study, phase: PhaseDoc) -> Any:
         entry = round_entry(round_, seen)
         doc = read_study(study.folder)
         if doc is not None:
-            write_study(study.folder, doc.round_decided(entry))
-        for line in entry["lines"]:
-            log.info("confirm round %d: %s", round_, line)
+            write_study(study.folder, doc.round_decided({k: v for k, v in entry.items() if k != "lines"}))
+        print(f"confirm round {round_}: " + "; ".join(entry["lines"]), flush=True)
 
     return SequentialSearcher(configs, phase.seed_rule, metric, str(phase.mode),
                               record=lambda: record_values(study.folder, configs, metric), on_round=on_round)

@@ -7,7 +7,18 @@ import argparse
 from collections import defaultdict
 from typing import Any
 
-from record import PHASES, Phase, StopReason, TrialStatus, best_setting, metric_text, ocr_applies
+from record import (
+    PHASES,
+    Decision,
+    Phase,
+    PhaseDoc,
+    StopReason,
+    TrialStatus,
+    best_setting,
+    metric_text,
+    ocr_applies,
+    read_study,
+)
 from study.handle import load_study
 from study.spec import StudySpec
 
@@ -21,7 +32,30 @@ def status(args: argparse.Namespace) -> int:
 
     study = load_study(args.name, args.storage)
     print(format_status(study.spec, trial_table(study)))
+    doc = read_study(study.folder)
+    phase = doc.phase(Phase.CONFIRM) if doc is not None else None
+    if phase is not None and phase.seed_rule is not None:
+        print(format_rounds(phase))
     return 0
+
+
+def format_rounds(phase: PhaseDoc) -> str:
+    """A sequential confirm phase's rounds so far: per setting, its decision at its last look."""
+    assert phase.seed_rule is not None
+    rounds = len(phase.seed_rule.looks)
+    if not phase.rounds:
+        return f" sequential confirm: round 1 of at most {rounds} running (no look yet)"
+    lines = [f" sequential confirm: {len(phase.rounds)} of at most {rounds} rounds looked at"]
+    settings: dict[str, Any] = {}
+    for entry in phase.rounds:  # a setting decided in an early round keeps that round's look
+        settings.update(entry.get("settings") or {})
+    for key, look in settings.items():
+        low, high = look.get("low"), look.get("high")
+        interval = f"[{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else "no interval yet"
+        mean = look.get("mean")
+        lines.append(f"  {key}: {Decision(look['decision']).text} after {look['n']} seeds, Δ "
+                     f"{'?' if mean is None else f'{mean:+.2f}'} {interval}, adjusted p {look['p_adjusted']:.3g}")
+    return "\n".join(lines)
 
 
 def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[float, int, dict[str, Any]] | None:
