@@ -332,6 +332,8 @@ class SequentialSearcher(Searcher):
             found = result.get(self.measure)
             value = float(found) if isinstance(found, (int, float)) else None
         self.values[self.trials[trial_id]] = value
+        if not self.queue and not self._waiting():  # the round is in: decide now (Tune asks for no trial after
+            self._next_round()  # its last one, so the last round's look would otherwise never be taken)
 
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue."""

@@ -130,3 +130,20 @@ def test_the_baseline_is_the_cell_without_ocr() -> None:
     configs = _configs()
     assert reference_arm(configs) == "ocr.selection=none#0"
     assert arm(configs[-1]) == "ocr.selection=all#0"
+
+
+def test_the_last_round_is_looked_at_when_its_last_trial_ends() -> None:
+    """Tune asks for no trial once it has suggested them all, so the look cannot wait for ``suggest``."""
+    looked: list[int] = []
+    searcher = SequentialSearcher(_configs(), RULE, "val_miou", "max", on_round=lambda r, _: looked.append(r))
+    suggested = 0
+    for r in range(10):
+        if suggested == searcher.total:  # as Tune does at num_samples
+            break
+        batch = _drain(searcher, f"r{r}-")
+        suggested += len(batch)
+        for trial_id, config in batch:
+            searcher.on_trial_complete(trial_id, {"test_miou": _value(config, {"ocr.selection=oc": 0.3},
+                                                                          {"ocr.selection=oc": 3.0})})
+    assert looked == list(range(1, len(RULE.looks) + 1))  # every round, the last one included
+    assert searcher.decided["ocr.selection=oc#0"] == Decision.UNDECIDED
