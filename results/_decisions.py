@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from record import PERCENT_METRICS, Phase, SeedRule, parse_cell
+from record import PERCENT_METRICS, Decision, Phase, SeedRule, parse_cell
 from results._schema import Dataset
 from results._sequential import Look, looks, rule_text
 from results._table import Table
@@ -66,6 +66,12 @@ def setting_looks(ds: Dataset) -> dict[str, list[Look]]:
     return out
 
 
+def _decision_text(decision: Decision, rule: SeedRule, unit: str) -> str:
+    if decision == Decision.EQUIVALENT and rule.margin is not None:
+        return f"equivalent within ±{rule.margin:g} {unit}".rstrip()
+    return decision.text
+
+
 def _interval_text(look: Look) -> str:
     if not (math.isfinite(look.low) and math.isfinite(look.high)):
         return "—"
@@ -88,7 +94,7 @@ def decision_table(ds: Dataset) -> Table | None:
                      "decision": str(last.decision), "diff_mean": last.mean, "ci_low": last.low, "ci_high": last.high,
                      "level": last.level, "p": last.p, "p_adjusted": last.p_adjusted})
         display.append({"cell": label, "seeds": str(last.n), "rounds": str(len(found)),
-                        "decision": last.decision.text,
+                        "decision": _decision_text(last.decision, rule, unit),
                         f"Δ ({unit})": "—" if not math.isfinite(last.mean) else f"{last.mean:+.2f}",
                         "repeated CI": _interval_text(last),
                         "CI level": f"{100 * (1 - last.level):.2f}%",

@@ -132,7 +132,8 @@ class RecordCallback(Callback):
     It also keeps the failpoints of the driver (:mod:`record._failpoints`): ``driver.trial-started`` once a
     trial's record is written (``phase``, ``started``: trials this driver started, ``unsaved``: whether no
     experiment state Tune saved holds the trial yet; Tune asks every callback for its state at each save),
-    and ``driver.trial-result`` once a result is in the record (``phase``, ``epoch``).
+    and ``driver.trial-result`` once a result is in the record (``phase``, ``epoch``, and a sequential
+    confirm trial's ``round``).
     """
 
     def __init__(self, scheduler: str, max_epochs: int | None, rungs: Sequence[int]) -> None:
@@ -211,7 +212,8 @@ class RecordCallback(Callback):
         """A report of ``trial``: its epoch goes into the record if the worker's line is not there."""
         self.reported(trial.trial_id, trial.config, result)
         failpoint("driver.trial-result", phase=trial.config.get(f"{META}phase", Phase.SEARCH),
-                  epoch=result.get("epoch", 0), trial_id=trial.trial_id)
+                  epoch=result.get("epoch", 0), trial_id=trial.trial_id,
+                  **({"round": trial.config[f"{META}round"]} if f"{META}round" in trial.config else {}))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Tune ended ``trial``: completed, or stopped early by the scheduler or the time budget."""

@@ -118,3 +118,50 @@ def test_driver_killed_during_confirm_then_resume_runs_exactly_the_planned_trial
 
     trials = pd.read_parquet(Path(spec.study_dir) / "results" / "trials.parquet")
     assert len(trials) == len(rows), out
+
+
+def test_sequential_confirm_killed_in_its_second_round_resumes_to_the_same_decisions(
+        procs: Callable[..., Processes], tmp_path: Path, shared_cache: Path) -> None:  # noqa: F811
+    """Issue 24: a sequential confirm phase on Ray Tune, its driver killed (SIGKILL) in round 2, resumed: every
+    round's seeds run once, the baseline on every seed the cell ran, the rounds in the record, MLflow and
+    Parquet, and the decisions in study.json are those the report computes from the trials."""
+    import pandas as pd
+
+    from record import SeedRule
+    from results import collect_study, load_dataset
+    from results._decisions import decision_table
+
+    rule = {"min": 2, "max": 4, "step": 1, "alpha": 1e-9}  # an α no tiny study can meet: every round runs
+    doc = _doc(tmp_path, shared_cache, epochs=2)
+    doc["confirm"] = {"seeds": rule}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    spec = load_spec(doc)
+    p = procs("driver.trial-result[phase=confirm,round=2,epoch=1]=kill")
+    killed_by_failpoint(p.start("run", str(path)), p, "driver.trial-result")
+    out = finish(p.start("resume", spec.name, "--storage", spec.storage, armed=False))
+
+    confirm = _confirm_rows(spec)
+    pairs = Counter((r["cell"], r["seed"]) for r in confirm)
+    assert set(pairs.values()) == {1}, pairs  # no seed run twice across the kill
+    seeds = {cell: {s for c, s in pairs if c == cell} for cell in {c for c, _ in pairs}}
+    assert seeds["ocr.selection=oc"] <= seeds["ocr.selection=none"]  # the baseline ran every seed oc ran
+    assert seeds["ocr.selection=none"] >= {0, 1, 2}  # round 2 ran (the kill was in it)
+    record = read_study(Path(spec.study_dir))
+    phase = record.phase(Phase.CONFIRM) if record is not None else None
+    assert phase is not None and phase.seed_rule == SeedRule(**rule)  # type: ignore[arg-type]
+    rounds = {r["round"]: r["settings"]["ocr.selection=oc#0"] for r in phase.rounds}
+    assert 1 in rounds and max(rounds) == max(SeedRule(**rule).round_of(s) for s in seeds["ocr.selection=oc"])  # type: ignore[arg-type]
+
+    folder = Path(spec.study_dir)
+    trials = pd.read_parquet(folder / "results" / "trials.parquet")
+    mine = trials[trials["phase"] == "confirm"]
+    assert sorted(mine["round"].tolist()) == sorted(SeedRule(**rule).round_of(int(s)) for s in mine["seed"])  # type: ignore[arg-type]
+    runs = mlflow_trial_runs(spec)
+    confirm_runs = runs[runs["tags.ocr_study.phase"] == "confirm"]
+    assert sorted(confirm_runs["tags.ocr_study.round"].astype(int)) == sorted(mine["round"].tolist())
+    table = decision_table(load_dataset(collect_study(folder)))
+    assert table is not None, out
+    last = rounds[max(rounds)]
+    row = table.values.set_index("cell").loc["ocr.selection=oc"]
+    assert row["decision"] == last["decision"] and row["n"] == last["n"]

@@ -52,3 +52,22 @@ def test_status_prints_percent_as_the_report_does() -> None:
     assert [metric_text(m, 0.61523) for m in ("val_miou", "val_oracle_miou", "val_pixel_acc", "val_oc_rate_fg",
                                               "val_oc_rate", "val_oc_image_rate")] == ["61.52 %"] * 6
     assert metric_text("train_loss", 0.61523) == "0.6152"  # a loss is no share of anything
+
+
+def test_a_sequential_confirm_phase_shows_each_setting_decision_at_its_last_look() -> None:
+    from record import Phase, PhaseDoc, SeedRule
+    from study.commands.status import format_rounds
+
+    rule = SeedRule(min=3, max=7, step=2)
+    phase = PhaseDoc(Phase.CONFIRM, seed_rule=rule)
+    assert "round 1 of at most 3 running" in format_rounds(phase)
+    look = {"n": 3, "mean": -40.0, "low": -45.0, "high": -35.0, "p": 1e-4, "p_adjusted": 3e-4, "round": 1}
+    phase = PhaseDoc(Phase.CONFIRM, seed_rule=rule, rounds=(
+        {"round": 1, "settings": {"all#0": {**look, "decision": "worse"},
+                                  "oc#0": {**look, "mean": 1.0, "low": -3.0, "high": 5.0, "decision": "open"}}},
+        {"round": 2, "settings": {"oc#0": {**look, "n": 5, "mean": 1.2, "low": -1.0, "high": 3.4,
+                                           "decision": "open"}}}))
+    text = format_rounds(phase)
+    assert "2 of at most 3 rounds" in text
+    assert "all#0: worse after 3 seeds, Δ -40.00 [-45.00, -35.00]" in text  # decided in round 1, kept
+    assert "oc#0: open (more seeds to come) after 5 seeds, Δ +1.20 [-1.00, +3.40]" in text
