@@ -95,6 +95,9 @@ def round_entry(round_: int, seen: Mapping[str, list[Look]]) -> dict[str, Any]:
                          "decision": str(last.decision), "round": last.round}
         interval = (f"[{last.low:+.2f}, {last.high:+.2f}]" if math.isfinite(last.low) and math.isfinite(last.high)
                     else "(no interval yet)")
+        if last.round < round_:  # decided in an earlier round: no new look
+            lines.append(f"{key}: {last.decision.text} (decided in round {last.round})")
+            continue
         lines.append(f"{key}: n = {last.n}, Δ {last.mean:+.2f}, {100 * (1 - last.level):.3g}% interval {interval}, "
                      f"{last.decision.text}")
     return {"round": round_, "settings": settings, "lines": lines}

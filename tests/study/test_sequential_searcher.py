@@ -147,3 +147,16 @@ def test_the_last_round_is_looked_at_when_its_last_trial_ends() -> None:
                                                                           {"ocr.selection=oc": 3.0})})
     assert looked == list(range(1, len(RULE.looks) + 1))  # every round, the last one included
     assert searcher.decided["ocr.selection=oc#0"] == Decision.UNDECIDED
+
+
+def test_a_round_prints_new_looks_and_names_the_round_of_earlier_decisions() -> None:
+    from results._sequential import looks
+    from study.sequential import round_entry
+
+    rule = SeedRule(min=3, max=5)
+    decided = looks([[-40.0, -41.0, -39.5]], rule, "max")  # worse at once
+    still = looks([[1.0, -1.0, 0.5], [1.0, -1.0, 0.5, 0.2]], rule, "max")
+    entry = round_entry(2, {"all#0": decided, "oc#0": still})
+    assert entry["settings"]["all#0"]["decision"] == "worse" and entry["settings"]["oc#0"]["n"] == 4
+    assert entry["lines"][0] == "all#0: worse (decided in round 1)"
+    assert entry["lines"][1].startswith("oc#0: n = 4, Δ +0.17")
