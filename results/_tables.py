@@ -253,13 +253,16 @@ def _p_text(value: object) -> str:
     return "—" if value is None or pd.isna(value) else minus(f"{float(value):.2g}")  # type: ignore[arg-type]
 
 
-def excludes_zero(row: pd.Series) -> bool:
-    """Whether a row's difference has a 95% confidence interval (n ≥ 2) that excludes 0."""
+def excludes_zero(row: pd.Series, better: str = "max") -> bool:
+    """Whether a row's difference to the baseline has a 95% confidence interval (n ≥ 2) wholly on the better
+    side of 0 (``better``: ``max``, above; ``min``, below): a gain the seeds bear out."""
     n = row.get("diff_n")
     if n is None or pd.isna(n) or int(n) < 2:
         return False
     low, high = row.get("ci_low"), row.get("ci_high")
-    return bool(not pd.isna(low) and not pd.isna(high) and (float(low) > 0 or float(high) < 0))
+    if pd.isna(low) or pd.isna(high):
+        return False
+    return bool(float(low) > 0) if better == "max" else bool(float(high) < 0)
 
 
 def within_reach(means: pd.Series, counts: pd.Series, better: str = "max", reach_pp: float = REACH_PP) -> pd.Series:
@@ -383,7 +386,8 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
         out[column] = ["baseline" if pd.isna(r.get("diff_n")) else _diff_text(r, n is None)
                        for _, r in values.iterrows()]
         numeric.append(column)
-        bold += [(i, column) for i, (_, r) in enumerate(values.iterrows()) if excludes_zero(r)]
+        better = _better(ds, "val_miou", "max")
+        bold += [(i, column) for i, (_, r) in enumerate(values.iterrows()) if excludes_zero(r, better)]
         out[P_LABEL] = ["" if pd.isna(r.get("diff_n")) else _p_text(r.get("p_value")) for _, r in values.iterrows()]
         numeric.append(P_LABEL)
     return drop_empty_columns(out.reset_index(drop=True), tuple(numeric), tuple(bold), keep=("best setting",))
@@ -391,7 +395,7 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
 
 BOLD_NOTE = (f"Bold: the best mIoU of each mIoU column; the lowest OC rate among the cells whose mean mIoU is "
              f"within {REACH_PP:g} pp of the best cell's (a low OC rate with a collapsed mIoU is no result); a Δ "
-             "whose 95% confidence interval excludes 0.")
+             "whose 95% confidence interval excludes 0 on the side of a gain (a significant loss is not bold).")
 
 
 def _matching_cell(cells: list[str], target: dict[str, str]) -> str | None:
@@ -773,15 +777,16 @@ def selection_table(ds: Dataset) -> Table | None:
     display["setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
     unit = " (%)" if _in_percent(metric) else ""
     name = metric.replace("val_miou", "val mIoU")
-    trial_column = f"search trials: {name}{unit} at the last epoch"
+    trial_column = f"trials: {name}{unit}"
     score_column = f"score{unit}"
     display[trial_column] = [t["search trials"] for t in texts]
     display["ranked by"] = [t["ranked by"] for t in texts]
     display[score_column] = [t["score"] for t in texts]
     display["rank"] = [t["rank"] for t in texts]
     bold = tuple((i, score_column) for i, chosen in enumerate(values["chosen"]) if chosen)
-    notes = (f"Every search trial of every setting at the last epoch it reached (e = epoch; stopped: ASHA stopped "
-             f"it at that rung; s = seed), and how its cell's settings were ranked on val by {metric} ({mode}): "
+    notes = (f"Trials: every search trial of every setting, its {metric} at the last epoch it reached (e = epoch; "
+             f"stopped: ASHA stopped it at that rung; s = seed); ranked by: how its cell's settings were ranked "
+             f"on val by {metric} ({mode}): "
              "completed = the final values of the settings that completed every seed (the others not ranked); "
              "epoch N = the values at epoch N, the highest ASHA rung that every ranked setting reached on every "
              "seed. Score: mean ± sample std over seeds of those values (no std for one seed); rank 1 is the "
