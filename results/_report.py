@@ -139,14 +139,11 @@ LATEX_PREAMBLE = r"""%% ocr-study report: %(name)s
 %%   \usepackage{booktabs}  (\toprule, \midrule, \bottomrule)
 %%   \usepackage{graphicx}  (\resizebox shrinks a table wider than the text to the text's width)
 \documentclass{article}
-\usepackage[T1]{fontenc}
 \usepackage[margin=2.5cm]{geometry}
 \usepackage{booktabs}
 \usepackage{graphicx}
-\title{%(title)s}
-\date{}
 \begin{document}
-\maketitle
+\section*{%(title)s}
 """
 
 
@@ -161,7 +158,8 @@ def _latex_minus(table: Table) -> Table:
 def latex_table(table: Table) -> str:
     """One table as a booktabs ``table`` (:func:`results._export.table_latex`) with a real minus sign
     (``$-$``), shrunk to the text's width when wider (``\\resizebox``, graphicx)."""
-    text = table_latex(_latex_minus(table)).replace(PLACEHOLDER, "$-$")
+    text = table_latex(_latex_minus(table)).replace(PLACEHOLDER, "$-$").replace("\\begin{table}[t]",
+                                                                                 "\\begin{table}[htbp]")
     fit = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n"
     return re.sub(r"(\\begin\{tabular\}.*?\\end\{tabular\})", lambda m: fit + m.group(1) + "}", text, flags=re.S)
 
@@ -180,12 +178,13 @@ def latex_document(title: str, tables: Sequence[Table], plots: Sequence[Path], b
         floats += 1
         if floats % FLOATS_PER_PAGE_BREAK == 0:
             parts.append("\\clearpage\n")
+    parts.append("\\clearpage\n")  # the figures after the tables, not overtaking them
     for plot in plots:
         vector = plot.with_suffix(".pdf")
         if not vector.is_file():
             continue
         label = re.sub(r"[^A-Za-z0-9]+", "-", plot.stem)
-        parts.append("\\begin{figure}[tp]\n\\centering\n"
+        parts.append("\\begin{figure}[htbp]\n\\centering\n"
                      f"\\includegraphics[width=\\linewidth,height=0.8\\textheight,keepaspectratio]"
                      f"{{{vector.relative_to(base).as_posix()}}}\n"
                      f"\\caption{{{latex_escape(plot_caption(plot.stem))}}}\n"

@@ -700,16 +700,20 @@ def _value_at(curves: pd.DataFrame, trial_id: str, epoch: int, metric: str) -> f
     return float(values.iloc[-1]) if len(values) else None
 
 
+SEARCH_RULE = "completed trials"  # without a confirm phase: the best mean of each setting's completed trials
+
+
 def _selection_scores(trials: pd.DataFrame, curves: pd.DataFrame, rule: object, epoch: object,
                       metric: str) -> dict[int, list[float]]:
     """Per setting of one cell, the scores its rule ranked it by: final values where every seed completed
     (``completed``), the values at ``epoch`` (``epoch``); settings the rule leaves out have none."""
     scores: dict[int, list[float]] = {}
     for setting, mine in trials.groupby("setting", sort=True):
-        if rule == "completed":
+        if rule in ("completed", SEARCH_RULE):
             done = mine["stop_reason"].astype(str) == StopReason.COMPLETED
-            values = mine[f"final_{metric}"].dropna() if f"final_{metric}" in mine else pd.Series(dtype="float64")
-            scores[int(setting)] = [float(v) for v in values] if bool(done.all()) else []
+            values = mine.loc[done, f"final_{metric}"].dropna() if f"final_{metric}" in mine else pd.Series(
+                dtype="float64")
+            scores[int(setting)] = [float(v) for v in values] if rule == SEARCH_RULE or bool(done.all()) else []
         elif rule == "epoch" and isinstance(epoch, (int, float)) and not pd.isna(epoch):
             found = [_value_at(curves, str(t), int(epoch), metric) for t in mine["trial_id"]]
             scores[int(setting)] = [v for v in found if v is not None]
@@ -737,7 +741,7 @@ def selection_table(ds: Dataset) -> Table | None:
     cells = cell_order(ds, sorted({str(c) for c in search["cell"]} | set(recorded)))
     for cell in cells:
         mine = search[search["cell"].astype(str) == cell]
-        plan = recorded.get(cell, {"rule": "completed", "epoch": None,
+        plan = recorded.get(cell, {"rule": SEARCH_RULE, "epoch": None,
                                    "settings": [int(fallback[cell])] if cell in fallback.index else []})
         rule, epoch = plan.get("rule"), plan.get("epoch")
         scores = _selection_scores(mine, ds.curves, rule, epoch, metric)
@@ -788,6 +792,8 @@ def selection_table(ds: Dataset) -> Table | None:
              f"stopped: ASHA stopped it at that rung; s = seed); ranked by: how its cell's settings were ranked "
              f"on val by {metric} ({mode}): "
              "completed = the final values of the settings that completed every seed (the others not ranked); "
+             "completed trials (a study without a confirm phase) = the final values of each setting's completed "
+             "trials; "
              "epoch N = the values at epoch N, the highest ASHA rung that every ranked setting reached on every "
              "seed. Score: mean ± sample std over seeds of those values (no std for one seed); rank 1 is the "
              "best; the chosen settings' scores in bold" + (", each measured again in the confirm phase."
@@ -797,8 +803,8 @@ def selection_table(ds: Dataset) -> Table | None:
 
 
 def _rule_short(rule: object, epoch: object) -> str:
-    if rule == "completed":
-        return "completed"
+    if rule in ("completed", SEARCH_RULE):
+        return str(rule)
     if rule == "epoch":
         return f"epoch {epoch}"
     return "—"

@@ -94,7 +94,7 @@ def test_columns_without_a_figure_in_any_row_are_dropped() -> None:
 
 def test_a_difference_is_bold_only_where_its_interval_excludes_zero() -> None:
     """oc beats the baseline on every seed (CI above 0): bold; a cell whose differences straddle 0: not bold,
-    however large its mean."""
+    however large its mean; nor a loss, however sure."""
     noisy = [0.47, 0.37, 0.50, 0.36, 0.45]  # mean difference +1.8 pp, the CI around 0
     ds = _dataset()
     trials = ds.trials[~((ds.trials["cell"] == "ocr.selection=all") & (ds.trials["phase"] == "confirm"))]
@@ -107,7 +107,12 @@ def test_a_difference_is_bold_only_where_its_interval_excludes_zero() -> None:
     assert values.loc["ocr.selection=oc", "ci_low"] > 0 and "ocr.selection=oc" in bold
     assert values.loc["ocr.selection=all", "ci_low"] < 0 < values.loc["ocr.selection=all", "ci_high"]
     assert values.loc["ocr.selection=all", "diff_mean"] > 0 and "ocr.selection=all" not in bold
-    assert "a Δ whose 95% confidence interval excludes 0" in table.notes
+    assert "a Δ whose 95% confidence interval excludes 0 on the side of a gain" in table.notes
+    worse = trials.assign(final_val_miou=trials["final_val_miou"].where(
+        ~(trials["phase"].eq("confirm") & trials["cell"].eq("ocr.selection=oc")), trials["final_val_miou"] - 0.2))
+    lost = ablation_table(Dataset(worse, ds.curves, ds.info, ds.source))
+    assert lost.values.set_index("cell").loc["ocr.selection=oc", "ci_high"] < 0  # a significant loss: not bold
+    assert not [r for r, c in lost.bold if c.startswith("Δ")]
 
 
 def test_the_oc_rate_is_bold_only_among_cells_within_reach_of_the_best_miou() -> None:
@@ -164,7 +169,7 @@ def test_the_selection_table_shows_every_search_trial_the_rule_and_the_scores_th
     assert values.loc[("ocr.selection=all", 0), "rank"] == 1 and values.loc[("ocr.selection=all", 0), "chosen"]
     assert values.loc[("ocr.selection=oc", 1), "rank"] == 1 and pd.isna(values.loc[("ocr.selection=oc", 0), "rank"])
     display = table.display
-    trial_column = next(c for c in display.columns if c.startswith("search trials"))
+    trial_column = next(c for c in display.columns if c.startswith("trials: "))
     texts = dict(zip(zip(table.values["cell"], table.values["setting"], strict=True), display[trial_column],
                      strict=True))
     assert texts[("ocr.selection=all", 1)] == "25.00 (e3, stopped)"
