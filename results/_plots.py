@@ -53,9 +53,10 @@ from results._tables import (
 )
 
 log = logging.getLogger(__name__)
-DPI = 200  # PNG resolution; every figure is also written as a PDF (vector)
+DPI = 150  # PNG resolution; every figure is also written as a PDF (vector)
 VECTOR = ".pdf"
 MAX_PRIORS = 7
+MAX_EPOCH_LABELS = 40  # a cell's stopped trials get their epoch written beside them up to this many
 PLOTTED_KEYS = ("ocr.delta", "ocr.tau")  # against val mIoU, where the study searched them
 ALL_PLOTS = (*(f"miou_vs_{k.rsplit('.', 1)[-1]}.png" for k in PLOTTED_KEYS), "parallel_coordinates.png",
              "importance.png", "oc_vs_miou.png", "learning_curves.png", "priors.png", "asha_budget.png")
@@ -82,8 +83,9 @@ def _save(fig: Any, path: Path) -> Path:
 
 CAPTIONS = {
     "miou_vs_delta": "val mIoU against δ, a colour per cell. Filled circles: search trials that completed every "
-                     "epoch; hollow circles: search trials ASHA stopped, at the epoch they reached (e1 = epoch 1: "
-                     "not comparable with final values, shown as the evidence the search had); crosses: confirm "
+                     "epoch; hollow circles: search trials ASHA stopped, at the epoch they reached (e1 = epoch 1, "
+                     "written for up to 40 of a cell's; not comparable with final values, shown as the evidence "
+                     "the search had); crosses: confirm "
                      "trials (the chosen setting on every confirm seed); line: mean of the cell's completed search "
                      "trials per bin (n = trials); dashed: the baseline's mean (over its confirm seeds when it has "
                      "them).",
@@ -174,7 +176,8 @@ def _scatter_trials(ax: Any, trials: pd.DataFrame, x: pd.Series, y: pd.Series, c
     confirm = (phase == Phase.CONFIRM) & (reason == StopReason.COMPLETED)
     ax.scatter(x[done], y[done], s=22, color=colour, alpha=0.8)
     ax.scatter(x[stopped], y[stopped], s=22, facecolors="none", edgecolors=[colour], linewidths=1.2)
-    for i in trials.index[stopped]:
+    labelled = trials.index[stopped] if int(stopped.sum()) <= MAX_EPOCH_LABELS else []  # hundreds would hide them
+    for i in labelled:
         ax.annotate(f"e{int(trials.at[i, 'epochs'])}", (x[i], y[i]), textcoords="offset points", xytext=(4, -3),
                     fontsize=6, color=colour)
     ax.scatter(x[confirm], y[confirm], s=26, marker="x", color=colour, linewidths=1.2)

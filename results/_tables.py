@@ -7,9 +7,11 @@ holds the numbers (``values``, for CSV and tests) and their text (``display``, f
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -679,32 +681,40 @@ def _metric_value(metric: str, value: float) -> str:
     return _pct(value) if _in_percent(metric) else minus(f"{value:.4g}")
 
 
-def _trial_text(trial: pd.Series, metric: str, several_seeds: bool) -> str:
+def _trial_text(reason: str, value: object, epochs: object, seed: object, metric: str, several_seeds: bool) -> str:
     """One search trial at the last epoch it reached: ``"40.09 (e3)"``, ``"31.52 (e1, stopped)"``."""
-    reason = str(trial["stop_reason"])
-    value = trial.get(f"final_{metric}")
-    epochs = int(trial["epochs"]) if not pd.isna(trial.get("epochs")) else 0
-    if value is None or pd.isna(value) or epochs == 0:
-        text = StopReason(reason).text if reason in set(StopReason) else reason
+    words = StopReason(reason).text if reason in set(StopReason) else reason
+    ran = 0 if epochs is None or pd.isna(epochs) else int(epochs)  # type: ignore[call-overload]
+    if value is None or pd.isna(value) or ran == 0:
+        text = words
     else:
-        fate = "" if reason == StopReason.COMPLETED else (
-            ", stopped" if reason == StopReason.EARLY_STOPPED else
-            f", {StopReason(reason).text if reason in set(StopReason) else reason}")
-        text = f"{_metric_value(metric, float(value))} (e{epochs}{fate})"
-    return f"s{trial['seed']}: {text}" if several_seeds else text
+        fate = "" if reason == StopReason.COMPLETED else (", stopped" if reason == StopReason.EARLY_STOPPED
+                                                          else f", {words}")
+        text = f"{_metric_value(metric, float(value))} (e{ran}{fate})"  # type: ignore[arg-type]
+    return f"s{seed}: {text}" if several_seeds else text
 
 
-def _value_at(curves: pd.DataFrame, trial_id: str, epoch: int, metric: str) -> float | None:
-    rows = curves[(curves["trial_id"] == trial_id) & (curves["epoch"] == epoch)] if metric in curves else curves[0:0]
-    values = rows[metric].dropna() if metric in rows else pd.Series(dtype="float64")
-    return float(values.iloc[-1]) if len(values) else None
+def _trials_text(trials: pd.DataFrame, metric: str, several_seeds: bool) -> str:
+    """A setting's search trials in seed order (:func:`_trial_text`), ``"; "`` between them."""
+    ordered = trials.sort_values("seed", kind="stable")
+    values = ordered[f"final_{metric}"] if f"final_{metric}" in ordered else pd.Series(np.nan, index=ordered.index)
+    return "; ".join(_trial_text(str(r), v, e, s, metric, several_seeds) for r, v, e, s in zip(
+        ordered["stop_reason"].astype(str), values, ordered["epochs"], ordered["seed"], strict=True))
+
+
+def _values_at(curves: pd.DataFrame, epoch: int, metric: str) -> dict[str, float]:
+    """Per trial, its ``metric`` at ``epoch`` (trials without a value there are left out)."""
+    if metric not in curves or curves.empty:
+        return {}
+    rows = curves[(curves["epoch"] == epoch) & curves[metric].notna()].drop_duplicates("trial_id", keep="last")
+    return dict(zip(rows["trial_id"].astype(str), rows[metric].astype("float64"), strict=True))
 
 
 SEARCH_RULE = "completed trials"  # without a confirm phase: the best mean of each setting's completed trials
 
 
-def _selection_scores(trials: pd.DataFrame, curves: pd.DataFrame, rule: object, epoch: object,
-                      metric: str) -> dict[int, list[float]]:
+def _selection_scores(trials: pd.DataFrame, at_epoch: Callable[[int], dict[str, float]], rule: object,
+                      epoch: object, metric: str) -> dict[int, list[float]]:
     """Per setting of one cell, the scores its rule ranked it by: final values where every seed completed
     (``completed``), the values at ``epoch`` (``epoch``); settings the rule leaves out have none."""
     scores: dict[int, list[float]] = {}
@@ -715,8 +725,8 @@ def _selection_scores(trials: pd.DataFrame, curves: pd.DataFrame, rule: object, 
                 dtype="float64")
             scores[int(setting)] = [float(v) for v in values] if rule == SEARCH_RULE or bool(done.all()) else []
         elif rule == "epoch" and isinstance(epoch, (int, float)) and not pd.isna(epoch):
-            found = [_value_at(curves, str(t), int(epoch), metric) for t in mine["trial_id"]]
-            scores[int(setting)] = [v for v in found if v is not None]
+            values_at = at_epoch(int(epoch))
+            scores[int(setting)] = [values_at[str(t)] for t in mine["trial_id"] if str(t) in values_at]
         else:
             scores[int(setting)] = []
     return scores
@@ -739,12 +749,13 @@ def selection_table(ds: Dataset) -> Table | None:
     rows: list[dict[str, object]] = []
     texts: list[dict[str, str]] = []
     cells = cell_order(ds, sorted({str(c) for c in search["cell"]} | set(recorded)))
+    at_epoch = functools.cache(lambda epoch: _values_at(ds.curves, epoch, metric))
     for cell in cells:
         mine = search[search["cell"].astype(str) == cell]
         plan = recorded.get(cell, {"rule": SEARCH_RULE, "epoch": None,
                                    "settings": [int(fallback[cell])] if cell in fallback.index else []})
         rule, epoch = plan.get("rule"), plan.get("epoch")
-        scores = _selection_scores(mine, ds.curves, rule, epoch, metric)
+        scores = _selection_scores(mine, at_epoch, rule, epoch, metric)
         order = [s for s, _ in ranked(scores, mode)]
         chosen = [int(s) for s in plan.get("settings") or []]
         selection = parse_cell(cell).get("ocr.selection")
@@ -762,13 +773,12 @@ def selection_table(ds: Dataset) -> Table | None:
                         "rank": order.index(setting) + 1 if setting in order else np.nan,
                         "chosen": setting in chosen})
             rows.append(row)
-            ordered = trials.sort_values("seed", kind="stable")
             score = ("not ranked" if not len(values) else
                      mean_std_text(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else np.nan,
                                    len(values)).replace(" (n = 1)", "") if _in_percent(metric) else
                      minus(f"{values.mean():.4g}"))
             texts.append({"ranked by": _rule_short(rule, epoch) if i == 0 else "",
-                          "search trials": "; ".join(_trial_text(t, metric, several) for _, t in ordered.iterrows()),
+                          "search trials": _trials_text(trials, metric, several),
                           "score": score,
                           "rank": "" if setting not in order else
                           f"{order.index(setting) + 1}" + (" (chosen)" if setting in chosen else "")})
