@@ -289,7 +289,9 @@ def parallel_coordinates(ds: Dataset, path: Path) -> Path | None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3.2 * len(panels)), squeeze=False)
     for ax, (cell, keys) in zip(axes[:, 0], panels, strict=True):
         _parallel_panel(ds, ax, done[done["cell"].astype(str) == cell], keys, f"final_{metric}")
-        ax.set_title(f"{cell}: {len(done[done['cell'].astype(str) == cell])} completed trials", fontsize=9)
+        colour = cell_colours(ds).get(cell, "black")
+        ax.set_title(f"{cell}: {len(done[done['cell'].astype(str) == cell])} completed trials", fontsize=9,
+                     color="black" if colour == BASELINE_COLOUR else colour)
     return _save(fig, path)
 
 
@@ -351,7 +353,8 @@ def importance_plot(ds: Dataset, path: Path, values: pd.DataFrame | None = None)
     for ax, cell in zip(axes[0], cells, strict=True):
         mine = table[table["cell"] == cell].sort_values("importance")
         ax.barh([SYMBOLS.get(p, p) for p in mine["param"]], 100 * mine["importance"], color=colours.get(cell, "C0"))
-        ax.set_title(f"{cell} (n = {int(mine['n'].iloc[0])})", fontsize=8)
+        ax.set_title(f"{cell} (n = {int(mine['n'].iloc[0])})", fontsize=8,
+                     color="black" if colours.get(cell) == BASELINE_COLOUR else colours.get(cell, "black"))
         ax.set_xlabel(f"% of {ds.info.metric} variance")
         ax.set_xlim(0, 100)
     return _save(fig, path)
