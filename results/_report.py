@@ -138,10 +138,13 @@ LATEX_PREAMBLE = r"""%% ocr-study report: %(name)s
 %% plots/*.pdf). In a paper, copy a table environment as it is; the tables need these packages:
 %%   \usepackage{booktabs}  (\toprule, \midrule, \bottomrule)
 %%   \usepackage{graphicx}  (\resizebox shrinks a table wider than the text to the text's width)
+%%   \usepackage{longtable}, \usepackage{array} (a table of more than %(long)d rows breaks across pages)
 \documentclass{article}
 \usepackage[margin=2.5cm]{geometry}
 \usepackage{booktabs}
 \usepackage{graphicx}
+\usepackage{longtable}
+\usepackage{array}
 \begin{document}
 \section*{%(title)s}
 """
@@ -155,13 +158,39 @@ def _latex_minus(table: Table) -> Table:
                                notes=table.notes.replace(MINUS, PLACEHOLDER))
 
 
+LONG_ROWS = 30  # a table with more rows breaks across pages (longtable) instead of floating whole
+WRAPPED = ">{\\raggedright\\arraybackslash}p{0.22\\linewidth}"  # a long table's trials: text that wraps (array)
+
+
 def latex_table(table: Table) -> str:
     """One table as a booktabs ``table`` (:func:`results._export.table_latex`) with a real minus sign
-    (``$-$``), shrunk to the text's width when wider (``\\resizebox``, graphicx)."""
+    (``$-$``), shrunk to the text's width when wider (``\\resizebox``, graphicx); one of more than
+    :data:`LONG_ROWS` rows as a ``longtable`` that breaks across pages, its header repeated on each, its
+    trials column wrapped."""
     text = table_latex(_latex_minus(table)).replace(PLACEHOLDER, "$-$").replace("\\begin{table}[t]",
                                                                                  "\\begin{table}[htbp]")
+    if len(table.display) > LONG_ROWS:
+        return _longtable(table, text)
     fit = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n"
     return re.sub(r"(\\begin\{tabular\}.*?\\end\{tabular\})", lambda m: fit + m.group(1) + "}", text, flags=re.S)
+
+
+def _longtable(table: Table, text: str) -> str:
+    """The ``table`` float :func:`results._export.table_latex` wrote as a ``longtable`` (package longtable)."""
+    caption = re.search(r"\\caption\{(.*)\}\n", text)
+    label = re.search(r"\\label\{([^}]*)\}", text)
+    tabular = re.search(r"\\begin\{tabular\}\{([^}]*)\}\n\\toprule\n(.*?)\\midrule\n(.*?)\\bottomrule", text,
+                        flags=re.S)
+    if caption is None or label is None or tabular is None:  # not the shape it writes: leave it a float
+        return text
+    spec = list(tabular.group(1))
+    for i, column in enumerate(table.display.columns):
+        if str(column).startswith("trials") and i < len(spec):
+            spec[i] = WRAPPED
+    head = f"\\toprule\n{tabular.group(2)}\\midrule\n"
+    return ("{\\footnotesize\n\\begin{longtable}{" + "".join(spec) + "}\n"
+            f"\\caption{{{caption.group(1)}}}\\label{{{label.group(1)}}}\\\\\n{head}\\endfirsthead\n{head}\\endhead\n"
+            f"\\bottomrule\n\\endfoot\n{tabular.group(3)}\\end{{longtable}}}}\n")
 
 
 FLOATS_PER_PAGE_BREAK = 6  # \clearpage after this many floats: LaTeX holds at most 18 unplaced ones
@@ -171,7 +200,8 @@ def latex_document(title: str, tables: Sequence[Table], plots: Sequence[Path], b
     """The report as a standalone LaTeX document: a comment naming the packages its tables need, the
     tables (booktabs, real minus signs, fitted to the text width), then each plot's PDF (vector) with its
     caption (a plot without a PDF beside its PNG is left out)."""
-    parts = [LATEX_PREAMBLE % {"name": title.removeprefix("ocr-study report: "), "title": latex_escape(title)}]
+    parts = [LATEX_PREAMBLE % {"name": title.removeprefix("ocr-study report: "), "title": latex_escape(title),
+                                "long": LONG_ROWS}]
     floats = 0
     for table in tables:
         parts.append(latex_table(table))

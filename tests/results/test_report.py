@@ -123,26 +123,48 @@ def test_html_and_latex_tables_escape_text_link_cells_and_bold_only_a_value() ->
     assert r"\begin{tabular}{lr}" in tex and "http" not in tex and tex.count(r"\textbf") == 1
 
 
-def test_report_tex_compiles_with_pdflatex_and_every_table_fits_the_page(report: dict[str, Path],
-                                                                         tmp_path: Path) -> None:
-    """``pdflatex report.tex`` in the report folder (Debian's texlive-latex-base and -recommended): no error,
-    no table or figure wider than the text (no overfull box), the plots' PDFs included."""
-    import shutil
+def _pdflatex(folder: Path) -> str:
+    """Compile ``folder/report.tex`` with pdflatex; returns its log (the test fails on an error)."""
     import subprocess
 
     from tests.conftest import require_executable
 
     pdflatex = require_executable("pdflatex")
-    folder = tmp_path / "report"
-    shutil.copytree(report["tex"].parent, folder)
     done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=folder,
                           capture_output=True, text=True, timeout=120, check=False)
-    log = (folder / "report.log").read_text(errors="replace")
     assert done.returncode == 0, done.stdout[-3000:]
+    assert (folder / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    return (folder / "report.log").read_text(errors="replace")
+
+
+def test_report_tex_compiles_with_pdflatex_and_every_table_fits_the_page(report: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """``pdflatex report.tex`` in the report folder (Debian's texlive-latex-base and -recommended): no error,
+    no table or figure wider than the text (no overfull box), the plots' PDFs included."""
+    import shutil
+
+    folder = tmp_path / "report"
+    shutil.copytree(report["tex"].parent, folder)
+    log = _pdflatex(folder)
     assert "Overfull \\hbox" not in log and "Undefined control sequence" not in log and "Missing $" not in log
     assert "Float too large" not in log
-    assert (folder / "report.pdf").read_bytes()[:5] == b"%PDF-"
     assert log.count("plots/") >= len(list(folder.glob("plots/*.pdf")))  # each figure read from its PDF
+
+
+def test_a_long_table_breaks_across_pages_and_still_fits_the_text(tmp_path: Path) -> None:
+    """A search of many settings: its selection table is a longtable (header on every page, trials
+    wrapped), not one float taller than the page."""
+    from results._report import LONG_ROWS
+
+    ds = load_dataset(collect_study(make_study(tmp_path, settings=16, failed=0)))
+    written = write_report(ds, tmp_path / "report", formats=("tex",))
+    text = written["tex"].read_text()
+    selection = report_tables(ds)[1]
+    assert selection.name == "search_selection" and len(selection.display) > LONG_ROWS
+    assert text.count(r"\begin{longtable}") == 1 and r"\endhead" in text
+    log = _pdflatex(written["tex"].parent)
+    assert "Overfull \\hbox" not in log and "Float too large" not in log
+    assert re.search(r"Output written on report.pdf \(([3-9]|\d\d+) pages", log)  # the table spans pages
 
 
 def test_every_plot_has_a_caption_under_it_in_html_and_markdown(report: dict[str, Path]) -> None:
