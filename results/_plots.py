@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 DPI = 150  # PNG resolution; every figure is also written as a PDF (vector)
 VECTOR = ".pdf"
 MAX_PRIORS = 7
+DENSE = 300  # an artist of more lines or points than this is rasterized inside the PDF (text and axes stay vector)
 MAX_EPOCH_LABELS = 40  # a cell's stopped trials get their epoch written beside them up to this many
 PLOTTED_KEYS = ("ocr.delta", "ocr.tau")  # against val mIoU, where the study searched them
 ALL_PLOTS = (*(f"miou_vs_{k.rsplit('.', 1)[-1]}.png" for k in PLOTTED_KEYS), "parallel_coordinates.png",
@@ -76,7 +77,7 @@ def _save(fig: Any, path: Path) -> Path:
     plt = _pyplot()
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    fig.savefig(path.with_suffix(VECTOR), bbox_inches="tight")
+    fig.savefig(path.with_suffix(VECTOR), dpi=DPI, bbox_inches="tight")  # dpi: of the dense artists rasterized
     plt.close(fig)
     return path
 
@@ -174,13 +175,14 @@ def _scatter_trials(ax: Any, trials: pd.DataFrame, x: pd.Series, y: pd.Series, c
     done = (phase != Phase.CONFIRM) & (reason == StopReason.COMPLETED)
     stopped = (phase != Phase.CONFIRM) & (reason == StopReason.EARLY_STOPPED)
     confirm = (phase == Phase.CONFIRM) & (reason == StopReason.COMPLETED)
-    ax.scatter(x[done], y[done], s=22, color=colour, alpha=0.8)
-    ax.scatter(x[stopped], y[stopped], s=22, facecolors="none", edgecolors=[colour], linewidths=1.2)
+    dense = len(trials) > DENSE
+    ax.scatter(x[done], y[done], s=22, color=colour, alpha=0.8, rasterized=dense)
+    ax.scatter(x[stopped], y[stopped], s=22, facecolors="none", edgecolors=[colour], linewidths=1.2, rasterized=dense)
     labelled = trials.index[stopped] if int(stopped.sum()) <= MAX_EPOCH_LABELS else []  # hundreds would hide them
     for i in labelled:
         ax.annotate(f"e{int(trials.at[i, 'epochs'])}", (x[i], y[i]), textcoords="offset points", xytext=(4, -3),
                     fontsize=6, color=colour)
-    ax.scatter(x[confirm], y[confirm], s=26, marker="x", color=colour, linewidths=1.2)
+    ax.scatter(x[confirm], y[confirm], s=26, marker="x", color=colour, linewidths=1.2, rasterized=dense)
 
 
 def _marker_handles() -> tuple[list[Any], list[str]]:
@@ -319,7 +321,7 @@ def _parallel_panel(ds: Dataset, ax: Any, trials: pd.DataFrame, keys: list[str],
     xs = np.arange(points.shape[1])
     norm = Normalize(float(columns[-1].min()), float(columns[-1].max()))
     lines = LineCollection([np.column_stack([xs, row]) for row in points], cmap=colormaps["viridis"], norm=norm,
-                           linewidths=1.2, alpha=0.8)
+                           linewidths=1.2, alpha=0.8, rasterized=len(points) > DENSE)
     lines.set_array(columns[-1].to_numpy())
     ax.add_collection(lines)
     for x, column in zip(xs, columns, strict=True):
@@ -476,7 +478,8 @@ def _cell_curves(ax: Any, curves: pd.DataFrame, colour: Any) -> None:
                               100 * ordered["val_miou"].to_numpy(dtype="float64")])
     starts = np.flatnonzero(ordered["trial_id"].ne(ordered["trial_id"].shift()).to_numpy())
     lines = [line for line in np.split(points, starts[1:]) if len(line)]
-    ax.add_collection(LineCollection(lines, colors=[colour], linewidths=0.8, alpha=0.6))  # one artist for all
+    ax.add_collection(LineCollection(lines, colors=[colour], linewidths=0.8, alpha=0.6,  # one artist for all
+                                     rasterized=len(lines) > DENSE))
     last = ordered.groupby("trial_id").tail(1)
     stopped = last[last["stop_reason"] == StopReason.EARLY_STOPPED]
     ax.scatter(stopped["epoch"], 100 * stopped["val_miou"], s=18, facecolors="white", edgecolors=[colour],

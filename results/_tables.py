@@ -681,9 +681,12 @@ def _metric_value(metric: str, value: float) -> str:
     return _pct(value) if _in_percent(metric) else minus(f"{value:.4g}")
 
 
+REASONS = frozenset(StopReason)
+
+
 def _trial_text(reason: str, value: object, epochs: object, seed: object, metric: str, several_seeds: bool) -> str:
     """One search trial at the last epoch it reached: ``"40.09 (e3)"``, ``"31.52 (e1, stopped)"``."""
-    words = StopReason(reason).text if reason in set(StopReason) else reason
+    words = StopReason(reason).text if reason in REASONS else reason
     ran = 0 if epochs is None or pd.isna(epochs) else int(epochs)  # type: ignore[call-overload]
     if value is None or pd.isna(value) or ran == 0:
         text = words
@@ -694,12 +697,15 @@ def _trial_text(reason: str, value: object, epochs: object, seed: object, metric
     return f"s{seed}: {text}" if several_seeds else text
 
 
-def _trials_text(trials: pd.DataFrame, metric: str, several_seeds: bool) -> str:
-    """A setting's search trials in seed order (:func:`_trial_text`), ``"; "`` between them."""
-    ordered = trials.sort_values("seed", kind="stable")
+def _trials_texts(search: pd.DataFrame, metric: str, several_seeds: bool) -> dict[tuple[str, int], str]:
+    """Per (cell, setting), its search trials in seed order (:func:`_trial_text`), ``"; "`` between them."""
+    ordered = search.sort_values("seed", kind="stable")
     values = ordered[f"final_{metric}"] if f"final_{metric}" in ordered else pd.Series(np.nan, index=ordered.index)
-    return "; ".join(_trial_text(str(r), v, e, s, metric, several_seeds) for r, v, e, s in zip(
-        ordered["stop_reason"].astype(str), values, ordered["epochs"], ordered["seed"], strict=True))
+    texts = pd.Series([_trial_text(str(r), v, e, s, metric, several_seeds) for r, v, e, s in zip(
+        ordered["stop_reason"].astype(str), values, ordered["epochs"], ordered["seed"], strict=True)],
+        index=ordered.index, dtype=object)
+    joined = texts.groupby([ordered["cell"].astype(str), ordered["setting"].astype("int64")], sort=False).agg("; ".join)
+    return {(str(c), int(k)): str(v) for (c, k), v in joined.items()}
 
 
 def _values_at(curves: pd.DataFrame, epoch: int, metric: str) -> dict[str, float]:
@@ -716,20 +722,25 @@ SEARCH_RULE = "completed trials"  # without a confirm phase: the best mean of ea
 def _selection_scores(trials: pd.DataFrame, at_epoch: Callable[[int], dict[str, float]], rule: object,
                       epoch: object, metric: str) -> dict[int, list[float]]:
     """Per setting of one cell, the scores its rule ranked it by: final values where every seed completed
-    (``completed``), the values at ``epoch`` (``epoch``); settings the rule leaves out have none."""
-    scores: dict[int, list[float]] = {}
-    for setting, mine in trials.groupby("setting", sort=True):
-        if rule in ("completed", SEARCH_RULE):
-            done = mine["stop_reason"].astype(str) == StopReason.COMPLETED
-            values = mine.loc[done, f"final_{metric}"].dropna() if f"final_{metric}" in mine else pd.Series(
-                dtype="float64")
-            scores[int(setting)] = [float(v) for v in values] if rule == SEARCH_RULE or bool(done.all()) else []
-        elif rule == "epoch" and isinstance(epoch, (int, float)) and not pd.isna(epoch):
-            values_at = at_epoch(int(epoch))
-            scores[int(setting)] = [values_at[str(t)] for t in mine["trial_id"] if str(t) in values_at]
-        else:
-            scores[int(setting)] = []
-    return scores
+    (``completed``), final values of its completed trials (:data:`SEARCH_RULE`), the values at ``epoch``
+    (``epoch``); settings the rule leaves out have none."""
+    settings = trials["setting"].astype("int64")
+    done = trials["stop_reason"].astype(str) == StopReason.COMPLETED
+    finals = trials[f"final_{metric}"].astype("float64") if f"final_{metric}" in trials else pd.Series(
+        np.nan, index=trials.index)
+    if rule in ("completed", SEARCH_RULE):
+        picked = finals.where(done)
+        if rule == "completed":
+            every = done.groupby(settings).transform("all")
+            picked = picked.where(every)
+    elif rule == "epoch" and isinstance(epoch, (int, float)) and not pd.isna(epoch):
+        values_at = at_epoch(int(epoch))
+        picked = pd.Series([values_at.get(str(t), np.nan) for t in trials["trial_id"]], index=trials.index,
+                           dtype="float64")
+    else:
+        picked = pd.Series(np.nan, index=trials.index)
+    lists = picked.groupby(settings).agg(lambda v: [float(x) for x in v if not np.isnan(x)])
+    return {int(k): list(v) for k, v in lists.items()}
 
 
 def selection_table(ds: Dataset) -> Table | None:
@@ -750,38 +761,41 @@ def selection_table(ds: Dataset) -> Table | None:
     texts: list[dict[str, str]] = []
     cells = cell_order(ds, sorted({str(c) for c in search["cell"]} | set(recorded)))
     at_epoch = functools.cache(lambda epoch: _values_at(ds.curves, epoch, metric))
+    trial_texts = _trials_texts(search, metric, several)
+    columns = [f"{PARAM_PREFIX}{k}" for k in ds.info.search_keys if f"{PARAM_PREFIX}{k}" in search]
+    params = search.groupby([search["cell"].astype(str), search["setting"].astype("int64")])[columns].first() \
+        if columns else pd.DataFrame()
+    by_cell = {str(c): frame for c, frame in search.groupby(search["cell"].astype(str), sort=False)}
     for cell in cells:
-        mine = search[search["cell"].astype(str) == cell]
+        mine = by_cell.get(cell, search.iloc[0:0])
         plan = recorded.get(cell, {"rule": SEARCH_RULE, "epoch": None,
                                    "settings": [int(fallback[cell])] if cell in fallback.index else []})
         rule, epoch = plan.get("rule"), plan.get("epoch")
         scores = _selection_scores(mine, at_epoch, rule, epoch, metric)
-        order = [s for s, _ in ranked(scores, mode)]
-        chosen = [int(s) for s in plan.get("settings") or []]
-        selection = parse_cell(cell).get("ocr.selection")
-        for i, (setting, trials) in enumerate(mine.groupby("setting", sort=True)):
-            setting = int(setting)
-            row: dict[str, object] = {"cell": cell, **parse_cell(cell), "setting": setting, "rule": rule,
-                                      "epoch": epoch}
+        rank = {s: i + 1 for i, (s, _) in enumerate(ranked(scores, mode))}
+        chosen = {int(s) for s in plan.get("settings") or []}
+        values_of = parse_cell(cell)
+        selection = values_of.get("ocr.selection")
+        for i, setting in enumerate(sorted(int(s) for s in mine["setting"].unique())):
+            row: dict[str, object] = {"cell": cell, **values_of, "setting": setting, "rule": rule, "epoch": epoch}
             for key in ds.info.search_keys:
                 column = f"{PARAM_PREFIX}{key}"
-                if ocr_applies(key, selection) and column in trials and trials[column].notna().any():
-                    row[key] = trials[column].dropna().iloc[0]
-            values = pd.Series(scores.get(setting, []), dtype="float64")
-            row.update({"score_mean": values.mean() if len(values) else np.nan,
-                        "score_std": values.std(ddof=1) if len(values) > 1 else np.nan, "score_n": len(values),
-                        "rank": order.index(setting) + 1 if setting in order else np.nan,
-                        "chosen": setting in chosen})
+                if ocr_applies(key, selection) and column in params and not pd.isna(params.at[(cell, setting), column]):
+                    row[key] = params.at[(cell, setting), column]
+            values = np.asarray(scores.get(setting, []), dtype="float64")
+            mean = float(values.mean()) if len(values) else np.nan
+            std = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+            row.update({"score_mean": mean, "score_std": std, "score_n": len(values),
+                        "rank": rank.get(setting, np.nan), "chosen": setting in chosen})
             rows.append(row)
             score = ("not ranked" if not len(values) else
-                     mean_std_text(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else np.nan,
-                                   len(values)).replace(" (n = 1)", "") if _in_percent(metric) else
-                     minus(f"{values.mean():.4g}"))
+                     mean_std_text(mean, std, len(values)).replace(" (n = 1)", "") if _in_percent(metric) else
+                     minus(f"{mean:.4g}"))
             texts.append({"ranked by": _rule_short(rule, epoch) if i == 0 else "",
-                          "search trials": _trials_text(trials, metric, several),
+                          "search trials": trial_texts.get((cell, setting), ""),
                           "score": score,
-                          "rank": "" if setting not in order else
-                          f"{order.index(setting) + 1}" + (" (chosen)" if setting in chosen else "")})
+                          "rank": "" if setting not in rank else
+                          f"{rank[setting]}" + (" (chosen)" if setting in chosen else "")})
     values = pd.DataFrame(rows)
     shown = [axis for axis in ds.info.grid if axis in values]
     display = pd.DataFrame({axis.rsplit(".", 1)[-1]: values[axis].astype(object).where(values[axis].notna(), "—")
