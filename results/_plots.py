@@ -93,11 +93,11 @@ CAPTIONS = {
     "miou_vs_tau": "val mIoU against τ (log scale where τ was sampled on one), as the δ plot: filled: completed "
                    "search trials; hollow: stopped by ASHA at the epoch shown; crosses: confirm trials; line: "
                    "mean per bin; dashed: the baseline's mean.",
-    "parallel_coordinates": "Parallel coordinates per cell that searched: each completed trial as a line through "
-                            "its sampled values (each axis scaled to the range sampled) to its final metric, "
-                            "coloured by that metric.",
+    "parallel_coordinates": "Parallel coordinates per cell that searched: each completed search trial as a line "
+                            "through its sampled values (each axis scaled to the range sampled) to its final "
+                            "metric, coloured by that metric.",
     "importance": "fANOVA parameter importance per cell: the share of the metric's variance each searched "
-                  "parameter explains (Optuna's evaluator), over the cell's completed trials.",
+                  "parameter explains (Optuna's evaluator), over the cell's completed search trials.",
     "oc_vs_miou": "OC rate against val mIoU, one point per completed trial, a colour per cell (circles: search "
                   "trials; crosses: confirm trials). A low OC rate counts only with an mIoU near the best.",
     "learning_curves": "val mIoU per epoch, a panel per cell in its colour: thin lines, every search trial "
@@ -280,9 +280,10 @@ def baseline_mean(ds: Dataset) -> tuple[str, float, int, str] | None:
 
 
 def parallel_coordinates(ds: Dataset, path: Path) -> Path | None:
-    """Per cell that searched, each completed trial as a line through its sampled values (one axis each,
-    scaled to the range sampled, log for log-sampled ones) to its final metric, coloured by the metric."""
-    metric, done = ds.info.metric, completed(ds)
+    """Per cell that searched, each completed search trial as a line through its sampled values (one axis
+    each, scaled to the range sampled, log for log-sampled ones) to its final metric, coloured by the metric
+    (the confirm phase's reruns of the chosen setting are no part of the search)."""
+    metric, done = ds.info.metric, completed(search_only(ds))
     panels = [(cell, keys) for cell in cell_order(ds, sorted(done["cell"].astype(str).unique()))
               if len(keys := _varying(done[done["cell"].astype(str) == cell], ds.info.search_keys)) > 0]
     if f"final_{metric}" not in done or not panels:
@@ -345,7 +346,7 @@ def _unit(values: pd.Series) -> pd.Series:
 def importance_plot(ds: Dataset, path: Path, values: pd.DataFrame | None = None) -> Path | None:
     """Per cell, horizontal bars of each searched parameter's share of the metric's variance (fANOVA;
     ``values``: :func:`results._importance.study_importance` when already computed)."""
-    table = study_importance(ds) if values is None else values
+    table = study_importance(search_only(ds)) if values is None else values
     if table.empty:
         return None
     cells = cell_order(ds, sorted(table["cell"].unique()))

@@ -26,7 +26,7 @@ from results._links import RunLinks, report_runs_table
 from results._plots import DPI, plot_caption, report_plots
 from results._schema import PARAM_PREFIX, Dataset, load_dataset
 from results._table import Table
-from results._tables import MINUS, OC_DEFAULT, check_oc_rate, report_tables
+from results._tables import MINUS, OC_DEFAULT, check_oc_rate, report_tables, search_only
 
 FORMATS = ("md", "tex", "csv", "html")
 STAGE_PREFIX = ".report-stage-"  # a report is made in a hidden folder of its own, then moved in whole
@@ -83,7 +83,9 @@ def write_report(ds: Dataset, out: Path, formats: Sequence[str] = FORMATS, oc: s
     if ds.trials.empty:
         raise ResultsError(f"study {ds.info.name!r} has no trials to report yet")
     check_oc_rate(oc)  # before anything is written
-    importance = study_importance(ds)  # once for its table and its plot: fANOVA takes seconds on large cells
+    # Once for its table and its plot (fANOVA takes seconds on large cells), over the search phase's trials: the
+    # confirm phase's reruns of one chosen setting would weigh it as many times.
+    importance = study_importance(search_only(ds))
     tables = report_tables(ds, oc, importance)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{STAGE_PREFIX}*"):  # what a report killed while it was made left

@@ -211,3 +211,15 @@ def test_the_oc_plot_names_its_definition(synthetic: Dataset, tmp_path: Path, fi
     plots.oc_vs_miou(synthetic, tmp_path / "b.png", oc="pixels")
     assert [f.axes[0].get_ylabel() for f in figures] == ["OC rate (% of foreground predictions)",
                                                          "OC rate (% of valid pixels)"]
+
+
+def test_parallel_coordinates_leave_out_the_confirm_reruns(synthetic: Dataset, tmp_path: Path,
+                                                           figures: list[Any]) -> None:
+    """The confirm phase runs the chosen setting again on every seed: the search's picture is unchanged."""
+    from matplotlib.collections import LineCollection
+
+    plots.parallel_coordinates(synthetic, tmp_path / "a.png")
+    plots.parallel_coordinates(_confirmed(synthetic), tmp_path / "b.png")
+    counts = [[len(next(c for c in ax.collections if isinstance(c, LineCollection)).get_segments())
+               for ax in fig.axes if ax.get_title()] for fig in figures]
+    assert counts[0] == counts[1] and sum(counts[0]) > 0
