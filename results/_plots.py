@@ -50,6 +50,7 @@ from results._tables import (
     oc_metric,
     phase_trials,
     search_only,
+    setting_number,
 )
 
 log = logging.getLogger(__name__)
@@ -403,8 +404,6 @@ def _chosen_settings(ds: Dataset) -> dict[str, int]:
 
 def _setting_words(ds: Dataset, cell: str, setting: int) -> str:
     """``"δ = 7.7, τ = 0.06"``: a cell's setting by its searched values (``"no searched parameter"``)."""
-    from results._tables import setting_number
-
     trials = ds.trials[(ds.trials["cell"].astype(str) == cell) & (ds.trials["setting"] == setting)]
     parts = []
     for key in ds.info.search_keys:
