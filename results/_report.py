@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from record import REPORT_DIR, failpoint
+from record import REPORT_DIR, StopReason, failpoint
 from results._collect_record import collect_study
 from results._errors import ResultsError
 from results._export import latex_escape, table_latex, to_html, to_markdown, write_csv
@@ -45,7 +45,8 @@ def parse_formats(text: str) -> tuple[str, ...]:
 def _summary(ds: Dataset) -> str:
     trials = ds.trials
     counts = trials["stop_reason"].astype(str).value_counts()
-    outcome = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+    outcome = ", ".join(f"{n} {StopReason(reason).text if reason in set(StopReason) else reason}"
+                        for reason, n in counts.items())  # "2 stopped early", as status says it
     return (f"Study {ds.info.name}: {len(trials)} trials ({outcome}), {len(ds.curves)} epoch reports; "
             f"metric {ds.info.metric} ({ds.info.mode}){_recipe(ds)}; collected from {ds.source}.{_failures(ds)}")
 

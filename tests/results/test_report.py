@@ -167,6 +167,12 @@ def test_a_long_table_breaks_across_pages_and_still_fits_the_text(tmp_path: Path
     assert re.search(r"Output written on report.pdf \(([3-9]|\d\d+) pages", log)  # the table spans pages
 
 
+def test_the_summary_says_why_trials_stopped_in_words(report: dict[str, Path], searched: Dataset) -> None:
+    stopped = int((searched.trials["stop_reason"].astype(str) == "early_stopped").sum())
+    page = report["html"].read_text()
+    assert stopped and f"{stopped} stopped early" in page and "early_stopped)" not in page.split("<h2>")[0]
+
+
 def test_every_plot_has_a_caption_under_it_in_html_and_markdown(report: dict[str, Path]) -> None:
     from results._plots import plot_caption
 
