@@ -7,13 +7,26 @@ holds the numbers (``values``, for CSV and tests) and their text (``display``, f
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from record import OCR_OFF, Phase, StopReason, best_setting, ocr_applies, parse_cell, value_text
+from record import (
+    OCR_OFF,
+    Phase,
+    StopReason,
+    best_setting,
+    metric_text,
+    ocr_applies,
+    parse_cell,
+    ranked,
+    value_text,
+)
 from results._errors import ResultsError
 from results._importance import importance_table
 from results._schema import PARAM_PREFIX, Dataset
@@ -24,7 +37,13 @@ from results._table import SYMBOLS, Table
 # default) and the share of all valid pixels; each is labelled by what it measures.
 OC_RATES = {"fg": ("val_oc_rate_fg", "OC rate (% of foreground predictions)"),
             "pixels": ("val_oc_rate", "OC rate (% of valid pixels)")}
+# The same, as a table's column header says it (short enough for a printed table; the notes say what it is).
+OC_HEADERS = {"val_oc_rate_fg": "OC rate", "val_oc_rate": "OC rate of pixels"}
 OC_DEFAULT = "fg"
+# An OC rate is bold only among cells whose mean mIoU is at most this many percentage points below the best
+# cell's: a low OC rate bought with a collapsed mIoU is no result.
+REACH_PP = 1.0
+MINUS = "\u2212"  # a number's minus sign (U+2212) as tables show it; LaTeX gets $-$
 # (metric, label, better): every metric a table computes (values, CSV); which one is better decides bold.
 # Post-processed figures (dense CRF; the last report's final protocol, eval.final_scales): shown beside the
 # raw ones when the study logged them, the protocol in the table's notes.
@@ -44,8 +63,14 @@ def completed(ds: Dataset) -> pd.DataFrame:
     return ds.trials[ds.trials["stop_reason"].astype(str) == StopReason.COMPLETED]
 
 
+def minus(text: str) -> str:
+    """``text`` with each hyphen that stands for a minus sign (before a digit, not inside a word) as the minus
+    sign (U+2212), as printed tables write it."""
+    return re.sub(r"(?<![\w.-])-(?=\d)", MINUS, text)
+
+
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f}"
+    return minus(f"{100 * x:.2f}")
 
 
 def mean_std_text(mean: float, std: float, n: int, show_n: bool = True) -> str:
@@ -61,7 +86,7 @@ def mean_std_text(mean: float, std: float, n: int, show_n: bool = True) -> str:
 
 def setting_number(value: float) -> str:
     """A sampled value as tables show it: 2 significant digits, as the MLflow run names (``7.7``, ``0.061``)."""
-    return f"{value:.2g}"
+    return minus(f"{value:.2g}")
 
 
 def check_oc_rate(definition: str) -> str:
@@ -209,18 +234,59 @@ def _incomplete_row(ds: Dataset, cell: str, is_base: bool) -> dict[str, object]:
     return row
 
 
-DIFF_LABEL = "Δ val mIoU vs baseline (pp, 95% CI, paired t)"
+DIFF_LABEL = "Δ val mIoU (pp)"
+P_LABEL = "p (paired t)"
+WILCOXON_LABEL = "p (Wilcoxon)"
 
 
 def _diff_text(row: pd.Series, show_n: bool = True) -> str:
+    """``"+1.48 [−2.10, +5.06]"``: the mean paired difference in pp and its 95% CI (none for n < 2)."""
     n = int(row["diff_n"]) if not pd.isna(row.get("diff_n")) else 0
     suffix = f" (n = {n})" if show_n else ""
     if n == 0:
         return "—" + suffix
     text = f"{100 * row['diff_mean']:+.2f}"
     if n >= 2:
-        text += f" [{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}], p = {row['p_value']:.3g}"
-    return text + suffix
+        text += f" [{100 * row['ci_low']:+.2f}, {100 * row['ci_high']:+.2f}]"
+    return minus(text) + suffix
+
+
+def _p_text(value: object) -> str:
+    return "—" if value is None or pd.isna(value) else minus(f"{float(value):.2g}")  # type: ignore[arg-type]
+
+
+def excludes_zero(row: pd.Series, better: str = "max") -> bool:
+    """Whether a row's difference to the baseline has a 95% confidence interval (n ≥ 2) wholly on the better
+    side of 0 (``better``: ``max``, above; ``min``, below): a gain the seeds bear out."""
+    n = row.get("diff_n")
+    if n is None or pd.isna(n) or int(n) < 2:
+        return False
+    low, high = row.get("ci_low"), row.get("ci_high")
+    if pd.isna(low) or pd.isna(high):
+        return False
+    return bool(float(low) > 0) if better == "max" else bool(float(high) < 0)
+
+
+def within_reach(means: pd.Series, counts: pd.Series, better: str = "max", reach_pp: float = REACH_PP) -> pd.Series:
+    """Per row, whether its mean mIoU (a share) is within ``reach_pp`` percentage points of the best row's
+    (rows without data: never)."""
+    values = 100 * pd.to_numeric(means, errors="coerce").where(counts.fillna(0) > 0)
+    if values.notna().sum() == 0:
+        return pd.Series(False, index=means.index)
+    best = values.max() if better == "max" else values.min()
+    gap = best - values if better == "max" else values - best
+    return (gap <= reach_pp + 1e-9).fillna(False)
+
+
+def drop_empty_columns(display: pd.DataFrame, numeric: tuple[str, ...], bold: tuple[tuple[int, str], ...],
+                       keep: tuple[str, ...] = ()) -> tuple[pd.DataFrame, tuple[str, ...], tuple[tuple[int, str], ...]]:
+    """``display`` without the columns that hold nothing in any row (only ``""``, ``"—"`` or missing), and
+    ``numeric``/``bold`` without them; ``keep`` names columns that stay regardless."""
+    empty = [c for c in display.columns if str(c) not in keep
+             and all(pd.isna(v) or str(v).strip() in ("", "—") for v in display[c])]
+    out = display.drop(columns=empty)
+    gone = {str(c) for c in empty}
+    return out, tuple(c for c in numeric if c not in gone), tuple((r, c) for r, c in bold if c not in gone)
 
 
 def _setting_text(row: pd.Series, keys: tuple[str, ...]) -> str:
@@ -296,15 +362,25 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
                            else _setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
     numeric: list[str] = []
     bold: list[tuple[int, str]] = []
+    miou = _on_split("val_miou", split)
+    reach = within_reach(values[f"{miou}_mean"], values[f"{miou}_n"], _better(ds, "val_miou", "max")) \
+        if f"{miou}_mean" in values else pd.Series(True, index=values.index)
     for metric, label, better in shown_metrics(ds, oc):
         key = _on_split(metric, split)
         n = common_n(values[f"{key}_n"])
-        column = header(label.replace("val ", f"{split} "), n)
+        short = OC_HEADERS.get(metric, label)
+        column = header(short.replace("val ", f"{split} "), n)
         out[column] = [mean_std_text(r[f"{key}_mean"], r[f"{key}_std"], int(r[f"{key}_n"]), n is None)
                        for _, r in values.iterrows()]
         numeric.append(column)
-        bold += [(i, column) for i in best_rows(values[f"{key}_mean"], values[f"{key}_n"],
-                                                _better(ds, metric, better))]
+        if metric in OC_HEADERS:  # the lowest OC rate among the cells whose mIoU is within reach of the best
+            rows = [int(i) for i in np.flatnonzero(reach.to_numpy())]
+            picked = best_rows(values[f"{key}_mean"].iloc[rows].reset_index(drop=True),
+                               values[f"{key}_n"].iloc[rows].reset_index(drop=True), _better(ds, metric, better))
+            bold += [(rows[i], column) for i in picked]
+        else:
+            bold += [(i, column) for i in best_rows(values[f"{key}_mean"], values[f"{key}_n"],
+                                                    _better(ds, metric, better))]
     if "diff_mean" in values:
         n = common_n(values["diff_n"])
         label = DIFF_LABEL.replace("val ", f"{split} ")
@@ -312,9 +388,16 @@ def _ablation_display(ds: Dataset, values: pd.DataFrame, axes: list[str] | None 
         out[column] = ["baseline" if pd.isna(r.get("diff_n")) else _diff_text(r, n is None)
                        for _, r in values.iterrows()]
         numeric.append(column)
-        bold += [(i, column) for i in best_rows(values["diff_mean"], values["diff_n"],
-                                                _better(ds, "val_miou", "max"))]
-    return out.reset_index(drop=True), tuple(numeric), tuple(bold)
+        better = _better(ds, "val_miou", "max")
+        bold += [(i, column) for i, (_, r) in enumerate(values.iterrows()) if excludes_zero(r, better)]
+        out[P_LABEL] = ["" if pd.isna(r.get("diff_n")) else _p_text(r.get("p_value")) for _, r in values.iterrows()]
+        numeric.append(P_LABEL)
+    return drop_empty_columns(out.reset_index(drop=True), tuple(numeric), tuple(bold), keep=("best setting",))
+
+
+BOLD_NOTE = (f"Bold: the best mIoU of each mIoU column; the lowest OC rate among the cells whose mean mIoU is "
+             f"within {REACH_PP:g} pp of the best cell's (a low OC rate with a collapsed mIoU is no result); a Δ "
+             "whose 95% confidence interval excludes 0 on the side of a gain (a significant loss is not bold).")
 
 
 def _matching_cell(cells: list[str], target: dict[str, str]) -> str | None:
@@ -358,11 +441,11 @@ def oc_note(ds: Dataset, oc: str = OC_DEFAULT) -> str:
 
 def _ablation_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT) -> str:
     return ("Mean ± sample std over seeds, in %, at the last epoch of completed trials; n = seeds behind each "
-            "figure (in the header when every row has the same n; no std when n = 1); best value of each "
-            f"column in bold. {oc_note(ds, oc)}. Each cell's setting is the one with the best mean val mIoU "
+            f"figure (in the header when every row has the same n; no std when n = 1). {BOLD_NOTE} "
+            f"{oc_note(ds, oc)}. Each cell's setting is the one with the best mean val mIoU "
             "(chosen and reported on val). Δ: mean per-seed difference to the baseline cell "
-            f"({base_cell}) in percentage points (pp) over the seeds both have, with a two-sided paired t-test "
-            "across seeds (95% t confidence interval and p-value; none for n < 2). " + protocol_note(ds))
+            f"({base_cell}) in percentage points (pp) over the seeds both have, with its 95% t confidence "
+            "interval in brackets; p: two-sided paired t-test across seeds (none for n < 2). " + protocol_note(ds))
 
 
 def bin_values(values: pd.Series, log: bool = False) -> tuple[pd.Series, list[str]]:
@@ -542,23 +625,31 @@ def confirm_table(ds: Dataset, oc: str = OC_DEFAULT) -> Table | None:
     split = measured_split(confirm)
     display, numeric, bold = _ablation_display(ds, values, oc=oc, split=split)
     display["best setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
+    display = display.rename(columns={"best setting": "setting"})
     if "wilcoxon_p" in values:
-        display["Wilcoxon p"] = ["" if pd.isna(r.get("diff_n")) else
-                                 ("—" if pd.isna(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3g}")
-                                 for _, r in values.iterrows()]
-        numeric += ("Wilcoxon p",)
+        display[WILCOXON_LABEL] = ["" if pd.isna(r.get("diff_n")) else _p_text(r["wilcoxon_p"])
+                                  for _, r in values.iterrows()]
+        numeric += (WILCOXON_LABEL,)
     display["notes"] = values["problems"].fillna("").astype(str).tolist()
+    display, numeric, bold = drop_empty_columns(display, numeric, bold, keep=("setting",))
     return Table("ablation", f"Ablation (confirm phase, measured on {split}): each cell's chosen setting on every "
                  "confirm seed", _confirm_notes(ds, base_cell, oc, split), values, display, numeric, bold)
 
 
+def rule_words(rule: object, epoch: object, metric: str) -> str:
+    """How the confirm phase ranked a cell's settings (``study.json``'s ``rule`` and ``epoch``), in words."""
+    if rule == "completed":
+        return "final values of the settings that completed every seed"
+    if rule == "epoch":
+        return f"{metric} at epoch {epoch}, the highest ASHA rung every ranked setting reached on every seed"
+    return "nothing: no search trial reported a value"
+
+
 def _rule_text(ds: Dataset) -> str:
-    rules = {(c.get("rule"), c.get("epoch")) for c in ds.info.confirm.get("cells", []) if c.get("rule") != "none"}
-    words = []
-    for rule, epoch in sorted(rules, key=str):
-        words.append("among search trials that completed every epoch" if rule == "completed"
-                     else f"by {ds.info.metric} at epoch {epoch}, the highest rung every ranked setting reached")
-    return "; ".join(words) or "no setting was chosen"
+    metric = ds.info.confirm.get("metric", ds.info.metric)
+    words = [f"{c.get('id')}: {rule_words(c.get('rule'), c.get('epoch'), metric)}"
+             for c in ds.info.confirm.get("cells", [])]
+    return "ranked per cell by " + "; ".join(words) if words else "no setting was chosen"
 
 
 def _confirm_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT, split: str = "val") -> str:
@@ -566,18 +657,181 @@ def _confirm_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT, split: str
     seeds = confirm.get("seeds", [])
     return (f"Mean ± sample std over the confirm seeds {seeds} (n = seeds behind each figure, in the header "
             f"when every row has the same n), in %, at the last of {confirm.get('epochs', '?')} epochs, run "
-            f"without early stopping; best value of each column in bold. {oc_note(ds, oc)}. Settings chosen "
+            f"without early stopping. {BOLD_NOTE} {oc_note(ds, oc)}. Settings chosen "
             f"in the search phase on val by {confirm.get('metric', ds.info.metric)} "
-            f"({confirm.get('mode', ds.info.mode)}), {_rule_text(ds)}; measured on {_split_words(split)} in "
+            f"({confirm.get('mode', ds.info.mode)}), {_rule_text(ds)} (the search-phase "
+            f"selection table shows every score); measured on {_split_words(split)} in "
             "the confirm phase. "
             f"Δ: mean per-seed difference to the baseline cell ({base_cell}) in percentage points (pp) over "
-            "the seeds both have, two-sided paired t-test (95% t confidence interval and p-value; none for "
-            "n < 2) and Wilcoxon signed-rank p-value (for n ≥ 5). " + protocol_note(ds))
+            "the seeds both have, with its 95% t confidence interval in brackets; p: two-sided paired t-test "
+            "(none for n < 2) and, for n ≥ 5, Wilcoxon signed-rank test. " + protocol_note(ds))
 
 
 def _split_words(split: str) -> str:
     return ("the held-out test split (images and glyphs no setting was chosen on)" if split == "test"
             else "val (the split papers report on VOC and COCO)")
+
+
+def _in_percent(metric: str) -> bool:
+    return metric_text(metric, 0.5).endswith("%")
+
+
+def _metric_value(metric: str, value: float) -> str:
+    """A metric's value as a table cell: in percent (the header says so) for shares, else as it is."""
+    return _pct(value) if _in_percent(metric) else minus(f"{value:.4g}")
+
+
+REASONS = frozenset(StopReason)
+
+
+def _trial_text(reason: str, value: object, epochs: object, seed: object, metric: str, several_seeds: bool) -> str:
+    """One search trial at the last epoch it reached: ``"40.09 (e3)"``, ``"31.52 (e1, stopped)"``."""
+    words = StopReason(reason).text if reason in REASONS else reason
+    ran = 0 if epochs is None or pd.isna(epochs) else int(epochs)  # type: ignore[call-overload]
+    if value is None or pd.isna(value) or ran == 0:
+        text = words
+    else:
+        fate = "" if reason == StopReason.COMPLETED else (", stopped" if reason == StopReason.EARLY_STOPPED
+                                                          else f", {words}")
+        text = f"{_metric_value(metric, float(value))} (e{ran}{fate})"  # type: ignore[arg-type]
+    return f"s{seed}: {text}" if several_seeds else text
+
+
+def _trials_texts(search: pd.DataFrame, metric: str, several_seeds: bool) -> dict[tuple[str, int], str]:
+    """Per (cell, setting), its search trials in seed order (:func:`_trial_text`), ``"; "`` between them."""
+    ordered = search.sort_values("seed", kind="stable")
+    values = ordered[f"final_{metric}"] if f"final_{metric}" in ordered else pd.Series(np.nan, index=ordered.index)
+    texts = pd.Series([_trial_text(str(r), v, e, s, metric, several_seeds) for r, v, e, s in zip(
+        ordered["stop_reason"].astype(str), values, ordered["epochs"], ordered["seed"], strict=True)],
+        index=ordered.index, dtype=object)
+    joined = texts.groupby([ordered["cell"].astype(str), ordered["setting"].astype("int64")], sort=False).agg("; ".join)
+    return {(str(c), int(k)): str(v) for (c, k), v in joined.items()}
+
+
+def _values_at(curves: pd.DataFrame, epoch: int, metric: str) -> dict[str, float]:
+    """Per trial, its ``metric`` at ``epoch`` (trials without a value there are left out)."""
+    if metric not in curves or curves.empty:
+        return {}
+    rows = curves[(curves["epoch"] == epoch) & curves[metric].notna()].drop_duplicates("trial_id", keep="last")
+    return dict(zip(rows["trial_id"].astype(str), rows[metric].astype("float64"), strict=True))
+
+
+SEARCH_RULE = "completed trials"  # without a confirm phase: the best mean of each setting's completed trials
+
+
+def _selection_scores(trials: pd.DataFrame, at_epoch: Callable[[int], dict[str, float]], rule: object,
+                      epoch: object, metric: str) -> dict[int, list[float]]:
+    """Per setting of one cell, the scores its rule ranked it by: final values where every seed completed
+    (``completed``), final values of its completed trials (:data:`SEARCH_RULE`), the values at ``epoch``
+    (``epoch``); settings the rule leaves out have none."""
+    settings = trials["setting"].astype("int64")
+    done = trials["stop_reason"].astype(str) == StopReason.COMPLETED
+    finals = trials[f"final_{metric}"].astype("float64") if f"final_{metric}" in trials else pd.Series(
+        np.nan, index=trials.index)
+    if rule in ("completed", SEARCH_RULE):
+        picked = finals.where(done)
+        if rule == "completed":
+            every = done.groupby(settings).transform("all")
+            picked = picked.where(every)
+    elif rule == "epoch" and isinstance(epoch, (int, float)) and not pd.isna(epoch):
+        values_at = at_epoch(int(epoch))
+        picked = pd.Series([values_at.get(str(t), np.nan) for t in trials["trial_id"]], index=trials.index,
+                           dtype="float64")
+    else:
+        picked = pd.Series(np.nan, index=trials.index)
+    lists = picked.groupby(settings).agg(lambda v: [float(x) for x in v if not np.isnan(x)])
+    return {int(k): list(v) for k, v in lists.items()}
+
+
+def selection_table(ds: Dataset) -> Table | None:
+    """How the search phase chose each cell's setting: a row per setting of every cell with each of its
+    search trials at the last epoch it reached (stopped ones marked), the rule its cell was ranked by
+    (``study.json``'s confirm phase, else the best mean of completed trials), the score that ranked it
+    (mean ± std over seeds), its rank and whether it was chosen; None without search trials."""
+    search = phase_trials(ds, Phase.SEARCH)
+    if search.empty:
+        return None
+    confirm = ds.info.confirm
+    metric = str(confirm.get("metric") or ds.info.metric)
+    mode = str(confirm.get("mode") or ds.info.mode)
+    recorded = {str(c.get("id")): c for c in confirm.get("cells", [])}
+    fallback = best_settings(search_only(ds)) if not recorded else pd.Series(dtype="int64")
+    several = search["seed"].nunique() > 1
+    rows: list[dict[str, object]] = []
+    texts: list[dict[str, str]] = []
+    cells = cell_order(ds, sorted({str(c) for c in search["cell"]} | set(recorded)))
+    at_epoch = functools.cache(lambda epoch: _values_at(ds.curves, epoch, metric))
+    trial_texts = _trials_texts(search, metric, several)
+    columns = [f"{PARAM_PREFIX}{k}" for k in ds.info.search_keys if f"{PARAM_PREFIX}{k}" in search]
+    params = search.groupby([search["cell"].astype(str), search["setting"].astype("int64")])[columns].first() \
+        if columns else pd.DataFrame()
+    by_cell = {str(c): frame for c, frame in search.groupby(search["cell"].astype(str), sort=False)}
+    for cell in cells:
+        mine = by_cell.get(cell, search.iloc[0:0])
+        plan = recorded.get(cell, {"rule": SEARCH_RULE, "epoch": None,
+                                   "settings": [int(fallback[cell])] if cell in fallback.index else []})
+        rule, epoch = plan.get("rule"), plan.get("epoch")
+        scores = _selection_scores(mine, at_epoch, rule, epoch, metric)
+        rank = {s: i + 1 for i, (s, _) in enumerate(ranked(scores, mode))}
+        chosen = {int(s) for s in plan.get("settings") or []}
+        values_of = parse_cell(cell)
+        selection = values_of.get("ocr.selection")
+        for i, setting in enumerate(sorted(int(s) for s in mine["setting"].unique())):
+            row: dict[str, object] = {"cell": cell, **values_of, "setting": setting, "rule": rule, "epoch": epoch}
+            for key in ds.info.search_keys:
+                column = f"{PARAM_PREFIX}{key}"
+                if ocr_applies(key, selection) and column in params and not pd.isna(params.at[(cell, setting), column]):
+                    row[key] = params.at[(cell, setting), column]
+            values = np.asarray(scores.get(setting, []), dtype="float64")
+            mean = float(values.mean()) if len(values) else np.nan
+            std = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+            row.update({"score_mean": mean, "score_std": std, "score_n": len(values),
+                        "rank": rank.get(setting, np.nan), "chosen": setting in chosen})
+            rows.append(row)
+            score = ("not ranked" if not len(values) else
+                     mean_std_text(mean, std, len(values)).replace(" (n = 1)", "") if _in_percent(metric) else
+                     minus(f"{mean:.4g}"))
+            texts.append({"ranked by": _rule_short(rule, epoch) if i == 0 else "",
+                          "search trials": trial_texts.get((cell, setting), ""),
+                          "score": score,
+                          "rank": "" if setting not in rank else
+                          f"{rank[setting]}" + (" (chosen)" if setting in chosen else "")})
+    values = pd.DataFrame(rows)
+    shown = [axis for axis in ds.info.grid if axis in values]
+    display = pd.DataFrame({axis.rsplit(".", 1)[-1]: values[axis].astype(object).where(values[axis].notna(), "—")
+                            for axis in shown})
+    if display.empty:
+        display["cell"] = values["cell"]
+    display["setting"] = [_setting_text(r, ds.info.search_keys) for _, r in values.iterrows()]
+    unit = " (%)" if _in_percent(metric) else ""
+    name = metric.replace("val_miou", "val mIoU")
+    trial_column = f"trials: {name}{unit}"
+    score_column = f"score{unit}"
+    display[trial_column] = [t["search trials"] for t in texts]
+    display["ranked by"] = [t["ranked by"] for t in texts]
+    display[score_column] = [t["score"] for t in texts]
+    display["rank"] = [t["rank"] for t in texts]
+    bold = tuple((i, score_column) for i, chosen in enumerate(values["chosen"]) if chosen)
+    notes = (f"Trials: every search trial of every setting, its {metric} at the last epoch it reached (e = epoch; "
+             f"stopped: ASHA stopped it at that rung; s = seed); ranked by: how its cell's settings were ranked "
+             f"on val by {metric} ({mode}): "
+             "completed = the final values of the settings that completed every seed (the others not ranked); "
+             "completed trials (a study without a confirm phase) = the final values of each setting's completed "
+             "trials; "
+             "epoch N = the values at epoch N, the highest ASHA rung that every ranked setting reached on every "
+             "seed. Score: mean ± sample std over seeds of those values (no std for one seed); rank 1 is the "
+             "best; the chosen settings' scores in bold" + (", each measured again in the confirm phase."
+                                                            if recorded else "."))
+    return Table("search_selection", "Search phase: how each cell's setting was chosen (selection, not "
+                 "measurement)", notes, values, display, (trial_column, score_column, "rank"), bold)
+
+
+def _rule_short(rule: object, epoch: object) -> str:
+    if rule in ("completed", SEARCH_RULE):
+        return str(rule)
+    if rule == "epoch":
+        return f"epoch {epoch}"
+    return "—"
 
 
 def report_tables(ds: Dataset, oc: str = OC_DEFAULT, importance: pd.DataFrame | None = None) -> list[Table]:
@@ -594,11 +848,12 @@ def report_tables(ds: Dataset, oc: str = OC_DEFAULT, importance: pd.DataFrame | 
     confirm = confirm_table(ds, oc)
     if confirm is not None:
         search = search_only(ds)
-        first = search_ablation_table(search, oc)
-        first = Table("search_ablation", f"Search phase: {first.title} (selection, not measurement)",
-                      first.notes, first.values, first.display, first.numeric, first.bold)
-        return [confirm, first, *_search_tables(search, oc, importance), outcome_table(ds)]
-    return [search_ablation_table(ds, oc), *_search_tables(ds, oc, importance), outcome_table(ds)]
+        selection = selection_table(ds)
+        return [confirm, *([selection] if selection is not None else []), *_search_tables(search, oc, importance),
+                outcome_table(ds)]
+    selection = selection_table(ds)
+    return [search_ablation_table(ds, oc), *([selection] if selection is not None else []),
+            *_search_tables(ds, oc, importance), outcome_table(ds)]
 
 
 def _search_tables(ds: Dataset, oc: str = OC_DEFAULT, importance_values: pd.DataFrame | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def test_every_format_is_written_with_every_plot(report: dict[str, Path]) -> Non
     assert set(report) == {"md", "tex", "csv", "html"}
     plots = report["md"].parent / "plots"
     assert {p.stem for p in plots.glob("*.png")} == PLOTS
+    assert {p.stem for p in plots.glob("*.pdf")} == PLOTS  # a vector version beside each
     for path in plots.glob("*.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
@@ -39,21 +41,43 @@ def test_markdown_has_the_tables_and_links_the_plots(report: dict[str, Path]) ->
         assert f"](plots/{name}.png)" in text
 
 
-TABLES = 5  # ablation, sensitivity to δ and to τ, parameter importance, outcomes
+TABLES = 6  # ablation, the search's selection, sensitivity to δ and to τ, parameter importance, outcomes
 
 
-def test_latex_is_booktabs_and_escaped(report: dict[str, Path]) -> None:
+def test_latex_is_a_standalone_document_of_booktabs_tables_escaped_with_real_minus_signs(
+        report: dict[str, Path], searched: Dataset) -> None:
     text = report["tex"].read_text()
-    assert text.count(r"\toprule") == text.count(r"\midrule") == text.count(r"\bottomrule") == TABLES
-    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == TABLES
+    first = text.splitlines()[0]
+    assert first == f"% ocr-study report: {searched.info.name}" and "usepackage" not in first
+    assert "\\documentclass{article}" in text and text.rstrip().endswith("\\end{document}")
+    assert "\\usepackage{booktabs}" in text.split("\\begin{document}")[0]
+    body = text.split("\\begin{document}")[1]
+    assert body.count(r"\toprule") == body.count(r"\midrule") == body.count(r"\bottomrule") == TABLES
+    assert body.count(r"\begin{tabular}") == body.count(r"\end{tabular}") == TABLES
     assert r"$\pm$" in text and r"\%" in text and "±" not in text and "δ" not in text
-    assert "ocr.selection=none" not in text.split(r"\caption")[0]
     assert latex_escape("a_b & 50% ± 1, n < 2, n ≥ 5") == r"a\_b \& 50\% $\pm$ 1, n $<$ 2, n $\geq$ 5"
     assert not re.search(r"[^\x00-\x7f]", text), "every non-ASCII character is escaped for pdflatex"
-    ablation = text.split(r"\end{table}")[0]
-    assert r"\begin{tabular}{llrrrr}" in ablation  # selection, setting: text; 3 metrics and Δ: numbers
-    assert ablation.count(r"\textbf{") == 4  # the best value of each metric column and of Δ
+    assert not re.search(r"(?<![\w.$-])-\d", body), "a negative number has a minus sign ($-$), not a hyphen"
+    ablation = body.split(r"\end{table}")[0]
+    assert "Search phase: Ablation" not in text and "Search phase: how each cell's setting was chosen" in text
+    assert r"\begin{tabular}{llrrrrr}" in ablation  # selection, setting: text; 3 metrics, Δ and p: numbers
+    table = report_tables(searched)[0]
+    assert ablation.count(r"\textbf{") == len(table.bold)
+    assert "Wilcoxon" not in ablation.split(r"\toprule")[1]  # n < 5: its empty column is gone
+    for (cell_row, column) in table.bold:
+        line = ablation.split(r"\midrule")[1].splitlines()[cell_row + 1]
+        assert r"\textbf{" in line, (cell_row, column)
+    assert text.count(r"\includegraphics") == len(list((report["tex"].parent / "plots").glob("*.pdf")))
     assert _balanced(text)
+
+
+def test_latex_gives_a_negative_difference_a_minus_sign() -> None:
+    from results import Table
+    from results._report import latex_table
+
+    frame = pd.DataFrame({"Δ (pp)": ["\u22121.50 [\u22122.00, \u22121.00]"]})
+    tex = latex_table(Table("t", "t", "n", frame, frame, ("Δ (pp)",)))
+    assert r"$-$1.50 [$-$2.00, $-$1.00] \\" in tex and r"\resizebox{" in tex
 
 
 def _balanced(text: str) -> bool:
@@ -99,22 +123,68 @@ def test_html_and_latex_tables_escape_text_link_cells_and_bold_only_a_value() ->
     assert r"\begin{tabular}{lr}" in tex and "http" not in tex and tex.count(r"\textbf") == 1
 
 
-@pytest.mark.slow
-def test_latex_compiles_with_booktabs(report: dict[str, Path], tmp_path: Path) -> None:
-    """The tables as a paper would ``\\input`` them compile with pdflatex (texlive-latex-recommended)."""
+def _pdflatex(folder: Path) -> str:
+    """Compile ``folder/report.tex`` with pdflatex; returns its log (the test fails on an error)."""
     import subprocess
 
     from tests.conftest import require_executable
 
     pdflatex = require_executable("pdflatex")
-    doc = tmp_path / "paper.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                   f"\\input{{{report['tex'].as_posix()}}}\n\\end{{document}}\n")
-    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=folder,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert (tmp_path / "paper.pdf").stat().st_size > 1000
-    assert "Undefined control sequence" not in done.stdout and "Missing $" not in done.stdout
+    assert (folder / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    return (folder / "report.log").read_text(errors="replace")
+
+
+def test_report_tex_compiles_with_pdflatex_and_every_table_fits_the_page(report: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """``pdflatex report.tex`` in the report folder (Debian's texlive-latex-base and -recommended): no error,
+    no table or figure wider than the text (no overfull box), the plots' PDFs included."""
+    import shutil
+
+    folder = tmp_path / "report"
+    shutil.copytree(report["tex"].parent, folder)
+    log = _pdflatex(folder)
+    assert "Overfull \\hbox" not in log and "Undefined control sequence" not in log and "Missing $" not in log
+    assert "Float too large" not in log
+    assert log.count("plots/") >= len(list(folder.glob("plots/*.pdf")))  # each figure read from its PDF
+
+
+def test_a_long_table_breaks_across_pages_and_still_fits_the_text(tmp_path: Path) -> None:
+    """A search of many settings: its selection table is a longtable (header on every page, trials
+    wrapped), not one float taller than the page."""
+    from results._report import LONG_ROWS
+
+    ds = load_dataset(collect_study(make_study(tmp_path, settings=16, failed=0)))
+    written = write_report(ds, tmp_path / "report", formats=("tex",))
+    text = written["tex"].read_text()
+    selection = report_tables(ds)[1]
+    assert selection.name == "search_selection" and len(selection.display) > LONG_ROWS
+    assert text.count(r"\begin{longtable}") == 1 and r"\endhead" in text
+    log = _pdflatex(written["tex"].parent)
+    assert "Overfull \\hbox" not in log and "Float too large" not in log
+    assert re.search(r"Output written on report.pdf \(([3-9]|\d\d+) pages", log)  # the table spans pages
+
+
+def test_the_summary_says_why_trials_stopped_in_words(report: dict[str, Path], searched: Dataset) -> None:
+    stopped = int((searched.trials["stop_reason"].astype(str) == "early_stopped").sum())
+    page = report["html"].read_text()
+    assert stopped and f"{stopped} stopped early" in page and "early_stopped)" not in page.split("<h2>")[0]
+
+
+def test_every_plot_has_a_caption_under_it_in_html_and_markdown(report: dict[str, Path]) -> None:
+    from results._plots import plot_caption
+
+    page = report["html"].read_text()
+    text = report["md"].read_text()
+    for png in (report["md"].parent / "plots").glob("*.png"):
+        caption = plot_caption(png.stem)
+        assert re.search(rf'<img width="\d+" alt="{png.stem}" [^>]*><figcaption>{re.escape(html.escape(caption)[:40])}',
+                         page)
+        assert f'<a href="plots/{png.stem}.pdf">(PDF)</a></figcaption>' in page
+        assert f"](plots/{png.stem}.png)\n\n*{caption}*" in text
+    assert page.count("<figcaption>") == len(list((report["md"].parent / "plots").glob("*.png")))
 
 
 def test_the_best_value_of_each_metric_column_is_bold_and_numbers_right_aligned(report: dict[str, Path],
@@ -128,13 +198,13 @@ def test_the_best_value_of_each_metric_column_is_bold_and_numbers_right_aligned(
     rule = [c.strip() for c in lines[1].strip("|").split("|")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     miou = header.index(next(h for h in header if h.startswith("val mIoU (%")))
-    oc = header.index(next(h for h in header if h.startswith("OC rate (% of foreground predictions")))
+    oc = header.index(next(h for h in header if h.startswith("OC rate (%")))
     assert rule[miou].endswith(":") and rule[oc].endswith(":") and not rule[0].endswith(":")
     assert [r[miou].startswith("**") for r in rows] == [i == best_cell for i in range(len(rows))]
     assert [r[oc].startswith("**") for r in rows] == [i == lowest_oc for i in range(len(rows))]  # lower is better
     page = report["html"].read_text()  # pandas' Styler: a CSS rule per numeric column and per best cell
     rules = _css_rules(page)
-    assert f'<th class="col_heading level0 col{oc}" >OC rate (% of foreground predictions, n = 3)</th>' in page
+    assert f'<th class="col_heading level0 col{oc}" >OC rate (%, n = 3)</th>' in page
     for column in (miou, oc):
         assert "text-align: right" in rules[f"#T_0_ablation th.col{column}"]
         assert "text-align: right" in rules[f"#T_0_ablation td.col{column}"]
@@ -160,8 +230,8 @@ def _css_rules(page: str) -> dict[str, str]:
 def test_csv_holds_the_numbers(report: dict[str, Path], searched: Dataset) -> None:
     tables = {t.name: t for t in report_tables(searched)}
     files = {p.stem: p for p in report["csv"].glob("*.csv")}
-    assert set(files) == set(tables) == {"ablation", "sensitivity_delta", "sensitivity_tau", "importance",
-                                         "outcomes"}
+    assert set(files) == set(tables) == {"ablation", "search_selection", "sensitivity_delta", "sensitivity_tau",
+                                         "importance", "outcomes"}
     ablation = pd.read_csv(files["ablation"])
     assert ablation["val_miou_mean"].tolist() == pytest.approx(tables["ablation"].values["val_miou_mean"].tolist())
 
@@ -200,11 +270,12 @@ def test_report_and_export_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.slow
 def test_report_command_shows_the_oc_rate_asked_for(tmp_path: Path) -> None:
     make_study(tmp_path, name="small")
-    for flag, label in (([], "OC rate (% of foreground predictions)"), (["--oc-rate", "pixels"],
-                                                                       "OC rate (% of valid pixels)")):
+    for flag, label, other in (([], "OC rate (%", "OC rate of pixels"),
+                               (["--oc-rate", "pixels"], "OC rate of pixels (%", "OC rate (%")):
         out = tmp_path / f"rep{len(flag)}"
         assert main(["report", "small", "--storage", str(tmp_path), "--format", "md", "--out", str(out), *flag]) == 0
-        assert label in (out / "report.md").read_text()
+        text = (out / "report.md").read_text().split("## Plots")[0]
+        assert label in text and other not in text
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -297,7 +368,8 @@ def test_a_study_where_every_trial_failed_still_reports(tmp_path: Path) -> None:
     written = write_report(ds, tmp_path / "report")
     assert "No completed trial yet" in written["md"].read_text()
     tex = written["tex"].read_text()
-    assert r"\begin{tabular}{}" not in tex and tex.count(r"\begin{tabular}") == 1  # only the outcomes table
+    assert r"\begin{tabular}{}" not in tex and tex.count(r"\begin{tabular}") == 2  # the search's trials, outcomes
+    assert "failed" in tex.split(r"\begin{tabular}")[1]  # each search trial says what became of it
     assert "21 failed" in written["html"].read_text()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,10 @@ def test_ablation_text_shows_mean_std_and_n_in_percent(synthetic: Dataset) -> No
     assert text == f"{100 * row['val_miou_mean']:.2f} ± {100 * row['val_miou_std']:.2f} (n = {row['val_miou_n']})"
     assert table.display["best setting"].iloc[0] == "—"  # δ and τ do nothing without OCR
     assert table.display["best setting"].iloc[2].startswith("δ = ")
-    assert table.display.iloc[0, -1] == "baseline"
-    assert "p = " in table.display.iloc[2, -1] and "paired t" in table.display.columns[-1]
+    diff = next(c for c in table.display.columns if c.startswith("Δ val mIoU (pp"))
+    assert table.display[diff].iloc[0] == "baseline" and table.display["p (paired t)"].iloc[0] == ""
+    assert re.fullmatch(r"[+−]\d+\.\d\d \[[+−]\d+\.\d\d, [+−]\d+\.\d\d\]( \(n = \d\))?", table.display[diff].iloc[2])
+    assert float(table.display["p (paired t)"].iloc[2]) == pytest.approx(row["p_value"], rel=0.05)
 
 
 def test_a_cell_with_one_seed_shows_no_std_and_says_n_1_once_in_the_header(tmp_path: Path) -> None:
@@ -70,8 +73,10 @@ def test_a_cell_with_one_seed_shows_no_std_and_says_n_1_once_in_the_header(tmp_p
     assert table.values["val_miou_std"].isna().all()
     for text in table.display["val mIoU (%, n = 1)"]:  # the same n in every row: said once, in the header
         assert "±" not in text and "n =" not in text and float(text) > 0
-    assert table.display.columns[-1] == "Δ val mIoU vs baseline (pp, 95% CI, paired t, n = 1)"
-    assert "p = " not in table.display.iloc[1, -1] and "n =" not in table.display.iloc[1, -1]
+    assert table.display.columns[-1] == "Δ val mIoU (pp, n = 1)"  # no p with n = 1: its empty column dropped
+    assert "[" not in table.display.iloc[1, -1] and "n =" not in table.display.iloc[1, -1]
+    assert "p (paired t)" not in table.display
+    assert not [c for _, c in table.bold if c.startswith("Δ")]  # no interval, so none that excludes 0
 
 
 @pytest.mark.parametrize("key", ["ocr.delta", "ocr.tau"])
@@ -162,7 +167,7 @@ def test_a_cell_without_a_completed_trial_keeps_its_row_and_says_why(synthetic: 
     row = table.display.iloc[cells.index("ocr.selection=all")]
     assert row["best setting"] == f"no completed trial ({int(stopped.sum())} stopped early)"
     assert row["val mIoU (%)"] == "— (n = 0)"  # n differs between rows: each cell says its own
-    diff = table.display.columns[-1]
+    diff = next(c for c in table.display.columns if c.startswith(DIFF_LABEL[:-1]))
     assert diff.startswith(DIFF_LABEL[:-1]) and row[diff] in ("— (n = 0)", "—")  # "—" when the header says n
     assert all(r != cells.index("ocr.selection=all") for r, _ in table.bold)  # no figure, never the best
     other = table.values.set_index("cell").loc["ocr.selection=oc"]
@@ -175,17 +180,17 @@ def test_the_oc_rate_is_the_papers_by_default_labelled_by_what_it_measures(synth
     import dataclasses
 
     paper = ablation_table(synthetic)
-    assert "OC rate (% of foreground predictions)" in paper.display.columns
-    assert not any("valid pixels" in c for c in paper.display.columns)
+    assert "OC rate (%)" in paper.display.columns  # short: the notes say what it measures
+    assert not any("pixels" in c for c in paper.display.columns)
     assert "foreground class whose class is not among the image's tags (the paper's definition)" in paper.notes
     done = _completed(synthetic)
     oc = _best(done, "ocr.selection=oc")["final_val_oc_rate_fg"]
     row = paper.values.set_index("cell").loc["ocr.selection=oc"]
     assert row["val_oc_rate_fg_mean"] == pytest.approx(oc.mean()) and not pd.isna(row["val_oc_rate_mean"])
     pixels = ablation_table(synthetic, oc="pixels")
-    assert "OC rate (% of valid pixels)" in pixels.display.columns and "of all valid pixels" in pixels.notes
+    assert "OC rate of pixels (%)" in pixels.display.columns and "of all valid pixels" in pixels.notes
     old = dataclasses.replace(synthetic, trials=synthetic.trials.drop(columns=["final_val_oc_rate_fg"]))
-    assert "OC rate (% of valid pixels)" in ablation_table(old).display.columns  # an old study: what it logged
+    assert "OC rate of pixels (%)" in ablation_table(old).display.columns  # an old study: what it logged
     with pytest.raises(ValueError, match="use one of fg, pixels"):
         ablation_table(synthetic, oc="all")
 
