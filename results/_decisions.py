@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from record import PERCENT_METRICS, Decision, Phase, SeedRule, parse_cell
+from results._plots import _pyplot, _save, cell_colours
 from results._schema import Dataset
 from results._sequential import Look, looks, rule_text
 from results._table import Table
@@ -118,46 +119,39 @@ def _base_label(ds: Dataset) -> str:
 
 
 def rounds_plot(ds: Dataset, path: Path) -> Path | None:
-    """The interval of each setting's Δ narrowing round by round, with ±margin and 0 marked."""
+    """The interval of each setting's Δ narrowing round by round, with ±margin and 0 marked (PNG and PDF)."""
     rule = seed_rule(ds)
     seen = setting_looks(ds)
     if rule is None or not seen:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
+    colours = cell_colours(ds)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     offsets = np.linspace(-0.15, 0.15, len(seen)) if len(seen) > 1 else np.zeros(1)
-    finite_highs: list[float] = []
+    spans: list[float] = []
     for (label, found), offset in zip(seen.items(), offsets, strict=True):
-        xs = [look.n + offset for look in found if math.isfinite(look.low)]
-        lows = [look.low for look in found if math.isfinite(look.low)]
-        highs = [look.high for look in found if math.isfinite(look.low)]
-        means = [look.mean for look in found if math.isfinite(look.low)]
-        if not xs:
+        shown = [look for look in found if math.isfinite(look.low) and math.isfinite(look.high)]
+        if not shown:
             continue
-        finite_highs += [abs(v) for v in (*lows, *highs)]
-        ax.errorbar(xs, means, yerr=[np.subtract(means, lows), np.subtract(highs, means)], marker="o", capsize=3,
+        means = np.array([look.mean for look in shown])
+        lows, highs = np.array([look.low for look in shown]), np.array([look.high for look in shown])
+        spans += [*np.abs(lows).tolist(), *np.abs(highs).tolist()]
+        ax.errorbar([look.n + offset for look in shown], means, yerr=[means - lows, highs - means], marker="o",
+                    capsize=3, color=colours.get(label.split(" #")[0]),
                     label=f"{label}: {found[-1].decision.text}")
     ax.axhline(0.0, color="black", linewidth=0.8)
     if rule.margin is not None:
         for sign in (-1, 1):
             ax.axhline(sign * rule.margin, color="grey", linestyle="--", linewidth=0.8)
-    if finite_highs:
-        limit = min(max(finite_highs), 10 * max(float(np.median(finite_highs)), 1e-6))
+    if spans:
+        limit = min(max(spans), 10 * max(float(np.median(spans)), 1e-6))
         ax.set_ylim(-1.05 * limit, 1.05 * limit)  # a first look's huge interval would flatten the rest
-    ax.set_xlabel("seeds (pairs with the baseline) at the look")
-    ax.set_ylabel("Δ vs baseline (pp), repeated CI")
+    ax.set_xlabel("seeds paired with the baseline at the look")
+    ax.set_ylabel("Δ vs baseline (pp)")
     ax.set_xticks(list(rule.looks))
-    ax.set_title("Sequential confirm: the interval at each round")
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def decisions_summary(ds: Dataset) -> list[dict[str, Any]]:

@@ -655,7 +655,12 @@ def _rule_text(ds: Dataset) -> str:
 def _confirm_notes(ds: Dataset, base_cell: str, oc: str = OC_DEFAULT, split: str = "val") -> str:
     confirm = ds.info.confirm
     seeds = confirm.get("seeds", [])
-    return (f"Mean ± sample std over the confirm seeds {seeds} (n = seeds behind each figure, in the header "
+    lead = ""
+    if confirm.get("seed_rule"):
+        lead = ("Seeds added until the answer was clear (a sequential confirm phase, up to all of the seeds "
+                "below): each row's n is what its rule gave it, and the 95% intervals and p-values here ignore the "
+                "repeated looks; the decisions table holds the adjusted ones. ")
+    return lead + (f"Mean ± sample std over the confirm seeds {seeds} (n = seeds behind each figure, in the header "
             f"when every row has the same n), in %, at the last of {confirm.get('epochs', '?')} epochs, run "
             f"without early stopping. {BOLD_NOTE} {oc_note(ds, oc)}. Settings chosen "
             f"in the search phase on val by {confirm.get('metric', ds.info.metric)} "

@@ -46,7 +46,7 @@ def _searched() -> tuple[SequentialSearcher, list[dict[str, Any]]]:
 def _dataset(ran: list[dict[str, Any]]) -> Dataset:
     rows = [{"trial_id": f"c{i}", "phase": "confirm", "cell": c[f"{META}cell"], "setting": 0, "seed": c["seed"],
              "stop_reason": "completed", "status": "TERMINATED", "error": "", "epochs": 3,
-             "final_val_miou": 0.4, "final_test_miou": VALUES[c[f"{META}cell"]][c["seed"]]}
+             "final_val_miou": 0.4, "final_test_miou": VALUES[c[f"{META}cell"]][c["seed"]], "artifacts": None}
             for i, c in enumerate(ran)]
     info = StudyInfo(name="t", grid={"ocr.selection": ["none", "oc", "all"]},
                      confirm={"seeds": list(RULE.seeds), "epochs": 3, "metric": "val_miou", "mode": "max",
@@ -103,3 +103,20 @@ def test_a_failed_baseline_seed_is_a_missing_pair() -> None:
     table = decision_table(Dataset(trials, ds.curves, ds.info, ds.source))
     assert table is not None
     assert table.values.set_index("cell").loc["ocr.selection=oc", "n"] == RULE.max - 1
+
+
+def test_the_report_has_the_decisions_after_the_ablation_and_the_rounds_figure(tmp_path: Path) -> None:
+    from results._report import write_report
+    from results._tables import report_tables
+
+    _, ran = _searched()
+    ds = _dataset(ran)
+    ablation = report_tables(ds)[0]
+    assert "sequential confirm phase" in ablation.notes and "ignore the repeated looks" in ablation.notes
+    files = write_report(ds, tmp_path / "report", formats=("md", "csv", "html"))
+    markdown = files["md"].read_text(encoding="utf-8")
+    assert markdown.index("what the seeds decided") > markdown.index("Ablation")
+    assert (files["csv"] / "decisions.csv").exists()
+    assert (tmp_path / "report" / "plots" / "sequential_rounds.png").exists()
+    assert (tmp_path / "report" / "plots" / "sequential_rounds.pdf").exists()
+    assert "with its repeated confidence interval at every round" in files["html"].read_text(encoding="utf-8")  # its caption
