@@ -119,4 +119,5 @@ def test_the_report_has_the_decisions_after_the_ablation_and_the_rounds_figure(t
     assert (files["csv"] / "decisions.csv").exists()
     assert (tmp_path / "report" / "plots" / "sequential_rounds.png").exists()
     assert (tmp_path / "report" / "plots" / "sequential_rounds.pdf").exists()
-    assert "with its repeated confidence interval at every round" in files["html"].read_text(encoding="utf-8")  # its caption
+    html = files["html"].read_text(encoding="utf-8")
+    assert "with its repeated confidence interval at every round" in html  # the figure's caption
