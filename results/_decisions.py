@@ -25,6 +25,7 @@ from results._tables import (
     _confirm_values,
     baseline_cell,
     measured_split,
+    minus,
     phase_trials,
 )
 
@@ -88,6 +89,7 @@ def decision_table(ds: Dataset) -> Table | None:
     metric = str(ds.info.confirm.get("metric") or ds.info.metric)
     split = measured_split(phase_trials(ds, Phase.CONFIRM))
     unit = "pp" if _scale(metric) == 100.0 else ""
+    measured = metric.removeprefix("val_").replace("miou", "mIoU")
     rows, display = [], []
     for label, found in seen.items():
         last = found[-1]
@@ -96,14 +98,14 @@ def decision_table(ds: Dataset) -> Table | None:
                      "level": last.level, "p": last.p, "p_adjusted": last.p_adjusted})
         display.append({"cell": label, "seeds": str(last.n), "rounds": str(len(found)),
                         "decision": _decision_text(last.decision, rule, unit),
-                        f"Δ ({unit})": "—" if not math.isfinite(last.mean) else f"{last.mean:+.2f}",
-                        "repeated CI": _interval_text(last),
+                        f"Δ ({unit})": "—" if not math.isfinite(last.mean) else minus(f"{last.mean:+.2f}"),
+                        "repeated CI": minus(_interval_text(last)),
                         "CI level": f"{100 * (1 - last.level):.2f}%",
                         "adjusted p": f"{last.p_adjusted:.3g}"})
     values = pd.DataFrame(rows)
     shown = pd.DataFrame(display)
     notes = (f"Seeds until the answer is clear, per setting against the baseline ({_base_label(ds)}), measured on "
-             f"{split} ({metric.removeprefix('val_')}): {rule_text(rule)}. Δ and its repeated confidence interval "
+             f"{split} ({measured}): {rule_text(rule)}. Δ and its repeated confidence interval "
              "(at the level of the setting's last look) in percentage points; adjusted p: the repeated p-value, the "
              "smallest α at which the design would have decided by that look. seeds: pairs of seeds behind the "
              "last look (a seed whose run failed on either side has no pair). One guarantee per setting: with "
