@@ -121,37 +121,37 @@ def _base_label(ds: Dataset) -> str:
 
 
 def rounds_plot(ds: Dataset, path: Path) -> Path | None:
-    """The interval of each setting's Δ narrowing round by round, with ±margin and 0 marked (PNG and PDF)."""
+    """A panel per setting: its Δ against the baseline with the repeated interval at each round's look (the
+    interval narrowing as seeds come in), 0 and ±margin marked (PNG and PDF)."""
     rule = seed_rule(ds)
-    seen = setting_looks(ds)
+    seen = {label: [look for look in found if math.isfinite(look.low) and math.isfinite(look.high)]
+            for label, found in setting_looks(ds).items()}
+    seen = {label: shown for label, shown in seen.items() if shown}
     if rule is None or not seen:
         return None
     plt = _pyplot()
     colours = cell_colours(ds)
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    offsets = np.linspace(-0.15, 0.15, len(seen)) if len(seen) > 1 else np.zeros(1)
-    spans: list[float] = []
-    for (label, found), offset in zip(seen.items(), offsets, strict=True):
-        shown = [look for look in found if math.isfinite(look.low) and math.isfinite(look.high)]
-        if not shown:
-            continue
+    columns = min(len(seen), 3)
+    rows = math.ceil(len(seen) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows), squeeze=False, sharex=True)
+    decided = setting_looks(ds)
+    for ax, (label, shown) in zip(axes.flat, seen.items(), strict=False):
         means = np.array([look.mean for look in shown])
         lows, highs = np.array([look.low for look in shown]), np.array([look.high for look in shown])
-        spans += [*np.abs(lows).tolist(), *np.abs(highs).tolist()]
-        ax.errorbar([look.n + offset for look in shown], means, yerr=[means - lows, highs - means], marker="o",
-                    capsize=3, color=colours.get(label.split(" #")[0]),
-                    label=f"{label}: {found[-1].decision.text}")
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    if rule.margin is not None:
-        for sign in (-1, 1):
-            ax.axhline(sign * rule.margin, color="grey", linestyle="--", linewidth=0.8)
-    if spans:
-        limit = min(max(spans), 10 * max(float(np.median(spans)), 1e-6))
-        ax.set_ylim(-1.05 * limit, 1.05 * limit)  # a first look's huge interval would flatten the rest
-    ax.set_xlabel("seeds paired with the baseline at the look")
-    ax.set_ylabel("Δ vs baseline (pp)")
-    ax.set_xticks(list(rule.looks))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+        colour = colours.get(label.split(" #")[0])
+        ax.errorbar([look.n for look in shown], means, yerr=[means - lows, highs - means], marker="o", capsize=3,
+                    color=colour)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        if rule.margin is not None:
+            for sign in (-1, 1):
+                ax.axhline(sign * rule.margin, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{label.removeprefix('ocr.selection=')}: {decided[label][-1].decision.text}", fontsize=9,
+                     color=colour)
+        ax.set_xticks(list(rule.looks))
+        ax.set_xlabel("seeds paired with the baseline")
+        ax.set_ylabel("Δ vs baseline (pp)")
+    for ax in list(axes.flat)[len(seen):]:
+        ax.set_visible(False)
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, path)
 

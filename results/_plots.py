@@ -110,10 +110,10 @@ CAPTIONS = {
               "min-max normalisation where that differs from the matrix itself (as the paper's Fig. S2).",
     "asha_budget": "The search phase's budget: trial-epochs run between ASHA's rungs (bars) and the trials that "
                    "reached each stretch; the confirm phase runs without early stopping and is not counted.",
-    "sequential_rounds": "Sequential confirm: each setting's Δ against the baseline (pp) with its repeated "
-                         "confidence interval at every round's look (x: the seeds paired by then), until its "
-                         "decision; solid line at 0, dashed at ±margin. Intervals of the first looks are wide "
-                         "because each look spends only its share of α.",
+    "sequential_rounds": "Sequential confirm, a panel per setting (its decision in the title): Δ against the "
+                         "baseline (pp) with its repeated confidence interval at every round's look (x: the seeds "
+                         "paired by then), until its decision; solid line at 0, dashed at ±margin. Intervals of "
+                         "the first looks are wide because each look spends only its share of α.",
 }
 
 
