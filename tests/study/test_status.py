@@ -52,3 +52,13 @@ def test_status_prints_percent_as_the_report_does() -> None:
     assert [metric_text(m, 0.61523) for m in ("val_miou", "val_oracle_miou", "val_pixel_acc", "val_oc_rate_fg",
                                               "val_oc_rate", "val_oc_image_rate")] == ["61.52 %"] * 6
     assert metric_text("train_loss", 0.61523) == "0.6152"  # a loss is no share of anything
+
+
+def test_the_confirm_phase_shows_its_held_out_figure_as_the_report_does() -> None:
+    """A confirm phase that measured on test shows test_miou (the ablation table's figure), the search val."""
+    search = _row("ocr.selection=oc", 0, 0, "TERMINATED", 4, 0.60, **{"meta.phase": "search"})
+    confirm = [{**_row("ocr.selection=oc", 0, seed, "TERMINATED", 4, 0.60), "phase": "confirm",
+                "test_miou": 0.50 + 0.02 * seed} for seed in (0, 1, 2)]
+    lines = format_status(SPEC, [search, *confirm]).splitlines()
+    assert lines[2] == "  ocr.selection=oc: 1 completed · best val_miou 60.00 % (mean of 1 completed)"
+    assert lines[4] == "  ocr.selection=oc: 3 completed · best test_miou 52.00 % (mean of 3 completed)"
