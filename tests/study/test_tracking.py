@@ -20,6 +20,7 @@ from study.tracking import (
     MLflowTracking,
     cell_label,
     describe,
+    headline_summary,
     log_report,
     mlflow_metrics,
     outcome_text,
@@ -256,3 +257,22 @@ def test_params_record_where_tags_come_from_and_what_auto_stood_for() -> None:
     labels = {**trial, "data.labels": "cls_labels.npy", "seg.width": 8}
     assert trial_params(labels)["data.tags"] == "file (auto)" and trial_params(labels)["seg.init"] == "scratch (auto)"
     assert trial_params({**trial, "data.tags": "gt"})["data.tags"] == "gt"  # set explicitly: as given
+
+
+def test_the_study_run_s_figures_are_the_ablation_table_s(tmp_path: Path) -> None:
+    """Without a confirm phase the headline table is the search's, on val: the study run logs its means and
+    stds in percent, and the description shows them as a table."""
+    from results import ablation_table, collect_study, load_dataset
+    from tests.results.conftest import make_study
+
+    ds = load_dataset(collect_study(make_study(tmp_path, name="small")))
+    metrics, table = headline_summary(ds)
+    values = ablation_table(ds).values
+    assert len(values) == 3 and table.count("\n") == 1 + len(values)
+    for _, row in values.iterrows():
+        label = cell_label(str(row["cell"])).replace(" · ", "_")
+        assert metrics[f"{label} val_miou mean pct"] == pytest.approx(100 * row["val_miou_mean"])
+        assert metrics[f"{label} val_oc_rate_fg std pct"] == pytest.approx(100 * row["val_oc_rate_fg_std"])
+        assert metrics[f"{label} n"] == row["val_miou_n"]
+        assert f"| {cell_label(str(row['cell']))} | {100 * row['val_miou_mean']:.2f} ± " in table
+    assert not any("/" in k for k in metrics)  # in MLflow's "Model metrics" section, never an empty one
