@@ -63,8 +63,8 @@ CONFIG_ARTIFACT = "trial_config.json"
 # Saved views of the runs table (MLflow 3.17 lists them under "Views" and loads one with
 # ``?viewStateShareKey=<id>``); each is an experiment tag holding ``{"name", "createdAt", "state"}``.
 VIEW_PREFIX = "mlflow.sharedViewState."
-VIEW_KEY = "ocrstudy"  # the study's runs nested under its run, newest first (what `ocr-study ui` opens)
-CELLS_VIEW_KEY = "ocrstudy-cells"  # completed runs grouped (and coloured) by phase and cell, best first
+VIEW_KEY = "ocrstudy"  # every run nested under the study's run, newest first
+CELLS_VIEW_KEY = "ocrstudy-cells"  # completed runs grouped (and coloured) by phase and cell: what `ui` opens
 VIEW_TAG = f"{VIEW_PREFIX}{VIEW_KEY}"
 CELLS_VIEW_TAG = f"{VIEW_PREFIX}{CELLS_VIEW_KEY}"
 # The metrics a reader compares, as columns of the views: mIoU and the paper's OC rate, on val and on test.
@@ -269,35 +269,32 @@ def view_columns(metric: str) -> list[str]:
             *(f"params.`{k}`" for k in NAME_SYMBOLS), *(f"metrics.`{mlflow_metric(m)[0]}`" for m in metrics)]
 
 
-def view_states(metric: str, mode: str = "max", confirm: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+def view_states(metric: str, mode: str = "max") -> dict[str, tuple[str, dict[str, Any]]]:
     """The study's two saved views of the runs table, by id: (name, state).
 
-    ``ocrstudy``: every run nested under the study's run, newest first (MLflow nests runs only when sorted
-    by start time: sorting by a metric lists them flat). ``ocrstudy-cells``: the completed runs grouped by
-    phase and cell (a group is one row and one colour in the charts, its value the mean of its runs), best
-    group first by the study's metric; with a confirm phase, only the confirm runs, whose group means are the
-    ablation table's figures.
+    ``ocrstudy-cells`` (what ``ocr-study ui`` opens): the completed runs grouped by phase and cell, a group
+    one row (its value the mean of its runs; expand it for the runs) and one colour in the charts, best
+    first by the study's metric; a confirm group's mean is the ablation table's figure. ``ocrstudy``: every
+    run (stopped and failed ones too) nested under the study's run, newest first (expand the study's run:
+    MLflow nests runs only when sorted by start time; sorting by a metric lists them flat).
     """
     columns = view_columns(metric)
     common = {"selectedColumns": columns, "hideEmptyCharts": True, "runsHiddenMode": "SHOW_ALL",
               "useGroupedValuesInCharts": True}
     nested = {**common, "orderByKey": "attributes.start_time", "orderByAsc": False}
-    where = f"tags.`{Tag.COMPLETED}` = 'true'"
-    if confirm:
-        where += f" and tags.`{Tag.PHASE}` = '{Phase.CONFIRM}'"
     groups = [{"mode": "tag", "groupByData": tag.value} for tag in (Tag.PHASE, Tag.CELL)]
     cells = {**common, "orderByKey": f"metrics.`{mlflow_metric(metric)[0]}`", "orderByAsc": mode == "min",
-             "searchFilter": where, "groupBy": {"aggregateFunction": "average", "groupByKeys": groups}}
-    by = "confirm runs" if confirm else "completed runs"
-    return {VIEW_KEY: ("ocr-study: runs nested under the study", nested),
-            CELLS_VIEW_KEY: (f"ocr-study: {by} grouped by cell", cells)}
+             "searchFilter": f"tags.`{Tag.COMPLETED}` = 'true'",
+             "groupBy": {"aggregateFunction": "average", "groupByKeys": groups}}
+    return {CELLS_VIEW_KEY: ("ocr-study: completed runs by phase and cell", cells),
+            VIEW_KEY: ("ocr-study: all runs nested under the study", nested)}
 
 
-def view_tags(metric: str, mode: str = "max", confirm: bool = False) -> dict[str, str]:
+def view_tags(metric: str, mode: str = "max") -> dict[str, str]:
     """The experiment tags that hold the saved views (:func:`view_states`), as MLflow 3.17 reads them."""
     now = int(time.time() * 1000)
     return {f"{VIEW_PREFIX}{key}": json.dumps({"name": name, "createdAt": now, "state": json.dumps(state)})
-            for key, (name, state) in view_states(metric, mode, confirm).items()}
+            for key, (name, state) in view_states(metric, mode).items()}
 
 
 def ensure_ui(client: Any, experiment_id: str, spec: dict[str, Any] | None = None) -> None:
@@ -310,8 +307,7 @@ def ensure_ui(client: Any, experiment_id: str, spec: dict[str, Any] | None = Non
     if spec is None:
         return
     sched = spec.get("scheduler") or {}
-    views = view_tags(str(sched.get("metric") or "val_miou"), str(sched.get("mode") or "max"),
-                      bool(spec.get("confirm")))
+    views = view_tags(str(sched.get("metric") or "val_miou"), str(sched.get("mode") or "max"))
     for key, value in views.items():
         if key not in tags:
             client.set_experiment_tag(experiment_id, key, value)
@@ -615,7 +611,8 @@ def runs_url(server: str, uri: str, experiment: str) -> str:
         found = None
     if found is None:
         return f"{root}/"
-    view = f"viewStateShareKey={VIEW_KEY}&" if VIEW_TAG in found.tags else ""
+    key = next((k for k, tag in ((CELLS_VIEW_KEY, CELLS_VIEW_TAG), (VIEW_KEY, VIEW_TAG)) if tag in found.tags), None)
+    view = f"viewStateShareKey={key}&" if key else ""
     return f"{root}/#/experiments/{found.experiment_id}/runs?{view}{WORKFLOW}"
 
 

@@ -119,17 +119,18 @@ def test_the_study_run_lists_only_settings_trials_used_and_every_seed() -> None:
     assert "0–3 in the confirm phase" in ran and ran.endswith("| cell |")
 
 
-def test_the_views_nest_runs_or_group_them_by_cell() -> None:
-    views = view_states("val_miou", "max", confirm=True)
-    nested, cells = views["ocrstudy"][1], views["ocrstudy-cells"][1]
+def test_the_views_group_runs_by_cell_or_nest_them() -> None:
+    views = view_states("val_miou", "max")
+    assert list(views) == ["ocrstudy-cells", "ocrstudy"]  # the grouped one first: what `ocr-study ui` opens
+    cells, nested = views["ocrstudy-cells"][1], views["ocrstudy"][1]
     assert nested["orderByKey"] == "attributes.start_time"  # MLflow nests runs only in start-time order
     assert "metrics.`1 val/miou pct`" in nested["selectedColumns"]
     assert {"tags.`ocr_study.phase`", "tags.`ocr_study.cell`", "tags.`ocr_study.outcome`"} <= set(
         nested["selectedColumns"])
     assert cells["orderByKey"] == "metrics.`1 val/miou pct`" and cells["orderByAsc"] is False
     assert [k["groupByData"] for k in cells["groupBy"]["groupByKeys"]] == ["ocr_study.phase", "ocr_study.cell"]
-    assert "tags.`ocr_study.phase` = 'confirm'" in cells["searchFilter"]
-    assert "phase" not in view_states("val_miou")["ocrstudy-cells"][1]["searchFilter"]
+    assert cells["searchFilter"] == "tags.`ocr_study.completed` = 'true'"  # what the tables average
+    assert view_states("val_oc_rate_fg", "min")["ocrstudy-cells"][1]["orderByAsc"] is True
 
 
 def _epoch(tracking: MLflowTracking, trial: FakeTrial, epoch: int, miou: float, folder: Path) -> None:
@@ -225,7 +226,7 @@ def test_parent_run_carries_the_study(tracked: MLflowTracking, tmp_path: Path) -
     url = runs_url("http://127.0.0.1:5000", tracking.uri, "unit")
     experiment = client.get_experiment_by_name("unit")
     assert url == (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
-                   "?viewStateShareKey=ocrstudy&workflowType=machine_learning")  # the training view, not GenAI
+                   "?viewStateShareKey=ocrstudy-cells&workflowType=machine_learning")  # the training view
     for tag in (VIEW_TAG, CELLS_VIEW_TAG):  # saved views as MLflow 3.17 lists them: name, createdAt, state
         envelope = json.loads(experiment.tags[tag])
         assert envelope["name"].startswith("ocr-study: ") and isinstance(envelope["createdAt"], int)
