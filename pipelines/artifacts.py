@@ -146,7 +146,7 @@ def write_examples(model: torch.nn.Module, data: TrialData, term: OCRTerm, cfg: 
     for j, title in enumerate(columns):
         axes[0][j].set_title(title, fontsize=8)
     at = f" at epoch {epoch}" if epoch is not None else ""
-    loss = (f"OCR loss under δ = {cfg.delta:g}, τ = {cfg.tau:g} (selection {cfg.selection})"
+    loss = (f"OCR loss under δ = {cfg.delta:.3g}, τ = {cfg.tau:.3g} (selection {cfg.selection})"
             if cfg.selection != OCR_OFF else "OCR loss off (ocr.selection = none): no loss maps")
     fig.suptitle(f"Validation images with the most out-of-candidate pixels{at} (of the first {scan}); {loss}",
                  fontsize=8)
