@@ -41,6 +41,7 @@ from record import (
     parse_cell,
     planned_epochs,
     stop_reason,
+    value_text,
 )
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,17 @@ CONFIG_ARTIFACT = "trial_config.json"
 # Saved views of the runs table (MLflow 3.17 lists them under "Views" and loads one with
 # ``?viewStateShareKey=<id>``); each is an experiment tag holding ``{"name", "createdAt", "state"}``.
 VIEW_PREFIX = "mlflow.sharedViewState."
+BEST_VIEW_KEY = "ocrstudy-best"  # every run, best first, coloured by cell: what `ocr-study ui` opens
+CELLS_VIEW_KEY = "ocrstudy-cells"  # completed runs grouped by phase and cell (a group's mean)
 VIEW_KEY = "ocrstudy"  # every run nested under the study's run, newest first
-CELLS_VIEW_KEY = "ocrstudy-cells"  # completed runs grouped (and coloured) by phase and cell: what `ui` opens
-VIEW_TAG = f"{VIEW_PREFIX}{VIEW_KEY}"
+BEST_VIEW_TAG = f"{VIEW_PREFIX}{BEST_VIEW_KEY}"
 CELLS_VIEW_TAG = f"{VIEW_PREFIX}{CELLS_VIEW_KEY}"
+VIEW_TAG = f"{VIEW_PREFIX}{VIEW_KEY}"
+# A run's colour in MLflow's table and charts (the tag MLflow's own colour picker sets): one per cell, in
+# the grid's order (matplotlib's tab10), so the runs of a cell share it in every view.
+RUN_COLOR = "mlflow.runColor"
+CELL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf")
 # The metrics a reader compares, as columns of the views: mIoU and the paper's OC rate, on val and on test.
 VIEW_METRICS = ("val_miou", "val_oc_rate_fg", "test_miou", "test_oc_rate_fg")
 # The parent run's per-cell figures: the headline table's mean (and std) of these, on its split.
@@ -270,24 +278,40 @@ def view_columns(metric: str) -> list[str]:
 
 
 def view_states(metric: str, mode: str = "max") -> dict[str, tuple[str, dict[str, Any]]]:
-    """The study's two saved views of the runs table, by id: (name, state).
+    """The study's three saved views of the runs table, by id: (name, state).
 
-    ``ocrstudy-cells`` (what ``ocr-study ui`` opens): the completed runs grouped by phase and cell, a group
-    one row (its value the mean of its runs; expand it for the runs) and one colour in the charts, best
-    first by the study's metric; a confirm group's mean is the ablation table's figure. ``ocrstudy``: every
-    run (stopped and failed ones too) nested under the study's run, newest first (expand the study's run:
-    MLflow nests runs only when sorted by start time; sorting by a metric lists them flat).
+    ``ocrstudy-best`` (what ``ocr-study ui`` opens): every run, best first by the study's metric, coloured
+    by cell (:func:`cell_colour`). ``ocrstudy-cells``: the completed runs grouped by phase and cell, a
+    group one row (its value the mean of its runs, a confirm group's the ablation table's figure; expand it
+    for its runs). ``ocrstudy``: every run nested under the study's run, newest first (expand the study's
+    run: MLflow nests runs only when sorted by start time; sorting by a metric lists them flat).
     """
-    columns = view_columns(metric)
-    common = {"selectedColumns": columns, "hideEmptyCharts": True, "runsHiddenMode": "SHOW_ALL",
+    common = {"selectedColumns": view_columns(metric), "hideEmptyCharts": True, "runsHiddenMode": "SHOW_ALL",
               "useGroupedValuesInCharts": True}
-    nested = {**common, "orderByKey": "attributes.start_time", "orderByAsc": False}
+    order = {"orderByKey": f"metrics.`{mlflow_metric(metric)[0]}`", "orderByAsc": mode == "min"}
+    best = {**common, **order}
     groups = [{"mode": "tag", "groupByData": tag.value} for tag in (Tag.PHASE, Tag.CELL)]
-    cells = {**common, "orderByKey": f"metrics.`{mlflow_metric(metric)[0]}`", "orderByAsc": mode == "min",
-             "searchFilter": f"tags.`{Tag.COMPLETED}` = 'true'",
+    cells = {**common, **order, "searchFilter": f"tags.`{Tag.COMPLETED}` = 'true'",
              "groupBy": {"aggregateFunction": "average", "groupByKeys": groups}}
-    return {CELLS_VIEW_KEY: ("ocr-study: completed runs by phase and cell", cells),
+    nested = {**common, "orderByKey": "attributes.start_time", "orderByAsc": False}
+    return {BEST_VIEW_KEY: ("ocr-study: all runs, best first, coloured by cell", best),
+            CELLS_VIEW_KEY: ("ocr-study: completed runs by phase and cell (means)", cells),
             VIEW_KEY: ("ocr-study: all runs nested under the study", nested)}
+
+
+def cell_colour(cell: str, grid: dict[str, list[Any]] | None) -> str:
+    """A cell's colour: its place among the grid's cells (the first grid point it matches: a baseline
+    cell, whose OCR-only axes are merged, takes its first), modulo :data:`CELL_COLOURS`."""
+    import itertools
+    import zlib
+
+    wanted = parse_cell(cell).items()
+    keys = list(grid or {})
+    for i, values in enumerate(itertools.product(*((grid or {})[k] for k in keys))):
+        point = {k: value_text(v) for k, v in zip(keys, values, strict=True)}
+        if all(point.get(k) == v for k, v in wanted):
+            return CELL_COLOURS[i % len(CELL_COLOURS)]
+    return CELL_COLOURS[zlib.crc32(cell.encode()) % len(CELL_COLOURS)]
 
 
 def view_tags(metric: str, mode: str = "max") -> dict[str, str]:
@@ -443,7 +467,8 @@ class MLflowTracking(Callback):
                 Tag.SETTING.value: str(meta.get("setting", "")), Tag.SEED.value: seed,
                 Tag.STUDY.value: self.study, Tag.SPEC_HASH.value: self.spec_hash,
                 Tag.GIT_COMMIT.value: self.commit, Tag.VERSION.value: self.version,
-                Tag.PHASE.value: str(meta.get("phase", Phase.SEARCH)), Tag.OUTCOME.value: StopReason.RUNNING.value}
+                Tag.PHASE.value: str(meta.get("phase", Phase.SEARCH)), Tag.OUTCOME.value: StopReason.RUNNING.value,
+                RUN_COLOR: cell_colour(cell, (getattr(self, "spec", None) or {}).get("grid"))}
         name = run_name(config)
         run = client.create_run(self._experiment_id, run_name=name, tags=tags)
         params = [Param(k, v) for k, v in trial_params(config).items()]
@@ -611,7 +636,8 @@ def runs_url(server: str, uri: str, experiment: str) -> str:
         found = None
     if found is None:
         return f"{root}/"
-    key = next((k for k, tag in ((CELLS_VIEW_KEY, CELLS_VIEW_TAG), (VIEW_KEY, VIEW_TAG)) if tag in found.tags), None)
+    views = ((BEST_VIEW_KEY, BEST_VIEW_TAG), (CELLS_VIEW_KEY, CELLS_VIEW_TAG), (VIEW_KEY, VIEW_TAG))
+    key = next((k for k, tag in views if tag in found.tags), None)
     view = f"viewStateShareKey={key}&" if key else ""
     return f"{root}/#/experiments/{found.experiment_id}/runs?{view}{WORKFLOW}"
 

@@ -13,11 +13,14 @@ import pytest
 from pipelines.config import from_flat
 from record import mlflow_metric, record_metric
 from study.tracking import (
+    BEST_VIEW_TAG,
+    CELL_COLOURS,
     CELLS_VIEW_TAG,
     CONFIG_ARTIFACT,
     EXPERIMENT_KIND,
     VIEW_TAG,
     MLflowTracking,
+    cell_colour,
     cell_label,
     describe,
     headline_summary,
@@ -121,8 +124,9 @@ def test_the_study_run_lists_only_settings_trials_used_and_every_seed() -> None:
 
 def test_the_views_group_runs_by_cell_or_nest_them() -> None:
     views = view_states("val_miou", "max")
-    assert list(views) == ["ocrstudy-cells", "ocrstudy"]  # the grouped one first: what `ocr-study ui` opens
-    cells, nested = views["ocrstudy-cells"][1], views["ocrstudy"][1]
+    assert list(views) == ["ocrstudy-best", "ocrstudy-cells", "ocrstudy"]  # the first: what `ocr-study ui` opens
+    best, cells, nested = views["ocrstudy-best"][1], views["ocrstudy-cells"][1], views["ocrstudy"][1]
+    assert best["orderByKey"] == "metrics.`1 val/miou pct`" and "groupBy" not in best
     assert nested["orderByKey"] == "attributes.start_time"  # MLflow nests runs only in start-time order
     assert "metrics.`1 val/miou pct`" in nested["selectedColumns"]
     assert {"tags.`ocr_study.phase`", "tags.`ocr_study.cell`", "tags.`ocr_study.outcome`"} <= set(
@@ -187,6 +191,8 @@ def test_runs_show_what_they_are(tracked: MLflowTracking) -> None:
     assert json.loads(Path(exact).read_text())["lr"] == 0.0123456789  # exact, for rebuilds
     assert runs["t0"].info.status == "FINISHED" and runs["t0"].data.tags["ocr_study.completed"] == "true"
     assert runs["t0"].data.tags["ocr_study.outcome"] == "completed"
+    assert runs["t0"].data.tags["mlflow.runColor"] == CELL_COLOURS[0]  # one colour per cell, in grid order
+    assert runs["t1"].data.tags["mlflow.runColor"] == runs["t2"].data.tags["mlflow.runColor"] == CELL_COLOURS[1]
     stopped = runs["t2"]
     assert stopped.info.status == "KILLED" and stopped.data.tags["ocr_study.completed"] == "false"
     assert stopped.info.run_name == "search · oc · δ 2 · τ 0.2 · s0 · stopped by ASHA at epoch 1 of 4"
@@ -226,8 +232,8 @@ def test_parent_run_carries_the_study(tracked: MLflowTracking, tmp_path: Path) -
     url = runs_url("http://127.0.0.1:5000", tracking.uri, "unit")
     experiment = client.get_experiment_by_name("unit")
     assert url == (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
-                   "?viewStateShareKey=ocrstudy-cells&workflowType=machine_learning")  # the training view
-    for tag in (VIEW_TAG, CELLS_VIEW_TAG):  # saved views as MLflow 3.17 lists them: name, createdAt, state
+                   "?viewStateShareKey=ocrstudy-best&workflowType=machine_learning")  # the training view
+    for tag in (VIEW_TAG, CELLS_VIEW_TAG, BEST_VIEW_TAG):  # as MLflow 3.17 lists saved views: name, createdAt, state
         envelope = json.loads(experiment.tags[tag])
         assert envelope["name"].startswith("ocr-study: ") and isinstance(envelope["createdAt"], int)
         assert "params.`ocr.delta`" in json.loads(envelope["state"])["selectedColumns"]
@@ -277,3 +283,11 @@ def test_the_study_run_s_figures_are_the_ablation_table_s(tmp_path: Path) -> Non
         assert metrics[f"{label} n"] == row["val_miou_n"]
         assert f"| {cell_label(str(row['cell']))} | {100 * row['val_miou_mean']:.2f} ± " in table
     assert not any("/" in k for k in metrics)  # in MLflow's "Model metrics" section, never an empty one
+
+
+def test_each_cell_has_its_colour_in_grid_order() -> None:
+    grid: dict[str, list[Any]] = {"ocr.selection": ["none", "oc"], "ocr.prior": ["uniform", "cooc_minmax"],
+                                  "ocr.ic": [True, False]}
+    assert cell_colour("ocr.selection=oc,ocr.prior=cooc_minmax,ocr.ic=false", grid) == CELL_COLOURS[7]
+    assert cell_colour("ocr.selection=none", grid) == CELL_COLOURS[0]  # a baseline merges the OCR-only axes
+    assert cell_colour("base", None) in CELL_COLOURS
