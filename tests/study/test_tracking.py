@@ -93,6 +93,7 @@ def test_metrics_read_in_percent_and_order_the_chart_view() -> None:
     sections = sorted({k.rsplit("/", 1)[0] for k in logged if "/" in k})
     assert sections == ["1 val", "2 test", "3 train", "4 class IoU"]
     assert sorted(k for k in logged if k.startswith("1 val/"))[0] == "1 val/miou pct"  # mIoU leads its section
+    assert mlflow_metric("best_val_miou")[0] == "1 val/miou_best pct"  # after it, where the UI sorts " " < "_"
     for name in ("val_miou", "test_oc_rate_fg", "train_loss", "best_val_miou", "pseudo_miou", "images_per_s"):
         key, factor = mlflow_metric(name)
         assert record_metric(key) == (name, pytest.approx(1 / factor))
