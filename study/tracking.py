@@ -233,10 +233,12 @@ def describe(spec: dict[str, Any], spec_hash: str, confirm_seeds: list[int] | No
              summary: str = "") -> str:
     """The parent run's description (Markdown): what the study varies, samples and repeats; the seeds the
     confirm phase ran (``confirm_seeds``, once it ran; else the spec's plan), and ``summary`` (the headline
-    table) under it."""
+    table) first."""
     grid = spec.get("grid") or {}
     search = spec.get("search") or {}
     lines = [f"**Study {spec.get('name', '')}** (spec {spec_hash[:12]}): one nested run per trial."]
+    if summary:  # first: MLflow shows the top of a description and folds the rest
+        lines += ["", summary, ""]
     if grid:
         lines.append("- grid: " + "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grid.items()))
     if search:
@@ -256,8 +258,6 @@ def describe(spec: dict[str, Any], spec_hash: str, confirm_seeds: list[int] | No
                  f"`tags.\\`{Tag.COMPLETED}\\` = 'true'` to average completed runs only")
     lines.append("- metrics in percent end in `pct`; sections: 1 val, 2 test (confirm runs, the held-out split), "
                  "3 train, 4 class IoU (val), 5 time")
-    if summary:
-        lines += ["", summary]
     return "\n".join(lines)
 
 
@@ -650,13 +650,15 @@ def headline_summary(ds: Any) -> tuple[dict[str, float], str]:
 
     from results import ablation_table
 
-    values = ablation_table(ds).values
+    headline = ablation_table(ds)
+    values = headline.values
     if values.empty or "cell" not in values:
         return {}, ""
     split = next((s for s in ("test", "val") if f"{s}_miou_mean" in values), "val")
     repeated = values["cell"].astype(str).duplicated(keep=False)
     metrics: dict[str, float] = {}
-    rows = [f"| cell | {split} mIoU (%) | {split} OC rate (% of fg) | seeds |", "|---|---:|---:|---:|"]
+    rows = [f"*{headline.title}* (mean ± std over seeds, as the report's table)", "",
+            f"| cell | {split} mIoU (%) | {split} OC rate (% of fg) | seeds |", "|---|---:|---:|---:|"]
     for i, row in values.iterrows():
         label = cell_label(str(row["cell"])) + (f" setting {int(row['setting'])}" if repeated[i] else "")
         key = metric_key(label)

@@ -120,7 +120,7 @@ def test_the_study_run_lists_only_settings_trials_used_and_every_seed() -> None:
     assert not {"trial.ocr.selection", "trial.ocr.delta", "trial.ocr.tau"} & set(params)
     assert "seeds: 0, 1 in the search; 0–2 planned for the confirm phase" in describe(spec, "abc")
     ran = describe(spec, "abc", [0, 1, 2, 3], "| cell |")
-    assert "0–3 in the confirm phase" in ran and ran.endswith("| cell |")
+    assert "0–3 in the confirm phase" in ran and ran.splitlines()[2] == "| cell |"  # the table first
 
 
 def test_the_views_group_runs_by_cell_or_nest_them() -> None:
@@ -276,7 +276,8 @@ def test_the_study_run_s_figures_are_the_ablation_table_s(tmp_path: Path) -> Non
     ds = load_dataset(collect_study(make_study(tmp_path, name="small")))
     metrics, table = headline_summary(ds)
     values = ablation_table(ds).values
-    assert len(values) == 3 and table.count("\n") == 1 + len(values)
+    assert len(values) == 3 and table.count("\n") == 3 + len(values)
+    assert table.startswith(f"*{ablation_table(ds).title}*")  # says which table, phase and split
     for _, row in values.iterrows():
         label = cell_label(str(row["cell"])).replace(" · ", "_")
         assert metrics[f"{label} val_miou mean pct"] == pytest.approx(100 * row["val_miou_mean"])
