@@ -657,8 +657,7 @@ def headline_summary(ds: Any) -> tuple[dict[str, float], str]:
     split = next((s for s in ("test", "val") if f"{s}_miou_mean" in values), "val")
     repeated = values["cell"].astype(str).duplicated(keep=False)
     metrics: dict[str, float] = {}
-    rows = [f"*{headline.title}* (mean ± std over seeds, as the report's table)", "",
-            f"| cell | {split} mIoU (%) | {split} OC rate (% of fg) | seeds |", "|---|---:|---:|---:|"]
+    rows = [f"| cell | {split} mIoU (%) | {split} OC rate (% of fg) | seeds |", "|---|---:|---:|---:|"]
     for i, row in values.iterrows():
         label = cell_label(str(row["cell"])) + (f" setting {int(row['setting'])}" if repeated[i] else "")
         key = metric_key(label)
@@ -678,6 +677,7 @@ def headline_summary(ds: Any) -> tuple[dict[str, float], str]:
         count = int(n) if n is not None and math.isfinite(float(n)) else 0
         metrics[f"{key} n"] = float(count)
         rows.append(f"| {label} | {texts[0]} | {texts[1]} | {count} |")
+    rows += ["", f"*{headline.title}*: mean ± std over seeds, as the report's table."]
     return metrics, "\n".join(rows)
 
 

@@ -277,7 +277,7 @@ def test_the_study_run_s_figures_are_the_ablation_table_s(tmp_path: Path) -> Non
     metrics, table = headline_summary(ds)
     values = ablation_table(ds).values
     assert len(values) == 3 and table.count("\n") == 3 + len(values)
-    assert table.startswith(f"*{ablation_table(ds).title}*")  # says which table, phase and split
+    assert table.endswith(f"*{ablation_table(ds).title}*: mean ± std over seeds, as the report's table.")
     for _, row in values.iterrows():
         label = cell_label(str(row["cell"])).replace(" · ", "_")
         assert metrics[f"{label} val_miou mean pct"] == pytest.approx(100 * row["val_miou_mean"])
