@@ -255,7 +255,7 @@ def describe(spec: dict[str, Any], spec_hash: str, confirm_seeds: list[int] | No
     lines.append(f"- scheduler {sched.get('type', '')} on {sched.get('metric', '')} ({sched.get('mode', '')})")
     lines.append(f"- a run ASHA stopped early says \"stopped by ASHA\" in its name and in the column "
                  f"`{Tag.OUTCOME}`; MLflow marks it KILLED, which is no crash. Filter "
-                 f"`tags.\\`{Tag.COMPLETED}\\` = 'true'` to average completed runs only")
+                 f"`tags.\"{Tag.COMPLETED}\" = 'true'` to average completed runs only")
     lines.append("- metrics in percent end in `pct`; sections: 1 val, 2 test (confirm runs, the held-out split), "
                  "3 train, 4 class IoU (val), 5 time")
     return "\n".join(lines)
