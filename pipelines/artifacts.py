@@ -3,8 +3,10 @@
 - ``class_iou.json``: validation IoU per class, every epoch.
 - ``prior.csv`` and ``prior.png``: the prior matrix in force (raw and row-normalised heat maps).
 - ``val_examples.png``: the validation images with the most out-of-candidate pixels, with ground truth,
-  prediction, OC pixels and the OCR loss map under "all" and "only OC" selection (like the paper's
-  Fig. S1), a class legend and colour bars; ``val_examples.json`` names them. Written every evaluated
+  prediction, OC pixels and, when the trial's OCR loss is on, its per-pixel map under "all" and "only OC"
+  selection (like the paper's Fig. S1; a baseline has no loss maps: its δ and τ do nothing), a class legend,
+  colour bars labelled with the loss's unit, and per row the image's index, its tags and the epoch;
+  ``val_examples.json`` names them. Written every evaluated
   epoch, so a trial ASHA stops has them at the epoch it stopped. Every panel of a row is the whole image at
   its own resolution and aspect ratio (nothing padded or cropped). With DeepLab-v2's ASPP (dilations 6 to
   24 at output stride 8: taps 48 to 192 px away) the logits change where the dilated taps leave the image,
@@ -29,7 +31,7 @@ from ocr import oc_pixels, ocr_pixel_loss
 from pipelines.config import OCRConfig
 from pipelines.data import Batch, TrialData
 from pipelines.ocr_term import OCRTerm
-from record import PRIOR_FILE
+from record import OCR_OFF, PRIOR_FILE
 
 
 def write_class_iou(iou: Tensor, class_names: tuple[str, ...], folder: Path,
@@ -93,15 +95,36 @@ def matplotlib_cmap(name: str) -> Any:
     return matplotlib.colormaps[name]
 
 
+LOSS_UNIT = "OCR loss per pixel (logit units)"  # a hinge on logit differences with margin δ
+
+
+def example_columns(cfg: OCRConfig) -> tuple[str, ...]:
+    """The panels of a row: with the OCR loss off (a baseline) no loss maps, which would be computed with
+    a δ and τ that the trial never used."""
+    columns = ("image", "ground truth", "prediction", "OC pixels")
+    if cfg.selection == OCR_OFF:
+        return columns
+    return (*columns, "OCR loss, all pixels", "OCR loss, OC pixels only")
+
+
+def row_label(index: int, tags: list[str], epoch: int | None) -> str:
+    """A row's label: the validation image's index, its image-level tags, and the epoch drawn."""
+    lines = [f"val image #{index}", "tags: " + (", ".join(tags) or "none")]
+    if epoch is not None:
+        lines.append(f"epoch {epoch}")
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def write_examples(model: torch.nn.Module, data: TrialData, term: OCRTerm, cfg: OCRConfig, folder: Path,
                    device: torch.device, count: int = 6, scan: int = 24,
-                   feed: Callable[[Tensor], Tensor] | None = None) -> Path:
-    """A grid of validation examples: image, truth, prediction, OC pixels, OCR loss (all / only OC).
+                   feed: Callable[[Tensor], Tensor] | None = None, epoch: int | None = None) -> Path:
+    """A grid of validation examples: image, truth, prediction, OC pixels and, with the OCR loss on, its
+    per-pixel map (all pixels / only OC pixels, under the trial's δ and τ).
 
     The examples are the ``count`` images with the most OC pixels among the first ``scan`` validation
-    images (their indices and OC counts go to ``val_examples.json``); the label panels share a class
-    legend and each loss map has a colour bar.
+    images (their indices and OC counts go to ``val_examples.json``); each row says its image's index, its
+    tags and the epoch; the label panels share a class legend and each loss map has a labelled colour bar.
     """
     import matplotlib
 
@@ -113,19 +136,26 @@ def write_examples(model: torch.nn.Module, data: TrialData, term: OCRTerm, cfg: 
     chosen = choose_examples(net, _images(data, device, scan), count)
     n, k = len(chosen), len(data.class_names) + 1
     names = ["background", *data.class_names]
-    columns = ("image", "ground truth", "prediction", "OC pixels", "OCR loss (all)", "OCR loss (only OC)")
-    fig, axes = plt.subplots(n, len(columns), figsize=(2.4 * len(columns), 2.3 * n + 0.6), squeeze=False)
+    columns = example_columns(cfg)
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.5 * len(columns) + 0.6, 2.3 * n + 1.0), squeeze=False)
     shown: set[int] = set()
     for i, (ex, _) in enumerate(chosen):
         shown |= _draw_row(axes[i], net, ex, data, term, cfg, k)
+        tags = [data.class_names[c] for c in ex.tags[0].nonzero().flatten().tolist() if c < len(data.class_names)]
+        axes[i][0].set_ylabel(row_label(int(ex.index[0]), tags, epoch), fontsize=7)
     for j, title in enumerate(columns):
         axes[0][j].set_title(title, fontsize=8)
+    at = f" at epoch {epoch}" if epoch is not None else ""
+    loss = (f"OCR loss under δ = {cfg.delta:.3g}, τ = {cfg.tau:.3g} (selection {cfg.selection})"
+            if cfg.selection != OCR_OFF else "OCR loss off (ocr.selection = none): no loss maps")
+    fig.suptitle(f"Validation images with the most out-of-candidate pixels{at} (of the first {scan}); {loss}",
+                 fontsize=8)
     _legend(fig, names, shown, k)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     path = folder / "val_examples.png"
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    doc = [{"index": int(ex.index[0]), "oc_pixels": oc} for ex, oc in chosen]
+    doc = [{"index": int(ex.index[0]), "oc_pixels": oc, "epoch": epoch} for ex, oc in chosen]
     (folder / "val_examples.json").write_text(json.dumps(doc, indent=1))
     return path
 
@@ -156,9 +186,12 @@ def _draw_row(axes: Any, model: Callable[[Tensor], Tensor], ex: Batch, data: Tri
     for ax, panel in zip(axes[1:3], labels, strict=True):
         ax.imshow(panel, cmap="tab20", vmin=0, vmax=k - 1, interpolation="nearest")
     axes[3].imshow(oc.float().numpy(), cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
-    for ax, loss_map in zip(axes[4:6], (loss, loss * oc), strict=True):
+    axes[3].set_xlabel(f"{int(oc.sum())} OC pixels", fontsize=6)
+    for ax, loss_map in zip(axes[4:], (loss, loss * oc), strict=False):  # none with the OCR loss off
         image = ax.imshow(loss_map.numpy(), cmap="magma", vmin=0, vmax=top, interpolation="nearest")
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+        bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label(LOSS_UNIT, fontsize=6)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -217,7 +217,7 @@ def _epoch_metrics(state: SegState, cfg: TrialConfig, data: TrialData, device: t
         val.update(_validate(state, cfg, data, device, artifacts, feed, "test", final=True))
     # every evaluated epoch: a trial that ASHA stops after this report still has them
     write_prior(state.ocr, data.class_names, artifacts)
-    write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device, feed=feed)
+    write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device, feed=feed, epoch=state.epoch)
     state.best_miou = max(state.best_miou, val["val_miou"])
     return {
         "epoch": float(state.epoch),

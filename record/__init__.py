@@ -10,7 +10,8 @@ from here, spelled once:
   frozen; one writer and one reader each), ``epochs.jsonl`` appended line by line;
 - the facts (:mod:`record._facts`): cell ids, planned reports, ASHA rungs, why a trial stopped, the one
   ranking of settings, where OCR parameters apply, how a metric reads;
-- failpoints (:mod:`record._failpoints`).
+- failpoints (:mod:`record._failpoints`);
+- how a metric is named and scaled in MLflow (:mod:`record._mlflow`).
 
 This package imports only the standard library: neither Ray, torch, pandas nor the training code, so that
 every layer may use it.
@@ -54,6 +55,7 @@ from record._layout import (
     trial_folder,
     trial_folders,
 )
+from record._mlflow import is_percent, mlflow_metric, record_metric
 from record._seeds import RULE_KEYS, SPENDINGS, SeedRule
 from record._study import PhaseDoc, StudyDoc, read_study, write_study
 from record._trial import (
@@ -115,7 +117,9 @@ __all__ = [
     "config_reports",
     "failpoint",
     "fired",
+    "is_percent",
     "metric_text",
+    "mlflow_metric",
     "ocr_applies",
     "parse_cell",
     "planned_epochs",
@@ -124,6 +128,7 @@ __all__ = [
     "read_last_epochs",
     "read_study",
     "read_trial",
+    "record_metric",
     "stop_reason",
     "study_trials",
     "trial_folder",

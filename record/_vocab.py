@@ -103,12 +103,13 @@ class Tag(StrEnum):
     SEED = "ocr_study.seed"
     PHASE = "ocr_study.phase"
     ROUND = "ocr_study.round"  # a sequential confirm trial's round (1 = the first `min` seeds)
-    CONFIG = "ocr_study.config"  # the flat trial config as JSON, unrounded
+    CONFIG = "ocr_study.config"  # the flat trial config as JSON, unrounded (older studies: now an artifact)
     STOP_REASON = "ocr_study.stop_reason"  # a StopReason
     STOP_EPOCH = "ocr_study.stop_epoch"  # the report a trial that did not complete ended at
     COMPLETED = "ocr_study.completed"  # "true" / "false": the filter for averaging completed runs only
     ERROR = "ocr_study.error"
     ABANDONED = "ocr_study.abandoned"  # "true" on the run of a trial record that no longer counts
+    OUTCOME = "ocr_study.outcome"  # how the trial ended, in words ("stopped by ASHA at epoch 2"): a column
 
     @property
     def key(self) -> str:

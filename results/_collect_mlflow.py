@@ -1,8 +1,11 @@
 """Rebuild a study's dataset from its MLflow experiment, for studies whose own record is gone.
 
 MLflow holds what ``study.tracking`` mirrored: one nested run per trial (tags ``ocr_study.*``, params = the
-flat config as text, metrics per epoch with ``step = epoch``). Params are typed back from text (bool, int,
-float, else string). What MLflow does not hold stays empty: ``node_id`` and ``hostname``; ``wall_s`` is the
+flat config as text, the exact config as the artifact ``trial_config.json``, metrics per epoch with
+``step = epoch`` under the names and units :func:`record.mlflow_metric` gives them, read back with
+:func:`record.record_metric`). Without the artifact (a study of an older version kept the exact config in
+the tag ``ocr_study.config``), params are typed back from text (bool, int, float, else string). What
+MLflow does not hold stays empty: ``node_id`` and ``hostname``; ``wall_s`` is the
 run's end − start rather than the trial's own ``trial_wall_s``; ``error`` is the tag (the error file's last line).
 MLflow is imported here only, when called.
 """
@@ -10,12 +13,13 @@ MLflow is imported here only, when called.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from record import META, StopReason, Tag, TrialStatus
+from record import META, StopReason, Tag, TrialStatus, record_metric
 from results._errors import ResultsError
 from results._schema import write_dataset
 from results._study_info import StudyInfo, infer_info, param_value
@@ -26,6 +30,7 @@ STATUS = {"FINISHED": TrialStatus.TERMINATED, "FAILED": TrialStatus.ERROR, "RUNN
           "SCHEDULED": TrialStatus.PENDING, "KILLED": TrialStatus.TERMINATED}
 NUMERIC_META = ("setting", "round")
 META_TAGS = (Tag.CELL, Tag.SETTING, Tag.STUDY, Tag.SPEC_HASH, Tag.PHASE, Tag.ROUND)  # mirrored into meta.* keys
+CONFIG_ARTIFACT = "trial_config.json"  # the exact config a trial's run holds (study.tracking writes it)
 
 
 def mlflow_client(tracking_uri: str) -> Any:
@@ -59,24 +64,36 @@ def trial_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
             return runs
 
 
-def _config(run: Any) -> dict[str, Any]:
+def _exact_config(client: Any, run: Any) -> dict[str, Any] | None:
+    """The trial's exact config: the run's ``trial_config.json``, or the tag an older version wrote; None
+    when the run has neither."""
     tags = run.data.tags
-    if Tag.CONFIG in tags:  # the exact config (params are rounded and only those that apply)
-        config = dict(json.loads(tags[Tag.CONFIG]))
-    else:
-        config = {k: param_value(v) for k, v in run.data.params.items()}
+    if Tag.CONFIG in tags:
+        return dict(json.loads(tags[Tag.CONFIG]))
+    with tempfile.TemporaryDirectory(prefix="ocr-study-") as tmp:
+        try:
+            path = client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, tmp)
+            return dict(json.loads(Path(path).read_text()))
+        except Exception:  # MLflow raises its own errors for a missing artifact
+            return None
+
+
+def _config(client: Any, run: Any) -> dict[str, Any]:
+    tags = run.data.tags
+    exact = _exact_config(client, run)  # params are rounded and only those that apply
+    config = exact if exact is not None else {k: param_value(v) for k, v in run.data.params.items()}
     for tag in META_TAGS:
         if tag in tags:
             config[f"{META}{tag.key}"] = param_value(tags[tag]) if tag.key in NUMERIC_META else tags[tag]
     return config
 
 
-def _base_row(run: Any) -> dict[str, Any]:
+def _base_row(client: Any, run: Any) -> dict[str, Any]:
     tags, info = run.data.tags, run.info
     end = info.end_time if info.end_time else None
     status = STATUS.get(str(info.status), TrialStatus.RUNNING).value
     reason = tags.get(Tag.STOP_REASON)
-    return {"trial_id": tags[Tag.TRIAL_ID], "config": _config(run), "status": status,
+    return {"trial_id": tags[Tag.TRIAL_ID], "config": _config(client, run), "status": status,
             "stop_reason": StopReason(reason).value if reason in set(StopReason) else None,  # else derived
             "stop_rung": int(tags[Tag.STOP_EPOCH]) if reason == StopReason.EARLY_STOPPED and
             str(tags.get(Tag.STOP_EPOCH, "")).isdigit() else None,
@@ -88,10 +105,14 @@ def _base_row(run: Any) -> dict[str, Any]:
 
 def _history(client: Any, run: Any) -> pd.DataFrame:
     rows: dict[int, dict[str, Any]] = {}
-    for key in sorted(k for k in run.data.metrics if "/" not in k):  # not iou/<class>: the record has none
+    for key in sorted(run.data.metrics):
+        named = record_metric(key)  # None: per-class IoU (the record keeps it as an artifact)
+        if named is None:
+            continue
+        name, factor = named
         for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp)):
-            rows.setdefault(int(m.step), {"trial_id": run.data.tags[Tag.TRIAL_ID], "epoch": int(m.step)})[key] \
-                = m.value
+            rows.setdefault(int(m.step), {"trial_id": run.data.tags[Tag.TRIAL_ID], "epoch": int(m.step)})[name] \
+                = m.value * factor
     return pd.DataFrame(list(rows.values()))
 
 
@@ -102,7 +123,7 @@ def read_mlflow_study(tracking_uri: str, experiment: str) -> tuple[pd.DataFrame,
     if not runs:
         raise ResultsError(f"MLflow experiment {experiment!r} at {tracking_uri} has no trial runs "
                            f"(tagged {Tag.TRIAL_ID}): is it an ocr-study experiment?")
-    base = pd.DataFrame([_base_row(r) for r in runs])
+    base = pd.DataFrame([_base_row(client, r) for r in runs])
     name = str(base["config"].iloc[0].get(f"{META}study") or experiment)
     info = infer_info(name, base["config"].tolist())
     reports = pd.concat([_history(client, r) for r in runs], ignore_index=True)

@@ -15,7 +15,8 @@
   artifacts, or the MLflow run's artifact URI);
 - ``final_<metric>`` for every metric (last report) and ``best_<metric>`` for every ``val_*`` metric (at
   ``best_epoch``);
-- ``params.<key>`` for every trial config key, typed (bool, int64, float64 or string).
+- ``params.<key>`` for every trial config key, typed (bool, int64, float64 or string); empty where it does not
+  apply (the ``ocr.*`` keys of a trial with ``ocr.selection = none``).
 
 ``curves.parquet``: ``study``, ``trial_id``, ``epoch`` and every metric reported (float64), one row per
 (trial, epoch). Both files: zstd, categoricals dictionary-encoded, the schema version, the source and the

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from record import BASE_CELL, META, Phase, StopReason, config_reports, planned_epochs, stop_reason
+from record import BASE_CELL, META, Phase, StopReason, config_reports, ocr_applies, planned_epochs, stop_reason
 from results._schema import PARAM_PREFIX
 from results._study_info import StudyInfo
 
@@ -72,10 +72,13 @@ def summarize_curves(curves: pd.DataFrame, info: StudyInfo) -> pd.DataFrame:
 
 
 def _params(configs: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """``params.<key>`` per trial: the settings that apply to it; an ``ocr.*`` value of a trial with the OCR
+    loss off (``ocr.selection = none``, a baseline) is left empty, as it changed nothing."""
     configs = list(configs)
     keys = sorted({k for c in configs for k in c if not k.startswith(META)})
-    return pd.DataFrame({f"{PARAM_PREFIX}{k}": pd.Series([c.get(k) for c in configs], dtype=object)
-                         for k in keys})
+    return pd.DataFrame({f"{PARAM_PREFIX}{k}": pd.Series(
+        [c.get(k) if ocr_applies(k, c.get("ocr.selection")) else None for c in configs], dtype=object)
+        for k in keys})
 
 
 def _planned(config: dict[str, Any], info: StudyInfo) -> int | None:

@@ -460,4 +460,10 @@ def _trial_row(doc: TrialDoc, epochs: list[dict[str, Any]], study: Study) -> dic
             "cell": config.get(f"{META}cell", ""),
             "setting": config.get(f"{META}setting", 0), "seed": config.get("seed"), "status": doc.status,
             "stop_reason": _recorded_stop(doc, max(by_epoch, default=0), study), "epochs": max(by_epoch, default=0),
-            metric: last.get(metric), "config": config, "error": doc.error or ""}
+            metric: last.get(metric), "config": config, "error": doc.error or "",
+            **({_test_metric(metric): last.get(_test_metric(metric))} if metric.startswith("val_") else {})}
+
+
+def _test_metric(metric: str) -> str:
+    """``val_miou`` → ``test_miou``: the study's metric on the held-out split (a confirm trial's last report)."""
+    return f"test_{metric.removeprefix('val_')}"

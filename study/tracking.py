@@ -36,28 +36,49 @@ from record import (
     Tag,
     TrialStatus,
     config_reports,
+    mlflow_metric,
     ocr_applies,
     parse_cell,
     planned_epochs,
     stop_reason,
+    value_text,
 )
 
 log = logging.getLogger(__name__)
-METRIC_PREFIXES = ("val_", "train_")
+METRIC_PREFIXES = ("val_", "train_", "test_")  # test_*: the held-out split, at a confirm trial's last report
 METRIC_KEYS = ("best_val_miou", "images_per_s", "epoch_seconds", "pseudo_miou", "trial_cpu_s", "trial_wall_s",
                "iteration")
 IOU_PREFIX = "iou/"  # per-class validation IoU, one metric per class
-# MLflow 3's UI opens an experiment on its training view (runs table) only with this tag; without it,
-# on the GenAI overview (traces, latency, tokens).
+# MLflow 3.17's UI opens an experiment on its training view (runs table, "Model training" in the side bar)
+# when this tag says so; without it, on the GenAI overview (traces, latency, tokens). A link into the runs
+# tab also needs ``workflowType=machine_learning``: the UI's mode is otherwise the one the browser last
+# used (GenAI by default), read from its local storage.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+WORKFLOW = "workflowType=machine_learning"
 NAME_SYMBOLS = {"ocr.delta": "δ", "ocr.tau": "τ"}  # sampled values shown in run names
 SIGNIFICANT = 4  # digits of a float param
 BATCH = 100  # MLflow takes at most 100 params per log_batch
-MAX_TAG = 8000  # characters of a tag value
-# A view of the runs table that MLflow's UI loads from an experiment tag (``?viewStateShareKey=``): nested
-# runs shown flat, sorted by the study metric, with the columns a reader compares.
-VIEW_KEY = "ocrstudy"
-VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+# The trial's config unrounded (params are rounded and only those that apply), for rebuilding the dataset
+# from MLflow: an artifact, not a tag (MLflow's run page shows a tag that long as a cut, unreadable chip).
+CONFIG_ARTIFACT = "trial_config.json"
+# Saved views of the runs table (MLflow 3.17 lists them under "Views" and loads one with
+# ``?viewStateShareKey=<id>``); each is an experiment tag holding ``{"name", "createdAt", "state"}``.
+VIEW_PREFIX = "mlflow.sharedViewState."
+BEST_VIEW_KEY = "ocrstudy-best"  # every run, best first, coloured by cell: what `ocr-study ui` opens
+CELLS_VIEW_KEY = "ocrstudy-cells"  # completed runs grouped by phase and cell (a group's mean)
+VIEW_KEY = "ocrstudy"  # every run nested under the study's run, newest first
+BEST_VIEW_TAG = f"{VIEW_PREFIX}{BEST_VIEW_KEY}"
+CELLS_VIEW_TAG = f"{VIEW_PREFIX}{CELLS_VIEW_KEY}"
+VIEW_TAG = f"{VIEW_PREFIX}{VIEW_KEY}"
+# A run's colour in MLflow's table and charts (the tag MLflow's own colour picker sets): one per cell, in
+# the grid's order (matplotlib's tab10), so the runs of a cell share it in every view.
+RUN_COLOR = "mlflow.runColor"
+CELL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf")
+# The metrics a reader compares, as columns of the views: mIoU and the paper's OC rate, on val and on test.
+VIEW_METRICS = ("val_miou", "val_oc_rate_fg", "test_miou", "test_oc_rate_fg")
+# The parent run's per-cell figures: the headline table's mean (and std) of these, on its split.
+SUMMARY_METRICS = ("miou", "oc_rate_fg")
 
 
 class TrackingError(RuntimeError):
@@ -100,10 +121,20 @@ def package_version() -> str:
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The metrics of a Tune result that go to MLflow (a few stable keys)."""
+    """The metrics of a Tune result that go to MLflow (a few stable keys), under the record's names."""
     return {k: float(v) for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
             and (k.startswith(METRIC_PREFIXES) or k in METRIC_KEYS)}
+
+
+def mlflow_metrics(values: dict[str, float]) -> dict[str, float]:
+    """Metrics under the record's names as MLflow shows them (:func:`record.mlflow_metric`): ``val_miou``
+    0.611 as ``1 val/miou pct`` 61.1."""
+    out = {}
+    for name, value in values.items():
+        key, factor = mlflow_metric(name)
+        out[key] = value * factor
+    return out
 
 
 def param_text(value: Any) -> str:
@@ -134,6 +165,23 @@ def _auto_values(config: dict[str, Any]) -> dict[str, str]:
         return {}
 
 
+def trial_note(trial_id: str, config: dict[str, Any]) -> str:
+    """A trial run's description (Markdown): phase, cell, setting, seed, and the sampled values that apply;
+    a baseline says that δ and τ do not apply to it."""
+    meta = {k[len(META):]: v for k, v in config.items() if k.startswith(META)}
+    phase = meta.get("phase", Phase.SEARCH)
+    lines = [f"**{phase}** trial `{trial_id}` of study {meta.get('study', '')}: cell `{meta.get('cell', '')}`, "
+             f"setting {meta.get('setting', 0)}, seed {config.get('seed', '')}."]
+    selection = config.get("ocr.selection")
+    sampled = [f"{NAME_SYMBOLS[k]} = {param_text(config[k])}" for k in NAME_SYMBOLS
+               if k in config and ocr_applies(k, selection)]
+    if sampled:
+        lines.append("Values: " + ", ".join(sampled) + ".")
+    if not ocr_applies("ocr.delta", selection):
+        lines.append("The OCR loss is off (ocr.selection = none): δ and τ do not apply.")
+    return " ".join(lines)
+
+
 def cell_label(cell: str) -> str:
     """A cell's short name: its values (``"oc"``, ``"oc · cooc_minmax"``), or the id itself without a grid."""
     values = list(parse_cell(cell).values())
@@ -141,9 +189,12 @@ def cell_label(cell: str) -> str:
 
 
 def run_name(config: dict[str, Any]) -> str:
-    """``"oc · δ 7.7 · τ 0.06 · s1"``: cell, the sampled values that apply (2 digits), seed, and the phase."""
+    """``"search · oc · δ 7.7 · τ 0.06 · s1"``: the phase first (a name the runs table cuts still says it),
+    then cell, the sampled values that apply (2 digits) and the seed."""
     meta = {k[len(META):]: v for k, v in config.items() if k.startswith(META)}
-    parts = [cell_label(str(meta.get("cell", "")))] if meta.get("cell") else []
+    parts = [str(meta["phase"])] if meta.get("phase") else []
+    if meta.get("cell"):
+        parts.append(cell_label(str(meta["cell"])))
     selection = config.get("ocr.selection")
     for key, symbol in NAME_SYMBOLS.items():
         value = config.get(key)
@@ -151,9 +202,19 @@ def run_name(config: dict[str, Any]) -> str:
             parts.append(f"{symbol} {value:.2g}")
     if config.get("seed") is not None:
         parts.append(f"s{config['seed']}")
-    if meta.get("phase"):
-        parts.append(str(meta["phase"]))
     return " · ".join(parts)
+
+
+def outcome_text(reason: StopReason, epochs: int, planned: int | None) -> str:
+    """How a trial ended, in the words the runs table's ``outcome`` column shows: ``completed``, ``stopped by
+    ASHA at epoch 2 of 3`` (MLflow marks that run KILLED: no crash), ``stopped by the time budget at epoch 2``,
+    ``failed``."""
+    of = f" of {planned}" if planned else ""
+    if reason == StopReason.EARLY_STOPPED:
+        return f"stopped by ASHA at epoch {epochs}{of}"
+    if reason == StopReason.STOPPED:
+        return f"stopped by the time budget at epoch {epochs}{of}"
+    return reason.value
 
 
 def metric_key(text: str) -> str:
@@ -168,31 +229,112 @@ def flat_params(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return {key: param_text(value) for key, value in nested_to_flat(doc, prefix).items() if value is not None}
 
 
-def describe(spec: dict[str, Any], spec_hash: str) -> str:
-    """The parent run's description (Markdown): what the study varies, samples and repeats."""
+def describe(spec: dict[str, Any], spec_hash: str, confirm_seeds: list[int] | None = None,
+             summary: str = "") -> str:
+    """The parent run's description (Markdown): what the study varies, samples and repeats; the seeds the
+    confirm phase ran (``confirm_seeds``, once it ran; else the spec's plan), and ``summary`` (the headline
+    table) first."""
     grid = spec.get("grid") or {}
     search = spec.get("search") or {}
     lines = [f"**Study {spec.get('name', '')}** (spec {spec_hash[:12]}): one nested run per trial."]
+    if summary:  # first: MLflow shows the top of a description and folds the rest
+        lines += ["", summary, ""]
     if grid:
         lines.append("- grid: " + "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grid.items()))
     if search:
         lines.append(f"- search: {', '.join(search.get('params', {}))} ({search.get('sampler', '')}, "
                      f"{search.get('samples', '')} samples per cell)")
     sched = spec.get("scheduler") or {}
-    lines.append(f"- seeds: {', '.join(map(str, spec.get('seeds', [])))}; scheduler {sched.get('type', '')} "
-                 f"on {sched.get('metric', '')} ({sched.get('mode', '')})")
-    lines.append(f"- runs stopped early (ASHA) have status KILLED and the tag {Tag.COMPLETED} = false; "
-                 f"filter `tags.{Tag.COMPLETED} = 'true'` to average completed runs only")
+    seeds = f"- seeds: {_seeds_text(spec.get('seeds', []))} in the search"
+    confirm = spec.get("confirm") or {}
+    if confirm_seeds:
+        seeds += f"; {_seeds_text(confirm_seeds)} in the confirm phase"
+    elif confirm:
+        seeds += f"; {_seeds_text(confirm.get('seeds', []))} planned for the confirm phase"
+    lines.append(seeds)
+    lines.append(f"- scheduler {sched.get('type', '')} on {sched.get('metric', '')} ({sched.get('mode', '')})")
+    lines.append(f"- a run ASHA stopped early says \"stopped by ASHA\" in its name and in the column "
+                 f"`{Tag.OUTCOME}`; MLflow marks it KILLED, which is no crash. Filter "
+                 f"`tags.\"{Tag.COMPLETED}\" = 'true'` to average completed runs only")
+    lines.append("- metrics in percent end in `pct`; sections: 1 val, 2 test (confirm runs, the held-out split), "
+                 "3 train, 4 class IoU (val), 5 time")
     return "\n".join(lines)
 
 
-def view_state(metric: str, parent: str) -> str:
-    """The runs table's view (JSON): sorted by ``metric`` (which lists the nested runs flat), with the
-    metric, the sampled params, whether the run completed and its cell as columns."""
-    columns = [f"metrics.`{metric}`", "metrics.`best_val_miou`", *(f"params.`{k}`" for k in NAME_SYMBOLS),
-               f"tags.`{Tag.COMPLETED}`", f"tags.`{Tag.CELL}`"]
-    return json.dumps({"orderByKey": f"metrics.`{metric}`", "orderByAsc": False, "selectedColumns": columns,
-                       "runsExpanded": {parent: True}})
+def _seeds_text(seeds: list[Any]) -> str:
+    """``"0–2"`` for consecutive seeds, else ``"0, 3, 5"``."""
+    values = sorted(int(s) for s in seeds)
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}–{values[-1]}"
+    return ", ".join(map(str, values)) or "none"
+
+
+def view_columns(metric: str) -> list[str]:
+    """The columns of the study's views: phase, cell, outcome, seed, the sampled params, then mIoU and OC
+    rate on val and test (in percent) and the study's metric."""
+    metrics = [*VIEW_METRICS, *([] if metric in VIEW_METRICS else [metric])]
+    return [f"tags.`{Tag.PHASE}`", f"tags.`{Tag.CELL}`", f"tags.`{Tag.OUTCOME}`", f"tags.`{Tag.SEED}`",
+            *(f"params.`{k}`" for k in NAME_SYMBOLS), *(f"metrics.`{mlflow_metric(m)[0]}`" for m in metrics)]
+
+
+def view_states(metric: str, mode: str = "max") -> dict[str, tuple[str, dict[str, Any]]]:
+    """The study's three saved views of the runs table, by id: (name, state).
+
+    ``ocrstudy-best`` (what ``ocr-study ui`` opens): every run, best first by the study's metric, coloured
+    by cell (:func:`cell_colour`). ``ocrstudy-cells``: the completed runs grouped by phase and cell, a
+    group one row (its value the mean of its runs, a confirm group's the ablation table's figure; expand it
+    for its runs). ``ocrstudy``: every run nested under the study's run, newest first (expand the study's
+    run: MLflow nests runs only when sorted by start time; sorting by a metric lists them flat).
+    """
+    common = {"selectedColumns": view_columns(metric), "hideEmptyCharts": True, "runsHiddenMode": "SHOW_ALL",
+              "useGroupedValuesInCharts": True}
+    order = {"orderByKey": f"metrics.`{mlflow_metric(metric)[0]}`", "orderByAsc": mode == "min"}
+    best = {**common, **order}
+    groups = [{"mode": "tag", "groupByData": tag.value} for tag in (Tag.PHASE, Tag.CELL)]
+    cells = {**common, **order, "searchFilter": f"tags.`{Tag.COMPLETED}` = 'true'",
+             "groupBy": {"aggregateFunction": "average", "groupByKeys": groups}}
+    nested = {**common, "orderByKey": "attributes.start_time", "orderByAsc": False}
+    return {BEST_VIEW_KEY: ("ocr-study: all runs, best first, coloured by cell", best),
+            CELLS_VIEW_KEY: ("ocr-study: completed runs by phase and cell (means)", cells),
+            VIEW_KEY: ("ocr-study: all runs nested under the study", nested)}
+
+
+def cell_colour(cell: str, grid: dict[str, list[Any]] | None) -> str:
+    """A cell's colour: its place among the grid's cells (the first grid point it matches: a baseline
+    cell, whose OCR-only axes are merged, takes its first), modulo :data:`CELL_COLOURS`."""
+    import itertools
+    import zlib
+
+    wanted = parse_cell(cell).items()
+    keys = list(grid or {})
+    for i, values in enumerate(itertools.product(*((grid or {})[k] for k in keys))):
+        point = {k: value_text(v) for k, v in zip(keys, values, strict=True)}
+        if all(point.get(k) == v for k, v in wanted):
+            return CELL_COLOURS[i % len(CELL_COLOURS)]
+    return CELL_COLOURS[zlib.crc32(cell.encode()) % len(CELL_COLOURS)]
+
+
+def view_tags(metric: str, mode: str = "max") -> dict[str, str]:
+    """The experiment tags that hold the saved views (:func:`view_states`), as MLflow 3.17 reads them."""
+    now = int(time.time() * 1000)
+    return {f"{VIEW_PREFIX}{key}": json.dumps({"name": name, "createdAt": now, "state": json.dumps(state)})
+            for key, (name, state) in view_states(metric, mode).items()}
+
+
+def ensure_ui(client: Any, experiment_id: str, spec: dict[str, Any] | None = None) -> None:
+    """The experiment opens on MLflow's training view (:data:`EXPERIMENT_KIND`) and has the study's saved
+    views (written when missing, never over a view a user changed)."""
+    found = client.get_experiment(experiment_id)
+    tags = dict(found.tags or {})
+    if tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    if spec is None:
+        return
+    sched = spec.get("scheduler") or {}
+    views = view_tags(str(sched.get("metric") or "val_miou"), str(sched.get("mode") or "max"))
+    for key, value in views.items():
+        if key not in tags:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 def read_class_iou(checkpoint: Any) -> dict[str, float]:
@@ -209,6 +351,15 @@ def read_class_iou(checkpoint: Any) -> dict[str, float]:
     except (OSError, ValueError):
         return {}
     return {f"{IOU_PREFIX}{metric_key(k)}": float(v) for k, v in doc.items() if isinstance(v, (int, float))}
+
+
+def parent_params(spec: dict[str, Any]) -> dict[str, str]:
+    """The study run's params: the spec, flat, without the trial settings the grid or the search replaces
+    (``trial.ocr.selection`` when the grid varies it, δ and τ when they are searched): no trial used those
+    values as such. The grid and the search show what was used."""
+    replaced = {*(spec.get("grid") or {}), *((spec.get("search") or {}).get("params") or {})}
+    return {k: v for k, v in flat_params(spec).items()
+            if not (k.startswith("trial.") and k[len("trial."):] in replaced)}
 
 
 class MLflowTracking(Callback):
@@ -248,11 +399,13 @@ class MLflowTracking(Callback):
     def _ensure_experiment(self) -> str:
         found = self._client.get_experiment_by_name(self.experiment)
         if found is None:
-            return str(self._client.create_experiment(self.experiment, artifact_location=self.artifact_location,
-                                                      tags={EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]}))
-        if found.tags.get(EXPERIMENT_KIND[0]) is None:  # made by an older version, or by hand
-            self._client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
-        return str(found.experiment_id)
+            experiment_id = str(self._client.create_experiment(
+                self.experiment, artifact_location=self.artifact_location,
+                tags={EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]}))
+        else:
+            experiment_id = str(found.experiment_id)
+        ensure_ui(self._client, experiment_id, getattr(self, "spec", None) or None)  # also one made before
+        return experiment_id
 
     def _find_run(self, tags: dict[str, str]) -> str | None:
         return find_run(self._client, self._experiment_id, tags)
@@ -269,8 +422,6 @@ class MLflowTracking(Callback):
         spec = getattr(self, "spec", None) or {}
         if spec:
             self._describe_parent(run_id, spec)
-        metric = str((spec.get("scheduler") or {}).get("metric") or "val_miou")
-        self._client.set_experiment_tag(self._experiment_id, VIEW_TAG, view_state(metric, run_id))
         return run_id
 
     def _describe_parent(self, run_id: str, spec: dict[str, Any]) -> None:
@@ -280,7 +431,7 @@ class MLflowTracking(Callback):
         import yaml
         from mlflow.entities import Param, RunTag
 
-        params = [Param(k, v) for k, v in sorted(flat_params(spec).items())]
+        params = [Param(k, v) for k, v in sorted(parent_params(spec).items())]
         for i in range(0, len(params), BATCH):
             self._client.log_batch(run_id, params=params[i : i + BATCH])
         self._client.log_batch(run_id, tags=[RunTag("mlflow.note.content", describe(spec, self.spec_hash))])
@@ -316,19 +467,19 @@ class MLflowTracking(Callback):
                 Tag.SETTING.value: str(meta.get("setting", "")), Tag.SEED.value: seed,
                 Tag.STUDY.value: self.study, Tag.SPEC_HASH.value: self.spec_hash,
                 Tag.GIT_COMMIT.value: self.commit, Tag.VERSION.value: self.version,
-                Tag.PHASE.value: str(meta.get("phase", Phase.SEARCH))}
+                Tag.PHASE.value: str(meta.get("phase", Phase.SEARCH)), Tag.OUTCOME.value: StopReason.RUNNING.value,
+                RUN_COLOR: cell_colour(cell, (getattr(self, "spec", None) or {}).get("grid"))}
         if "round" in meta:  # a sequential confirm trial: the round its seed belongs to
             tags[Tag.ROUND.value] = str(meta["round"])
-        exact = json.dumps({k: v for k, v in config.items() if not k.startswith(META)}, sort_keys=True)
-        if len(exact) <= MAX_TAG:  # the config unrounded, for rebuilding the dataset from MLflow
-            tags[Tag.CONFIG.value] = exact
         name = run_name(config)
         run = client.create_run(self._experiment_id, run_name=name, tags=tags)
         params = [Param(k, v) for k, v in trial_params(config).items()]
-        note = f"trial {trial.trial_id}: cell {cell}, setting {meta.get('setting', 0)}, seed {seed}"
+        note = trial_note(trial.trial_id, config)
         for i in range(0, max(len(params), 1), BATCH):
             client.log_batch(run.info.run_id, params=params[i : i + BATCH],
                              tags=[RunTag("mlflow.note.content", note)] if i == 0 else [])
+        exact = {k: v for k, v in config.items() if not k.startswith(META)}
+        client.log_text(run.info.run_id, json.dumps(exact, sort_keys=True, indent=1), CONFIG_ARTIFACT)
         return str(run.info.run_id)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -347,7 +498,7 @@ class MLflowTracking(Callback):
 
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in trial_metrics(result).items()]
+        metrics = [Metric(k, v, now, step) for k, v in mlflow_metrics(trial_metrics(result)).items()]
         self.client.log_batch(self.run_for(trial), metrics=metrics)
 
     def on_checkpoint(self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any) -> None:
@@ -359,7 +510,8 @@ class MLflowTracking(Callback):
             return
         step = int((trial.last_result or {}).get("epoch", 0))
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_for(trial), metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        self.client.log_batch(self.run_for(trial),
+                              metrics=[Metric(k, v, now, step) for k, v in mlflow_metrics(values).items()])
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Upload the trial's artifacts and close its run: ``FINISHED`` when it ran every planned epoch,
@@ -369,21 +521,31 @@ class MLflowTracking(Callback):
         run_id = self.run_for(trial)
         reason, epochs = self.stop_tag(trial)
         completed = reason == StopReason.COMPLETED
-        tags = [RunTag(Tag.STOP_REASON.value, reason.value), RunTag(Tag.COMPLETED.value, str(completed).lower())]
+        config = dict(trial.config)
+        outcome = outcome_text(reason, epochs, self.planned(trial))
+        tags = [RunTag(Tag.STOP_REASON.value, reason.value), RunTag(Tag.COMPLETED.value, str(completed).lower()),
+                RunTag(Tag.OUTCOME.value, outcome)]
         if not completed:
             tags += [RunTag(Tag.STOP_EPOCH.value, str(epochs)),
-                     RunTag("mlflow.runName", f"{run_name(dict(trial.config))} · stopped e{epochs}")]
+                     RunTag("mlflow.runName", f"{run_name(config)} · {outcome}"),
+                     RunTag("mlflow.note.content", f"{trial_note(trial.trial_id, config)}\n\n**{outcome[0].upper()}"
+                            f"{outcome[1:]}.** MLflow marks a run Tune stopped KILLED: it did not crash.")]
         self.client.log_batch(run_id, tags=tags)
         self._log_artifacts(run_id, trial)
         self.client.set_terminated(run_id, status="FINISHED" if completed else "KILLED")
+
+    def planned(self, trial: Any) -> int | None:
+        """The reports the trial was planned to make."""
+        return planned_epochs(config_reports(trial.config), getattr(self, "scheduler", "none"),
+                              getattr(self, "max_epochs", None))
 
     def stop_tag(self, trial: Any) -> tuple[StopReason, int]:
         """Why a trial Tune ended stopped, as its record says it (:func:`record.stop_reason`), and its last
         epoch."""
         epochs = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
         scheduler = getattr(self, "scheduler", "none")
-        planned = planned_epochs(config_reports(trial.config), scheduler, getattr(self, "max_epochs", None))
-        reason, _ = stop_reason(TrialStatus.TERMINATED, epochs, planned, scheduler, getattr(self, "rungs", ()))
+        reason, _ = stop_reason(TrialStatus.TERMINATED, epochs, self.planned(trial), scheduler,
+                                getattr(self, "rungs", ()))
         return reason, epochs
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -394,6 +556,7 @@ class MLflowTracking(Callback):
             error = Path(trial.error_file).read_text()[-4000:]
         self.client.set_tag(run_id, Tag.STOP_REASON.value, StopReason.FAILED.value)
         self.client.set_tag(run_id, Tag.COMPLETED.value, "false")
+        self.client.set_tag(run_id, Tag.OUTCOME.value, StopReason.FAILED.value)
         self.client.set_tag(run_id, Tag.ERROR.value, error.strip().splitlines()[-1][:4000] if error else "")
         self.client.set_terminated(run_id, status="FAILED")
 
@@ -414,32 +577,8 @@ class MLflowTracking(Callback):
         if folder.is_dir():
             self.client.log_artifacts(run_id, str(folder))
 
-    def cell_summary(self, trials: list[Any]) -> dict[str, float]:
-        """Per cell, over its completed trials: mean final and best ``val_miou``, and how many completed."""
-        finals: dict[str, list[tuple[float, float]]] = {}
-        for trial in trials:
-            last = trial.last_result or {}
-            if (trial.status != TrialStatus.TERMINATED or self.stop_tag(trial)[0] != StopReason.COMPLETED
-                    or "val_miou" not in last):
-                continue
-            cell = str(trial.config.get(f"{META}cell", ""))
-            finals.setdefault(cell, []).append((float(last["val_miou"]), float(last.get("best_val_miou", 0.0))))
-        out: dict[str, float] = {}
-        for cell, values in sorted(finals.items()):
-            key = metric_key(cell_label(cell))
-            out[f"{key}/val_miou_mean"] = sum(v for v, _ in values) / len(values)
-            out[f"{key}/best_val_miou_mean"] = sum(b for _, b in values) / len(values)
-            out[f"{key}/completed"] = float(len(values))
-        return out
-
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        """Log the per-cell summary on the parent run and close it."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        summary = [Metric(k, v, now, 0) for k, v in self.cell_summary(trials).items()]
-        if summary:
-            self.client.log_batch(self.parent_run_id, metrics=summary)
+        """Close the study's run (its per-cell figures come with the report: :func:`log_summary`)."""
         self.retire_unknown(trials)
         self.client.set_terminated(self.parent_run_id, status="FINISHED")
 
@@ -470,6 +609,23 @@ def find_run(client: Any, experiment_id: str, tags: dict[str, str]) -> str | Non
     return str(runs[0].info.run_id) if runs else None
 
 
+def prepare_ui(uri: str, experiment: str) -> bool:
+    """Before the UI opens: a study's experiment (one made by an older version too) opens on MLflow's
+    training view (:data:`EXPERIMENT_KIND`); False when the store or the experiment is not there yet."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return False
+        ensure_ui(client, str(found.experiment_id))
+    except Exception as err:  # the UI still opens; it may show the GenAI view of this experiment
+        log.warning("could not set %s on experiment %s: %s", EXPERIMENT_KIND[0], experiment, err)
+        return False
+    return True
+
+
 def runs_url(server: str, uri: str, experiment: str) -> str:
     """The URL of the experiment's runs table on the MLflow UI at ``server`` (the server's root when the
     experiment does not exist yet)."""
@@ -482,8 +638,80 @@ def runs_url(server: str, uri: str, experiment: str) -> str:
         found = None
     if found is None:
         return f"{root}/"
-    view = f"?viewStateShareKey={VIEW_KEY}" if VIEW_TAG in found.tags else ""
-    return f"{root}/#/experiments/{found.experiment_id}/runs{view}"
+    views = ((BEST_VIEW_KEY, BEST_VIEW_TAG), (CELLS_VIEW_KEY, CELLS_VIEW_TAG), (VIEW_KEY, VIEW_TAG))
+    key = next((k for k, tag in views if tag in found.tags), None)
+    view = f"viewStateShareKey={key}&" if key else ""
+    return f"{root}/#/experiments/{found.experiment_id}/runs?{view}{WORKFLOW}"
+
+
+def headline_summary(ds: Any) -> tuple[dict[str, float], str]:
+    """The report's headline table (:func:`results.ablation_table`: the confirm phase's when the study has
+    one, on the split it measured; else the search's) as the study run's metrics, ``<cell> <split>_miou mean
+    pct`` (and std, and ``<cell> n``), and as a Markdown table for its description."""
+    import math
+
+    from results import ablation_table
+
+    headline = ablation_table(ds)
+    values = headline.values
+    if values.empty or "cell" not in values:
+        return {}, ""
+    split = next((s for s in ("test", "val") if f"{s}_miou_mean" in values), "val")
+    repeated = values["cell"].astype(str).duplicated(keep=False)
+    metrics: dict[str, float] = {}
+    rows = [f"| cell | {split} mIoU (%) | {split} OC rate (% of fg) | seeds |", "|---|---:|---:|---:|"]
+    for i, row in values.iterrows():
+        label = cell_label(str(row["cell"])) + (f" setting {int(row['setting'])}" if repeated[i] else "")
+        key = metric_key(label)
+        texts = []
+        for name in SUMMARY_METRICS:
+            mean, std = row.get(f"{split}_{name}_mean"), row.get(f"{split}_{name}_std")
+            if mean is None or not math.isfinite(float(mean)):
+                texts.append("—")
+                continue
+            metrics[f"{key} {split}_{name} mean pct"] = 100 * float(mean)
+            text = f"{100 * float(mean):.2f}"
+            if std is not None and math.isfinite(float(std)):
+                metrics[f"{key} {split}_{name} std pct"] = 100 * float(std)
+                text += f" ± {100 * float(std):.2f}"
+            texts.append(text)
+        n = row.get(f"{split}_miou_n")
+        count = int(n) if n is not None and math.isfinite(float(n)) else 0
+        metrics[f"{key} n"] = float(count)
+        rows.append(f"| {label} | {texts[0]} | {texts[1]} | {count} |")
+    rows += ["", f"*{headline.title}*: mean ± std over seeds, as the report's table."]
+    return metrics, "\n".join(rows)
+
+
+def ran_seeds(ds: Any, phase: str) -> list[int]:
+    """The seeds the trials of ``phase`` ran, from the collected study."""
+    trials = ds.trials
+    if "phase" not in trials or "seed" not in trials:
+        return []
+    mine = trials[trials["phase"].astype(str) == phase]
+    return sorted({int(s) for s in mine["seed"].dropna()})
+
+
+def log_summary(uri: str, experiment: str, study: str, ds: Any, spec: dict[str, Any], spec_hash: str) -> str | None:
+    """The headline figures on the study's run (:func:`headline_summary`: the report's table, so the report,
+    ``ocr-study status`` and MLflow show one figure), and its description with them and the seeds the
+    confirm phase ran; returns the run id, or ``None`` when the study has no run in ``uri``."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    parent = find_run(client, str(found.experiment_id), {Tag.STUDY.value: study, Tag.ROLE.value: "study"})
+    if parent is None:
+        return None
+    metrics, table = headline_summary(ds)
+    now = int(time.time() * 1000)
+    note = describe(spec, spec_hash, ran_seeds(ds, Phase.CONFIRM), table)
+    client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                     tags=[RunTag("mlflow.note.content", note)])
+    return parent
 
 
 def log_report(uri: str, experiment: str, study: str, files: dict[str, Path]) -> str | None:

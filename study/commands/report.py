@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,13 @@ def _print_report(name: str, written: dict[str, Path]) -> None:
         print(f"  {kind}: {path}")
 
 
-def _dataset_folder(folder: Path) -> Path:
-    """Collect the study from its record; without one, the dataset exported before (e.g. from MLflow)."""
+def _dataset_folder(folder: Path, out: Path | None = None) -> Path:
+    """Collect the study from its record (into ``out``, default the study's ``results/``); without one, the
+    dataset exported before (e.g. from MLflow)."""
     from results import ResultsError, collect_study
 
     if any((folder / part).exists() for part in (STUDY_FILE, TRIALS_DIR, TUNE_DIR)):
-        return collect_study(folder)
+        return collect_study(folder, out)
     if (folder / DATASET).is_file():
         return folder / RESULTS_DIR
     raise ResultsError(f"study {folder.name!r} has neither its record nor a dataset in {folder}: rebuild it "
@@ -105,7 +107,10 @@ def report(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     check_oc_rate(args.oc_rate)
     folder = study_folder(args.name, args.storage)
-    dataset = load_dataset(_dataset_folder(folder))
+    # With --out the study is only read (it may be read-only or shared): its dataset is collected into a
+    # scratch folder instead of its results/, and the report goes to --out alone.
+    with tempfile.TemporaryDirectory(prefix="ocr-study-report-") as scratch:
+        dataset = load_dataset(_dataset_folder(folder, Path(scratch) if args.out else None))
     if dataset.trials.empty:
         print(f"study {args.name}: {study_state(folder, dataset.trials)}; no report written")
         return 0
@@ -176,11 +181,15 @@ def report_after(study: Study) -> None:
 
 
 def _report_to_mlflow(study: Study, written: dict[str, Path]) -> None:
-    """The report as artifacts of the study's parent run in MLflow (a warning when that fails)."""
-    from study.tracking import log_report
+    """The report as artifacts of the study's parent run in MLflow, and its headline figures as that run's
+    metrics and description (a warning when that fails)."""
+    from results import load_dataset
+    from study.tracking import log_report, log_summary
 
     try:
         log_report(study.spec.tracking_uri, study.experiment, study.name, written)
+        log_summary(study.spec.tracking_uri, study.experiment, study.name,
+                    load_dataset(study.folder / RESULTS_DIR), study.spec.to_dict(), study.hash)
     except Exception as err:  # the report on disk stands; MLflow is a view
         print(f"ocr-study: the report was not uploaded to MLflow: {err}", file=sys.stderr)
 

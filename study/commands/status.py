@@ -71,9 +71,19 @@ def _best_setting(rows: list[dict[str, Any]], metric: str, mode: str) -> tuple[f
     return best[1], len(group), group[0]["config"]
 
 
-def _best_text(spec: StudySpec, group: list[dict[str, Any]]) -> str:
+def headline_metric(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
+    """The metric a phase's lines show: the study's, or its held-out ``test_*`` twin when the phase's trials
+    measured one (a confirm phase on the digit scenes): the report's ablation table shows that one."""
+    metric = spec.scheduler.metric
+    test = f"test_{metric.removeprefix('val_')}"
+    if metric.startswith("val_") and any(isinstance(r.get(test), (int, float)) for r in rows):
+        return test
+    return metric
+
+
+def _best_text(spec: StudySpec, group: list[dict[str, Any]], metric: str | None = None) -> str:
     """The best setting of a cell: over completed trials, or (marked) over the trials' latest epochs."""
-    metric, mode = spec.scheduler.metric, spec.scheduler.mode
+    metric, mode = metric or spec.scheduler.metric, spec.scheduler.mode
     done = [r for r in group if r["stop_reason"] == StopReason.COMPLETED]
     best = _best_setting(done or group, metric, mode)
     if best is None:
@@ -105,8 +115,9 @@ def format_status(spec: StudySpec, rows: list[dict[str, Any]]) -> str:
             cells[row["cell"]].append(row)
         if len(phases) > 1 or spec.confirm is not None:
             lines.append(f" {phase} phase: {len(mine)} trials — {_counts(mine)}")
+        metric = headline_metric(spec, mine)
         for cell, group in sorted(cells.items()):
-            lines.append(f"  {cell}: {_counts(group)}{_best_text(spec, group)}")
+            lines.append(f"  {cell}: {_counts(group)}{_best_text(spec, group, metric)}")
     failed = [r for r in rows if r["status"] == TrialStatus.ERROR]
     for row in failed[:MAX_ERRORS]:
         lines.append(f"  failed {row['trial_id']} ({row['cell']}, seed {row['seed']}): {row.get('error') or '?'}")

@@ -26,8 +26,9 @@ def ui(args: argparse.Namespace) -> int:
     if not args.name and args.storage and is_remote(args.storage):
         raise UnknownStudyError(f"name the study: `ocr-study ui NAME --storage {args.storage}`")
     study = load_study(args.name or _latest_study(args.storage or DEFAULT_STORAGE), args.storage)
-    from study.tracking import runs_url
+    from study.tracking import prepare_ui, runs_url
 
+    prepare_ui(study.spec.tracking_uri, study.experiment)
     url = runs_url(f"http://127.0.0.1:{args.port}", study.spec.tracking_uri, study.experiment)
     cmd, env = mlflow_server(study, args.port)
     print(f"MLflow UI for study {study.name}: {url}  (Ctrl-C stops it)", flush=True)

@@ -245,7 +245,7 @@ def test_every_trial_is_in_mlflow_through_rest_and_client(cluster: Cluster, stud
     assert len(runs) == 5 and len(trial_runs) == 4
     assert {tag["ocr_study.trial_id"] for _, tag in trial_runs} == tune_ids
     assert {run["info"]["status"] for run, _ in trial_runs} == {"FINISHED"}
-    assert all(any(m["key"] == "val_miou" for m in run["data"]["metrics"]) for run, _ in trial_runs)
+    assert all(any(m["key"] == "1 val/miou pct" for m in run["data"]["metrics"]) for run, _ in trial_runs)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
         env.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])

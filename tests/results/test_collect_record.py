@@ -70,7 +70,10 @@ def test_round_trip_matches_the_raw_record_files(synthetic_dir: Path, synthetic:
         doc = docs[trial_id]
         assert row["node_id"] == doc["node_id"]
         assert row["cell"] == doc["config"]["meta.cell"]  # type: ignore[index]
-        assert row["params.ocr.delta"] == doc["config"]["ocr.delta"]  # type: ignore[index]
+        if doc["config"]["ocr.selection"] == "none":  # type: ignore[index]
+            assert pd.isna(row["params.ocr.delta"])  # a baseline's δ changed nothing: not exported
+        else:
+            assert row["params.ocr.delta"] == doc["config"]["ocr.delta"]  # type: ignore[index]
         curve = synthetic.curves[synthetic.curves["trial_id"] == trial_id]
         assert curve["val_miou"].tolist() == [r["val_miou"] for r in rows]
         best = max(rows, key=lambda r: float(r["val_miou"]))  # type: ignore[arg-type]

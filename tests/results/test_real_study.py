@@ -134,7 +134,7 @@ def test_collecting_needs_none_of_tune_s_files(real_study: StudySpec, collected:
 
 def test_mlflow_holds_one_run_per_trial_under_the_study_s_run(real_study: StudySpec, collected: Dataset) -> None:
     """Read back through MLflow's own client: one parent run for the study, one nested run per trial, tagged
-    with its trial id, cell, seed and stop reason, with one ``val_miou`` per epoch it ran."""
+    with its trial id, cell, seed and stop reason, with one val mIoU (``1 val/miou pct``) per epoch it ran."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(real_study.tracking_uri)
@@ -155,10 +155,10 @@ def test_mlflow_holds_one_run_per_trial_under_the_study_s_run(real_study: StudyS
         if reason == "early_stopped":
             assert tags["ocr_study.stop_epoch"] == str(row["epochs"]) == str(int(row["stop_rung"]))
         assert tags["ocr_study.completed"] == str(reason == "completed").lower()
-        history = client.get_metric_history(run.info.run_id, "val_miou")
+        history = client.get_metric_history(run.info.run_id, "1 val/miou pct")  # in percent, as people read it
         assert sorted(m.step for m in history) == list(range(1, row["epochs"] + 1))
         if row["epochs"]:
-            assert run.data.metrics["val_miou"] == pytest.approx(row["final_val_miou"])
+            assert run.data.metrics["1 val/miou pct"] == pytest.approx(100 * row["final_val_miou"])
 
 
 def test_an_mlflow_rebuild_matches_the_tune_dataset(real_study: StudySpec, collected: Dataset,

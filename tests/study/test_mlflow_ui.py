@@ -1,5 +1,6 @@
-"""``ocr-study ui`` as a user meets it: the URL it prints opens MLflow's runs table in headless Chromium
-with the nested runs, their names and a val mIoU column; Ctrl-C (SIGINT) then leaves no listener."""
+"""``ocr-study ui`` as a user meets it: the URL it prints opens MLflow's runs table in headless Chromium, in
+the training view (not GenAI), with every run, their names (a run ASHA stopped says so), val mIoU in percent
+and the outcome as columns; Ctrl-C (SIGINT) then leaves no listener."""
 
 from __future__ import annotations
 
@@ -61,18 +62,22 @@ def test_ui_opens_on_the_runs_table_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         url = re.search(r"http://\S+", line)
         assert url and "/#/experiments/" in url.group() and "/runs?viewStateShareKey=" in url.group(), line
+        assert "workflowType=machine_learning" in url.group(), line
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 120, "the MLflow UI",
                    lambda: proc.poll() is None)
         started = psutil.Process(proc.pid).children(recursive=True)
         text = _page_text(chromium, url.group())
         table = text[text.find("Run Name"):]
         assert "Run Name" in text, f"no runs table: {text[:500]}"
-        names = ("none · s0 · search", "oc · δ 7.7 · τ 0.06 · s1 · search",
-                 "oc · δ 2 · τ 0.2 · s0 · search · stopped e1")
+        assert "Model registry" in text and "Judges" not in text, text[:500]  # the training view's side bar
+        names = ("search · none · s0", "search · oc · δ 7.7 · τ 0.06 · s1",
+                 "search · oc · δ 2 · τ 0.2 · s0 · stopped by ASHA at epoch 1 of 4")
         for name in names:
             assert name in table, f"run {name!r} not listed: {table[:800]}"
-        header = table[: table.find("none · s0")]
-        assert "val_miou" in header and "ocr.delta" in header and "ocr_study.completed" in header, header
+        header = table[: table.find("search · ")]
+        for column in ("1 val/miou pct", "ocr.delta", "ocr_study.outcome", "ocr_study.phase", "ocr_study.cell"):
+            assert column in header, header
+        assert table.count("completed") >= 2  # the outcome column of the two runs that completed
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         _, alive = psutil.wait_procs(started, timeout=10)

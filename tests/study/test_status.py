@@ -71,3 +71,13 @@ def test_a_sequential_confirm_phase_shows_each_setting_decision_at_its_last_look
     assert "2 of at most 3 rounds" in text
     assert "all#0: worse after 3 seeds, Δ -40.00 [-45.00, -35.00]" in text  # decided in round 1, kept
     assert "oc#0: open (more seeds to come) after 5 seeds, Δ +1.20 [-1.00, +3.40]" in text
+
+
+def test_the_confirm_phase_shows_its_held_out_figure_as_the_report_does() -> None:
+    """A confirm phase that measured on test shows test_miou (the ablation table's figure), the search val."""
+    search = _row("ocr.selection=oc", 0, 0, "TERMINATED", 4, 0.60, **{"meta.phase": "search"})
+    confirm = [{**_row("ocr.selection=oc", 0, seed, "TERMINATED", 4, 0.60), "phase": "confirm",
+                "test_miou": 0.50 + 0.02 * seed} for seed in (0, 1, 2)]
+    lines = format_status(SPEC, [search, *confirm]).splitlines()
+    assert lines[2] == "  ocr.selection=oc: 1 completed · best val_miou 60.00 % (mean of 1 completed)"
+    assert lines[4] == "  ocr.selection=oc: 3 completed · best test_miou 52.00 % (mean of 3 completed)"

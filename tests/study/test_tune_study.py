@@ -70,10 +70,10 @@ def test_study_runs_every_planned_trial_and_mirrors_them_in_mlflow(local_ray: No
     assert len(parent) == 1 and len(trials) == 6
     assert set(trials["tags.mlflow.parentRunId"]) == {parent["run_id"].iloc[0]}
     assert set(trials["tags.ocr_study.trial_id"]) == {r["trial_id"] for r in rows}
-    assert trials["metrics.val_miou"].notna().all()
+    assert trials["metrics.1 val/miou pct"].notna().all()  # in percent, under its section
     ocr_on = trials["params.ocr.selection"] != "none"  # δ applies only with the OCR loss on
     assert trials.loc[ocr_on, "params.ocr.delta"].notna().all() and trials.loc[~ocr_on, "params.ocr.delta"].isna().all()
-    assert trials["metrics.iou/background"].notna().all()
+    assert trials["metrics.4 class IoU/background pct"].notna().all()
     assert set(trials["status"]) == {"FINISHED"}
     assert set(trials["tags.ocr_study.stop_reason"]) == {"completed"}
 
@@ -81,7 +81,7 @@ def test_study_runs_every_planned_trial_and_mirrors_them_in_mlflow(local_ray: No
 
     client = MlflowClient(spec.tracking_uri)
     run_id = trials["run_id"].iloc[0]
-    assert [m.step for m in client.get_metric_history(run_id, "val_miou")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run_id, "1 val/miou pct")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"class_iou.json", "prior.png", "prior.csv", "val_examples.png"} <= artifacts
     assert (open_study(spec).folder / "spec.yaml").is_file()
