@@ -54,7 +54,37 @@ def _queue(cells: list[CellPlan], seeds: list[int], max_trials: int | None) -> l
     return order[:max_trials] if max_trials is not None else order
 
 
-class GridCellSearcher(Searcher):
+class _StateSearcher(Searcher):
+    """What this module's searchers share: Tune's metric and mode taken as given, and the whole state saved
+    with the Tune experiment as the JSON of :meth:`get_state` (restored by :meth:`set_state` on resume)."""
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
+                              **spec: Any) -> bool:
+        """Take Tune's metric and mode (the base class ignores them, which would leave Optuna blind)."""
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        return True
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue, as JSON data."""
+        raise NotImplementedError
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Rebuild from :meth:`get_state`."""
+        raise NotImplementedError
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the state as JSON (Tune calls this with the experiment checkpoint)."""
+        with open(checkpoint_path, "w") as f:
+            json.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read what :meth:`save` wrote."""
+        with open(checkpoint_path) as f:
+            self.set_state(json.load(f))
+
+
+class GridCellSearcher(_StateSearcher):
     """Grid cells × Optuna samples per cell × seeds, as one Tune search algorithm."""
 
     def __init__(self, cells: list[CellPlan], seeds: list[int], *, sampler: str = "tpe", seed: int = 0,
@@ -76,13 +106,6 @@ class GridCellSearcher(Searcher):
     def total(self) -> int:
         """How many trials the searcher will suggest in all."""
         return len(self.queue)
-
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
-                              **spec: Any) -> bool:
-        """Take Tune's metric and mode (the base class ignores them, which would leave Optuna blind)."""
-        self._metric = metric or self._metric
-        self._mode = mode or self._mode
-        return True
 
     def _sampler(self, cell: int, index: int) -> optuna.samplers.BaseSampler:
         """A sampler seeded by (study seed, cell, setting): a setting's sample depends only on those and
@@ -174,18 +197,7 @@ class GridCellSearcher(Searcher):
                 setting.told = False
                 self._tell(key, setting)
 
-    def save(self, checkpoint_path: str) -> None:
-        """Write the state as JSON (Tune calls this with the experiment checkpoint)."""
-        with open(checkpoint_path, "w") as f:
-            json.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Read what :meth:`save` wrote."""
-        with open(checkpoint_path) as f:
-            self.set_state(json.load(f))
-
-
-class PlannedSearcher(Searcher):
+class PlannedSearcher(_StateSearcher):
     """The confirm phase's searcher: a fixed list of flat configs, each suggested once, in order.
 
     Its state (how many were suggested) is saved with the Tune experiment, so a resumed confirm phase
@@ -202,13 +214,6 @@ class PlannedSearcher(Searcher):
         """How many trials the searcher will suggest in all."""
         return len(self.configs)
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
-                              **spec: Any) -> bool:
-        """Accept Tune's metric and mode (the configs are fixed, nothing is sampled)."""
-        self._metric = metric or self._metric
-        self._mode = mode or self._mode
-        return True
-
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next planned config, or ``Searcher.FINISHED``."""
         if self.cursor >= len(self.configs):
@@ -220,19 +225,16 @@ class PlannedSearcher(Searcher):
                           error: bool = False) -> None:
         """Nothing to learn: the confirm phase only measures."""
 
-    def save(self, checkpoint_path: str) -> None:
-        """Write the cursor and the configs as JSON."""
-        with open(checkpoint_path, "w") as f:
-            json.dump({"cursor": self.cursor, "configs": self.configs}, f)
+    def get_state(self) -> dict[str, Any]:
+        """The cursor and the configs."""
+        return {"cursor": self.cursor, "configs": self.configs}
 
-    def restore(self, checkpoint_path: str) -> None:
-        """Read what :meth:`save` wrote."""
-        with open(checkpoint_path) as f:
-            state = json.load(f)
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Rebuild from :meth:`get_state`."""
         self.cursor, self.configs = int(state["cursor"]), list(state["configs"])
 
 
-class SequentialSearcher(Searcher):
+class SequentialSearcher(_StateSearcher):
     """The sequential confirm phase's searcher: rounds of seeds for the chosen settings still open.
 
     It suggests round 1 (the rule's ``min`` seeds) for every setting; when every trial of a round has ended it
@@ -263,13 +265,6 @@ class SequentialSearcher(Searcher):
     def total(self) -> int:
         """The most trials the phase may run (every setting to ``max`` seeds)."""
         return len(self.configs)
-
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
-                              **spec: Any) -> bool:
-        """Accept Tune's metric and mode (nothing is sampled)."""
-        self._metric = metric or self._metric
-        self._mode = mode or self._mode
-        return True
 
     def _round_queue(self, round_: int, open_arms: set[str]) -> list[int]:
         return [i for i, c in enumerate(self.configs) if int(c[f"{META}round"]) == round_ and arm(c) in open_arms]
@@ -348,13 +343,3 @@ class SequentialSearcher(Searcher):
         self.values = {int(k): (None if v is None else float(v)) for k, v in state["values"].items()}
         self.measure, self.decided = state.get("measure"), dict(state.get("decided") or {})
         self.configs = [dict(c) for c in state["configs"]]
-
-    def save(self, checkpoint_path: str) -> None:
-        """Write the state as JSON (Tune calls this with the experiment checkpoint)."""
-        with open(checkpoint_path, "w") as f:
-            json.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Read what :meth:`save` wrote."""
-        with open(checkpoint_path) as f:
-            self.set_state(json.load(f))
