@@ -250,7 +250,12 @@ def describe(spec: dict[str, Any], spec_hash: str, confirm_seeds: list[int] | No
     if confirm_seeds:
         seeds += f"; {_seeds_text(confirm_seeds)} in the confirm phase"
     elif confirm:
-        seeds += f"; {_seeds_text(confirm.get('seeds', []))} planned for the confirm phase"
+        planned = confirm.get("seeds", [])
+        if isinstance(planned, dict):  # a seed rule (a sequential confirm phase)
+            seeds += (f"; {planned.get('min')} to {planned.get('max')} per setting, added while undecided, in the "
+                      "confirm phase")
+        else:
+            seeds += f"; {_seeds_text(planned)} planned for the confirm phase"
     lines.append(seeds)
     lines.append(f"- scheduler {sched.get('type', '')} on {sched.get('metric', '')} ({sched.get('mode', '')})")
     lines.append(f"- a run ASHA stopped early says \"stopped by ASHA\" in its name and in the column "

@@ -121,6 +121,8 @@ def test_the_study_run_lists_only_settings_trials_used_and_every_seed() -> None:
     assert "seeds: 0, 1 in the search; 0–2 planned for the confirm phase" in describe(spec, "abc")
     ran = describe(spec, "abc", [0, 1, 2, 3], "| cell |")
     assert "0–3 in the confirm phase" in ran and ran.splitlines()[2] == "| cell |"  # the table first
+    rule = {**spec, "confirm": {"seeds": {"min": 3, "max": 9, "step": 2}}}  # a sequential confirm phase
+    assert "3 to 9 per setting, added while undecided" in describe(rule, "abc")
 
 
 def test_the_views_group_runs_by_cell_or_nest_them() -> None:
