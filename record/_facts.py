@@ -138,9 +138,15 @@ def best_setting(scores: Mapping[K, Iterable[float]], mode: str) -> tuple[K, flo
     return order[0] if order else None
 
 
+def reported_scale(metric: str) -> float:
+    """What a metric is multiplied by as people read it: 100 for a share (IoU, accuracy, OC rates: percent, and
+    differences in percentage points), else 1."""
+    return 100.0 if any(part in metric for part in PERCENT_METRICS) else 1.0
+
+
 def metric_text(metric: str, value: float) -> str:
     """A metric as people read it (``ocr-study status``, the progress line, the report): IoU, accuracy and
     OC rates in percent (``61.52 %``), others as they are (a loss is no share of anything)."""
-    if any(part in metric for part in PERCENT_METRICS):
+    if reported_scale(metric) == 100.0:
         return f"{100 * value:.2f} %"
     return f"{value:.4g}"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from record import PERCENT_METRICS, Decision, Phase, SeedRule, parse_cell
+from record import Decision, Phase, SeedRule, parse_cell, reported_scale
 from results._plots import _pyplot, _save, cell_colours
 from results._schema import Dataset
 from results._sequential import Look, looks, rule_text
@@ -36,10 +35,6 @@ def seed_rule(ds: Dataset) -> SeedRule | None:
     return SeedRule.from_json(raw) if isinstance(raw, dict) else None
 
 
-def _scale(metric: str) -> float:
-    return 100.0 if any(part in metric for part in PERCENT_METRICS) else 1.0
-
-
 def setting_looks(ds: Dataset) -> dict[str, list[Look]]:
     """Per chosen setting other than the baseline (``cell``, or ``cell #k`` for the k-th best), its looks."""
     rule = seed_rule(ds)
@@ -51,7 +46,7 @@ def setting_looks(ds: Dataset) -> dict[str, list[Look]]:
     base_cell = baseline_cell(ds, [c for c, _ in pairs])
     base_setting = next(s for c, s in pairs if c == base_cell)
     base = _confirm_values(confirm, base_cell, base_setting, metric)
-    factor = _scale(metric)
+    factor = reported_scale(metric)
     out: dict[str, list[Look]] = {}
     for cell, setting in pairs:
         if (cell, setting) == (base_cell, base_setting) or setting < 0:
@@ -88,7 +83,7 @@ def decision_table(ds: Dataset) -> Table | None:
         return None
     metric = str(ds.info.confirm.get("metric") or ds.info.metric)
     split = measured_split(phase_trials(ds, Phase.CONFIRM))
-    unit = "pp" if _scale(metric) == 100.0 else ""
+    unit = "pp" if reported_scale(metric) == 100.0 else ""
     measured = metric.removeprefix("val_").replace("miou", "mIoU")
     rows, display = [], []
     for label, found in seen.items():
@@ -154,10 +149,3 @@ def rounds_plot(ds: Dataset, path: Path) -> Path | None:
         ax.set_visible(False)
     path.parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, path)
-
-
-def decisions_summary(ds: Dataset) -> list[dict[str, Any]]:
-    """Per setting, its decision as plain data (for ``status`` and tests)."""
-    return [{"cell": label, "decision": found[-1].decision, "n": found[-1].n} for label, found in
-            setting_looks(ds).items()]
-

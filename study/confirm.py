@@ -118,7 +118,8 @@ def search_differences(study: Study, phase: PhaseDoc) -> dict[str, list[float]]:
     """Per chosen setting (``cell#rank``), its paired differences with the baseline's chosen setting over the
     search seeds where both completed (in the unit the table prints): the seed-to-seed spread the plan of a
     sequential confirm phase starts from. Empty lists where the search ran one seed."""
-    from study.sequential import arm, reference_arm, scale
+    from record import reported_scale
+    from study.sequential import arm, reference_arm
 
     if not phase.configs:
         return {}
@@ -140,5 +141,5 @@ def search_differences(study: Study, phase: PhaseDoc) -> dict[str, list[float]]:
         if key == ref or key not in chosen:
             continue
         mine = finals(*chosen[key])
-        out[key] = [(mine[s] - base[s]) * scale(metric) for s in sorted(mine) if s in base]
+        out[key] = [(mine[s] - base[s]) * reported_scale(metric) for s in sorted(mine) if s in base]
     return out

@@ -19,12 +19,12 @@ from typing import Any
 from record import (
     META,
     OCR_OFF,
-    PERCENT_METRICS,
     Phase,
     SeedRule,
     StopReason,
     parse_cell,
     read_epochs,
+    reported_scale,
     study_trials,
 )
 from results._sequential import Look, looks
@@ -55,11 +55,6 @@ def measure_key(metric: str, result: Mapping[str, Any]) -> str:
     return test if test in result else metric
 
 
-def scale(metric: str) -> float:
-    """Differences are compared in the unit the table prints: percentage points for a share (IoU, OC rate)."""
-    return 100.0 if any(part in metric for part in PERCENT_METRICS) else 1.0
-
-
 def arm_looks(configs: list[dict[str, Any]], values: Values, rule: SeedRule, mode: str, through: int,
               metric: str) -> dict[str, list[Look]]:
     """Every non-baseline setting's looks at rounds 1..``through`` (stopping at its decision)."""
@@ -70,7 +65,7 @@ def arm_looks(configs: list[dict[str, Any]], values: Values, rule: SeedRule, mod
         if value is not None and math.isfinite(value):
             by_arm.setdefault(arm(config), {})[int(config["seed"])] = (int(config[f"{META}round"]), value)
     base = by_arm.get(ref, {})
-    factor = scale(metric)
+    factor = reported_scale(metric)
     out = {}
     for key in dict.fromkeys(arm(c) for c in configs):
         if key == ref:
