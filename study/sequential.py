@@ -10,7 +10,6 @@ also uses.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +28,6 @@ from record import (
 )
 from results._sequential import Look, looks
 
-log = logging.getLogger(__name__)
 
 Values = dict[int, float | None]  # planned config index → the measured value (None: no value, the trial failed)
 REFRESH_S = 2.0  # how often a waiting searcher reads the record for values it has not been told
@@ -79,7 +77,7 @@ def arm_looks(configs: list[dict[str, Any]], values: Values, rule: SeedRule, mod
 
 def round_entry(round_: int, seen: Mapping[str, list[Look]]) -> dict[str, Any]:
     """What a round decided, as ``study.json`` keeps it (``settings``: per setting its last look) and as the
-    log prints it (``lines``)."""
+    round's printed line shows it (``lines``)."""
     settings, lines = {}, []
     for key, found in seen.items():
         if not found:
