@@ -28,7 +28,6 @@ from record import (
 )
 from results._sequential import Look, looks
 
-
 Values = dict[int, float | None]  # planned config index → the measured value (None: no value, the trial failed)
 REFRESH_S = 2.0  # how often a waiting searcher reads the record for values it has not been told
 
