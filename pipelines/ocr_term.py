@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
-from ocr import OCRLoss, PosteriorPrior, draw_prior_heatmaps, prior_matrix
+from ocr import OCRLoss, PosteriorPrior, prior_matrix
 from pipelines.config import OCRConfig
 
 
@@ -52,7 +50,3 @@ class OCRTerm:
         """Restore the posterior matrix."""
         if self.posterior is not None and state:
             self.posterior.load_state_dict(state)
-
-    def draw(self, class_names: tuple[str, ...], path: Path) -> Path:
-        """Heat maps of the prior in force (raw and row-normalised)."""
-        return draw_prior_heatmaps(self.matrix.cpu(), class_names, path, title=f"prior: {self.cfg.prior}")

@@ -30,6 +30,7 @@ from pipelines.config import TrialConfig
 from pipelines.data import Batch, Loader, Targets, TrialData
 from pipelines.engine import Precision, endless, input_feed, progress_hook, resolve_device, train_epoch
 from pipelines.evaluation import evaluate
+from pipelines.figures import draw_pending
 from pipelines.models import backbone_of, build_seg_model
 from pipelines.ocr_term import OCRTerm
 from pipelines.optim import make_optimizer
@@ -215,9 +216,12 @@ def _epoch_metrics(state: SegState, cfg: TrialConfig, data: TrialData, device: t
     if cfg.eval.test and last:  # the held-out split, once, at the last report
         val.update(_validate(state, cfg, data, device, artifacts, feed, "test"))
         val.update(_validate(state, cfg, data, device, artifacts, feed, "test", final=True))
-    # every evaluated epoch: a trial that ASHA stops after this report still has them
+    # the numbers every evaluated epoch: a trial that ASHA stops after this report still has them (its
+    # pictures are drawn by the study's MLflow callback); the pictures once, at the last report
     write_prior(state.ocr, data.class_names, artifacts)
     write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device, feed=feed, epoch=state.epoch)
+    if last:
+        draw_pending(artifacts)
     state.best_miou = max(state.best_miou, val["val_miou"])
     return {
         "epoch": float(state.epoch),

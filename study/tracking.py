@@ -579,8 +579,17 @@ class MLflowTracking(Callback):
             self._log_folder(run_id, Path(local) / "artifacts")
 
     def _log_folder(self, run_id: str, folder: Path) -> None:
-        if folder.is_dir():
-            self.client.log_artifacts(run_id, str(folder))
+        """Upload a trial's artifacts, drawing first the pictures a trial stopped early left as numbers."""
+        if not folder.is_dir():
+            return
+        from pipelines.figures import draw_pending, is_drawing_data
+
+        draw_pending(folder)
+        for path in sorted(folder.iterdir()):
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            elif not is_drawing_data(path.name):
+                self.client.log_artifact(run_id, str(path))
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         """Close the study's run (its per-cell figures come with the report: :func:`log_summary`)."""

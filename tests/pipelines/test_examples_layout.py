@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pipelines.artifacts import LOSS_UNIT, example_columns, row_label
-from pipelines.config import OCRConfig
+from pipelines.figures import LOSS_UNIT, example_columns, row_label
 
 
 def test_a_baseline_draws_no_loss_maps_of_a_delta_and_tau_it_never_used() -> None:
-    assert example_columns(OCRConfig(selection="none")) == ("image", "ground truth", "prediction", "OC pixels")
-    assert example_columns(OCRConfig(selection="oc"))[4:] == ("OCR loss, all pixels", "OCR loss, OC pixels only")
+    assert example_columns("none") == ("image", "ground truth", "prediction", "OC pixels")
+    assert example_columns("oc")[4:] == ("OCR loss, all pixels", "OCR loss, OC pixels only")
     assert "logit" in LOSS_UNIT  # the colour bars say what the numbers are
 
 

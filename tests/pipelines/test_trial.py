@@ -83,12 +83,25 @@ class Run:
     reports: list[dict[str, float]]
     checkpoints: list[Path | None]
     work_dir: Path
+    artifacts: list[set[str]]  # the files of checkpoint/artifacts when each report arrived
+
+
+@dataclasses.dataclass
+class _WatchingReporter(ListReporter):
+    """Also notes which artifacts the checkpoint held at each report."""
+
+    artifacts: list[set[str]] = dataclasses.field(default_factory=list)
+
+    def report(self, metrics: Mapping[str, float], checkpoint_dir: Path | None = None) -> None:
+        super().report(metrics, checkpoint_dir)
+        folder = None if checkpoint_dir is None else checkpoint_dir / "artifacts"
+        self.artifacts.append({p.name for p in folder.iterdir()} if folder and folder.is_dir() else set())
 
 
 def _run(cfg: TrialConfig, work_dir: Path) -> Run:
-    reporter = ListReporter()
+    reporter = _WatchingReporter()
     final = run_trial(cfg, reporter, work_dir)
-    return Run(cfg, final, reporter.reports, reporter.checkpoints, work_dir)
+    return Run(cfg, final, reporter.reports, reporter.checkpoints, work_dir, reporter.artifacts)
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +139,10 @@ def test_trial_reports_every_epoch_and_checkpoints(baseline: Run) -> None:
     assert sum(seen) / len(seen) == pytest.approx(reports[-1]["val_miou"], abs=1e-5)  # the last report's
     for name in ("prior.png", "val_examples.png"):
         assert (artifacts / name).read_bytes()[:4] == b"\x89PNG"
+    numbers = {"class_iou.json", "prior.csv", "val_examples.npz", "val_examples.json"}
+    first, last = baseline.artifacts
+    assert numbers <= first and not first & {"prior.png", "val_examples.png"}  # drawn once, at the end
+    assert numbers | {"prior.png", "val_examples.png"} <= last
     prior = _prior_csv(baseline.work_dir)  # the prior in force: cooc_minmax, static
     assert cfg.ocr.prior == "cooc_minmax"
     torch.testing.assert_close(prior, prior_matrix(open_data(cfg).train_tags, "cooc_minmax"), rtol=1e-5, atol=1e-6)

@@ -36,6 +36,7 @@ from study.tracking import (
     trial_params,
     view_states,
 )
+from tests.pipelines.test_figures import fake_examples
 
 BASE = {"seg.epochs": 4, "ocr.delta": 6.0, "ocr.tau": 0.2, "ocr.prior": "cooc_minmax", "lr": 0.0123456789}
 SPEC = {"name": "unit", "grid": {"ocr.selection": ["none", "oc"]},
@@ -146,7 +147,7 @@ def _epoch(tracking: MLflowTracking, trial: FakeTrial, epoch: int, miou: float, 
     artifacts = folder / trial.trial_id / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "class_iou.json").write_text(json.dumps({"background": 0.9, "one": miou, "two": None}))
-    (artifacts / "val_examples.png").write_bytes(b"png")
+    fake_examples(artifacts)  # numbers only: the callback draws the picture when it uploads them
     trial.checkpoint = FakeCheckpoint(str(folder / trial.trial_id))
     tracking.on_checkpoint(epoch, [], trial, trial.checkpoint)
 
@@ -211,7 +212,8 @@ def test_runs_show_what_they_are(tracked: MLflowTracking) -> None:
     history = client.get_metric_history(runs["t1"].info.run_id, "4 class IoU/one pct")
     assert [m.step for m in history] == [1, 2, 3, 4]
     artifacts = {a.path for a in client.list_artifacts(stopped.info.run_id)}
-    assert "val_examples.png" in artifacts  # an ASHA-stopped run gets its examples too
+    assert "val_examples.png" in artifacts  # an ASHA-stopped run gets its examples too, drawn on upload
+    assert "val_examples.npz" not in artifacts  # the numbers behind it stay with the checkpoint
     assert all(r.data.tags["mlflow.parentRunId"] == tracking.parent_run_id for r in runs.values())
 
 

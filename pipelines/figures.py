@@ -1,0 +1,164 @@
+"""The trial's pictures, drawn from the numbers a trial saves (numpy and matplotlib only: no torch, no model).
+
+A trial writes the numbers every evaluated epoch (``val_examples.npz``, ``prior.csv``: cheap) and draws
+the pictures (``val_examples.png``, ``prior.png``: about a second of matplotlib each) once, at its last
+report; a trial stopped early is drawn by whoever uploads its artifacts (the study's MLflow callback), so
+every run still shows both, drawn from the epoch it stopped at. :func:`draw_pending` is that step.
+
+``val_examples.npz`` holds, per example row ``i``: ``picture_i`` (uint8, ``(H, W)`` grey or ``(H, W, 3)``),
+``truth_i`` and ``prediction_i`` (int16 labels, 255 = ignore), ``oc_i`` (bool) and, with the OCR loss on,
+``loss_i`` (float32, the per-pixel OCR loss); and ``meta``, a JSON string (class names, panel titles,
+epoch, how many images were scanned, the loss's settings, each row's image index, tags and OC count).
+"""
+
+from __future__ import annotations
+
+import csv as csv_module
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from record import OCR_OFF, PRIOR_FILE
+
+EXAMPLES_DATA = "val_examples.npz"
+EXAMPLES_FIGURE = "val_examples.png"
+PRIOR_FIGURE = "prior.png"
+LOSS_UNIT = "OCR loss per pixel (logit units)"  # a hinge on logit differences with margin δ
+IGNORE = 255
+
+
+def example_columns(selection: str) -> tuple[str, ...]:
+    """The panels of a row: with the OCR loss off (a baseline) no loss maps, which would be computed with
+    a δ and τ that the trial never used."""
+    columns = ("image", "ground truth", "prediction", "OC pixels")
+    if selection == OCR_OFF:
+        return columns
+    return (*columns, "OCR loss, all pixels", "OCR loss, OC pixels only")
+
+
+def row_label(index: int, tags: Sequence[str], epoch: int | None) -> str:
+    """A row's label: the validation image's index, its image-level tags, and the epoch drawn."""
+    lines = [f"val image #{index}", "tags: " + (", ".join(tags) or "none")]
+    if epoch is not None:
+        lines.append(f"epoch {epoch}")
+    return "\n".join(lines)
+
+
+def loss_title(selection: str, delta: float, tau: float) -> str:
+    """What the loss maps show, for the figure's title."""
+    if selection == OCR_OFF:
+        return "OCR loss off (ocr.selection = none): no loss maps"
+    return f"OCR loss under δ = {delta:.3g}, τ = {tau:.3g} (selection {selection})"
+
+
+def _cmap(name: str) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def _legend(fig: Any, names: list[str], shown: set[int], k: int) -> None:
+    """A legend of the classes that appear in the label panels, in the panels' colours."""
+    from matplotlib.patches import Patch
+
+    cmap = _cmap("tab20")
+    handles = [Patch(color=cmap(c / max(k - 1, 1)), label=names[c]) for c in sorted(shown) if c < len(names)]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=7, frameon=False)
+
+
+def _labels(mask: np.ndarray) -> np.ndarray:
+    out = mask.astype(np.float64)
+    out[mask == IGNORE] = np.nan
+    return out
+
+
+def _draw_row(axes: Any, arrays: Any, i: int, k: int) -> set[int]:
+    """One example's panels; returns the classes its label panels show."""
+    truth, prediction, oc = arrays[f"truth_{i}"], arrays[f"prediction_{i}"], arrays[f"oc_{i}"]
+    picture = arrays[f"picture_{i}"]
+    axes[0].imshow(picture, cmap="gray")  # grey: stretched to its own range, as the trial drew it
+    for ax, panel in zip(axes[1:3], (_labels(truth), prediction.astype(np.float64)), strict=True):
+        ax.imshow(panel, cmap="tab20", vmin=0, vmax=k - 1, interpolation="nearest")
+    axes[3].imshow(oc.astype(np.float64), cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
+    axes[3].set_xlabel(f"{int(oc.sum())} OC pixels", fontsize=6)
+    if f"loss_{i}" in arrays:
+        loss = arrays[f"loss_{i}"]
+        top = float(loss.max()) or 1.0
+        for ax, loss_map in zip(axes[4:], (loss, loss * oc), strict=False):
+            image = ax.imshow(loss_map, cmap="magma", vmin=0, vmax=top, interpolation="nearest")
+            bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+            bar.ax.tick_params(labelsize=6)
+            bar.set_label(LOSS_UNIT, fontsize=6)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return {int(c) for c in np.unique(prediction)} | {int(c) for c in np.unique(truth) if int(c) != IGNORE}
+
+
+def draw_examples(data: Path, path: Path) -> Path:
+    """Draw ``val_examples.npz`` (see the module docstring) as the grid of ``val_examples.png``: a row per
+    example with its index, tags and epoch, a class legend and labelled colour bars; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with np.load(data) as arrays:
+        meta = json.loads(str(arrays["meta"]))
+        columns, rows, epoch = meta["columns"], meta["rows"], meta["epoch"]
+        names = ["background", *meta["class_names"]]
+        n, k = max(len(rows), 1), len(names)
+        fig, axes = plt.subplots(n, len(columns), figsize=(2.5 * len(columns) + 0.6, 2.3 * n + 1.0), squeeze=False)
+        shown: set[int] = set()
+        for i, row in enumerate(rows):
+            shown |= _draw_row(axes[i], arrays, i, k)
+            axes[i][0].set_ylabel(row_label(row["index"], row["tags"], epoch), fontsize=7)
+    for j, title in enumerate(columns):
+        axes[0][j].set_title(title, fontsize=8)
+    at = f" at epoch {epoch}" if epoch is not None else ""
+    fig.suptitle(f"Validation images with the most out-of-candidate pixels{at} (of the first {meta['scan']}); "
+                 f"{meta['loss']}", fontsize=8)
+    _legend(fig, names, shown, k)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_prior(csv: Path, path: Path) -> Path:
+    """Draw ``prior.csv`` (a matrix whose corner cell names the prior variant) as its two heat maps."""
+    from ocr._prior_plot import draw_prior_heatmaps
+
+    header, *rows = list(csv_module.reader(io.StringIO(csv.read_text())))
+    matrix = np.array([[float(x) for x in row[1:]] for row in rows])
+    title = f"prior: {header[0]}" if header[0] else "prior"
+    return draw_prior_heatmaps(matrix, header[2:], path, title=title)
+
+
+def _stale(figure: Path, data: Path) -> bool:
+    return data.is_file() and (not figure.is_file() or figure.stat().st_mtime_ns < data.stat().st_mtime_ns)
+
+
+def draw_pending(folder: Path) -> list[Path]:
+    """Draw the pictures of ``folder`` (a trial's ``artifacts``) whose numbers are newer than they are, or
+    that are missing; returns what it drew. A folder without the numbers is left as it is."""
+    drawn = []
+    for figure, data, draw in ((folder / EXAMPLES_FIGURE, folder / EXAMPLES_DATA, draw_examples),
+                               (folder / PRIOR_FIGURE, folder / PRIOR_FILE, draw_prior)):
+        if _stale(figure, data):
+            drawn.append(draw(data, figure))
+    return drawn
+
+
+def is_drawing_data(name: str) -> bool:
+    """Whether an artifact is only the numbers behind a picture (not uploaded: the picture is)."""
+    return name == EXAMPLES_DATA
+
+
+__all__ = ["EXAMPLES_DATA", "EXAMPLES_FIGURE", "LOSS_UNIT", "PRIOR_FIGURE", "draw_examples", "draw_pending",
+           "draw_prior", "example_columns", "is_drawing_data", "loss_title", "row_label"]
