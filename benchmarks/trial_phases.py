@@ -9,9 +9,9 @@ epochs, one thread, stage 1 warmed first by an untimed run into the side's own c
 - once under :mod:`cProfile`, whose cumulative times split the trial into phases by the functions that do
   them (a phase whose function a side lacks prints ``-``): stage 1 (``run_cam_stage``: loading the cache),
   training (``train_epoch``), evaluation (``evaluate``), artifacts (``write_class_iou``, ``write_prior``,
-  ``write_examples``), logging (the reporter's ``report``), checkpoint (``save_checkpoint``), and the rest of
-  ``run_trial`` (data, model, optimiser set-up). The profiler slows Python-level code, so read these as
-  shares of the profiled trial.
+  ``write_examples``, ``draw_pending``), logging (the reporter's ``report``), checkpoint
+  (``save_checkpoint``), and the rest of ``run_trial`` (data, model, optimiser set-up). The profiler slows
+  Python-level code, so read these as shares of the profiled trial.
 
 With ``--orchestration N`` (default 8; 0 skips it) it then runs each side's own
 ``benchmarks.orchestration --trials N`` and prints their efficiency and wall ratios side by side. Both sides
@@ -42,7 +42,7 @@ PHASES: dict[str, tuple[tuple[str, str], ...]] = {
     "training": (("pipelines/engine.py", "train_epoch"),),
     "evaluation": (("pipelines/evaluation.py", "evaluate"),),
     "artifacts": (("pipelines/artifacts.py", "write_class_iou"), ("pipelines/artifacts.py", "write_prior"),
-                  ("pipelines/artifacts.py", "write_examples")),
+                  ("pipelines/artifacts.py", "write_examples"), ("pipelines/figures.py", "draw_pending")),
     "logging": (("study/commands/train.py", "report"),),
     "checkpoint": (("pipelines/stage_seg.py", "save_checkpoint"),),
 }

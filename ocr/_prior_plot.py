@@ -1,16 +1,19 @@
 """Heat maps of a prior correlation matrix, raw and row min-max normalised (like the paper's Fig. S2).
 
-matplotlib is imported lazily, so the loss itself never pays for it.
+matplotlib is imported lazily, so the loss itself never pays for it; torch is not imported at all (a
+tensor is drawn as one, an array or a list as itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor
+
+if TYPE_CHECKING:  # drawn from a CSV too (by a study's driver): torch is not needed for that
+    from torch import Tensor
 
 
 def _row_minmax_np(m: np.ndarray) -> np.ndarray:
@@ -36,7 +39,7 @@ def draw_prior_heatmaps(matrix: Tensor | np.ndarray, class_names: Sequence[str],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    m = matrix.detach().cpu().double().numpy() if isinstance(matrix, Tensor) else np.asarray(matrix, float)
+    m = matrix.detach().cpu().double().numpy() if hasattr(matrix, "detach") else np.asarray(matrix, float)
     names = ["background", *class_names]
     if m.shape != (len(names), len(names)):
         raise ValueError(f"matrix must be ({len(names)}, {len(names)}) for {len(class_names)} classes; "

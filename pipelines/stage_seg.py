@@ -7,11 +7,15 @@ evaluates on the validation split at full resolution
 (no tags at test time: the tags only score the OC rate and the oracle mIoU) and reports through the
 reporter; every epoch it writes a checkpoint (model, optimiser, epoch, shuffling RNG, posterior prior)
 that a restarted trial continues from. The reported checkpoint is the one of an evaluated epoch.
+A trial started from a checkpoint of its last epoch (its own, or another trial's of the same config:
+how the confirm phase continues a completed search trial) trains nothing: it evaluates that epoch by
+this config's protocol (the held-out split included, with ``eval.test``) and reports it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +57,7 @@ class SegState:
     epoch: int = 0  # report periods (epochs) completed
     best_miou: float = 0.0
     iteration: int = 0  # optimiser steps completed
+    train: dict[str, float] | None = None  # the last period's training figures (loss parts, images/s)
 
 
 def total_steps(cfg: TrialConfig, loader_len: int) -> int:
@@ -78,7 +83,7 @@ def save_checkpoint(state: SegState, folder: Path) -> Path:
     blob = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
             "schedule": state.schedule.state_dict(), "ocr": state.ocr.state_dict(),
             "rng": state.generator.get_state(), "epoch": state.epoch, "best_miou": state.best_miou,
-            "iteration": state.iteration}
+            "iteration": state.iteration, "train": state.train}
     tmp = folder / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
     torch.save(blob, tmp)
     os.replace(tmp, folder / CHECKPOINT_FILE)
@@ -95,6 +100,8 @@ def load_checkpoint(state: SegState, folder: Path, device: torch.device) -> None
     state.generator.set_state(blob["rng"].cpu())
     state.epoch, state.best_miou = int(blob["epoch"]), float(blob["best_miou"])
     state.iteration = int(blob.get("iteration", 0))
+    train = blob.get("train")
+    state.train = {str(k): float(v) for k, v in train.items()} if isinstance(train, dict) else None
 
 
 def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device, feed: Callable[[Tensor], Tensor]) -> Any:
@@ -145,6 +152,13 @@ def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: 
     precision, loss_fn = Precision(device, cfg.amp), _loss_fn(state, cfg, device, feed)
     stream = endless(loader) if cfg.seg.iterations else None
     metrics: dict[str, float] = {}
+    if source is not None and state.epoch >= cfg.seg.reports:
+        # a finished state (another trial's, continued: the confirm phase's seed of a completed search
+        # trial): nothing left to train; its last epoch is evaluated here and reported
+        train = state.train or dict.fromkeys(("total", "ce", "images_per_s", "seconds"), math.nan)
+        metrics = _epoch_metrics(state, cfg, data, device, train, extra or {}, train.get("seconds", math.nan),
+                                 ckpt_dir / "artifacts", feed)
+        reporter.report(metrics, save_checkpoint(state, ckpt_dir))
     while state.epoch < cfg.seg.reports:
         start = time.perf_counter()
         batches, steps = _period(cfg, loader, stream, state.iteration)
@@ -152,6 +166,7 @@ def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: 
         train = train_epoch(state.model, state.optimizer, batches, loss_fn, precision, "seg", state.epoch,
                             state.schedule, hook, seed=cfg.seed)
         state.epoch, state.iteration = state.epoch + 1, state.iteration + steps
+        state.train = {k: float(v) for k, v in train.items()}
         if state.epoch % cfg.eval.every and state.epoch < cfg.seg.reports:
             save_checkpoint(state, ckpt_dir)
             continue

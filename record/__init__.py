@@ -19,6 +19,7 @@ every layer may use it.
 
 from record._facts import (
     BASE_CELL,
+    CONTINUES_FROM,
     META,
     OCR_OFF,
     asha_rungs,
@@ -76,6 +77,7 @@ __all__ = [
     "ABANDONED",
     "BASE_CELL",
     "CONFIRM_TUNE_DIR",
+    "CONTINUES_FROM",
     "CURVES_TABLE",
     "EPOCHS_FILE",
     "FAILPOINTS_ENV",

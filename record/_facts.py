@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from record._vocab import UNFINISHED, StopReason, TrialStatus
 
 META = "meta."  # config keys that describe a trial (cell, setting, study, ...) rather than configure it
+CONTINUES_FROM = "continues_from"  # meta key: the checkpoint folder of the search trial a confirm trial continues
 BASE_CELL = "base"  # the id of the one cell of a study without a grid
 OCR_OFF = "none"  # the ocr.selection that turns the OCR loss off
 K = TypeVar("K", bound=Hashable)

@@ -103,6 +103,7 @@ class Tag(StrEnum):
     SEED = "ocr_study.seed"
     PHASE = "ocr_study.phase"
     ROUND = "ocr_study.round"  # a sequential confirm trial's round (1 = the first `min` seeds)
+    CONTINUES = "ocr_study.continues"  # a confirm trial continuing a completed search trial: that trial's id
     CONFIG = "ocr_study.config"  # the flat trial config as JSON, unrounded (older studies: now an artifact)
     STOP_REASON = "ocr_study.stop_reason"  # a StopReason
     STOP_EPOCH = "ocr_study.stop_epoch"  # the report a trial that did not complete ended at

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from record import META, Phase, PhaseDoc, StopReason, ranked, read_epochs, study_trials
+from record import CONTINUES_FROM, META, Phase, PhaseDoc, StopReason, Tag, ranked, read_epochs, study_trials
 from study.handle import Study
 from study.spec import ConfirmSpec
 
@@ -28,6 +28,8 @@ class SeedRun:
     completed: bool
     config: dict[str, Any]
     seed: int | None = None
+    trial_id: str | None = None
+    checkpoint: str | None = None  # its last checkpoint folder (where the record says it is)
 
 
 @dataclass(frozen=True)
@@ -74,20 +76,45 @@ def search_runs(folder: Path, metric: str) -> dict[str, dict[int, list[SeedRun]]
             continue
         values = {int(e["epoch"]): float(e[metric]) for e in read_epochs(path)
                   if isinstance(e.get("epoch"), (int, float)) and isinstance(e.get(metric), (int, float))}
-        run = SeedRun(values, doc.stop_reason == StopReason.COMPLETED, dict(doc.config), doc.seed)
+        checkpoint = str(Path(doc.artifacts).parent) if doc.artifacts else None
+        run = SeedRun(values, doc.stop_reason == StopReason.COMPLETED, dict(doc.config), doc.seed, doc.trial_id,
+                      checkpoint)
         out.setdefault(str(doc.cell), {}).setdefault(int(doc.setting or 0), []).append(run)
     return out
 
 
-def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int) -> dict[str, Any]:
+def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int,
+                    searched: Sequence[SeedRun] = ()) -> dict[str, Any]:
     """A search trial's config on another seed, to the confirm budget, tagged with the confirm phase (and, in a
     sequential one, the round its seed belongs to), and scored at its end on the data set's held-out test
-    split where it has one (chosen on val, measured on test)."""
+    split where it has one (chosen on val, measured on test).
+
+    Where ``searched`` (the setting's search trials) holds a completed trial of exactly this config but for
+    the test split, the confirm trial continues it (:func:`continuable`) instead of training it again."""
     config = {**run.config, "seed": seed, "seg.epochs": confirm.epochs, "eval.test": True,
               f"{META}phase": Phase.CONFIRM, f"{META}rank": rank}
     if confirm.rule is not None:
         config[f"{META}round"] = confirm.rule.round_of(seed)
+    same = next((r for r in searched if continuable(r, config)), None)
+    if same is not None:
+        config[f"{META}{Tag.CONTINUES.key}"] = same.trial_id
+        config[f"{META}{CONTINUES_FROM}"] = same.checkpoint
     return config
+
+
+def continuable(run: SeedRun, config: Mapping[str, Any]) -> bool:
+    """Whether a confirm trial of ``config`` can continue the search trial ``run`` from its last checkpoint:
+    ``run`` completed its budget on the same config (every key but ``eval.test`` and ``meta.*``) and its
+    checkpoint folder is on this machine. On the CPU a trial is deterministic on its seed, so training it again
+    repeats the same epochs bit for bit (on a GPU it could differ in the last bits: either is a run of that
+    config on that seed); the confirm trial evaluates the checkpoint on the held-out split instead."""
+    if not (run.completed and run.trial_id and run.checkpoint and Path(run.checkpoint).is_dir()):
+        return False
+
+    def plain(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if not k.startswith(META) and k != "eval.test"}
+
+    return plain(run.config) == plain(config)
 
 
 def choose(study: Study) -> PhaseDoc:
@@ -108,7 +135,7 @@ def choose(study: Study) -> PhaseDoc:
         cells.append({"id": cid, "settings": list(ranking.settings), "rule": ranking.rule, "epoch": ranking.epoch})
         for rank, setting in enumerate(ranking.settings):
             template = next(r for r in runs[cid][setting] if r.config)
-            trials += [_confirm_config(confirm, template, seed, rank) for seed in confirm.seeds]
+            trials += [_confirm_config(confirm, template, seed, rank, runs[cid][setting]) for seed in confirm.seeds]
     return PhaseDoc(Phase.CONFIRM, trials=len(trials), cells=tuple(cells), configs=tuple(trials),
                     seeds=tuple(confirm.seeds), top_k=confirm.top_k, epochs=confirm.epochs, metric=confirm.metric,
                     mode=confirm.mode, chosen=True, seed_rule=confirm.rule)

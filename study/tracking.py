@@ -476,6 +476,8 @@ class MLflowTracking(Callback):
                 RUN_COLOR: cell_colour(cell, (getattr(self, "spec", None) or {}).get("grid"))}
         if "round" in meta:  # a sequential confirm trial: the round its seed belongs to
             tags[Tag.ROUND.value] = str(meta["round"])
+        if Tag.CONTINUES.key in meta:  # a confirm trial continuing a completed search trial
+            tags[Tag.CONTINUES.value] = str(meta[Tag.CONTINUES.key])
         name = run_name(config)
         run = client.create_run(self._experiment_id, run_name=name, tags=tags)
         params = [Param(k, v) for k, v in trial_params(config).items()]

@@ -13,7 +13,7 @@ from ray import tune
 
 from pipelines.config import from_flat
 from pipelines.trial import run_trial
-from record import META
+from record import CONTINUES_FROM, META, Tag
 from study.failures import fatal_report
 from study.trial_record import TrialRecorder
 
@@ -64,9 +64,24 @@ def split_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return trial, meta
 
 
+def continued(meta: Mapping[str, Any]) -> Path | None:
+    """The finished search trial's checkpoint a confirm trial continues (``meta.continues_from``, set by
+    :func:`study.confirm.continuable`), when it is readable here; else ``None``: the trial trains itself."""
+    from pipelines.stage_seg import CHECKPOINT_FILE
+
+    folder = meta.get(CONTINUES_FROM)
+    if not folder:
+        return None
+    if not (Path(folder) / CHECKPOINT_FILE).is_file():
+        log.warning("the checkpoint of search trial %s is not at %s on this node: training the confirm trial",
+                    meta.get(Tag.CONTINUES.key), folder)
+        return None
+    return Path(folder)
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """The Tune trainable: one trial, resumed from Tune's checkpoint when there is one."""
-    values, _meta = split_config(config)
+    values, meta = split_config(config)
     if os.environ.get(NODE_CACHE_ENV):  # a node of a cluster keeps its caches where it was told to
         values["cache_dir"] = os.environ[NODE_CACHE_ENV]
     cfg = from_flat(values)
@@ -75,7 +90,7 @@ def train_trial(config: dict[str, Any]) -> None:
     reporter = TuneReporter({}, config)
     try:
         if checkpoint is None:
-            run_trial(cfg, reporter, work_dir)
+            run_trial(cfg, reporter, work_dir, resume_from=continued(meta))
         else:
             with checkpoint.as_directory() as folder:
                 run_trial(cfg, reporter, work_dir, resume_from=Path(folder))

@@ -221,6 +221,15 @@ def test_the_test_split_is_scored_once_at_the_last_report(baseline: Run, tmp_pat
     without_test = [{k: v for k, v in r.items() if not k.startswith("test_")} for r in run.reports]
     assert _same_figures(without_test, baseline.reports)  # scoring the test split changes nothing else
     assert len(json.loads((tmp_path / "checkpoint" / "artifacts" / "class_iou_test.json").read_text())) == 11
+    # continuing the finished baseline (as a confirm trial continues its completed search trial) trains
+    # nothing and reports the last epoch with the same figures, test split included, as training it again
+    continued = ListReporter()
+    final = run_trial(_with(baseline.cfg, eval__test=True), continued,
+                      tmp_path / "continued", resume_from=baseline.work_dir / "checkpoint")
+    assert len(continued.reports) == 1 and final == continued.reports[0]
+    assert _figures(final) == pytest.approx(_figures(last), rel=1e-6)
+    assert _saved_epoch(tmp_path / "continued") == _saved_epoch(baseline.work_dir)
+    assert (tmp_path / "continued" / "checkpoint" / "artifacts" / "val_examples.png").is_file()
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from record import Phase, StopReason, TrialDoc, append_epoch, trial_folder, write_trial
-from study.confirm import SeedRun, choose, rank_settings
+from study.confirm import SeedRun, choose, continuable, rank_settings
 from study.handle import Study
 from study.plan import plan
 from study.searcher import PlannedSearcher
@@ -43,12 +43,14 @@ def test_failed_trials_are_left_out_and_a_cell_without_values_chooses_nothing() 
     assert nothing.settings == () and nothing.rule == "none"
 
 
-def _record(folder: Path, trial_id: str, cell: str, setting: int, delta: float, values: list[float]) -> None:
+def _record(folder: Path, trial_id: str, cell: str, setting: int, delta: float, values: list[float],
+            checkpoint: Path | None = None) -> None:
     config = {"seed": 0, "seg.epochs": 3, "ocr.selection": cell.split("=")[1], "ocr.delta": delta,
               "meta.cell": cell, "meta.setting": setting, "meta.phase": "search"}
     path = trial_folder(folder, trial_id)
     write_trial(path, TrialDoc(trial_id, phase=Phase.SEARCH, cell=cell, setting=setting, seed=0, config=config,
-                               stop_reason=StopReason.COMPLETED if len(values) == 3 else StopReason.EARLY_STOPPED))
+                               stop_reason=StopReason.COMPLETED if len(values) == 3 else StopReason.EARLY_STOPPED,
+                               artifacts=str(checkpoint / "artifacts") if checkpoint else None))
     for epoch, value in enumerate(values, 1):
         append_epoch(path, {"epoch": epoch, "val_miou": value})
 
@@ -131,3 +133,42 @@ def test_the_dry_run_prints_the_rule_the_trial_range_and_the_seed_plan() -> None
     assert "seeds added until the answer is clear" in text
     assert "trials: 9 to 27" in text  # three cells' best settings × 3 seeds, up to × 9
     assert "seeds to detect Δ = 2 with power 0.8" in text and "(if σ = 4)" in text
+
+
+def _checkpoint(folder: Path, name: str) -> Path:
+    (folder / name / "artifacts").mkdir(parents=True)
+    return folder / name
+
+
+def test_a_confirm_seed_the_search_completed_continues_that_trial(tmp_path: Path) -> None:
+    spec = load_spec("quick", ["grid.ocr.selection=[none,oc]", "confirm.seeds=[0,1]"])
+    _record(tmp_path, "t0", "ocr.selection=none", 0, 0.0, [0.1, 0.2, 0.3], _checkpoint(tmp_path, "c0"))
+    _record(tmp_path, "t1", "ocr.selection=oc", 0, 1.0, [0.1, 0.2, 0.4], _checkpoint(tmp_path, "c1"))
+    _record(tmp_path, "t2", "ocr.selection=oc", 1, 2.0, [0.5])  # stopped early: not chosen, not continuable
+    phase = choose(Study(spec, plan(spec), str(tmp_path), tmp_path))
+    planned = [(c["meta.cell"], c["seed"], c.get("meta.continues"), c.get("meta.continues_from"))
+               for c in phase.configs]
+    assert planned == [("ocr.selection=none", 0, "t0", str(tmp_path / "c0")), ("ocr.selection=none", 1, None, None),
+                       ("ocr.selection=oc", 0, "t1", str(tmp_path / "c1")), ("ocr.selection=oc", 1, None, None)]
+    assert all(c["eval.test"] is True for c in phase.configs)  # continued or not, it is scored on test
+
+
+@pytest.mark.parametrize("change", ["budget", "gone", "stopped"])
+def test_a_search_trial_is_continued_only_when_it_is_the_same_finished_run_and_here(tmp_path: Path,
+                                                                                   change: str) -> None:
+    spec = load_spec("quick", ["grid.ocr.selection=[none,oc]", "confirm.seeds=[0]",
+                               *(["confirm.epochs=4"] if change == "budget" else [])])
+    checkpoint = tmp_path / "c0" if change == "gone" else _checkpoint(tmp_path, "c0")
+    _record(tmp_path, "t0", "ocr.selection=none", 0, 0.0, [0.1, 0.2, 0.3][: 2 if change == "stopped" else 3],
+            checkpoint)
+    (config,) = choose(Study(spec, plan(spec), str(tmp_path), tmp_path)).configs
+    assert "meta.continues" not in config and "meta.continues_from" not in config
+
+
+def test_continuable_compares_every_key_but_the_test_split_and_meta() -> None:
+    run = SeedRun({3: 0.5}, True, {"seed": 0, "seg.epochs": 3, "ocr.delta": 2.0, "meta.phase": "search"}, 0, "t0",
+                  "/")
+    same = {"seed": 0, "seg.epochs": 3, "ocr.delta": 2.0, "eval.test": True, "meta.phase": "confirm"}
+    assert continuable(run, same)
+    assert not continuable(run, {**same, "ocr.delta": 2.5}) and not continuable(run, {**same, "seed": 1})
+    assert not continuable(SeedRun(run.values, False, run.config, 0, "t0", "/"), same)

@@ -70,6 +70,37 @@ def test_confirm_runs_the_chosen_settings_on_every_confirm_seed_to_the_full_budg
     assert "confirm" in table.notes and "measured on test" in table.title
 
 
+def test_a_confirm_seed_the_search_completed_continues_that_trial_with_the_same_figures(
+        local_ray: None, tmp_path: Path, shared_cache: Path) -> None:
+    """Confirm seed 0 repeats a search trial that ran its whole budget on seed 0: the confirm trial starts from
+    that trial's last checkpoint, trains nothing, and adds the test split; seed 1 is trained."""
+    spec = load_spec(tiny_doc(tmp_path, shared_cache, seeds=[0], search={"samples": 1, "seed": 0, "params": {
+        "ocr.delta": {"type": "uniform", "low": 0.0, "high": 4.0}}}, confirm={"seeds": [0, 1]}))
+    run_study(open_study(spec))
+    rows = trial_table(open_study(spec))
+    search = {r["cell"]: r for r in rows if r["phase"] == "search"}
+    assert {r["stop_reason"] for r in search.values()} == {"completed"}
+    folder = Path(spec.study_dir)
+    epochs = {doc.trial_id: read_epochs(path) for path, doc in study_trials(folder)}
+    confirm = [r for r in rows if r["phase"] == "confirm"]
+    assert sorted((r["cell"], r["seed"]) for r in confirm) == sorted((c, s) for c in search for s in (0, 1))
+    runs = mlflow_trial_runs(spec).set_index("tags.ocr_study.trial_id")
+    for row in confirm:
+        lines, continues = epochs[row["trial_id"]], runs.loc[row["trial_id"]].get("tags.ocr_study.continues")
+        assert row["stop_reason"] == "completed" and "test_miou" in lines[-1]
+        if row["seed"] == 1:
+            assert [e["epoch"] for e in lines] == [1, 2] and not isinstance(continues, str)
+            continue
+        original = search[row["cell"]]["trial_id"]
+        assert continues == original and [e["epoch"] for e in lines] == [2]  # nothing trained again
+        for key in ("val_miou", "val_oc_rate_fg", "train_loss", "best_val_miou"):
+            assert lines[-1][key] == pytest.approx(epochs[original][-1][key], rel=1e-6), key
+    from results import ablation_table, collect_study, load_dataset
+
+    table = ablation_table(load_dataset(collect_study(folder)))
+    assert list(table.values["test_miou_n"]) == [2, 2]  # every row n = 2 on the held-out split
+
+
 def test_stage1_is_built_ahead_once_per_missing_entry(local_ray: None, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 10: the distinct stage-1 entries a phase needs are built at once, as Ray tasks, before trials."""
