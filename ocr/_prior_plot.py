@@ -25,7 +25,7 @@ def _row_minmax_np(m: np.ndarray) -> np.ndarray:
 
 
 def draw_prior_heatmaps(matrix: Tensor | np.ndarray, class_names: Sequence[str], path: str | Path,
-                        title: str = "prior") -> Path:
+                        title: str = "prior", metadata: dict[str, str] | None = None) -> Path:
     """Save a PNG with two heat maps of ``matrix`` ``(C+1, C+1)``: raw, and each row min-max normalised.
 
     Args:
@@ -33,6 +33,7 @@ def draw_prior_heatmaps(matrix: Tensor | np.ndarray, class_names: Sequence[str],
         class_names: the C foreground names; "background" is prepended.
         path: where to write the PNG.
         title: a prefix for both panel titles.
+        metadata: text chunks for the PNG (matplotlib's ``savefig(metadata=...)``).
     """
     import matplotlib
 
@@ -51,7 +52,7 @@ def draw_prior_heatmaps(matrix: Tensor | np.ndarray, class_names: Sequence[str],
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, metadata=metadata)
     plt.close(fig)
     return out
 

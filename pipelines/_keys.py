@@ -4,7 +4,11 @@ the config reads, need not import the config)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -52,3 +56,17 @@ def _flatten_into(flat: dict[str, Any], tree: Mapping[str, Any], prefix: str, le
             raise ConfigError(dotted, "is given twice (nested and dotted)")
         else:
             flat[dotted] = value
+
+
+def config_key(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (dataclasses as dicts)."""
+    blob = json.dumps(parts, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot hash {type(obj).__name__} into a cache key")

@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from pipelines._keys import config_key  # noqa: F401  (the stage-1 and data caches' key)
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHECKSUM_SUFFIX = ".sha256"
@@ -63,22 +65,6 @@ class Shared:
 
 class CorruptEntryError(RuntimeError):
     """A cache entry's bytes do not match its checksum (or it has none)."""
-
-
-def config_key(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (dataclasses as dicts)."""
-    blob = json.dumps(parts, sort_keys=True, default=_jsonable)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _jsonable(obj: Any) -> Any:
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot hash {type(obj).__name__} into a cache key")
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

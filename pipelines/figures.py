@@ -14,6 +14,7 @@ epoch, how many images were scanned, the loss's settings, each row's image index
 from __future__ import annotations
 
 import csv as csv_module
+import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -100,7 +101,7 @@ def _draw_row(axes: Any, arrays: Any, i: int, k: int) -> set[int]:
     return {int(c) for c in np.unique(prediction)} | {int(c) for c in np.unique(truth) if int(c) != IGNORE}
 
 
-def draw_examples(data: Path, path: Path) -> Path:
+def draw_examples(data: Path, path: Path, metadata: dict[str, str] | None = None) -> Path:
     """Draw ``val_examples.npz`` (see the module docstring) as the grid of ``val_examples.png``: a row per
     example with its index, tags and epoch, a class legend and labelled colour bars; returns ``path``."""
     import matplotlib
@@ -125,33 +126,48 @@ def draw_examples(data: Path, path: Path) -> Path:
                  f"{meta['loss']}", fontsize=8)
     _legend(fig, names, shown, k)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata=metadata)
     plt.close(fig)
     return path
 
 
-def draw_prior(csv: Path, path: Path) -> Path:
+def draw_prior(csv: Path, path: Path, metadata: dict[str, str] | None = None) -> Path:
     """Draw ``prior.csv`` (a matrix whose corner cell names the prior variant) as its two heat maps."""
     from ocr._prior_plot import draw_prior_heatmaps
 
     header, *rows = list(csv_module.reader(io.StringIO(csv.read_text())))
     matrix = np.array([[float(x) for x in row[1:]] for row in rows])
     title = f"prior: {header[0]}" if header[0] else "prior"
-    return draw_prior_heatmaps(matrix, header[2:], path, title=title)
+    return draw_prior_heatmaps(matrix, header[2:], path, title=title, metadata=metadata)
 
 
-def _stale(figure: Path, data: Path) -> bool:
-    return data.is_file() and (not figure.is_file() or figure.stat().st_mtime_ns < data.stat().st_mtime_ns)
+SOURCE_KEY = "ocr-study source"  # a PNG text chunk: the digest of the numbers it was drawn from
+
+
+def _digest(data: Path) -> str:
+    return hashlib.sha256(data.read_bytes()).hexdigest()[:16]
+
+
+def _drawn_from(figure: Path) -> str | None:
+    """The digest a picture says it was drawn from (``None``: missing, unreadable, or drawn otherwise)."""
+    from PIL import Image
+
+    try:
+        with Image.open(figure) as image:
+            return getattr(image, "text", {}).get(SOURCE_KEY)
+    except (OSError, ValueError):
+        return None
 
 
 def draw_pending(folder: Path) -> list[Path]:
-    """Draw the pictures of ``folder`` (a trial's ``artifacts``) whose numbers are newer than they are, or
-    that are missing; returns what it drew. A folder without the numbers is left as it is."""
+    """Draw the pictures of ``folder`` (a trial's ``artifacts``) that are missing or were drawn from other
+    numbers than the folder holds now; returns what it drew. A folder without the numbers is left as it is.
+    The check reads the digest each picture carries (not file times, which a copy of the folder resets)."""
     drawn = []
     for figure, data, draw in ((folder / EXAMPLES_FIGURE, folder / EXAMPLES_DATA, draw_examples),
                                (folder / PRIOR_FIGURE, folder / PRIOR_FILE, draw_prior)):
-        if _stale(figure, data):
-            drawn.append(draw(data, figure))
+        if data.is_file() and _drawn_from(figure) != (digest := _digest(data)):
+            drawn.append(draw(data, figure, {SOURCE_KEY: digest}))
     return drawn
 
 

@@ -134,7 +134,20 @@ def _callbacks(study: Study, total: int) -> list[Any]:
 
     spec = study.spec
     return [FailFast(), RecordCallback(spec.scheduler.type, study.plan.max_epochs, study.plan.rungs),
-            _tracking(study), ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode)]
+            _tracking(study), ProgressLine(total, spec.scheduler.metric, spec.scheduler.mode), _json_logger()]
+
+
+def _json_logger() -> Any:
+    """Tune's ``params.json`` and ``result.json`` per trial (its other default loggers are off: init_ray)."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    return JsonLoggerCallback()
+
+
+def _preload() -> None:
+    """Import what the searcher (Optuna) and the report (pandas, scipy, matplotlib) need."""
+    import results  # noqa: F401
+    import study.searcher  # noqa: F401
 
 
 class _Background:
@@ -210,7 +223,8 @@ def _confirm_tuner(study: Study, phase: PhaseDoc, restore: bool) -> Any:
     configs, epochs = list(phase.configs), int(phase.epochs or 0)
     searcher = PlannedSearcher(configs) if phase.seed_rule is None else _sequential_searcher(study, phase)
     callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(study, "none", epochs, ()),
-                 ProgressLine(len(configs), str(phase.metric), str(phase.mode), at_most=phase.seed_rule is not None)]
+                 ProgressLine(len(configs), str(phase.metric), str(phase.mode), at_most=phase.seed_rule is not None),
+                 _json_logger()]
     tune_config = tune.TuneConfig(metric=phase.metric, mode=phase.mode, scheduler=FIFOScheduler(),
                                   search_alg=ConcurrencyLimiter(searcher, study.spec.max_concurrent),
                                   num_samples=len(configs), reuse_actors=True)
@@ -310,6 +324,9 @@ def init_ray(address: str | None) -> None:
     refresh_loaded_ray()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's default loggers: TensorBoard's imports torch into the driver and writes event files nobody reads
+    # (MLflow is the study's view), the CSV one repeats result.json; _callbacks adds the JSON one back
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from study.failures import FATAL_ENV
 
     for key, value in FATAL_ENV.items():
@@ -368,12 +385,15 @@ def run_study(study: Study, address: str | None = None, fresh: bool = False) -> 
         hold_study(folder)
         _write_spec(study, fresh)
         write_study(folder, study_record(study.plan))
-        # The MLflow store (its schema, the experiment, the parent run) is made while Ray starts.
+        # The MLflow store (its schema, the experiment, the parent run) is made while Ray starts, and the
+        # modules the phases and the report need are loaded meanwhile (Ray's start mostly waits).
         warm = _Background(lambda: _tracking(study).parent_run_id)
+        preload = _Background(_preload)
         init_ray(address)
         if not address:
             record_started(folder)
         warm.join()
+        preload.join()
     except BaseException:
         release_study(folder)
         if not existed:  # nothing half-made is left behind

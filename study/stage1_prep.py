@@ -28,7 +28,7 @@ def missing_stage1(configs: Iterable[Mapping[str, Any]]) -> list[Any]:
     phase) are left to their trials: they are passed in with the trial defaults, not the values sampled.
     """
     from pipelines.config import from_flat
-    from pipelines.stage_cam import stage1_entry, stage1_ready
+    from pipelines.stage1_key import stage1_entry, stage1_ready
 
     wanted: dict[str, Any] = {}
     for flat in configs:

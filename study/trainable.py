@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +14,6 @@ from typing import Any
 from ray import tune
 
 from pipelines.config import from_flat
-from pipelines.trial import run_trial
 from record import CONTINUES_FROM, META, Tag
 from study.failures import fatal_report
 from study.trial_record import TrialRecorder
@@ -81,11 +82,16 @@ def continued(meta: Mapping[str, Any]) -> Path | None:
 
 def train_trial(config: dict[str, Any]) -> None:
     """The Tune trainable: one trial, resumed from Tune's checkpoint when there is one."""
+    from pipelines.trial import run_trial  # the training code (torch): loaded by the worker, not the driver
+
     values, meta = split_config(config)
     if os.environ.get(NODE_CACHE_ENV):  # a node of a cluster keeps its caches where it was told to
         values["cache_dir"] = os.environ[NODE_CACHE_ENV]
     cfg = from_flat(values)
-    work_dir = Path(tune.get_context().get_trial_dir())
+    # The trial writes its checkpoints outside Tune's trial folder: Tune copies each reported one into the
+    # study's storage itself, and the driver, which syncs that folder while trials run on its node, would
+    # otherwise copy them again and could meet a checkpoint half-written.
+    work_dir = Path(tempfile.mkdtemp(prefix=f"ocr-study-trial-{tune.get_context().get_trial_id()}-"))
     checkpoint = tune.get_checkpoint()
     reporter = TuneReporter({}, config)
     try:
@@ -98,3 +104,5 @@ def train_trial(config: dict[str, Any]) -> None:
         reporter.failed(err)
         tune.report(fatal_report(reporter.last, err))
         raise
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)

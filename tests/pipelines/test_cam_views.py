@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from pipelines.config import ConfigError, from_flat
 from pipelines.data import Batch
 from pipelines.models import build_cam_model
-from pipelines.stage_cam import cam_network, cam_views, pseudo_labels
+from pipelines.stage1_key import cam_network
+from pipelines.stage_cam import cam_views, pseudo_labels
 
 C = 3
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import pipelines.stage1_key as stage1_key
 import pipelines.stage_cam as stage_cam
 from pipelines.config import TrialConfig, from_flat
 from pipelines.crf import crf_available
@@ -85,7 +86,7 @@ def test_cam_stage_writes_png_pseudo_masks_once(tmp_path: Path, voc: Path) -> No
     reporter = ListReporter()
     run_trial(cfg, reporter, tmp_path / "one")
     assert [r["epoch"] for r in reporter.reports] == [2.0, 3.0]  # every 2nd epoch and the last
-    folder = cfg.cache_path / "stage1" / f"cam-{stage_cam.stage_key(cfg)}"
+    folder = cfg.cache_path / "stage1" / f"cam-{stage1_key.stage_key(cfg)}"
     pngs = sorted(p.stem for p in folder.glob("*.png"))
     assert pngs == sorted(trees.VOC_LISTS["train"])
     for stem in pngs:

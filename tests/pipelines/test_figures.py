@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +73,15 @@ def test_a_folder_is_drawn_once_and_again_only_when_its_numbers_change(tmp_path:
     write_prior(term, tuple(NAMES), tmp_path)
     assert {p.name for p in draw_pending(tmp_path)} == {EXAMPLES_FIGURE, PRIOR_FIGURE}
     assert (tmp_path / PRIOR_FIGURE).read_bytes()[:4] == b"\x89PNG"
-    assert draw_pending(tmp_path) == []  # nothing newer than its picture
-    later = (tmp_path / EXAMPLES_FIGURE).stat().st_mtime_ns + 10**9
-    os.utime(tmp_path / EXAMPLES_DATA, ns=(later, later))  # the next epoch's numbers
+    assert draw_pending(tmp_path) == []  # each picture says it was drawn from these numbers
+    copy = tmp_path / "copied"
+    shutil.copytree(tmp_path, copy, ignore=shutil.ignore_patterns("copied"))  # new file times, same numbers
+    os.utime(copy / EXAMPLES_DATA, ns=(time.time_ns() + 10**9,) * 2)
+    assert draw_pending(copy) == []  # a copy (Tune's checkpoint upload) is not drawn again
+    fake_examples(tmp_path, rows=1)  # the next epoch's numbers
     assert [p.name for p in draw_pending(tmp_path)] == [EXAMPLES_FIGURE]
+    (tmp_path / PRIOR_FIGURE).write_bytes(b"not a picture")
+    assert [p.name for p in draw_pending(tmp_path)] == [PRIOR_FIGURE]
     assert draw_pending(tmp_path / "missing") == [] and draw_pending(tmp_path / "other") == []
 
 

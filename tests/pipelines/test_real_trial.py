@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+import pipelines.stage1_key as stage1_key
 import pipelines.stage_cam as stage_cam
 from pipelines.config import ConfigError, SegConfig, from_flat
 from pipelines.reporter import ListReporter
@@ -92,7 +93,7 @@ def test_cam_stage_and_ocr_in_both_stages_on_resnet_cam(tmp_path: Path, voc: Pat
     assert stage_cam._load(folder / stage_cam.STATE_FILE).encoder  # the CAM backbone, for seg.init=cam
     other = from_flat({**REAL, "data.root": str(voc), "cache_dir": str(tmp_path / "cache"), "ocr.stage": "both",
                        "seg.init": "cam", "model.cam_output_stride": 8})
-    assert stage_cam.stage_key(other) != stage_cam.stage_key(cfg)  # the CAM network's config is part of the cache key
+    assert stage1_key.stage_key(other) != stage1_key.stage_key(cfg)  # the CAM network's config is part of the cache key
 
 
 class _StopAfterFirst(ListReporter):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+import pipelines.stage1_key as stage1_key
 import pipelines.stage_cam as stage_cam
 from pipelines.config import ConfigError, TrialConfig, from_flat
 from pipelines.data import open_data
@@ -65,7 +66,7 @@ def test_nodes_sharing_only_a_bucket_build_stage1_once(tiny_config: TrialConfig,
     first = results[0].pseudo_masks
     assert isinstance(first, torch.Tensor)
     assert all(torch.equal(first, r.pseudo_masks) for r in results.values())  # type: ignore[arg-type]
-    name = f"cam-{stage_cam.stage_key(tiny_config)}.pt"
+    name = f"cam-{stage1_key.stage_key(tiny_config)}.pt"
     for i in range(3):  # each node keeps its own copy, beside its checksum
         assert (tmp_path / f"node{i}" / "stage1" / name).is_file()
         assert (tmp_path / f"node{i}" / "stage1" / f"{name}.sha256").is_file()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+import pipelines.stage1_key as stage1_key
 import pipelines.stage_cam as stage_cam
 from ocr import confusion_matrix, mean_iou, prior_matrix
 from pipelines.config import TrialConfig, from_flat, to_flat
@@ -291,22 +292,22 @@ def test_resume_from_explicit_checkpoint(tiny_config: TrialConfig, tmp_path: Pat
 
 @pytest.mark.slow
 def test_stage1_is_cached_and_shared(baseline: Run, without_ocr: tuple[Run, int]) -> None:
-    entry = stage_cam.stage1_entry(baseline.cfg).with_suffix(".pt")
+    entry = stage1_key.stage1_entry(baseline.cfg).with_suffix(".pt")
     assert entry.is_file()  # the baseline built stage 1 into the shared cache
     run, builds = without_ocr
-    assert stage_cam.stage1_entry(run.cfg).with_suffix(".pt") == entry  # OCR settings on seg only: same stage 1
+    assert stage1_key.stage1_entry(run.cfg).with_suffix(".pt") == entry  # OCR settings on seg only: same stage 1
     assert builds == 0  # found, not built again
     assert run.reports[0]["pseudo_miou"] == baseline.reports[0]["pseudo_miou"]  # the baseline's pseudo-masks
 
 
 def test_stage1_key_depends_on_ocr_only_when_ocr_acts_on_cams(tiny_config: TrialConfig) -> None:
-    seg_a = stage_cam.stage_key(tiny_config)
-    seg_b = stage_cam.stage_key(_with(tiny_config, ocr__delta=1.0))
-    cam_a = stage_cam.stage_key(_with(tiny_config, ocr__stage="cam"))
-    cam_b = stage_cam.stage_key(_with(tiny_config, ocr__stage="cam", ocr__delta=1.0))
+    seg_a = stage1_key.stage_key(tiny_config)
+    seg_b = stage1_key.stage_key(_with(tiny_config, ocr__delta=1.0))
+    cam_a = stage1_key.stage_key(_with(tiny_config, ocr__stage="cam"))
+    cam_b = stage1_key.stage_key(_with(tiny_config, ocr__stage="cam", ocr__delta=1.0))
     assert seg_a == seg_b
     assert len({seg_a, cam_a, cam_b}) == 3
-    assert seg_a != stage_cam.stage_key(_with(tiny_config, seed=1))
+    assert seg_a != stage1_key.stage_key(_with(tiny_config, seed=1))
 
 
 @pytest.mark.slow

@@ -125,3 +125,14 @@ def test_a_lock_held_on_another_host_counts_as_live(tmp_path: Path) -> None:
     _write_lock(tmp_path, 1, 0.0, host="elsewhere.example")
     with pytest.raises(StudyLockedError, match=r"on host elsewhere\.example"):
         acquire(tmp_path)
+
+
+def test_the_command_exits_with_mains_code_after_the_exit_handlers(tmp_path: Path) -> None:
+    """``ocr-study`` (:func:`study.cli.console`) skips Python's finalization but not the exit handlers (the
+    study's lock, Ray's shutdown) nor anything printed."""
+    script = ("import atexit, sys; from study import cli; "
+              "atexit.register(lambda: print('exit handler ran', flush=True)); "
+              f"sys.argv = ['ocr-study', 'status', 'nope', '--storage', {str(tmp_path)!r}]; cli.console()")
+    proc = subprocess.run([sys.executable, "-c", script], text=True, capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    assert "exit handler ran" in proc.stdout and "nope" in proc.stderr

@@ -105,7 +105,7 @@ def test_stage1_is_built_ahead_once_per_missing_entry(local_ray: None, tmp_path:
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 10: the distinct stage-1 entries a phase needs are built at once, as Ray tasks, before trials."""
     from pipelines.config import from_flat
-    from pipelines.stage_cam import stage1_ready
+    from pipelines.stage1_key import stage1_ready
     from study.stage1_prep import missing_stage1, prebuild_stage1
     from tests.conftest import TINY
 
