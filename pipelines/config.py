@@ -482,7 +482,9 @@ def _check_model(cfg: TrialConfig) -> None:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials;
+    """Everything one trial depends on. ``cache_dir`` holds data and stage-1 caches shared by trials (by
+    default one folder per machine, ``~/.ocr-study/cache``: entries are keyed by everything they depend on,
+    checksummed and built under a lock, so every study and clone on the machine can share them);
     ``shared_cache`` (a store URI such as ``s3://bucket/studies/x/cache``, empty for none) shares stage 1
     with the other nodes of a cluster through the store, ``cache_dir`` keeping each node's local copy.
     ``preset`` names the shipped training recipe (``pipelines/presets/<name>.yaml``) whose keys
@@ -498,7 +500,7 @@ class TrialConfig:
     device: str = "auto"
     threads: int = 1
     amp: bool = True
-    cache_dir: str = ".ocr-study/cache"
+    cache_dir: str = "~/.ocr-study/cache"  # one per machine: studies in any folder reuse its entries
     shared_cache: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     preset: str = ""

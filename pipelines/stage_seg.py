@@ -7,9 +7,9 @@ evaluates on the validation split at full resolution
 (no tags at test time: the tags only score the OC rate and the oracle mIoU) and reports through the
 reporter; every epoch it writes a checkpoint (model, optimiser, epoch, shuffling RNG, posterior prior)
 that a restarted trial continues from. The reported checkpoint is the one of an evaluated epoch.
-A trial started from a checkpoint of its last epoch (its own, or another trial's of the same config:
-how the confirm phase continues a completed search trial) trains nothing: it evaluates that epoch by
-this config's protocol (the held-out split included, with ``eval.test``) and reports it.
+A trial continuing another trial's checkpoint of its last epoch (how the confirm phase continues a
+completed search trial of the same config: ``report_finished``) trains nothing: it evaluates that epoch
+by this config's protocol (the held-out split included, with ``eval.test``) and reports it.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _loss_fn(state: SegState, cfg: TrialConfig, device: torch.device, feed: Call
 
 def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: Reporter, work_dir: Path,
                   resume_from: Path | None = None, extra: dict[str, float] | None = None,
-                  encoder: dict[str, Tensor] | None = None) -> dict[str, float]:
+                  encoder: dict[str, Tensor] | None = None, report_finished: bool = False) -> dict[str, float]:
     """Train the segmentation network, checkpointing every epoch and reporting every evaluated epoch
     (``eval.every``, and the last); returns the last metrics.
 
@@ -136,6 +136,9 @@ def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: 
         resume_from: a checkpoint folder to continue from (defaults to ``work_dir/checkpoint`` if present).
         extra: metrics added to every report (stage-1 figures).
         encoder: stage 1's encoder weights, the starting point when ``seg.init`` resolves to ``"cam"``.
+        report_finished: when the checkpoint resumed from is of the last epoch (another trial's, continued),
+            evaluate and report that epoch; without it such a trial (its own checkpoint, restored by Tune
+            after its last report) reports nothing again.
     """
     device = resolve_device(cfg.device)
     configure_backend(device)
@@ -152,7 +155,7 @@ def run_seg_stage(cfg: TrialConfig, data: TrialData, pseudo: Targets, reporter: 
     precision, loss_fn = Precision(device, cfg.amp), _loss_fn(state, cfg, device, feed)
     stream = endless(loader) if cfg.seg.iterations else None
     metrics: dict[str, float] = {}
-    if source is not None and state.epoch >= cfg.seg.reports:
+    if report_finished and source is not None and state.epoch >= cfg.seg.reports:
         # a finished state (another trial's, continued: the confirm phase's seed of a completed search
         # trial): nothing left to train; its last epoch is evaluated here and reported
         train = state.train or dict.fromkeys(("total", "ce", "images_per_s", "seconds"), math.nan)

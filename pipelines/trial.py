@@ -19,14 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
-              resume_from: Path | None = None) -> dict[str, float]:
+              resume_from: Path | None = None, continues: bool = False) -> dict[str, float]:
     """Run a whole trial and return the last epoch's metrics.
 
     Args:
         cfg: everything the trial depends on.
         reporter: receives each epoch's metrics with its checkpoint folder, and progress ticks.
         work_dir: the trial's own folder (checkpoints); caches shared by trials live in ``cfg.cache_dir``.
-        resume_from: a checkpoint folder written by an earlier run of this trial.
+        resume_from: a checkpoint folder written by an earlier run of this trial (or, with ``continues``,
+            by a finished trial of the same config, whose last epoch this trial evaluates and reports).
     """
     torch.set_num_threads(cfg.threads)
     check_data(cfg)  # bad data fails before anything is written
@@ -37,7 +38,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter, work_dir: Path,
     log.info("stage 1 ready: %s", stage1.metrics)
     extra = {k: v for k, v in stage1.metrics.items() if k == "pseudo_miou"}
     return run_seg_stage(cfg, data, stage1.pseudo_masks, reporter, work_dir, resume_from,
-                         extra=extra, encoder=stage1.encoder)
+                         extra=extra, encoder=stage1.encoder, report_finished=continues)
 
 
 def prepare_stage1(cfg: TrialConfig) -> dict[str, float]:

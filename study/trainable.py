@@ -96,7 +96,8 @@ def train_trial(config: dict[str, Any]) -> None:
     reporter = TuneReporter({}, config)
     try:
         if checkpoint is None:
-            run_trial(cfg, reporter, work_dir, resume_from=continued(meta))
+            source = continued(meta)
+            run_trial(cfg, reporter, work_dir, resume_from=source, continues=source is not None)
         else:
             with checkpoint.as_directory() as folder:
                 run_trial(cfg, reporter, work_dir, resume_from=Path(folder))

@@ -226,11 +226,15 @@ def test_the_test_split_is_scored_once_at_the_last_report(baseline: Run, tmp_pat
     # nothing and reports the last epoch with the same figures, test split included, as training it again
     continued = ListReporter()
     final = run_trial(_with(baseline.cfg, eval__test=True), continued,
-                      tmp_path / "continued", resume_from=baseline.work_dir / "checkpoint")
+                      tmp_path / "continued", resume_from=baseline.work_dir / "checkpoint", continues=True)
     assert len(continued.reports) == 1 and final == continued.reports[0]
     assert _figures(final) == pytest.approx(_figures(last), rel=1e-6)
     assert _saved_epoch(tmp_path / "continued") == _saved_epoch(baseline.work_dir)
     assert (tmp_path / "continued" / "checkpoint" / "artifacts" / "val_examples.png").is_file()
+    restored = ListReporter()  # its own finished checkpoint, as Tune restores a trial after its last report
+    run_trial(_with(baseline.cfg, eval__test=True), restored, tmp_path / "restored",
+              resume_from=baseline.work_dir / "checkpoint")
+    assert restored.reports == []  # nothing reported twice
 
 
 @pytest.mark.slow
