@@ -7,7 +7,9 @@ what Ray Tune, MLflow logging, checkpointing and the final report cost. Prints, 
   over wall × cores, where wall is the whole ``ocr-study run`` command (Ray start to report written);
 - the ratio of the study's wall time to the back-to-back run's (ideal: 1 / concurrency).
 
-Run: ``.venv/bin/python -m benchmarks.orchestration [--trials 8] [--workdir DIR] [key=value ...]``.
+Run: ``.venv/bin/python -m benchmarks.orchestration [--trials 8] [--workdir DIR] [--code DIR] [key=value ...]``;
+``--code`` measures the project's code in another folder (a git worktree of another commit) with this
+benchmark (:mod:`benchmarks.trial_phases` compares two commits so).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Any
 
 import yaml
 
+# the ``ocr-study`` command of the code measured (its ``console`` where it has one: what the script runs)
+CLI = ("import sys; from study import cli; sys.argv[0] = 'ocr-study'; "
+       "sys.exit(cli.console() if hasattr(cli, 'console') else cli.main())")
 TRIAL = {"data.digits.train_size": 1000, "data.digits.val_size": 200, "cam.epochs": 4, "seg.epochs": 5,
          "device": "cpu", "threads": 1}
 
@@ -91,8 +96,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1],
+                        help="the folder whose pipelines/ and study/ are measured (default: this one)")
     parser.add_argument("overrides", nargs="*", help="trial config key=value overrides")
     args = parser.parse_args()
+    sys.path.insert(0, str(args.code))  # before the project's modules are imported (they are, lazily, below)
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.overrides)}
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ocr-orchestration-"))
     shutil.rmtree(workdir / "studies", ignore_errors=True)
@@ -101,11 +109,10 @@ def main() -> None:
     (workdir / "spec.yaml").write_text(yaml.safe_dump(spec))
     _warm_stage1({**spec["trial"], "seed": 0})
 
-    cli = str(Path(sys.executable).parent / "ocr-study")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(args.code)}
     start, busy = time.perf_counter(), _busy_cpu_s()
-    subprocess.run([cli, "run", str(workdir / "spec.yaml")], cwd=workdir, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-c", CLI, "run", str(workdir / "spec.yaml")], cwd=workdir, env=env,
+                   check=True, stdout=subprocess.DEVNULL)
     study_wall, busy = time.perf_counter() - start, _busy_cpu_s() - busy
     results = _trial_results(workdir / "studies" / "orchestration" / "tune")
     train_cpu = sum(float(last.get("trial_cpu_s", 0.0)) for _, last in results)

@@ -13,9 +13,10 @@ epochs, one thread, stage 1 warmed first by an untimed run into the side's own c
   (``save_checkpoint``), and the rest of ``run_trial`` (data, model, optimiser set-up). The profiler slows
   Python-level code, so read these as shares of the profiled trial.
 
-With ``--orchestration N`` (default 8; 0 skips it) it then runs each side's own
-``benchmarks.orchestration --trials N`` and prints their efficiency and wall ratios side by side. Both sides
-run in this one invocation, one after the other, so the comparison holds on a quiet machine.
+With ``--orchestration N`` (default 8; 0 skips it) it then runs this tree's ``benchmarks.orchestration
+--trials N --code SIDE`` on each side's code (one benchmark, two codes) and prints their efficiency and wall
+ratios side by side. Both sides run in this one invocation, one after the other, so the comparison holds on
+a quiet machine.
 
 Run: ``.venv/bin/python -m benchmarks.trial_phases [--base REV] [--orchestration N] [key=value ...]``.
 """
@@ -102,10 +103,10 @@ def measure_trial(side: Side, scratch: Path, extra: list[str]) -> None:
 
 
 def measure_orchestration(side: Side, scratch: Path, trials: int) -> None:
-    """The side's own orchestration benchmark, its figures parsed from what it prints."""
+    """This tree's orchestration benchmark on the side's code, its figures parsed from what it prints."""
     cmd = [sys.executable, "-m", "benchmarks.orchestration", "--trials", str(trials),
-           "--workdir", str(scratch / f"orch-{side.name}")]
-    done = subprocess.run(cmd, cwd=side.folder, capture_output=True, text=True)
+           "--workdir", str(scratch / f"orch-{side.name.replace(' ', '-')}"), "--code", str(side.folder)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)  # this benchmark, the side's code
     if done.returncode:
         raise SystemExit(f"{side.name}: benchmarks.orchestration failed:\n{done.stderr[-2000:]}")
     for key, pattern in ORCH.items():
