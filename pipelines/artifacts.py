@@ -104,15 +104,7 @@ def write_examples(model: torch.nn.Module, data: TrialData, term: OCRTerm, cfg: 
     arrays: dict[str, np.ndarray] = {}
     rows = []
     for i, (ex, oc_count) in enumerate(chosen):
-        loss, oc, logits = loss_maps(net, ex, term, cfg)
-        truth = ex.masks[0].cpu() if ex.masks is not None else torch.full(loss.shape, IGNORE)
-        picture = np.asarray(data.picture(ex.images[0]), dtype=np.float64)
-        arrays[f"picture_{i}"] = np.clip(np.rint(picture * 255), 0, 255).astype(np.uint8)
-        arrays[f"truth_{i}"] = truth.numpy().astype(np.int16)
-        arrays[f"prediction_{i}"] = logits[0].argmax(0).numpy().astype(np.int16)
-        arrays[f"oc_{i}"] = oc.numpy().astype(bool)
-        if cfg.selection != OCR_OFF:  # a baseline's δ and τ do nothing: no loss map of them
-            arrays[f"loss_{i}"] = loss.numpy().astype(np.float32)
+        arrays.update(example_arrays(net, ex, data, term, cfg, i))
         tags = [data.class_names[c] for c in ex.tags[0].nonzero().flatten().tolist() if c < len(data.class_names)]
         rows.append({"index": int(ex.index[0]), "tags": tags, "oc_pixels": oc_count})
     meta = {"class_names": list(data.class_names), "columns": list(example_columns(cfg.selection)),
@@ -125,6 +117,22 @@ def write_examples(model: torch.nn.Module, data: TrialData, term: OCRTerm, cfg: 
     doc = [{"index": r["index"], "oc_pixels": r["oc_pixels"], "epoch": epoch} for r in rows]
     (folder / "val_examples.json").write_text(json.dumps(doc, indent=1))
     return path
+
+
+def example_arrays(model: Callable[[Tensor], Tensor], ex: Batch, data: TrialData, term: OCRTerm, cfg: OCRConfig,
+                   i: int) -> dict[str, np.ndarray]:
+    """Row ``i`` of ``val_examples.npz`` (see :mod:`pipelines.figures`): the picture, truth, prediction, OC
+    pixels and, with the OCR loss on, its per-pixel map, each at the image's own size."""
+    loss, oc, logits = loss_maps(model, ex, term, cfg)
+    truth = ex.masks[0].cpu() if ex.masks is not None else torch.full(loss.shape, IGNORE)
+    picture = np.asarray(data.picture(ex.images[0]), dtype=np.float64)
+    arrays: dict[str, np.ndarray] = {f"picture_{i}": np.clip(np.rint(picture * 255), 0, 255).astype(np.uint8),
+              f"truth_{i}": truth.numpy().astype(np.int16),
+              f"prediction_{i}": logits[0].argmax(0).numpy().astype(np.int16),
+              f"oc_{i}": oc.numpy().astype(bool)}
+    if cfg.selection != OCR_OFF:  # a baseline's δ and τ do nothing: no loss map of them
+        arrays[f"loss_{i}"] = loss.numpy().astype(np.float32)
+    return arrays
 
 
 def loss_maps(model: Callable[[Tensor], Tensor], ex: Batch, term: OCRTerm,

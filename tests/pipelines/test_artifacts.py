@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from pipelines.artifacts import _draw_row, choose_examples, loss_maps
+from pipelines.artifacts import choose_examples, example_arrays, loss_maps
 from pipelines.config import OCRConfig
 from pipelines.data import Batch
+from pipelines.figures import _draw_row
 from pipelines.ocr_term import OCRTerm
 
 
@@ -62,7 +63,8 @@ def test_a_portrait_images_loss_maps_are_the_image_itself_without_bands() -> Non
     model = _Constant([0.5, 1.0, 2.0])  # class two (untagged) wins everywhere: every pixel OC
     fig, axes = plt.subplots(1, 6)
     try:
-        _draw_row(axes, model, ex, _Portrait(), term, cfg, 3)  # type: ignore[arg-type]
+        arrays_of_row = example_arrays(model, ex, _Portrait(), term, cfg, 0)  # type: ignore[arg-type]
+        _draw_row(axes, arrays_of_row, 0, 3)  # what draw_examples does with the saved row
         arrays = [ax.images[0].get_array() for ax in axes]
         assert all(a.shape[:2] == (30, 12) for a in arrays)  # every panel: the image's size, no padding
         assert all(ax.images[0].get_extent() == axes[0].images[0].get_extent() for ax in axes)  # same aspect
