@@ -51,8 +51,11 @@ def test_resume_ends_only_the_recorded_processes_that_are_still_the_same(
     assert end_recorded(tmp_path) == 0  # nothing recorded: nothing to do
 
 
+# Ctrl-C as a terminal delivers it: a command started in the background of a non-interactive shell (as a
+# test run may be) inherits SIGINT ignored, and Python then keeps it ignored
 GROUP = """
-import os, sys
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from study.processes import call_in_own_group
 sys.exit(call_in_own_group(["sh", "-c", "sleep 300 & sleep 300 & wait"], os.environ))
 """
