@@ -29,7 +29,7 @@ EXAMPLES_DATA = "val_examples.npz"
 EXAMPLES_FIGURE = "val_examples.png"
 PRIOR_FIGURE = "prior.png"
 LOSS_UNIT = "OCR loss per pixel (logit units)"  # a hinge on logit differences with margin δ
-IGNORE = 255
+IGNORE = 255  # pipelines.data.IGNORE, spelled here too: importing pipelines.data would load torch
 
 
 def example_columns(selection: str) -> tuple[str, ...]:
