@@ -8,6 +8,7 @@ study facts and record files every side shares) stands on the standard library a
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,23 @@ def test_loss_options_are_defined_once_and_load_without_torch() -> None:
             "import ocr; ocr.OCRLoss; assert 'torch' in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_a_digit_trial_loads_no_natural_image_library(tmp_path: Path) -> None:
+    """Issue 23: every trial runs in a fresh Ray worker, so its imports are paid per trial. A digit-scene trial
+    needs neither torchvision's augmentation (its import loads ``torch._dynamo``, ~1.7 s) nor timm or
+    segmentation-models-pytorch (the natural-image networks); they load only when a disk data set or a
+    ResNet network is built."""
+    from tests.conftest import TINY
+
+    code = ("import json, sys; from pathlib import Path; from pipelines.config import from_flat; "
+            "from pipelines.reporter import ListReporter; from pipelines.trial import run_trial; "
+            "flat = {**json.loads(sys.argv[1]), 'cache_dir': sys.argv[2]}; "
+            "run_trial(from_flat(flat), ListReporter(), Path(sys.argv[2]) / 'work'); "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torchvision', 'timm', 'segmentation_models_pytorch', 'torch', 'matplotlib'})))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(TINY), str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["matplotlib", "torch"]  # it ran and drew

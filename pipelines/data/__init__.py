@@ -1,7 +1,8 @@
 """Segmentation data sets for the trials: offline digit scenes, PASCAL VOC 2012, COCO 2014, a folder layout.
 
 :func:`open_data` turns a trial config into a :class:`TrialData` that hands out :class:`Batch` es: digit
-scenes from memory, disk data sets streamed through ``DataLoader`` workers with the field's augmentation.
+scenes from memory, disk data sets streamed through ``DataLoader`` workers with the field's augmentation
+(:mod:`pipelines.data._augment`, imported when a disk data set first trains: torchvision is slow to import).
 :func:`check_data` checks a trial's data up front.
 """
 
@@ -12,7 +13,7 @@ from pipelines.data._digits import build_digits
 from pipelines.data._load import cache_path, load_data
 from pipelines.data._open import class_names_of, open_data, split_files
 from pipelines.data._png import folder_fingerprint, write_index_png
-from pipelines.data._transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, train_transform
+from pipelines.data._transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from pipelines.data._trial_data import Batch, DiskData, Loader, MemoryData, Targets, TrialData
 from pipelines.data._types import (
     IGNORE,
@@ -55,6 +56,5 @@ __all__ = [
     "read_image",
     "split_files",
     "tags_from_masks",
-    "train_transform",
     "write_index_png",
 ]

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from pipelines.data._disk import read_mask
-from pipelines.data._transforms import apply_train, normalize
+from pipelines.data._transforms import normalize
 from pipelines.data._types import DataError
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 Item = tuple[Tensor, Tensor, Tensor, Tensor, int]  # image (3, H, W) float, mask (H, W) uint8, padding (H, W)
 #                                                   bool, tags (C,), index
@@ -44,7 +47,8 @@ class SegDataset(Dataset[Item]):
         masks: mask files (index PNGs, one per image), or ``None`` for an all-background placeholder
             (the CAM stage needs no mask; after a crop its 255 padding still marks what is not image).
         tags: ``(N, C)`` uint8 image-level labels.
-        transform: a joint training transform (:func:`train_transform`), or ``None`` for the whole image.
+        transform: a joint training transform (:func:`pipelines.data._augment.train_transform`), or
+            ``None`` for the whole image.
     """
 
     def __init__(self, images: Sequence[Path], masks: Sequence[Path] | None, tags: Tensor,
@@ -70,6 +74,8 @@ class SegDataset(Dataset[Item]):
                                 "match its image")
         padding = torch.zeros(mask.shape, dtype=torch.bool)
         if self.transform is not None:
+            from pipelines.data._augment import apply_train  # torchvision: loaded by whoever made the transform
+
             image, mask, padding = apply_train(self.transform, image, mask)
         return normalize(image), mask, padding, self.tags[index], index
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from pipelines.config import DataConfig
 from pipelines.data._dataset import SegDataset
-from pipelines.data._transforms import denormalize, train_transform
+from pipelines.data._transforms import denormalize
 from pipelines.data._types import IGNORE, SegData, SplitFiles
 
 Targets = Tensor | Path | None  # pseudo-masks: a (N, H, W) uint8 tensor, a folder of PNGs, or none
@@ -218,6 +218,8 @@ class DiskData:
         stage: masks then only mark the crop's padding as 255)."""
         if isinstance(targets, Tensor):
             raise TypeError("disk data takes pseudo-masks as a folder of PNGs, not a tensor")
+        from pipelines.data._augment import train_transform  # torchvision: only disk data sets load it
+
         c = self.cfg
         masks = None if targets is None else [targets / f"{i}.png" for i in self.train.ids]
         transform = train_transform(c.crop_size, c.scale_min, c.scale_max, c.flip)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from pipelines.models._backbone import forward_features, trainable
@@ -113,6 +111,9 @@ class DeepLabV3Plus(nn.Module):
 
     def __init__(self, backbone: str, output_stride: int, num_classes: int, in_channels: int,
                  weights: str = "", freeze_bn: bool = True) -> None:
+        import segmentation_models_pytorch as smp  # slow to import; only this network needs it
+        from timm.layers import freeze_batch_norm_2d
+
         super().__init__()
         rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
         self.net = smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=None,

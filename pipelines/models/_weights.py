@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
 IGNORED_PREFIXES = ("fc.",)  # the ImageNet classifier
@@ -70,6 +69,8 @@ def _adapt_stem(own: dict[str, Tensor], given: dict[str, Tensor]) -> None:
     if key not in own or key not in given or own[key].shape == given[key].shape:
         return
     if own[key].shape[0] == given[key].shape[0] and own[key].shape[2:] == given[key].shape[2:]:
+        from timm.models import adapt_input_conv  # timm loads lazily (see _backbone)
+
         given[key] = adapt_input_conv(own[key].shape[1], given[key].float()).to(given[key].dtype)
 
 

@@ -24,9 +24,9 @@ from pipelines.data import (
     check_data,
     folder_fingerprint,
     open_data,
-    train_transform,
 )
-from pipelines.data._transforms import MEAN_UINT8, RandomRescale, apply_train, denormalize
+from pipelines.data._augment import MEAN_UINT8, RandomRescale, apply_train, train_transform
+from pipelines.data._transforms import denormalize
 from tests.pipelines import trees
 
 DISK = {"threads": 1, "device": "cpu", "data.workers": 0, "data.crop_size": 24, "cam.ink_threshold": 0.0}
