@@ -19,22 +19,30 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(format_plan(study.plan))
         return 0
-    from study.runner import run_study
+    from study.runner import run_study, stop_ray_in_background
 
     run_study(study, address=args.address, fresh=args.fresh)
-    code = _exit_code(_finished(study), args)
-    report_after(study)
+    stopping = stop_ray_in_background()  # while the report is written
+    try:
+        code = _exit_code(_finished(study), args)
+        report_after(study)
+    finally:
+        stopping.join()
     return code
 
 
 def resume(args: argparse.Namespace) -> int:
     """``ocr-study resume NAME``, then the study's report."""
-    from study.runner import resume_study
+    from study.runner import resume_study, stop_ray_in_background
 
     study = load_study(args.name, args.storage)
     resume_study(study, args.address)
-    code = _exit_code(_finished(study), args)
-    report_after(study)
+    stopping = stop_ray_in_background()
+    try:
+        code = _exit_code(_finished(study), args)
+        report_after(study)
+    finally:
+        stopping.join()
     return code
 
 
