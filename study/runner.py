@@ -144,10 +144,12 @@ def _json_logger() -> Any:
     return JsonLoggerCallback()
 
 
-def _preload() -> None:
-    """Import what the searcher (Optuna) and the report (pandas, scipy, matplotlib) need."""
+def _warm(study: Study) -> None:
+    """Make the study's MLflow store (schema, experiment, parent run), then import what the searcher (Optuna)
+    and the report (pandas, scipy) need."""
+    _ = _tracking(study).parent_run_id
     import results  # noqa: F401
-    import study.searcher  # noqa: F401
+    from study import searcher  # noqa: F401
 
 
 class Background:
@@ -376,7 +378,9 @@ def _write_spec(study: Study, fresh: bool) -> None:
 def run_study(study: Study, address: str | None = None, fresh: bool = False) -> Path:
     """Run a study from the start; returns its folder."""
     check_study_inputs(study.spec, study.plan)  # before anything heavy is imported: bad data fails in seconds
-    from study.tracking_check import check_tracking_uri
+    # Imports Ray Tune, here in the main thread before the thread below starts: two threads importing Ray
+    # Tune at once failed ("cannot import name 'Trial' from partially initialized module").
+    from study.tracking import check_tracking_uri
 
     check_tracking_uri(study.spec.tracking_uri)
     folder = study.folder
@@ -385,15 +389,14 @@ def run_study(study: Study, address: str | None = None, fresh: bool = False) -> 
         hold_study(folder)
         _write_spec(study, fresh)
         write_study(folder, study_record(study.plan))
-        # The MLflow store (its schema, the experiment, the parent run) is made while Ray starts, and the
-        # modules the phases and the report need are loaded meanwhile (Ray's start mostly waits).
-        warm = Background(lambda: _tracking(study).parent_run_id)
-        preload = Background(_preload)
+        # While Ray starts (it mostly waits), one thread makes the MLflow store (its schema, the experiment,
+        # the parent run), then loads the modules the phases and the report need: one thread, so that no two
+        # import the same package at once.
+        warm = Background(lambda: _warm(study))
         init_ray(address)
         if not address:
             record_started(folder)
         warm.join()
-        preload.join()
     except BaseException:
         release_study(folder)
         if not existed:  # nothing half-made is left behind
@@ -429,7 +432,7 @@ def resume_study(study: Study, address: str | None = None) -> Path:
     unfinished ones continue from their checkpoints."""
     from ray import tune
 
-    from study.tracking_check import check_tracking_uri
+    from study.tracking import check_tracking_uri
 
     check_tracking_uri(study.spec.tracking_uri)
     check_study_inputs(study.spec, study.plan)

@@ -20,6 +20,8 @@ import logging
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,27 @@ CELL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 VIEW_METRICS = ("val_miou", "val_oc_rate_fg", "test_miou", "test_oc_rate_fg")
 # The parent run's per-cell figures: the headline table's mean (and std) of these, on its split.
 SUMMARY_METRICS = ("miou", "oc_rate_fg")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says which and how to fix it."""
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail early, before any trial starts, if an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise TrackingError(f"MLflow server {uri} answered {response.status} on /health")
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return  # reachable; authentication is MLflow's business (MLFLOW_TRACKING_USERNAME/PASSWORD)
+        raise TrackingError(f"MLflow server {uri} answered HTTP {err.code} on /health") from err
+    except OSError as err:
+        raise TrackingError(f"MLflow tracking server {uri} cannot be reached ({err}); start it, or set "
+                            "tracking.uri in the spec (empty = an SQLite file in the study folder)") from err
 
 
 def git_commit() -> str:

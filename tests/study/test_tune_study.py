@@ -168,7 +168,7 @@ def _end_group(pgid: int) -> None:
 
 
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path, shared_cache: Path) -> None:
-    from study.tracking_check import TrackingError
+    from study.tracking import TrackingError
 
     spec = tiny_spec(tmp_path, shared_cache, tracking={"uri": "http://127.0.0.1:9", "experiment": None})
     with pytest.raises(TrackingError, match="cannot be reached"):
