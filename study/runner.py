@@ -385,6 +385,7 @@ def run_study(study: Study, address: str | None = None, fresh: bool = False) -> 
     check_tracking_uri(study.spec.tracking_uri)
     folder = study.folder
     existed = folder.exists()
+    warm: Background | None = None
     try:
         hold_study(folder)
         _write_spec(study, fresh)
@@ -398,6 +399,8 @@ def run_study(study: Study, address: str | None = None, fresh: bool = False) -> 
             record_started(folder)
         warm.join()
     except BaseException:
+        if warm is not None:  # it writes into the folder: let it end before the folder goes
+            warm.thread.join()
         release_study(folder)
         if not existed:  # nothing half-made is left behind
             shutil.rmtree(folder, ignore_errors=True)
