@@ -102,6 +102,16 @@ def _confirm_config(confirm: ConfirmSpec, run: SeedRun, seed: int, rank: int,
     return config
 
 
+def run_order(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The planned confirm trials in the order they start: those that train first, those that continue a
+    search trial's checkpoint (an evaluation: seconds) last, each group in the plan's order.
+
+    Longest first: the short ones then fill the cores the last long trials leave idle, instead of a long one
+    running alone at the end (``quick``: seven trainings and two continuations on two cores ran 144 s in the
+    plan's order, the last training alone for its last 32 s)."""
+    return sorted((dict(c) for c in configs), key=lambda c: bool(c.get(f"{META}{CONTINUES_FROM}")))
+
+
 def continuable(run: SeedRun, config: Mapping[str, Any]) -> bool:
     """Whether a confirm trial of ``config`` can continue the search trial ``run`` from its last checkpoint:
     ``run`` completed its budget on the same config (every key but ``eval.test`` and ``meta.*``) and its

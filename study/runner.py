@@ -208,11 +208,13 @@ def _trainable(study: Study) -> Any:
 
 
 def _confirm_tuner(study: Study, phase: PhaseDoc, restore: bool) -> Any:
-    """The confirm phase's Tune run: the planned configs in order, no early stopping."""
+    """The confirm phase's Tune run: the planned configs, those that train first (:func:`study.confirm.run_order`),
+    no early stopping."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from study.confirm import run_order
     from study.failures import FailFast
     from study.progress import ProgressLine
     from study.searcher import PlannedSearcher
@@ -223,7 +225,8 @@ def _confirm_tuner(study: Study, phase: PhaseDoc, restore: bool) -> Any:
         return tune.Tuner.restore(study.tune_path(Phase.CONFIRM), _trainable(study), resume_unfinished=True,
                                   resume_errored=True, storage_filesystem=filesystem)
     configs, epochs = list(phase.configs), int(phase.epochs or 0)
-    searcher = PlannedSearcher(configs) if phase.seed_rule is None else _sequential_searcher(study, phase)
+    searcher = PlannedSearcher(run_order(configs)) if phase.seed_rule is None else \
+        _sequential_searcher(study, phase)
     callbacks = [FailFast(), RecordCallback("none", epochs, ()), _tracking(study, "none", epochs, ()),
                  ProgressLine(len(configs), str(phase.metric), str(phase.mode), at_most=phase.seed_rule is not None),
                  _json_logger()]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from record import Phase, StopReason, TrialDoc, append_epoch, trial_folder, write_trial
-from study.confirm import SeedRun, choose, continuable, rank_settings
+from study.confirm import SeedRun, choose, continuable, rank_settings, run_order
 from study.handle import Study
 from study.plan import plan
 from study.searcher import PlannedSearcher
@@ -70,6 +70,18 @@ def test_choose_plans_the_best_settings_on_every_confirm_seed(tmp_path: Path) ->
         ("ocr.selection=none", 0.0, 5), ("ocr.selection=none", 0.0, 6), ("ocr.selection=none", 0.0, 7),
         ("ocr.selection=oc", 2.0, 5), ("ocr.selection=oc", 2.0, 6), ("ocr.selection=oc", 2.0, 7)]
     assert {c["seg.epochs"] for c in configs} == {9} and {c["meta.phase"] for c in configs} == {"confirm"}
+
+
+def test_trials_that_train_start_before_those_that_continue_a_search_trial() -> None:
+    """Longest first: a continuation (an evaluation of a finished checkpoint) fills a core at the end instead of a
+    training running alone there; within each group the plan's order stays."""
+    cont = "meta.continues_from"
+    plan = [{"seed": 0, cont: "/ckpt/a"}, {"seed": 1}, {"seed": 2}, {"seed": 0, cont: "/ckpt/b"}, {"seed": 1, "x": 1},
+            {"seed": 0, cont: ""}]
+    order = run_order(plan)
+    assert order == [{"seed": 1}, {"seed": 2}, {"seed": 1, "x": 1}, {"seed": 0, cont: ""},
+                     {"seed": 0, cont: "/ckpt/a"}, {"seed": 0, cont: "/ckpt/b"}]
+    assert sorted(map(str, order)) == sorted(map(str, plan))  # the same trials, none lost or repeated
 
 
 def test_planned_searcher_resumes_where_it_stopped(tmp_path: Path) -> None:
