@@ -13,10 +13,13 @@ epoch, how many images were scanned, the loss's settings, each row's image index
 
 from __future__ import annotations
 
+import contextlib
 import csv as csv_module
 import hashlib
 import io
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from record import OCR_OFF, PRIOR_FILE
 EXAMPLES_DATA = "val_examples.npz"
 EXAMPLES_FIGURE = "val_examples.png"
 PRIOR_FIGURE = "prior.png"
+FIGURES_CACHE = "figures"  # under a cache folder: pictures drawn from numbers that repeat across trials
 LOSS_UNIT = "OCR loss per pixel (logit units)"  # a hinge on logit differences with margin δ
 IGNORE = 255  # pipelines.data.IGNORE, spelled here too: importing pipelines.data would load torch
 
@@ -159,15 +163,38 @@ def _drawn_from(figure: Path) -> str | None:
         return None
 
 
-def draw_pending(folder: Path) -> list[Path]:
+def _draw_kept(draw: Any, data: Path, figure: Path, digest: str, cache: Path) -> Path:
+    """``draw`` through ``cache``: a copy of the picture drawn from the same numbers before, else drawn and kept
+    (written to a temporary name and renamed, so a reader never meets half a file)."""
+    kept = cache / FIGURES_CACHE / f"{figure.stem}-{digest}{figure.suffix}"
+    if _drawn_from(kept) == digest:
+        shutil.copyfile(kept, figure)
+        return figure
+    draw(data, figure, {SOURCE_KEY: digest})
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next trial a drawing
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        tmp = kept.with_name(f".{kept.name}.{os.getpid()}.tmp")
+        shutil.copyfile(figure, tmp)
+        tmp.replace(kept)
+    return figure
+
+
+def draw_pending(folder: Path, cache: Path | None = None) -> list[Path]:
     """Draw the pictures of ``folder`` (a trial's ``artifacts``) that are missing or were drawn from other
     numbers than the folder holds now; returns what it drew. A folder without the numbers is left as it is.
-    The check reads the digest each picture carries (not file times, which a copy of the folder resets)."""
+    The check reads the digest each picture carries (not file times, which a copy of the folder resets).
+
+    With ``cache`` (the trial's cache folder), the prior's picture is drawn once per machine and distinct
+    matrix: every trial of a data set and prior variant has the same one (0.85 s of matplotlib each, measured
+    on the ``quick`` trial); the examples differ per trial and are always drawn."""
     drawn = []
-    for figure, data, draw in ((folder / EXAMPLES_FIGURE, folder / EXAMPLES_DATA, draw_examples),
-                               (folder / PRIOR_FIGURE, folder / PRIOR_FILE, draw_prior)):
+    for figure, data, draw, repeats in ((folder / EXAMPLES_FIGURE, folder / EXAMPLES_DATA, draw_examples, False),
+                                        (folder / PRIOR_FIGURE, folder / PRIOR_FILE, draw_prior, True)):
         if data.is_file() and _drawn_from(figure) != (digest := _digest(data)):
-            drawn.append(draw(data, figure, {SOURCE_KEY: digest}))
+            if repeats and cache is not None:
+                drawn.append(_draw_kept(draw, data, figure, digest, cache))
+            else:
+                drawn.append(draw(data, figure, {SOURCE_KEY: digest}))
     return drawn
 
 

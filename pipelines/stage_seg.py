@@ -239,7 +239,7 @@ def _epoch_metrics(state: SegState, cfg: TrialConfig, data: TrialData, device: t
     write_prior(state.ocr, data.class_names, artifacts)
     write_examples(state.model, data, state.ocr, cfg.ocr, artifacts, device, feed=feed, epoch=state.epoch)
     if last:
-        draw_pending(artifacts)
+        draw_pending(artifacts, cfg.cache_path)
     state.best_miou = max(state.best_miou, val["val_miou"])
     return {
         "epoch": float(state.epoch),

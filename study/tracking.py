@@ -573,20 +573,22 @@ class MLflowTracking(Callback):
             return
         import pyarrow.fs as pafs
 
+        cache = (getattr(trial, "config", None) or {}).get("cache_dir")  # the drawn prior's keeper, as in trials
+        cache_path = Path(cache).expanduser() if cache else None
         fs = getattr(checkpoint, "filesystem", None)
         if fs is None or isinstance(fs, pafs.LocalFileSystem):
-            self._log_folder(run_id, Path(checkpoint.path) / "artifacts")
+            self._log_folder(run_id, Path(checkpoint.path) / "artifacts", cache_path)
             return
         with checkpoint.as_directory() as local:  # a checkpoint on an object store: downloaded first
-            self._log_folder(run_id, Path(local) / "artifacts")
+            self._log_folder(run_id, Path(local) / "artifacts", cache_path)
 
-    def _log_folder(self, run_id: str, folder: Path) -> None:
+    def _log_folder(self, run_id: str, folder: Path, cache: Path | None) -> None:
         """Upload a trial's artifacts, drawing first the pictures a trial stopped early left as numbers."""
         if not folder.is_dir():
             return
         from pipelines.figures import draw_pending, is_drawing_data
 
-        draw_pending(folder)
+        draw_pending(folder, cache)
         for path in sorted(folder.iterdir()):
             if path.is_dir():
                 self.client.log_artifacts(run_id, str(path), artifact_path=path.name)

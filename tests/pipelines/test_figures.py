@@ -85,6 +85,37 @@ def test_a_folder_is_drawn_once_and_again_only_when_its_numbers_change(tmp_path:
     assert draw_pending(tmp_path / "missing") == [] and draw_pending(tmp_path / "other") == []
 
 
+def test_the_prior_picture_is_drawn_once_per_cache_and_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every trial of a data set and prior variant has the same matrix: a trial with a cache copies the picture
+    an earlier trial drew; another matrix, or a damaged kept copy, is drawn."""
+    import pipelines.figures as figures
+
+    calls: list[Path] = []
+    real = figures.draw_prior
+    monkeypatch.setattr(figures, "draw_prior", lambda *a: calls.append(a[0]) or real(*a))
+    cache = tmp_path / "cache"
+
+    def trial(name: str, tags: list[list[float]]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        write_prior(OCRTerm(OCRConfig(prior="cooc_raw"), torch.tensor(tags), 0, torch.device("cpu")), tuple(NAMES),
+                    folder)
+        assert [p.name for p in draw_pending(folder, cache)] == [PRIOR_FIGURE]
+        return folder / PRIOR_FIGURE
+
+    same = [[1, 0, 0], [1, 1, 0], [0, 1, 1.0]]
+    first = trial("a", same)
+    second = trial("b", same)
+    assert len(calls) == 1 and second.read_bytes() == first.read_bytes()  # copied, not drawn
+    other = trial("c", [[1, 1, 1], [0, 1, 0], [0, 0, 1.0]])
+    assert len(calls) == 2 and other.read_bytes() != first.read_bytes()
+    for kept in (cache / figures.FIGURES_CACHE).iterdir():
+        kept.write_bytes(kept.read_bytes()[:100])  # truncated
+    again = trial("d", same)
+    assert len(calls) == 3 and again.read_bytes() == first.read_bytes()  # drawn again, and the same picture
+    assert len(list((cache / figures.FIGURES_CACHE).iterdir())) == 2  # one per matrix, no temporary left
+
+
 def test_the_prior_csv_names_its_variant_and_still_reads_as_a_matrix(tmp_path: Path) -> None:
     tags = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1.0]])
     term = OCRTerm(OCRConfig(prior="cooc_raw"), tags, 0, torch.device("cpu"))
