@@ -106,9 +106,9 @@ def run_order(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The planned confirm trials in the order they start: those that train first, those that continue a
     search trial's checkpoint (an evaluation: seconds) last, each group in the plan's order.
 
-    Longest first: the short ones then fill the cores the last long trials leave idle, instead of a long one
-    running alone at the end (``quick``: seven trainings and two continuations on two cores ran 144 s in the
-    plan's order, the last training alone for its last 32 s)."""
+    Longest first: the short ones then fill a core the last long trials leave idle, instead of a long one
+    running alone at the end (``quick``'s confirm phase, seven trainings of about 34 s and two continuations
+    of about 3 s on two cores: 144 s in the plan's order, 139 s longest first)."""
     return sorted((dict(c) for c in configs), key=lambda c: bool(c.get(f"{META}{CONTINUES_FROM}")))
 
 
