@@ -20,7 +20,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,8 @@ def _drawn_from(figure: Path) -> str | None:
         return None
 
 
-def _draw_kept(draw: Any, data: Path, figure: Path, digest: str, cache: Path) -> Path:
+def _draw_kept(draw: Callable[[Path, Path, dict[str, str]], Path], data: Path, figure: Path, digest: str,
+               cache: Path) -> Path:
     """``draw`` through ``cache``: a copy of the picture drawn from the same numbers before, else drawn and kept
     (written to a temporary name and renamed, so a reader never meets half a file)."""
     kept = cache / FIGURES_CACHE / f"{figure.stem}-{digest}{figure.suffix}"

@@ -58,6 +58,10 @@ class SegDataset(Dataset[Item]):
         self.tags = tags
         self.num_classes = int(tags.shape[1])
         self.transform = transform
+        if transform is not None:  # torchvision: loaded by whoever made the transform; bound once, not per item
+            from pipelines.data._augment import apply_train
+
+            self._apply_train = apply_train
 
     def __len__(self) -> int:
         return len(self.images)
@@ -74,8 +78,6 @@ class SegDataset(Dataset[Item]):
                                 "match its image")
         padding = torch.zeros(mask.shape, dtype=torch.bool)
         if self.transform is not None:
-            from pipelines.data._augment import apply_train  # torchvision: loaded by whoever made the transform
-
-            image, mask, padding = apply_train(self.transform, image, mask)
+            image, mask, padding = self._apply_train(self.transform, image, mask)
         return normalize(image), mask, padding, self.tags[index], index
 
