@@ -20,6 +20,10 @@ from typing import Any
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_VALUE = "0"  # Ray's node address stays 127.0.0.1, so its servers bind loopback only
+# Ray starts one idle worker per CPU when the driver connects; Tune's trial actors never use them (Tune gives
+# each actor a runtime environment, so Ray starts workers for it), and on 2 cores the idle ones took CPU from
+# the study's start (study/README's orchestration notes). A task that needs a worker gets one started then.
+LEAN = {"prestart_worker_first_driver": False}
 STARTING = "Ray: starting this study's own local Ray (127.0.0.1 only); --address HOST:PORT joins a cluster"
 
 
@@ -68,7 +72,7 @@ def start_local_ray(**kwargs: Any) -> None:
 
     print(STARTING, flush=True)
     try:
-        ray.init(address="local", include_dashboard=False, **kwargs)
+        ray.init(address="local", include_dashboard=False, _system_config=LEAN, **kwargs)
     finally:
         if before is None:
             os.environ.pop(LOOPBACK_ENV, None)

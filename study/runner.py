@@ -111,7 +111,8 @@ def _tracking(study: Study, scheduler: str | None = None, max_epochs: int | None
         artifacts = _store_artifacts(study)
     return MLflowTracking(spec.tracking_uri, study.experiment, spec.name, study.hash, artifacts,
                           scheduler or spec.scheduler.type, max_epochs or spec.scheduler.max_epochs,
-                          spec.to_dict(), rungs=study.plan.rungs if rungs is None else rungs)
+                          spec.to_dict(), rungs=study.plan.rungs if rungs is None else rungs,
+                          cache_dir=spec.trial.cache_path)
 
 
 def _direct_to_store(study: Study) -> bool:

@@ -14,10 +14,14 @@ callback does those, with one ``log_batch`` per report. The tag keys are :class:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
+import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -100,6 +104,69 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     except OSError as err:
         raise TrackingError(f"MLflow tracking server {uri} cannot be reached ({err}); start it, or set "
                             "tracking.uri in the spec (empty = an SQLite file in the study folder)") from err
+
+
+STORE_TEMPLATES = "mlflow"  # under a cache folder: MLflow's empty SQLite schema, one file per MLflow version
+SQLITE = "sqlite:///"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file of an SQLite tracking URI (``sqlite:///rel`` or ``sqlite:////abs``), else ``None``."""
+    if not uri.startswith(SQLITE) or "?" in uri or uri == f"{SQLITE}:memory:":
+        return None
+    return Path(uri.removeprefix(SQLITE))
+
+
+def seed_sqlite_store(uri: str, cache_dir: Path) -> bool:
+    """Start a new SQLite store as a copy of MLflow's empty schema, kept in ``cache_dir`` per MLflow version.
+
+    MLflow builds a new store by running every one of its schema migrations (alembic), about 2 CPU s at
+    every study's start; a copy takes milliseconds and is then opened as usual (MLflow checks its schema
+    revision and adds its "Default" experiment itself, located as it would have been). The copy is made from
+    a store MLflow built in the same version, with that experiment taken out. Does nothing (returns False)
+    where the URI is not an SQLite file, the file exists, or the cache cannot be used (MLflow then builds
+    the store itself)."""
+    target = sqlite_file(uri)
+    if target is None or target.exists():
+        return False
+    try:
+        template = _store_template(cache_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.{os.getpid()}.part")
+        shutil.copyfile(template, part)
+        try:
+            os.link(part, target)  # never over a store another process made meanwhile
+        except FileExistsError:
+            return False
+        finally:
+            part.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error) as err:
+        log.debug("MLflow builds the store itself: the empty one in %s cannot be used (%s)", cache_dir, err)
+        return False
+    return True
+
+
+def _store_template(cache_dir: Path) -> Path:
+    """The empty store of this MLflow version under ``cache_dir``, built (by MLflow) the first time."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    template = cache_dir / STORE_TEMPLATES / f"empty-{mlflow.__version__}.db"
+    if template.is_file():
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    part = template.with_name(f".{template.name}.{os.getpid()}.part")
+    part.unlink(missing_ok=True)
+    try:
+        client = MlflowClient(tracking_uri=f"{SQLITE}{part.absolute()}")
+        client.search_experiments()  # the store is built on first use
+        with contextlib.closing(sqlite3.connect(part)) as db, db:
+            db.execute("DELETE FROM experiment_tags")
+            db.execute("DELETE FROM experiments")  # the store that opens the copy adds its own "Default"
+        part.replace(template)
+    finally:
+        part.unlink(missing_ok=True)
+    return template
 
 
 def git_commit() -> str:
@@ -373,8 +440,10 @@ class MLflowTracking(Callback):
     def __init__(self, uri: str, experiment: str, study: str, spec_hash: str,
                  artifact_location: str | None = None, scheduler: str = "none",
                  max_epochs: int | None = None, spec: dict[str, Any] | None = None,
-                 rungs: tuple[int, ...] = ()) -> None:
+                 rungs: tuple[int, ...] = (), cache_dir: Path | None = None) -> None:
         self.uri, self.experiment, self.study, self.spec_hash = uri, experiment, study, spec_hash
+        # where the empty SQLite store is kept that a new one starts from (seed_sqlite_store); None: not used
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
         self.artifact_location = artifact_location
         # A trial's planned epochs and why it stopped depend on them (the record's stop reason, exactly).
         self.scheduler, self.max_epochs, self.rungs = scheduler, max_epochs, tuple(rungs)
@@ -396,6 +465,9 @@ class MLflowTracking(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            cache = getattr(self, "cache_dir", None)  # absent from a callback pickled before it existed
+            if cache:
+                seed_sqlite_store(self.uri, Path(cache))
             self._client = MlflowClient(tracking_uri=self.uri)
             self._experiment_id = self._ensure_experiment()
             self._parent = self._ensure_parent()
