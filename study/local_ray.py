@@ -22,7 +22,7 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_VALUE = "0"  # Ray's node address stays 127.0.0.1, so its servers bind loopback only
 # Ray starts one idle worker per CPU when the driver connects; Tune's trial actors never use them (Tune gives
 # each actor a runtime environment, so Ray starts workers for it), and on 2 cores the idle ones took CPU from
-# the study's start (study/README's orchestration notes). A task that needs a worker gets one started then.
+# the study's start (README, the orchestration benchmark's notes). A task that needs a worker gets one then.
 LEAN = {"prestart_worker_first_driver": False}
 STARTING = "Ray: starting this study's own local Ray (127.0.0.1 only); --address HOST:PORT joins a cluster"
 

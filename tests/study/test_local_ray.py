@@ -96,6 +96,23 @@ def test_a_stale_ray_start_record_does_not_stop_a_local_study(tmp_path: Path, sh
     assert record.read_text().startswith("127.0.0.1:")  # left as it was: not the study's to remove
 
 
+def _idle_workers() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process().children(recursive=True)
+            if any(part.endswith("default_worker.py") for part in p.cmdline()) or p.name() == "ray::IDLE"]
+
+
+@pytest.mark.slow
+def test_a_local_ray_starts_no_idle_workers(local_ray: None) -> None:
+    """Ray would start one idle worker per CPU as the driver connects (Tune's actors never use them); the
+    study's Ray starts none. Polled for 3 s: Ray starts them within a second of the driver connecting."""
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        assert _idle_workers() == []
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_a_local_ray_started_in_process_listens_on_loopback_only(local_ray: None) -> None:
     """As the tests (and a program using :func:`study.runner.init_ray`) start it: Ray was imported before,

@@ -18,6 +18,7 @@ from study.tracking import (
     CELLS_VIEW_TAG,
     CONFIG_ARTIFACT,
     EXPERIMENT_KIND,
+    STORE_TEMPLATES,
     VIEW_TAG,
     MLflowTracking,
     cell_colour,
@@ -32,6 +33,8 @@ from study.tracking import (
     prepare_ui,
     run_name,
     runs_url,
+    seed_sqlite_store,
+    sqlite_file,
     trial_note,
     trial_params,
     view_states,
@@ -297,3 +300,53 @@ def test_each_cell_has_its_colour_in_grid_order() -> None:
     assert cell_colour("ocr.selection=oc,ocr.prior=cooc_minmax,ocr.ic=false", grid) == CELL_COLOURS[7]
     assert cell_colour("ocr.selection=none", grid) == CELL_COLOURS[0]  # a baseline merges the OCR-only axes
     assert cell_colour("base", None) in CELL_COLOURS
+
+
+def _store_rows(db: Path) -> dict[str, Any]:
+    """What a store holds besides its runs: the schema, its revision, the experiments (name, location)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return {"tables": sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")),
+                "revision": conn.execute("SELECT version_num FROM alembic_version").fetchall(),
+                "experiments": conn.execute("SELECT experiment_id, name, artifact_location FROM experiments "
+                                            "ORDER BY experiment_id").fetchall()}
+
+
+@pytest.mark.slow
+def test_a_new_store_copied_from_the_cached_schema_is_the_store_mlflow_builds(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of MLflow's empty schema (kept once per MLflow version) opens as the store MLflow would have
+    built itself: same tables and revision, its Default experiment where MLflow puts it, the study's next."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    cache = tmp_path / "cache"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the cached schema is made by a driver started in another folder
+    assert seed_sqlite_store(f"sqlite:///{elsewhere / 'first.db'}", cache)
+    monkeypatch.chdir(tmp_path)  # MLflow places its Default experiment under the working folder
+    built, seeded, again = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("built", "seeded", "again"))
+    (tmp_path / "built").mkdir()
+    for uri in (built, seeded, again):
+        made = seed_sqlite_store(uri, cache) if uri != built else False
+        assert made == (uri != built)
+        MlflowClient(tracking_uri=uri).create_experiment("study")
+    assert [p.name for p in (cache / STORE_TEMPLATES).iterdir()] == [f"empty-{mlflow.__version__}.db"]
+    rows = [_store_rows(tmp_path / name / "mlflow.db") for name in ("built", "seeded", "again")]
+    assert rows[0]["experiments"][0][:2] == (0, "Default") and rows[0]["experiments"][1][:2] == (1, "study")
+    assert rows[1] == rows[2] == rows[0]
+    # a store that is there is never replaced; a URI that is not an SQLite file is left to MLflow
+    assert not seed_sqlite_store(seeded, cache)
+    assert len(MlflowClient(tracking_uri=seeded).search_experiments()) == 2
+    assert not seed_sqlite_store("http://127.0.0.1:5000", cache)
+    assert sqlite_file("sqlite:///:memory:") is None and sqlite_file("sqlite:////a/b.db") == Path("/a/b.db")
+
+
+def test_a_cache_that_cannot_hold_the_schema_leaves_the_store_to_mlflow(tmp_path: Path) -> None:
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    target = tmp_path / "study" / "mlflow.db"
+    assert not seed_sqlite_store(f"sqlite:///{target}", blocked)
+    assert not target.exists()
