@@ -47,19 +47,22 @@ def settings_means(group: pd.DataFrame, metric: str, params: list[str], seed: in
 def cell_importance(group: pd.DataFrame, metric: str, seed: int = 0) -> dict[str, float]:
     """fANOVA importance (summing to 1) of each param that varies among ``group``'s trials, over the mean of
     ``metric`` per setting (seed noise is nobody's importance); empty when fewer than :data:`MIN_TRIALS`
-    settings have the metric or no param varies."""
-    import optuna
-    from optuna.distributions import BaseDistribution, FloatDistribution
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-
+    settings have the metric, no param varies, or every setting scored the same (no variance to split:
+    Optuna's fANOVA raises on it)."""
     group = group[group[metric].notna()]
     params = _sampled(group, [c for c in group.columns if c.startswith(PARAM_PREFIX)])
     if not params:
         return {}
     group = settings_means(group.assign(**{p: pd.to_numeric(group[p]).astype(float) for p in params}), metric,
                            params, seed)
-    if len(group) < MIN_TRIALS:
+    if len(group) < MIN_TRIALS or group[metric].nunique() < 2:  # every setting scored alike: nothing to split
         return {}
+    if len(params) == 1:  # the shares sum to 1: one parameter has all of it (fANOVA is not needed to say so)
+        return {params[0][len(PARAM_PREFIX):]: 1.0}
+    import optuna
+    from optuna.distributions import BaseDistribution, FloatDistribution
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
     values = {p: pd.to_numeric(group[p]).astype(float) for p in params}
     dists: dict[str, BaseDistribution] = {p[len(PARAM_PREFIX):]: FloatDistribution(float(v.min()), float(v.max()))
                                           for p, v in values.items()}

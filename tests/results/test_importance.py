@@ -36,3 +36,25 @@ def test_the_report_has_an_importance_table(searched: Dataset) -> None:
     shares = table.values.drop(columns="cell").sum(axis=1)
     assert ((shares - 1.0).abs() < 1e-9).all()
     assert all("(n = " in c for c in table.display["cell"])
+
+
+def _cell(values: dict[str, np.ndarray], metric: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"cell": "ocr.selection=oc", "stop_reason": "completed",
+                         **{f"params.{k}": v for k, v in values.items()}, "val_miou": metric})
+
+
+def test_a_cell_whose_settings_all_scored_the_same_has_no_importance_and_no_error() -> None:
+    """Optuna's fANOVA raises on a metric without variance (every trial predicting background, say): the
+    report gets no row for that cell instead of failing."""
+    rng = np.random.default_rng(1)
+    flat = _cell({"ocr.delta": rng.uniform(0, 8, 6), "ocr.tau": rng.uniform(0.05, 0.5, 6)}, np.full(6, 0.25))
+    assert param_importance(flat).empty
+    assert param_importance(flat.drop(columns="params.ocr.tau")).empty
+
+
+def test_one_searched_param_has_all_of_the_importance() -> None:
+    rng = np.random.default_rng(2)
+    delta = rng.uniform(0, 8, 8)
+    table = param_importance(_cell({"ocr.delta": delta}, 0.4 + 0.01 * rng.normal(size=8)))
+    assert table.to_dict("records") == [{"cell": "ocr.selection=oc", "param": "ocr.delta", "importance": 1.0,
+                                         "n": 8}]
