@@ -157,6 +157,9 @@ def _store_template(cache_dir: Path) -> Path:
     template.parent.mkdir(parents=True, exist_ok=True)
     part = template.with_name(f".{template.name}.{os.getpid()}.part")
     part.unlink(missing_ok=True)
+    migrations = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables..."
+    level = migrations.level
+    migrations.setLevel(logging.WARNING)
     try:
         client = MlflowClient(tracking_uri=f"{SQLITE}{part.absolute()}")
         client.search_experiments()  # the store is built on first use
@@ -165,6 +168,7 @@ def _store_template(cache_dir: Path) -> Path:
             db.execute("DELETE FROM experiments")  # the store that opens the copy adds its own "Default"
         part.replace(template)
     finally:
+        migrations.setLevel(level)
         part.unlink(missing_ok=True)
     return template
 
