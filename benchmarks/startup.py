@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +31,8 @@ import psutil
 import yaml
 
 from benchmarks.orchestration import _spec, _warm_stage1
+from benchmarks.trial_phases import REPO, check_out_base, remove_base
 
-REPO = Path(__file__).resolve().parents[1]
 MARK = "startup-benchmark"
 # run in the side's folder (its packages first on the path): stamps Tune's first trial start and the first
 # trial's first report, then lets the CLI run as usual
@@ -107,14 +106,8 @@ def main() -> None:
     parser.add_argument("--base", default="HEAD~1", help="the commit to compare with (default: HEAD~1)")
     parser.add_argument("--runs", type=int, default=3, help="runs per side, alternated (default 3)")
     args = parser.parse_args()
-    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.base], capture_output=True, text=True)
-    if rev.returncode:
-        raise SystemExit(f"--base {args.base!r} is not a commit of {REPO}: {rev.stderr.strip()}")
-    scratch = Path(tempfile.mkdtemp(prefix="ocr-startup-"))
-    base = scratch / "base"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(base), rev.stdout.strip()],
-                   check=True)
-    sides = {f"base {rev.stdout.strip()}": base, "this tree": REPO}
+    scratch, base, rev = check_out_base(args.base, "ocr-startup-")
+    sides = {f"base {rev}": base, "this tree": REPO}
     spec = _spec(scratch, 8, {})
     (scratch / "spec.yaml").write_text(yaml.safe_dump(spec))
     _warm_stage1({**spec["trial"], "seed": 0})
@@ -128,8 +121,7 @@ def main() -> None:
                 print(f"run {i + 1} {name}: actor {measured[name][-1][0]:.2f} s, clock {measured[name][-1][1]:.2f} s",
                       flush=True)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_base(scratch, base)
     print("\n| seconds from `ocr-study run` to | " + " | ".join(sides) + " |")
     print("|---|" + "---|" * len(sides))
     for j, what in enumerate(("Tune's first trial actor up", "the first trial's clock")):

@@ -132,6 +132,25 @@ def print_tables(sides: list[Side]) -> None:
             print(f"| {key} | {' | '.join(f'{s.orchestration[key]:.3f}' for s in sides)} |")
 
 
+def check_out_base(rev: str, prefix: str) -> tuple[Path, Path, str]:
+    """A scratch folder with commit ``rev`` of this repository checked out in it (a detached git worktree):
+    (the scratch folder, the worktree, the commit's short hash). Undo with :func:`remove_base`."""
+    short = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True)
+    if short.returncode:
+        raise SystemExit(f"--base {rev!r} is not a commit of {REPO}: {short.stderr.strip()}")
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    base = scratch / "base"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(base), short.stdout.strip()],
+                   check=True)
+    return scratch, base, short.stdout.strip()
+
+
+def remove_base(scratch: Path, base: Path) -> None:
+    """The worktree and the scratch folder of :func:`check_out_base`, gone."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     """Measure both sides and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,15 +159,8 @@ def main() -> None:
                         help="trials of the orchestration benchmark on each side (0: skip it)")
     parser.add_argument("overrides", nargs="*", help="trial config key=value overrides")
     args = parser.parse_args()
-    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.base], capture_output=True,
-                         text=True)
-    if rev.returncode:
-        raise SystemExit(f"--base {args.base!r} is not a commit of {REPO}: {rev.stderr.strip()}")
-    scratch = Path(tempfile.mkdtemp(prefix="ocr-trial-phases-"))
-    base = scratch / "base"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(base), rev.stdout.strip()],
-                   check=True)
-    sides = [Side(f"base {rev.stdout.strip()}", base), Side("this tree", REPO)]
+    scratch, base, rev = check_out_base(args.base, "ocr-trial-phases-")
+    sides = [Side(f"base {rev}", base), Side("this tree", REPO)]
     try:
         for side in sides:
             print(f"{side.name}: the trial ...", flush=True)
@@ -158,8 +170,7 @@ def main() -> None:
                 print(f"{side.name}: benchmarks.orchestration --trials {args.orchestration} ...", flush=True)
                 measure_orchestration(side, scratch, args.orchestration)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_base(scratch, base)
     print_tables(sides)
 
 
