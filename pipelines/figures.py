@@ -153,14 +153,21 @@ def _digest(data: Path) -> str:
 
 
 def _drawn_from(figure: Path) -> str | None:
-    """The digest a picture says it was drawn from (``None``: missing, unreadable, or drawn otherwise)."""
+    """The digest a picture says it was drawn from (``None``: missing, cut short, unreadable, or drawn otherwise).
+
+    Reads the chunk from the PNG's header (matplotlib writes text before the pixels) and checks every chunk's
+    CRC to the end of the file (Pillow's ``verify``) without decoding the pixels: 0.2 ms for a trial's
+    examples instead of 50–70 ms (``Image.text`` decodes the picture), paid for two pictures per trial by the
+    trial and again by the driver."""
     from PIL import Image
 
     try:
         with Image.open(figure) as image:
-            return getattr(image, "text", {}).get(SOURCE_KEY)
-    except (OSError, ValueError):
+            source = image.info.get(SOURCE_KEY)
+            image.verify()  # a file cut short (a trial killed while it wrote it) raises here
+    except (OSError, ValueError, SyntaxError):
         return None
+    return source if isinstance(source, str) else None
 
 
 def _draw_kept(draw: Callable[[Path, Path, dict[str, str]], Path], data: Path, figure: Path, digest: str,

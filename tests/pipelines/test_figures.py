@@ -82,6 +82,10 @@ def test_a_folder_is_drawn_once_and_again_only_when_its_numbers_change(tmp_path:
     assert [p.name for p in draw_pending(tmp_path)] == [EXAMPLES_FIGURE]
     (tmp_path / PRIOR_FIGURE).write_bytes(b"not a picture")
     assert [p.name for p in draw_pending(tmp_path)] == [PRIOR_FIGURE]
+    whole = (tmp_path / EXAMPLES_FIGURE).read_bytes()
+    (tmp_path / EXAMPLES_FIGURE).write_bytes(whole[: len(whole) // 2])  # its header (and digest) whole, cut after
+    assert [p.name for p in draw_pending(tmp_path)] == [EXAMPLES_FIGURE]  # a trial killed while writing it
+    assert (tmp_path / EXAMPLES_FIGURE).read_bytes() == whole
     assert draw_pending(tmp_path / "missing") == [] and draw_pending(tmp_path / "other") == []
 
 
